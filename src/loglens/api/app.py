@@ -1,0 +1,128 @@
+"""`create_app(settings)`: the FastAPI application, its lifespan and the error → HTTP mapping.
+
+The lifespan owns every long-lived part (store writer, and the components other stages add
+through `AppState.extras`); nothing starts at import time, so each test builds its own app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from loglens import __version__
+from loglens.api.deps import AppState, require_token
+from loglens.api.events import EventHub
+from loglens.api.routes import health, ingest, query
+from loglens.config import Settings
+from loglens.errors import (
+    Backpressure,
+    ConfigError,
+    IngestError,
+    LoglensError,
+    PayloadTooLarge,
+    StorageError,
+)
+from loglens.ingest.pipeline import IngestPipeline
+from loglens.schema import LogSchema
+from loglens.store import Store
+
+# Components started after the store and stopped before it: (name, start, stop) callables that
+# receive the AppState. Stages register here instead of editing the lifespan.
+Component = tuple[str, Callable[[AppState], Awaitable[None]], Callable[[AppState], Awaitable[None]]]
+
+
+def build_state(settings: Settings) -> AppState:
+    """Create (not start) the stages for `settings`."""
+    schema = LogSchema.from_file(
+        settings.schemas.log,
+        allowed_lateness_s=settings.ingest.allowed_lateness_seconds,
+        max_future_skew_s=settings.ingest.max_future_skew_seconds,
+        raw_limit=settings.ingest.dead_letter_raw_limit,
+    )
+    store = Store(
+        settings.storage.path,
+        max_queue_logs=settings.ingest.max_queue_logs,
+        max_batch_logs=settings.ingest.max_batch_logs,
+        retention_days=settings.storage.retention_days,
+        metrics_retention_days=settings.storage.metrics_retention_days,
+        retention_interval_s=settings.storage.retention_interval_seconds,
+    )
+    pipeline = IngestPipeline(schema, store, settings.ingest.max_errors_reported)
+    return AppState(settings, store, schema, pipeline, EventHub(), time.time())
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Map the loglens exception tree to HTTP codes — the one place this happens."""
+
+    async def handle(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, PayloadTooLarge):
+            return _error_response(413, str(exc))
+        if isinstance(exc, IngestError):
+            return _error_response(400, str(exc))
+        if isinstance(exc, Backpressure):
+            return _error_response(429, str(exc), {"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, StorageError):
+            return _error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
+        if isinstance(exc, ConfigError):
+            return _error_response(400, str(exc))
+        return _error_response(500, str(exc))
+
+    app.add_exception_handler(LoglensError, handle)
+
+
+def create_app(settings: Settings, components: list[Component] | None = None) -> FastAPI:
+    """Build a loglens app for `settings`; stages start in the lifespan, not here."""
+    extra_components = list(components or [])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = build_state(settings)
+        state.hub.bind(asyncio.get_running_loop())
+        await asyncio.to_thread(state.store.start)
+        app.state.loglens = state
+        started: list[Component] = []
+        try:
+            for comp in [*default_components(), *extra_components]:
+                await comp[1](state)
+                started.append(comp)
+            yield
+        finally:
+            for comp in reversed(started):
+                with contextlib.suppress(Exception):
+                    await comp[2](state)
+            await asyncio.to_thread(state.store.close)
+
+    app = FastAPI(
+        title="loglens",
+        version=__version__,
+        description="High-throughput log analytics and monitoring engine.",
+        lifespan=lifespan,
+    )
+    _install_error_handlers(app)
+    app.include_router(health.router)
+    protected = [Depends(require_token)]
+    app.include_router(ingest.router, dependencies=protected)
+    app.include_router(query.router, dependencies=protected)
+    for router, needs_token in optional_routers():
+        app.include_router(router, dependencies=protected if needs_token else None)
+    return app
+
+
+def default_components() -> list[Component]:
+    """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
+    return []
+
+
+def optional_routers() -> list[tuple[Any, bool]]:
+    """Routers contributed by other stages: (router, requires_api_token)."""
+    return []

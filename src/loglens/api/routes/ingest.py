@@ -1,0 +1,81 @@
+"""POST /api/v1/logs: JSON object, JSON array or NDJSON (optionally gzip), answered after commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel
+
+from loglens.api.deps import State
+from loglens.errors import IngestError, PayloadTooLarge
+from loglens.ingest.decode import decode_body
+
+router = APIRouter(tags=["ingest"])
+
+
+class IngestErrorItem(BaseModel):
+    """One rejected record of a request."""
+
+    index: int
+    reason: str
+
+
+class IngestResponse(BaseModel):
+    """Result of an ingest request: counts and the first rejections."""
+
+    accepted: int
+    rejected: int
+    errors: list[IngestErrorItem]
+    duplicate: bool = False
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds the {limit} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/api/v1/logs",
+    response_model=IngestResponse,
+    summary="Ingest logs",
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"oneOf": [{"type": "object"}, {"type": "array"}]}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            }
+        }
+    },
+)
+async def ingest_logs(request: Request, state: State) -> Any:
+    """Accept one log, an array of logs, or NDJSON. Returns after the accepted logs are durable.
+
+    Invalid records are rejected individually (and kept in the dead-letter store); the rest
+    are accepted. Send an `Idempotency-Key` header to make a retried request count once.
+    """
+    limit = state.settings.ingest.max_body_bytes
+    try:
+        body = await read_body(request, limit)
+    except PayloadTooLarge as exc:
+        await state.pipeline.reject_whole(b"", str(exc), "http")
+        raise
+    try:
+        parsed = decode_body(
+            body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit
+        )
+    except IngestError as exc:
+        await state.pipeline.reject_whole(body, str(exc), "http")
+        raise
+    result = await state.pipeline.ingest(parsed, "http", request.headers.get("idempotency-key"))
+    return result.to_json()

@@ -1,0 +1,146 @@
+"""`loglens` command line: wiring only — each command builds stages from config and runs them."""
+
+from __future__ import annotations
+
+import gzip
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from loglens import __version__
+from loglens.config import Settings, load_settings
+from loglens.errors import ConfigError
+
+app = typer.Typer(
+    name="loglens",
+    help="High-throughput log analytics and monitoring engine.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="Path of config.yaml.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"loglens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """loglens: collect, validate, store, aggregate and alert on logs."""
+
+
+def load_or_exit(path: Path | None) -> Settings:
+    """Load config or print each `file:line: key: message` and exit 2 — never a traceback."""
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+
+
+def _with_overrides(settings: Settings, host: str | None, port: int | None, data_dir: Path | None) -> Settings:
+    server = settings.server.model_copy(
+        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    )
+    storage = settings.storage
+    if data_dir is not None:
+        storage = storage.model_copy(update={"path": data_dir / "loglens.duckdb"})
+    return settings.model_copy(update={"server": server, "storage": storage})
+
+
+@app.command("check-config")
+def check_config(path: Annotated[Path, typer.Argument(help="Config file to check.")] = Path("config.yaml")) -> None:
+    """Validate a config file: prints OK, or each error with file:line and exits 2."""
+    settings = load_or_exit(path)
+    from loglens.schema import LogSchema
+
+    try:
+        LogSchema.from_file(settings.schemas.log)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+    typer.echo("OK")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str | None, typer.Option(help="Override server.host.")] = None,
+    port: Annotated[int | None, typer.Option(help="Override server.port.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Directory of the DuckDB store.")] = None,
+) -> None:
+    """Run the API, dashboard and alerting server."""
+    settings = _with_overrides(load_or_exit(config), host, port, data_dir)
+    from loglens.server import run_server
+
+    try:
+        run_server(settings)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def ingest(
+    file: Annotated[str, typer.Argument(help="NDJSON/JSON file (.gz ok), or - for stdin.")],
+    url: Annotated[str | None, typer.Option(help="Post to this server (e.g. http://127.0.0.1:8080).")] = None,
+    config: ConfigOpt = None,
+    batch_size: Annotated[int, typer.Option(help="Logs per request/commit.")] = 5000,
+    token: Annotated[str | None, typer.Option(envvar="LOGLENS_API_TOKEN", help="API token.")] = None,
+) -> None:
+    """Ingest a file: post it to a running server (--url) or write it into the local store."""
+    from loglens.ingest.file_ingest import ingest_file
+
+    settings = load_or_exit(config)
+    if file == "-":
+        stream = sys.stdin.buffer
+        total = None
+    else:
+        p = Path(file)
+        if not p.exists():
+            typer.echo(f"{file}: no such file", err=True)
+            raise typer.Exit(2)
+        stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")
+        total = None if p.suffix == ".gz" else p.stat().st_size
+    with stream:
+        accepted, rejected = ingest_file(stream, total, settings, url=url, batch_size=batch_size, token=token)
+    typer.echo(f"accepted {accepted}, rejected {rejected}")
+    if rejected:
+        typer.echo("rejected records are in the dead-letter store (GET /api/v1/dead-letter)")
+
+
+@app.command()
+def demo(
+    config: ConfigOpt = None,
+    port: Annotated[int | None, typer.Option(help="Port of the demo server.")] = None,
+    data_dir: Annotated[Path, typer.Option(help="Store directory of the demo.")] = Path("data/demo"),
+    duration: Annotated[float, typer.Option(help="Seconds of traffic (0 = until Ctrl-C).")] = 0,
+    fast: Annotated[bool, typer.Option(help="Compressed timeline for tests.")] = False,
+) -> None:
+    """Start a server and send generated traffic that triggers every alert type."""
+    from loglens.demo import run_demo
+
+    settings = _with_overrides(load_or_exit(config), None, port, data_dir)
+    raise typer.Exit(run_demo(settings, duration=duration, fast=fast))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

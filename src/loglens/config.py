@@ -1,0 +1,376 @@
+"""Configuration: pydantic models, YAML loading with file:line errors, `${ENV}` interpolation.
+
+`load_settings(path)` is the only entry point. Every problem is reported as
+`config.yaml:LINE: key.path: message (did you mean 'x'?)` through `ConfigError`, never a traceback.
+Relative paths in the file are resolved against the directory of the config file, so a
+config works the same whatever directory loglens is started from.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from loglens.errors import ConfigError, ConfigIssue
+
+Severity = Literal["critical", "warning", "info"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Model):
+    """HTTP server settings."""
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps loglens local.")
+    port: int = Field(8080, ge=0, le=65535, description="TCP port of the API and dashboard.")
+    api_token: str | None = Field(
+        None, description="When set, every /api request needs `Authorization: Bearer <token>`."
+    )
+    admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
+    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+
+
+class StorageConfig(_Model):
+    """DuckDB store settings."""
+
+    path: Path = Field(Path("data/loglens.duckdb"), description="DuckDB database file.")
+    retention_days: float = Field(7, gt=0, description="Raw logs older than this are deleted.")
+    metrics_retention_days: float = Field(90, gt=0, description="Per-minute metrics kept this long.")
+    retention_interval_seconds: float = Field(60, gt=0, description="How often retention runs.")
+
+
+class SchemasConfig(_Model):
+    """Paths of the JSON Schemas enforced at run time."""
+
+    log: Path = Field(Path("schemas/log_schema.yaml"), description="Log record schema.")
+    anomaly: Path = Field(Path("schemas/anomaly_schema.yaml"), description="Anomaly record schema.")
+
+
+class IngestConfig(_Model):
+    """Limits and timing of the ingest path."""
+
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip).")
+    max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for commit before 429.")
+    commit_interval_ms: int = Field(20, ge=1, le=50, description="Group-commit window.")
+    max_batch_logs: int = Field(100_000, gt=0, description="Largest group commit in logs.")
+    dead_letter_raw_limit: int = Field(4096, gt=0, description="Raw text kept per rejected log.")
+    max_errors_reported: int = Field(100, ge=0, description="Errors listed per ingest response.")
+    allowed_lateness_seconds: float = Field(120, ge=0, description="Older logs are stored but flagged late.")
+    max_future_skew_seconds: float = Field(300, ge=0, description="Logs further in the future are rejected.")
+
+
+class ErrorRateRule(_Model):
+    """error+fatal / total over a sliding window."""
+
+    enabled: bool = True
+    threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
+    window_seconds: int = Field(60, gt=0)
+    min_events: int = Field(20, ge=1, description="No alert on windows with fewer logs than this.")
+    for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
+    severity: Severity = "critical"
+
+
+class AbsenceRule(_Model):
+    """A known service sends nothing for longer than `threshold_seconds` (arrival time)."""
+
+    enabled: bool = True
+    threshold_seconds: float = Field(120, gt=0)
+    severity: Severity = "critical"
+
+
+class VolumeRule(_Model):
+    """More than `threshold` logs in a sliding window for one service."""
+
+    enabled: bool = True
+    threshold: int = Field(100, ge=0, description="Fires when the count is strictly above this.")
+    window_seconds: int = Field(60, gt=0)
+    for_seconds: float = Field(0, ge=0)
+    severity: Severity = "warning"
+
+
+class AnomalyRule(_Model):
+    """Robust-baseline anomaly detection on volume, error rate and p95 latency."""
+
+    enabled: bool = True
+    k: float = Field(3.0, gt=0, description="Band width in robust standard deviations.")
+    warmup_minutes: int = Field(10, ge=1, description="Minutes of history before judging.")
+    min_baseline_volume: float = Field(20, ge=0, description="Quieter services are not judged on volume.")
+    exit_k: float = Field(2.0, gt=0, description="Hysteresis: the anomaly ends below this band.")
+    severity: Severity = "warning"
+
+
+class NewPatternRule(_Model):
+    """New log templates at ERROR or above, and template rate jumps."""
+
+    enabled: bool = True
+    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
+    rate_jump_factor: float = Field(10.0, gt=1, description="Rate above baseline × this is anomalous.")
+    severity: Severity = "warning"
+
+
+class RulesConfig(_Model):
+    """The built-in alert rules with their thresholds."""
+
+    error_rate: ErrorRateRule = ErrorRateRule()
+    absence: AbsenceRule = AbsenceRule()
+    volume: VolumeRule = VolumeRule()
+    anomaly: AnomalyRule = AnomalyRule()
+    new_pattern: NewPatternRule = NewPatternRule()
+
+
+class ServiceOverride(_Model):
+    """Per-service rule overrides; any omitted rule keeps the global settings."""
+
+    error_rate: ErrorRateRule | None = None
+    absence: AbsenceRule | None = None
+    volume: VolumeRule | None = None
+    anomaly: AnomalyRule | None = None
+
+
+class AlertsConfig(_Model):
+    """Alert evaluation and lifecycle."""
+
+    evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
+    group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    rules: RulesConfig = RulesConfig()
+    overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Keyed by service.")
+
+
+class NotifierConfig(_Model):
+    """One notification channel: a plugin `type` plus its own `settings` and routing."""
+
+    name: str = Field(description="Channel name used in routing, logs and `loglens notify test`.")
+    type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
+    enabled: bool = True
+    severities: list[Severity] = Field(default_factory=lambda: ["critical", "warning"])
+    rules: list[str] | None = Field(None, description="Only these rules (None = all).")
+    services: list[str] | None = Field(None, description="Only these services (None = all).")
+    settings: dict[str, Any] = Field(default_factory=dict, description="Validated by the plugin's model.")
+
+
+class OutboxConfig(_Model):
+    """Durable notification delivery."""
+
+    max_attempts: int = Field(8, ge=1)
+    initial_backoff_seconds: float = Field(0.5, gt=0)
+    max_backoff_seconds: float = Field(60, gt=0)
+    timeout_seconds: float = Field(5, gt=0, description="Per-attempt timeout.")
+
+
+class LoggingConfig(_Model):
+    """loglens's own logs (JSON lines)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(_Model):
+    """The whole of config.yaml."""
+
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    schemas: SchemasConfig = SchemasConfig()
+    ingest: IngestConfig = IngestConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    notifiers: list[NotifierConfig] = Field(default_factory=lambda: [NotifierConfig(name="console", type="console")])
+    outbox: OutboxConfig = OutboxConfig()
+    logging: LoggingConfig = LoggingConfig()
+    config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
+
+    @field_validator("notifiers")
+    @classmethod
+    def _unique_names(cls, value: list[NotifierConfig]) -> list[NotifierConfig]:
+        names = [n.name for n in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate notifier name(s): {', '.join(dupes)}")
+        return value
+
+
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, file: str, issues: list[ConfigIssue], path: tuple[Any, ...] = ()) -> Any:
+    """Replace `${VAR}` / `${VAR:-default}` in string scalars, keeping ruamel's line info."""
+    if isinstance(node, CommentedMap):
+        for key in list(node.keys()):
+            node[key] = _interpolate(node[key], file, issues, (*path, key))
+        return node
+    if isinstance(node, CommentedSeq):
+        for i in range(len(node)):
+            node[i] = _interpolate(node[i], file, issues, (*path, i))
+        return node
+    if isinstance(node, str) and "${" in node:
+
+        def repl(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            value = os.environ.get(name)
+            if value is None or value == "" and default is not None:
+                if default is None:
+                    issues.append(ConfigIssue(file, None, _dotted(path), f"environment variable {name} is not set"))
+                    return ""
+                return default
+            return value
+
+        result = _ENV_RE.sub(repl, node)
+        return None if result == "" and _ENV_RE.fullmatch(node) else result
+    return node
+
+
+def _dotted(path: tuple[Any, ...]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _line_of(root: Any, path: tuple[Any, ...]) -> int | None:
+    """1-based line of the deepest node of `path` that exists in the YAML tree."""
+    node, line = root, None
+    for part in path:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    if line is None and isinstance(root, CommentedMap | CommentedSeq):
+        line = root.lc.line + 1
+    return line
+
+
+def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that owns the last key of `path`, to suggest close key names."""
+    model: Any = Settings
+    for part in path[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        ann = field.annotation
+        candidates = [ann, *getattr(ann, "__args__", ())]
+        for cand in candidates:
+            inner = getattr(cand, "__args__", None)
+            for c in [cand, *(inner or ())]:
+                if isinstance(c, type) and issubclass(c, BaseModel):
+                    model = c
+                    break
+            else:
+                continue
+            break
+        else:
+            return None
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _issues_from_validation(exc: ValidationError, root: Any, file: str) -> list[ConfigIssue]:
+    issues = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(loc)
+            message = "unknown key"
+            if owner is not None:
+                close = difflib.get_close_matches(str(loc[-1]), list(owner.model_fields), n=1, cutoff=0.5)
+                if close:
+                    message += f" (did you mean '{close[0]}'?)"
+                else:
+                    message += f" (allowed: {', '.join(k for k in owner.model_fields if k != 'config_path')})"
+        elif "input" in err and err["type"] not in ("missing",):
+            message += f" (got {err['input']!r})"
+        issues.append(ConfigIssue(file, _line_of(root, loc), _dotted(loc), message))
+    return issues
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    for section, key in (("storage", "path"), ("schemas", "log"), ("schemas", "anomaly")):
+        sec = data.get(section)
+        if isinstance(sec, dict) and isinstance(sec.get(key), str):
+            p = Path(sec[key])
+            sec[key] = str(p if p.is_absolute() else base / p)
+
+
+def parse_settings(text: str, file: str = "config.yaml", base_dir: Path | None = None) -> Settings:
+    """Parse config text into Settings; raise ConfigError listing every problem with its line."""
+    yaml = YAML(typ="rt")
+    try:
+        root = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            [ConfigIssue(file, line, "", f"invalid YAML: {exc.problem or exc.context} (check indentation and quoting)")]
+        ) from None
+    except Exception as exc:  # ruamel raises a few non-marked errors (e.g. duplicate keys)
+        raise ConfigError([ConfigIssue(file, None, "", f"invalid YAML: {exc}")]) from None
+    if root is None:
+        root = CommentedMap()
+    if not isinstance(root, CommentedMap):
+        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping of sections (server:, storage:, ...)")])
+    issues: list[ConfigIssue] = []
+    root = _interpolate(root, file, issues)
+    if issues:
+        raise ConfigError(issues)
+    data = _to_plain(root)
+    if base_dir is not None:
+        _resolve_paths(data, base_dir)
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_issues_from_validation(exc, root, file)) from None
+    return settings
+
+
+def _to_plain(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {str(k): _to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_to_plain(v) for v in node]
+    return node
+
+
+def load_settings(path: str | Path | None = None) -> Settings:
+    """Load config.yaml (default: ./config.yaml, or built-in defaults when it does not exist)."""
+    if path is None:
+        default = Path("config.yaml")
+        if not default.exists():
+            return Settings()
+        path = default
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), None, "", "file not found (pass --config PATH or create config.yaml)")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read file: {exc}")]) from None
+    settings = parse_settings(text, file=str(path), base_dir=path.resolve().parent)
+    return settings.model_copy(update={"config_path": path.resolve()})
+
+
+def mask_secrets(settings: Settings) -> dict[str, Any]:
+    """The active config as a dict with every secret-looking value replaced by '***'."""
+    secret = re.compile(r"(token|secret|password|key|webhook_url|url)$", re.I)
+
+    def walk(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: walk(v, k) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v, key) for v in node]
+        if node is not None and key and secret.search(key) and key not in ("path",):
+            return "***"
+        return node
+
+    return walk(settings.model_dump(mode="json"))

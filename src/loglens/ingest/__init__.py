@@ -1,0 +1,1 @@
+"""Collectors: one module per protocol, all feeding `ingest.pipeline.IngestPipeline`."""

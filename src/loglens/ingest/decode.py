@@ -1,0 +1,81 @@
+"""Turn a request body (JSON object, JSON array or NDJSON, optionally gzip) into `Parsed` records.
+
+A bad line in NDJSON rejects that line only; a body that is not JSON at all is one rejected
+record. Decompression is bounded so a gzip bomb cannot exceed the body limit.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any
+
+import orjson
+
+from loglens.errors import ParseError, PayloadTooLarge
+from loglens.schema import Parsed
+
+_NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
+
+
+def gunzip(body: bytes, limit: int) -> bytes:
+    """Decompress gzip (or zlib) data, raising PayloadTooLarge past `limit` decoded bytes."""
+    decomp = zlib.decompressobj(wbits=47)  # 32 + 15: auto-detect gzip or zlib header
+    try:
+        out = decomp.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise ParseError(f"body is not valid gzip: {exc}") from None
+    if len(out) > limit or decomp.unconsumed_tail:
+        raise PayloadTooLarge(f"decompressed body exceeds the {limit} byte limit")
+    if not decomp.eof:
+        raise ParseError("gzip body is truncated")
+    return out
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", errors="replace")
+
+
+def decode_ndjson(body: bytes) -> Parsed:
+    """One JSON value per line; blank lines are skipped, CRLF and a UTF-8 BOM are tolerated."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    lines = [ln for ln in body.split(b"\n") if ln.strip()]
+    values: list[Any] = []
+    failures: dict[int, str] = {}
+    loads = orjson.loads
+    for i, line in enumerate(lines):
+        try:
+            values.append(loads(line))
+        except orjson.JSONDecodeError as exc:
+            values.append(None)
+            failures[i] = f"malformed JSON: {exc}"
+    return Parsed(values, failures, lambda i: _text(lines[i].rstrip(b"\r")))
+
+
+def decode_json(body: bytes) -> Parsed:
+    """A JSON object (one log) or array (many logs). A body with several lines falls back to NDJSON."""
+    if body.startswith(b"\xef\xbb\xbf"):
+        body = body[3:]
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        stripped = body.strip()
+        if b"\n" in stripped and not stripped.startswith(b"["):
+            return decode_ndjson(body)  # clients often send NDJSON labelled application/json
+        return Parsed([None], {0: f"malformed JSON: {exc}"}, lambda i: _text(body))
+    if isinstance(doc, list):
+        return Parsed(doc, {}, lambda i: orjson.dumps(doc[i]).decode())
+    return Parsed([doc], {}, lambda i: _text(body))
+
+
+def decode_body(body: bytes, content_type: str | None, content_encoding: str | None, limit: int) -> Parsed:
+    """Decode an ingest request body according to its headers."""
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        body = gunzip(body, limit)
+    elif encoding not in ("", "identity"):
+        raise ParseError(f"unsupported Content-Encoding {content_encoding!r} (use gzip or none)")
+    ctype = (content_type or "").split(";", 1)[0].strip().lower()
+    if ctype in _NDJSON_TYPES:
+        return decode_ndjson(body)
+    return decode_json(body)

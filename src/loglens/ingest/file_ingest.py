@@ -1,0 +1,99 @@
+"""`loglens ingest FILE`: stream NDJSON (or a JSON array) to a server or into the local store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import httpx
+import orjson
+from tqdm import tqdm
+
+from loglens.config import Settings
+from loglens.ingest.decode import decode_json, decode_ndjson
+
+
+def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes]:
+    """NDJSON chunks of `batch_size` lines; a file starting with '[' is read as one JSON array."""
+    head = stream.read(1)
+    while head in (b" ", b"\n", b"\r", b"\t", b"\xef", b"\xbb", b"\xbf"):
+        head = stream.read(1)
+    if head == b"[":
+        data = head + stream.read()
+        progress.update(len(data))
+        values = orjson.loads(data) if data.strip() else []
+        for i in range(0, len(values), batch_size):
+            yield b"\n".join(orjson.dumps(v) for v in values[i : i + batch_size])
+        return
+    lines: list[bytes] = []
+    first = True
+    for line in stream:
+        if first:
+            line = head + line
+            first = False
+        progress.update(len(line))
+        lines.append(line)
+        if len(lines) >= batch_size:
+            yield b"".join(lines)
+            lines = []
+    if first and head:
+        lines.append(head)
+    if lines:
+        yield b"".join(lines)
+
+
+def ingest_file(
+    stream: BinaryIO,
+    total_bytes: int | None,
+    settings: Settings,
+    *,
+    url: str | None = None,
+    batch_size: int = 5000,
+    token: str | None = None,
+) -> tuple[int, int]:
+    """Send every record; returns (accepted, rejected). Retries 429/503 after Retry-After."""
+    progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=total_bytes is None)
+    accepted = rejected = 0
+    with progress:
+        if url:
+            headers = {"Content-Type": "application/x-ndjson"}
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
+            with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+                for chunk in _chunks(stream, batch_size, progress):
+                    body = _post_with_retry(client, chunk)
+                    accepted += body["accepted"]
+                    rejected += body["rejected"]
+            return accepted, rejected
+        return asyncio.run(_ingest_local(stream, settings, batch_size, progress))
+
+
+def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> dict[str, int]:
+    import time
+
+    for _ in range(attempts):
+        resp = client.post("/api/v1/logs", content=chunk)
+        if resp.status_code in (429, 503):
+            time.sleep(float(resp.headers.get("retry-after", "1")))
+            continue
+        resp.raise_for_status()
+        return resp.json()
+    raise RuntimeError("server kept answering 429/503; giving up")
+
+
+async def _ingest_local(stream: BinaryIO, settings: Settings, batch_size: int, progress: tqdm) -> tuple[int, int]:
+    from loglens.api.app import build_state
+
+    state = build_state(settings)
+    state.store.start()
+    accepted = rejected = 0
+    try:
+        for chunk in _chunks(stream, batch_size, progress):
+            parsed = decode_ndjson(chunk) if not chunk.lstrip().startswith(b"[") else decode_json(chunk)
+            result = await state.pipeline.ingest(parsed, "file")
+            accepted += result.accepted
+            rejected += result.rejected
+    finally:
+        state.store.close()
+    return accepted, rejected

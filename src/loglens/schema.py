@@ -1,0 +1,261 @@
+"""Compile `log_schema.yaml` into a batched validator + normalizer producing Arrow batches.
+
+The YAML schema is the single authority on validity: it is compiled with fastjsonschema at
+start-up (no copy of its rules lives in code). Its `x-loglens-aliases` extension on `level`
+drives normalisation, applied before validation. Pure module: no store, no API, so the same
+code validates archives on Dask/Ray workers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import fastjsonschema
+import orjson
+import pyarrow as pa
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from loglens.errors import ConfigError, ConfigIssue
+from loglens.models import LOG_ARROW_SCHEMA, Rejection
+
+_CORE_FIELDS = (
+    "timestamp",
+    "level",
+    "service",
+    "message",
+    "user_id",
+    "ip_address",
+    "response_time_ms",
+    "trace_id",
+    "metadata",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
+_MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z: beyond it no calendar date exists
+
+
+@dataclass(slots=True)
+class Parsed:
+    """Decoded records of one request: values, decode failures and lazy access to raw text."""
+
+    values: list[Any]
+    failures: dict[int, str]
+    raw: Callable[[int], str]
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+
+@dataclass(slots=True)
+class ValidatedBatch:
+    """Accepted logs as an Arrow table (LOG_ARROW_SCHEMA) plus every rejection with its reason."""
+
+    table: pa.Table
+    rejections: list[Rejection]
+
+
+def load_schema_document(path: str | Path) -> dict[str, Any]:
+    """Read a JSON Schema written in YAML; ConfigError (with file and line) when unreadable."""
+    path = Path(path)
+    try:
+        doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([ConfigIssue(str(path), None, "", "schema file not found")]) from None
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            [ConfigIssue(str(path), mark.line + 1 if mark else None, "", f"invalid YAML: {exc}")]
+        ) from None
+    if not isinstance(doc, dict):
+        raise ConfigError([ConfigIssue(str(path), 1, "", "a schema must be a mapping")])
+    return doc
+
+
+def _parse_timestamp(value: Any) -> int:
+    """Epoch microseconds (UTC) from an RFC 3339 string or an epoch number in s or ms."""
+    if isinstance(value, str):
+        text = value.strip()
+        dt = datetime.fromisoformat(text)
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        delta = dt - _EPOCH
+        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+    seconds = float(value)
+    if seconds > _MS_THRESHOLD:
+        seconds /= 1000.0
+    if not math.isfinite(seconds) or seconds > _MAX_EPOCH_S:
+        raise ValueError("epoch timestamp out of range")
+    return round(seconds * 1_000_000)
+
+
+def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dict[str, Any]) -> str:
+    """A short reason naming the field, e.g. 'response_time_ms: must be bigger than or equal to 0'."""
+    name = exc.name or "data"
+    field = name[5:] if name.startswith("data.") else ("log" if name == "data" else name)
+    message = exc.message
+    if message.startswith(name + " "):
+        message = message[len(name) + 1 :]
+    top = field.split(".", 1)[0].split("[", 1)[0]
+    if "cannot be validated by any definition" in message and top in schema_props:
+        desc = str(schema_props[top].get("description", "")).split(".")[0]
+        message = f"invalid value {_short(exc.value)}" + (f"; expected {desc[0].lower()}{desc[1:]}" if desc else "")
+    elif exc.rule == "required":
+        missing = [f for f in exc.definition.get("required", []) if not isinstance(exc.value, dict) or f not in exc.value]
+        return "missing required field" + ("s: " if len(missing) > 1 else ": ") + ", ".join(missing)
+    elif exc.rule in ("type", "enum", "minimum", "maximum", "pattern", "minLength", "maxLength"):
+        message = f"{message} (got {_short(exc.value)})"
+    return f"{field}: {message}"
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class LogSchema:
+    """A compiled log schema: `validate()` turns decoded records into an Arrow batch + rejections."""
+
+    def __init__(
+        self,
+        document: dict[str, Any],
+        *,
+        allowed_lateness_s: float = 120.0,
+        max_future_skew_s: float = 300.0,
+        raw_limit: int = 4096,
+    ) -> None:
+        self.document = document
+        self._props: dict[str, Any] = document.get("properties", {})
+        level = self._props.get("level", {})
+        self.aliases: dict[str, str] = {
+            str(k).lower(): str(v) for k, v in (level.get("x-loglens-aliases") or {}).items()
+        }
+        # fastjsonschema implements draft-07 semantics, which cover every keyword the log schema uses.
+        compiled = {k: v for k, v in document.items() if k != "$schema"}
+        try:
+            self._check = fastjsonschema.compile(compiled, use_default=False)
+        except fastjsonschema.JsonSchemaDefinitionException as exc:
+            raise ConfigError([ConfigIssue("log schema", None, "", f"invalid JSON Schema: {exc}")]) from None
+        self.lateness_us = int(allowed_lateness_s * 1_000_000)
+        self.skew_us = int(max_future_skew_s * 1_000_000)
+        self.raw_limit = raw_limit
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> LogSchema:
+        """Load and compile the schema at `path` (the file named in config.yaml)."""
+        return cls(load_schema_document(path), **kwargs)
+
+    def normalize(self, record: dict[str, Any]) -> None:
+        """Apply the schema's normalisations in place (level aliases, case-insensitive)."""
+        level = record.get("level")
+        if type(level) is str:
+            canon = self.aliases.get(level.lower())
+            if canon is not None:
+                record["level"] = canon
+
+    def check(self, record: Any) -> str | None:
+        """Reason the record is invalid, or None. Normalises `record` in place first."""
+        if type(record) is not dict:
+            kind = "array" if isinstance(record, list) else type(record).__name__
+            return f"log: must be a JSON object, got {'null' if record is None else kind}"
+        self.normalize(record)
+        try:
+            self._check(record)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return _reason_from(exc, self._props)
+        return None
+
+    def truncate_raw(self, raw: str) -> str:
+        """Raw text as kept in the dead-letter store (bounded)."""
+        if len(raw) <= self.raw_limit:
+            return raw
+        return raw[: self.raw_limit] + f"…[truncated, {len(raw)} chars]"
+
+    def validate(self, parsed: Parsed, source: str, now_us: int) -> ValidatedBatch:
+        """Validate and normalise a decoded request into columns; every failure keeps its reason."""
+        ts_col: list[int] = []
+        level_col: list[str] = []
+        service_col: list[str] = []
+        message_col: list[str] = []
+        user_col: list[Any] = []
+        ip_col: list[Any] = []
+        rt_col: list[Any] = []
+        trace_col: list[Any] = []
+        meta_col: list[Any] = []
+        rejections: list[Rejection] = []
+        failures = parsed.failures
+        check = self.check
+        late_before = now_us - self.lateness_us
+        future_after = now_us + self.skew_us
+        late_col: list[bool] = []
+
+        for i, rec in enumerate(parsed.values):
+            reason = failures.get(i) if failures else None
+            if reason is None:
+                reason = check(rec)
+            if reason is None:
+                try:
+                    ts = _parse_timestamp(rec["timestamp"])
+                except (ValueError, OverflowError, TypeError):
+                    reason = f"timestamp: not a valid RFC 3339 date-time or epoch (got {_short(rec['timestamp'])})"
+                else:
+                    if ts > future_after:
+                        reason = (
+                            f"timestamp: {(ts - now_us) / 1e6:.0f} s in the future, beyond the allowed clock "
+                            f"skew of {self.skew_us / 1e6:.0f} s"
+                        )
+            if reason is not None:
+                rejections.append(Rejection(i, reason, self.truncate_raw(parsed.raw(i)), source))
+                continue
+            ts_col.append(ts)
+            late_col.append(ts < late_before)
+            level_col.append(rec["level"])
+            service_col.append(rec["service"])
+            message_col.append(rec["message"])
+            user_col.append(rec.get("user_id"))
+            ip_col.append(rec.get("ip_address"))
+            rt_col.append(rec.get("response_time_ms"))
+            trace_col.append(rec.get("trace_id"))
+            meta = rec.get("metadata")
+            if len(rec) > 4:
+                extras = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
+                if extras:  # unknown top-level fields are kept, not dropped: they join metadata
+                    meta = {**(meta or {}), **extras}
+            meta_col.append(orjson.dumps(meta).decode() if meta else None)
+
+        n = len(ts_col)
+        table = pa.Table.from_arrays(
+            [
+                pa.array(ts_col, pa.int64()).cast(pa.timestamp("us")),
+                pa.array([now_us] * n, pa.int64()).cast(pa.timestamp("us")),
+                pa.array(level_col, pa.string()),
+                pa.array(service_col, pa.string()),
+                pa.array(message_col, pa.string()),
+                pa.array(user_col, pa.string()),
+                pa.array(ip_col, pa.string()),
+                pa.array(rt_col, pa.float64()),
+                pa.array(trace_col, pa.string()),
+                pa.array(meta_col, pa.string()),
+                pa.array(late_col, pa.bool_()),
+                pa.array([source] * n, pa.string()),
+            ],
+            schema=LOG_ARROW_SCHEMA,
+        )
+        return ValidatedBatch(table, rejections)
+
+
+def now_us() -> int:
+    """Current UTC time in epoch microseconds."""
+    delta = datetime.now(UTC) - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def parse_values(values: Sequence[Any]) -> Parsed:
+    """Wrap already-decoded values (e.g. from a protocol adapter) for `LogSchema.validate`."""
+    vals = list(values)
+    return Parsed(vals, {}, lambda i: orjson.dumps(vals[i], default=str).decode())

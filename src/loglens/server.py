@@ -1,0 +1,38 @@
+"""Run the loglens app under uvicorn (the `loglens serve` command)."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from loglens.api.app import create_app
+from loglens.config import Settings
+from loglens.logs import configure_logging
+
+log = logging.getLogger("loglens.server")
+
+
+def uvicorn_config(settings: Settings) -> uvicorn.Config:
+    """uvicorn settings for loglens: uvloop + httptools, no access log on the hot path."""
+    return uvicorn.Config(
+        create_app(settings),
+        host=settings.server.host,
+        port=settings.server.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_server(settings: Settings) -> None:
+    """Serve until interrupted."""
+    configure_logging(settings.logging.level)
+    config = uvicorn_config(settings)
+    log.info(
+        "loglens listening",
+        extra={"url": f"http://{settings.server.host}:{settings.server.port}/", "store": str(settings.storage.path)},
+    )
+    uvicorn.Server(config).run()
