@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lint diagrams serve clean
+.PHONY: setup demo test bench lint diagrams serve clean vendor
 
 setup:
 	@bash environment/setup.sh
@@ -25,6 +25,10 @@ bench: setup
 
 diagrams: setup
 	@$(PY) -m loglens.diagrams
+
+# Re-fetch the dashboard's chart library (uPlot) from npm into the package's static files.
+vendor:
+	@bash scripts/vendor_assets.sh
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .coverage

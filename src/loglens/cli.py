@@ -113,7 +113,7 @@ def ingest(
         if not p.exists():
             typer.echo(f"{file}: no such file", err=True)
             raise typer.Exit(2)
-        stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")
+        stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115 - closed by `with` below
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
         accepted, rejected = ingest_file(stream, total, settings, url=url, batch_size=batch_size, token=token)

@@ -67,6 +67,9 @@ class IngestConfig(_Model):
     max_errors_reported: int = Field(100, ge=0, description="Errors listed per ingest response.")
     allowed_lateness_seconds: float = Field(120, ge=0, description="Older logs are stored but flagged late.")
     max_future_skew_seconds: float = Field(300, ge=0, description="Logs further in the future are rejected.")
+    files: list[Path] = Field(
+        default_factory=list, description="NDJSON files the server follows (tail), surviving rotation."
+    )
 
 
 class ErrorRateRule(_Model):
@@ -173,6 +176,107 @@ class LoggingConfig(_Model):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+def _fields(**overrides: list[str]) -> Any:
+    """A default_factory for a FieldMapping with per-protocol input field names."""
+    return lambda: FieldMapping(**overrides)
+
+
+class FieldMapping(_Model):
+    """Which input field becomes which schema field: the first candidate present wins.
+
+    Candidates are key names; a dotted name (`service.name`) matches a flat key of that name
+    first, then the nested path. For OTLP and syslog the candidates name attributes /
+    structured-data params (their core fields come from the protocol itself).
+    """
+
+    timestamp: list[str] = Field(default_factory=lambda: ["timestamp", "@timestamp", "time", "ts"])
+    level: list[str] = Field(default_factory=lambda: ["level", "log.level", "severity", "levelname"])
+    service: list[str] = Field(default_factory=lambda: ["service", "service.name", "app", "logger"])
+    message: list[str] = Field(default_factory=lambda: ["message", "msg", "log"])
+    user_id: list[str] = Field(default_factory=lambda: ["user_id", "user.id", "enduser.id"])
+    ip_address: list[str] = Field(
+        default_factory=lambda: ["ip_address", "client.ip", "client.address", "source.ip"]
+    )
+    response_time_ms: list[str] = Field(
+        default_factory=lambda: ["response_time_ms", "http.response_time_ms", "duration_ms"]
+    )
+    trace_id: list[str] = Field(default_factory=lambda: ["trace_id", "trace.id", "traceId"])
+    default_level: str | None = Field("INFO", description="Level used when no level field is present.")
+    default_service: str | None = Field(None, description="Service used when no service field is present.")
+
+
+class MappingsConfig(_Model):
+    """Field mapping per protocol, with sensible defaults for what each kind of client sends."""
+
+    otlp: FieldMapping = Field(
+        default_factory=_fields(
+            user_id=["user.id", "enduser.id", "user_id"],
+            ip_address=["client.address", "http.client_ip", "net.peer.ip", "source.address"],
+            response_time_ms=["http.response_time_ms", "response_time_ms", "duration_ms"],
+            trace_id=[],
+        )
+    )
+    syslog: FieldMapping = Field(
+        default_factory=_fields(
+            user_id=["user_id", "user.id", "uid"],
+            ip_address=["ip_address", "ip", "client.ip"],
+            response_time_ms=["response_time_ms", "duration_ms"],
+            trace_id=["trace_id", "traceId"],
+        )
+    )
+    tail: FieldMapping = Field(default_factory=FieldMapping)
+    loki: FieldMapping = Field(
+        default_factory=_fields(
+            service=["service", "service_name", "service.name", "job", "app", "application"],
+            level=["level", "detected_level", "severity", "log.level", "lvl"],
+        )
+    )
+    es_bulk: FieldMapping = Field(
+        default_factory=_fields(
+            timestamp=["@timestamp", "timestamp", "time"],
+            level=["log.level", "level", "severity"],
+            service=["service.name", "service", "app", "fields.service"],
+            message=["message", "msg", "event.original"],
+            user_id=["user.id", "user_id", "user.name"],
+            ip_address=["client.ip", "source.ip", "ip_address", "host.ip"],
+            response_time_ms=["response_time_ms", "http.response_time_ms", "duration_ms"],
+            trace_id=["trace.id", "trace_id"],
+        )
+    )
+
+
+class SyslogConfig(_Model):
+    """Syslog receiver (RFC 5424 and RFC 3164) over UDP and TCP; off by default."""
+
+    enabled: bool = False
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    udp_port: int | None = Field(5514, ge=0, le=65535, description="UDP port (None = no UDP).")
+    tcp_port: int | None = Field(5514, ge=0, le=65535, description="TCP port (None = no TCP).")
+    max_message_bytes: int = Field(64 * 1024, gt=0, description="Longer messages go to dead-letter.")
+    flush_interval_ms: int = Field(20, ge=1, description="Batch flush window into the pipeline.")
+    flush_records: int = Field(1000, ge=1, description="Flush a batch at this many records.")
+    max_pending: int = Field(50_000, ge=1, description="Buffered records before TCP reads pause / UDP drops.")
+
+
+class TailConfig(_Model):
+    """How `ingest.files` and `loglens tail` follow files."""
+
+    checkpoint_path: Path | None = Field(
+        None, description="Offsets file (default: tail-checkpoints.json next to the store)."
+    )
+    poll_interval_ms: int = Field(200, ge=1, description="How often files are checked for new lines.")
+    batch_lines: int = Field(5000, ge=1, description="Lines per commit.")
+    max_line_bytes: int = Field(1024 * 1024, gt=0, description="Longer lines go to dead-letter.")
+
+
+class ProtocolsConfig(_Model):
+    """Extra ingest protocols: syslog, file tail, and the field mapping of every protocol."""
+
+    syslog: SyslogConfig = SyslogConfig()
+    tail: TailConfig = TailConfig()
+    mapping: MappingsConfig = MappingsConfig()
+
+
 class Settings(_Model):
     """The whole of config.yaml."""
 
@@ -180,6 +284,7 @@ class Settings(_Model):
     storage: StorageConfig = StorageConfig()
     schemas: SchemasConfig = SchemasConfig()
     ingest: IngestConfig = IngestConfig()
+    protocols: ProtocolsConfig = ProtocolsConfig()
     alerts: AlertsConfig = AlertsConfig()
     notifiers: list[NotifierConfig] = Field(default_factory=lambda: [NotifierConfig(name="console", type="console")])
     outbox: OutboxConfig = OutboxConfig()
@@ -214,7 +319,7 @@ def _interpolate(node: Any, file: str, issues: list[ConfigIssue], path: tuple[An
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             value = os.environ.get(name)
-            if value is None or value == "" and default is not None:
+            if value is None or (value == "" and default is not None):
                 if default is None:
                     issues.append(ConfigIssue(file, None, _dotted(path), f"environment variable {name} is not set"))
                     return ""
@@ -301,6 +406,14 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             p = Path(sec[key])
             sec[key] = str(p if p.is_absolute() else base / p)
+    ingest = data.get("ingest")
+    if isinstance(ingest, dict) and isinstance(ingest.get("files"), list):
+        ingest["files"] = [str(base / f) if isinstance(f, str) and not Path(f).is_absolute() else f
+                           for f in ingest["files"]]
+    tail = (data.get("protocols") or {}).get("tail") if isinstance(data.get("protocols"), dict) else None
+    if isinstance(tail, dict) and isinstance(tail.get("checkpoint_path"), str):
+        p = Path(tail["checkpoint_path"])
+        tail["checkpoint_path"] = str(p if p.is_absolute() else base / p)
 
 
 def parse_settings(text: str, file: str = "config.yaml", base_dir: Path | None = None) -> Settings:

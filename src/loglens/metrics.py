@@ -91,8 +91,10 @@ def quantile(buckets: Sequence[int], counts: Sequence[int], q: float) -> float |
     total = int(c.sum())
     if total == 0:
         return None
-    rank = q * (total - 1)
-    idx = int(np.searchsorted(np.cumsum(c), rank, side="right"))
+    # Nearest-rank definition (the smallest value with at least q of the samples at or below
+    # it): p95 of [10, 30] is 30, as an operator reading a latency panel expects.
+    rank = max(1, math.ceil(q * total - 1e-9))
+    idx = int(np.searchsorted(np.cumsum(c), rank, side="left"))
     return bucket_value(int(b[min(idx, len(b) - 1)]))
 
 

@@ -105,3 +105,57 @@ class IngestResult:
         if self.duplicate:
             out["duplicate"] = True
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An alert instance: one (rule, service) dedup key moving pending → firing → resolved."""
+
+    id: str
+    rule: str  # error_rate | absence | volume | anomaly | new_pattern | meta | user-defined
+    service: str
+    severity: str  # critical | warning | info
+    state: str  # pending | firing | resolved
+    value: float | None
+    threshold: float | None
+    summary: str
+    started_at: datetime
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dedup_key(self) -> str:
+        """Alerts with the same key are the same alert."""
+        return f"{self.rule}:{self.service}"
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    """A detected anomaly, written per schemas/anomaly_schema.yaml."""
+
+    id: str
+    detected_at: datetime
+    type: str
+    severity: str
+    service: str
+    description: str
+    score: float
+    confidence: float
+    observed: float | None
+    expected: dict[str, float] | None  # {"low": .., "high": ..} or {"value": ..}
+    window: dict[str, str]  # {"start": iso, "end": iso}
+    related_log_ids: list[int] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """What a notifier plugin receives: an alert transition (firing or resolved) for one channel."""
+
+    id: str  # idempotency key: stable per (alert id, transition, channel)
+    channel: str
+    kind: str  # firing | resolved | test
+    alert: Alert
+    created_at: datetime
+    duration_seconds: float | None = None  # for resolved: how long it fired

@@ -409,6 +409,16 @@ class Store:
             self._local.db = self._db
         yield cur
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A new connection to this database for a component's own tables (alerts, outbox, ...).
+
+        DuckDB serialises conflicting writes itself; the writer thread stays the only writer of
+        the log, metric and dead-letter tables. Close the cursor when the component stops.
+        """
+        if self._db is None:
+            raise StorageError("store is closed")
+        return self._db.cursor()
+
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only query and return all rows."""
         with self.reader() as cur:

@@ -1,0 +1,304 @@
+"""Inputs of `loglens analyze`: find files, cut them into partitions, read one partition.
+
+Kinds of input, told apart by name (content for JSON arrays):
+- NDJSON (`.ndjson`, `.jsonl`, `.json`, `.log`, `.txt`): split by **byte ranges**. A partition
+  `[start, end)` owns every line whose first byte lies in the range, so ranges can be cut
+  anywhere without coordination; a worker seeks to `start`, skips the tail of the line the
+  previous partition owns, and reads past `end` to finish its last line.
+- a JSON array (a file starting with `[`): one partition per file (it must be parsed whole).
+- `.gz`: one partition per file (gzip streams cannot be split), streamed in blocks.
+- Parquet: partitions are groups of row groups.
+- the server's DuckDB store (`.duckdb`): partitions are ranges of `logs.id`; its rows were
+  validated at ingest, so they go straight to aggregation; its dead letters are reported.
+
+Everything here is plain data and pure functions so a `Partition` can be shipped to a
+Dask or Ray worker (which must see the same paths: a shared or replicated file system).
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.models import LOG_ARROW_SCHEMA
+from loglens.schema import Parsed
+
+NDJSON_SUFFIXES = frozenset({".ndjson", ".jsonl", ".json", ".log", ".txt"})
+PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
+STORE_SUFFIXES = frozenset({".duckdb", ".db"})
+BLOCK_BYTES = 32 * 1024 * 1024  # NDJSON read in blocks of about this size: bounded memory per worker
+PARQUET_BLOCK_ROWS = 100_000
+
+_STORE_COLUMNS = [f.name for f in LOG_ARROW_SCHEMA]
+
+
+class InputError(ValueError):
+    """An input path that matches nothing or cannot be read at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """One unit of work: a byte range of a text file, row groups of Parquet, or a store id range."""
+
+    index: int
+    kind: str  # ndjson | gzip | json | parquet | store
+    path: str
+    start: int = 0
+    end: int = -1  # exclusive; -1 = to the end
+    row_groups: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """Short human name, e.g. `logs.ndjson[0:1048576]`."""
+        name = Path(self.path).name
+        if self.kind in ("ndjson", "store"):
+            return f"{name}[{self.start}:{self.end}]"
+        if self.kind == "parquet":
+            return f"{name}{list(self.row_groups)}"
+        return name
+
+
+@dataclass(slots=True)
+class Block:
+    """Decoded records of part of a partition, with where each raw line came from."""
+
+    parsed: Parsed
+    location: Any  # callable index -> "file@offset" string
+
+
+def _kind_of(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        return "gzip"
+    suffix = path.suffix.lower()
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    if suffix in STORE_SUFFIXES:
+        return "store"
+    return "json_array" if _starts_with_bracket(path) else "ndjson"
+
+
+def _starts_with_bracket(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return head.startswith(b"[")
+
+
+def _is_input(path: Path) -> bool:
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    suffix = Path(name).suffix
+    return suffix in NDJSON_SUFFIXES | PARQUET_SUFFIXES | STORE_SUFFIXES
+
+
+def discover(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand globs and directories (recursively) into a sorted, de-duplicated list of files.
+
+    Explicitly named files are taken whatever their suffix; inside directories and globs
+    only known input suffixes count. Raises InputError naming any path that matches nothing.
+    """
+    found: dict[Path, None] = {}
+    missing: list[str] = []
+    for raw in paths:
+        text = str(raw)
+        p = Path(text)
+        if glob.has_magic(text):
+            matches = [Path(m) for m in sorted(glob.glob(text, recursive=True))]
+            files = [m for m in matches if m.is_file() and _is_input(m)]
+            for d in (m for m in matches if m.is_dir()):
+                files.extend(_walk(d))
+        elif p.is_dir():
+            files = _walk(p)
+        elif p.is_file():
+            files = [p]
+        else:
+            files = []
+        if not files:
+            missing.append(text)
+        for f in files:
+            found.setdefault(f.resolve(), None)
+    if missing:
+        raise InputError(f"no input files found at: {', '.join(missing)}")
+    return sorted(found)
+
+
+def _walk(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file() and _is_input(p))
+
+
+def plan(files: Sequence[Path], partitions: int) -> list[Partition]:
+    """Cut `files` into about `partitions` partitions of similar size."""
+    partitions = max(1, partitions)
+    kinds = [(f, _kind_of(f)) for f in files]
+    splittable = sum(f.stat().st_size for f, k in kinds if k == "ndjson")
+    chunk = max(1, math.ceil(splittable / partitions))
+    out: list[Partition] = []
+
+    def add(kind: str, path: Path, **kw: Any) -> None:
+        out.append(Partition(len(out), kind, str(path), **kw))
+
+    for f, kind in kinds:
+        if kind == "ndjson":
+            size = f.stat().st_size
+            for start in range(0, max(size, 1), chunk):
+                add("ndjson", f, start=start, end=min(size, start + chunk))
+        elif kind == "parquet":
+            groups = pq.ParquetFile(f).metadata.num_row_groups
+            per = max(1, math.ceil(groups / partitions))
+            for g in range(0, groups, per):
+                add("parquet", f, row_groups=tuple(range(g, min(groups, g + per))))
+        elif kind == "store":
+            with duckdb.connect(str(f), read_only=True) as db:
+                row = db.execute("SELECT min(id), max(id) FROM logs").fetchone()
+            lo, hi = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, -1)
+            step = max(1, math.ceil((hi - lo + 1) / partitions))
+            for s in range(lo, hi + 1, step):
+                add("store", f, start=s, end=min(hi + 1, s + step))
+            if hi < lo:
+                add("store", f, start=0, end=0)
+        elif kind == "json_array":
+            add("json", f)
+        else:
+            add("gzip", f)
+    return out
+
+
+# ---- reading ------------------------------------------------------------------------------
+def read_blocks(part: Partition) -> Iterator[Block]:
+    """Decode a text/Parquet partition into blocks of records (the server's decoders)."""
+    if part.kind == "ndjson":
+        yield from _ndjson_blocks(part)
+    elif part.kind == "gzip":
+        yield from _gzip_blocks(part)
+    elif part.kind == "json":
+        data = Path(part.path).read_bytes()
+        yield Block(decode_json(data), lambda i: f"{part.path}[{i}]")
+    elif part.kind == "parquet":
+        yield from _parquet_blocks(part)
+    else:
+        raise InputError(f"{part.path}: partition kind {part.kind!r} has no records to decode")
+
+
+def _located(path: str, base: int, body: bytes) -> Block:
+    """Decode NDJSON text; bad lines are located as file@byte-offset (computed only when asked)."""
+    parsed = decode_ndjson(body)
+    offsets: list[int] = []
+
+    def location(i: int) -> str:
+        if not offsets:  # only walk the block when a rejection needs its position
+            pos = 0
+            for line in body.split(b"\n"):
+                if line.strip():
+                    offsets.append(base + pos)
+                pos += len(line) + 1
+        return f"{path}@{offsets[i]}"
+
+    return Block(parsed, location)
+
+
+def _ndjson_blocks(part: Partition) -> Iterator[Block]:
+    with open(part.path, "rb") as f:
+        if part.start > 0:
+            f.seek(part.start - 1)
+            if f.read(1) != b"\n":
+                f.readline()  # the rest of this line belongs to the previous partition
+        pos = f.tell()
+        while pos < part.end:
+            body = f.read(min(BLOCK_BYTES, part.end - pos))
+            if not body:
+                break
+            if not body.endswith(b"\n"):
+                body += f.readline()  # finish the last line even past `end`
+            yield _located(part.path, pos, body)
+            pos += len(body)
+
+
+def _gzip_blocks(part: Partition) -> Iterator[Block]:
+    with gzip.open(part.path, "rb") as f:
+        head = f.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
+        if head.startswith(b"["):
+            yield Block(decode_json(f.read()), lambda i: f"{part.path}[{i}]")
+            return
+        pos = 0
+        while True:
+            body = f.read(BLOCK_BYTES)
+            if not body:
+                break
+            if not body.endswith(b"\n"):
+                body += f.readline()
+            yield _located(part.path, pos, body)
+            pos += len(body)
+
+
+def _plain(value: Any) -> Any:
+    """Parquet values as the JSON the schema expects (timestamps as RFC 3339 strings)."""
+    if isinstance(value, datetime):
+        text = value.isoformat()
+        return text if value.tzinfo else text + "Z"
+    if isinstance(value, date):
+        return value.isoformat() + "T00:00:00Z"
+    return value
+
+
+def _parquet_blocks(part: Partition) -> Iterator[Block]:
+    pf = pq.ParquetFile(part.path)
+    base = sum(pf.metadata.row_group(g).num_rows for g in range(part.row_groups[0])) if part.row_groups else 0
+    for batch in pf.iter_batches(batch_size=PARQUET_BLOCK_ROWS, row_groups=list(part.row_groups)):
+        rows = batch.to_pylist()
+        values: list[Any] = []
+        for row in rows:
+            rec = {k: _plain(v) for k, v in row.items() if v is not None or k in ("user_id", "response_time_ms")}
+            meta = rec.get("metadata")
+            if isinstance(meta, str):  # metadata stored as JSON text (e.g. exported from the store)
+                try:
+                    rec["metadata"] = orjson.loads(meta)
+                except orjson.JSONDecodeError:
+                    pass
+            values.append(rec)
+        start = base
+
+        def raw(i: int, vals: list[Any] = values) -> str:
+            return orjson.dumps(vals[i], default=str).decode()
+
+        yield Block(Parsed(values, {}, raw), lambda i, s=start: f"{part.path}#row{s + i}")
+        base += len(rows)
+
+
+def read_store(part: Partition) -> pa.Table:
+    """Logs of a store partition (id range) as LOG_ARROW_SCHEMA, read-only."""
+    with duckdb.connect(part.path, read_only=True) as db:
+        table = db.execute(
+            f"SELECT {', '.join(_STORE_COLUMNS)} FROM logs WHERE id >= ? AND id < ? ORDER BY id",
+            [part.start, part.end],
+        ).fetch_arrow_table()
+    return table.cast(LOG_ARROW_SCHEMA)
+
+
+def store_dead_letters(path: str, sample_limit: int) -> tuple[dict[str, int], list[tuple[str, str, str]]]:
+    """Dead letters kept in a store: count per exact reason, and up to `sample_limit` per reason."""
+    with duckdb.connect(path, read_only=True) as db:
+        counts = db.execute("SELECT reason, count(*) FROM dead_letter GROUP BY reason").fetchall()
+        samples = db.execute(
+            "SELECT reason, raw, id FROM (SELECT *, row_number() OVER (PARTITION BY reason ORDER BY id) AS rn "
+            "FROM dead_letter) WHERE rn <= ? ORDER BY id",
+            [sample_limit],
+        ).fetchall()
+    return {str(r): int(c) for r, c in counts}, [(str(r), str(raw), f"{path}#dead_letter{i}") for r, raw, i in samples]
+
+
+def total_bytes(files: Sequence[Path]) -> int:
+    """Size on disk of all inputs (for the summary)."""
+    return sum(os.path.getsize(f) for f in files)

@@ -1,0 +1,1 @@
+"""Detection: log template mining and the detectors built on it."""

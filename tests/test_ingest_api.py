@@ -1,0 +1,177 @@
+"""POST /api/v1/logs against a real server and a real DuckDB file."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import httpx
+import orjson
+
+from loglens.config import Settings
+from loglens.demo import generate_logs, make_log
+from tests_support import LiveServer, count_rows  # type: ignore[import-not-found]
+
+
+def post(client: httpx.Client, body: Any, **headers: str) -> httpx.Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return client.post("/api/v1/logs", content=content, headers={"Content-Type": "application/json", **headers})
+
+
+def test_valid_batch_is_committed_before_the_answer(live_server: LiveServer) -> None:
+    logs = list(generate_logs(50))
+    with live_server.client() as c:
+        r = post(c, logs)
+    assert r.status_code == 200
+    assert r.json() == {"accepted": 50, "rejected": 0, "errors": [], "duplicate": False}
+    # committed: visible immediately through an independent read
+    assert count_rows(live_server, "logs") == 50
+
+
+def test_single_object_and_mixed_batch(live_server: LiveServer) -> None:
+    good = list(generate_logs(3))
+    bad = [{"level": "INFO"}, {**good[0], "response_time_ms": -5}, "not an object"]
+    with live_server.client() as c:
+        assert post(c, good[0]).json()["accepted"] == 1
+        r = post(c, [good[1], bad[0], good[2], bad[1], bad[2]])
+    body = r.json()
+    assert r.status_code == 200
+    assert (body["accepted"], body["rejected"]) == (2, 3)
+    assert [e["index"] for e in body["errors"]] == [1, 3, 4]
+    assert "missing required fields" in body["errors"][0]["reason"]
+    assert "response_time_ms" in body["errors"][1]["reason"]
+    with live_server.client() as c:
+        dead = c.get("/api/v1/dead-letter").json()
+    assert dead["total"] == 3
+    assert {d["source"] for d in dead["dead_letters"]} == {"http"}
+    assert any('"level":"INFO"' in d["raw"] for d in dead["dead_letters"])
+
+
+def test_ndjson_and_gzip(live_server: LiveServer) -> None:
+    lines = b"\n".join(orjson.dumps(x) for x in generate_logs(20)) + b"\n{broken json\n"
+    with live_server.client() as c:
+        r = c.post("/api/v1/logs", content=gzip.compress(lines),
+                   headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"})
+    assert r.status_code == 200
+    assert (r.json()["accepted"], r.json()["rejected"]) == (20, 1)
+    assert r.json()["errors"][0]["index"] == 20
+    assert r.json()["errors"][0]["reason"].startswith("malformed JSON")
+
+
+def test_errors_list_is_capped(settings_factory: Callable[..., Settings], live_server_factory: Any) -> None:
+    srv = live_server_factory(settings_factory(ingest={"max_errors_reported": 5}))
+    with srv.client() as c:
+        r = post(c, [{"bad": i} for i in range(30)])
+    assert r.json()["rejected"] == 30 and len(r.json()["errors"]) == 5
+    assert count_rows(srv, "dead_letter") == 30
+
+
+def test_malformed_bodies_are_400_and_dead_lettered(live_server: LiveServer) -> None:
+    cases = [
+        (b"\x00\xff\xfe not json", {}),
+        (b"[1, 2", {}),
+        (b"garbage", {"Content-Encoding": "gzip"}),
+        (b"", {"Content-Encoding": "br"}),
+        (gzip.compress(b'{"a":1}')[:-8], {"Content-Encoding": "gzip"}),
+    ]
+    with live_server.client() as c:
+        for body, headers in cases:
+            r = post(c, body, **headers)
+            assert r.status_code in (200, 400), (body, r.status_code, r.text)
+            if r.status_code == 200:
+                assert r.json()["accepted"] == 0 and r.json()["rejected"] == 1
+        assert c.get("/healthz").status_code == 200
+    assert count_rows(live_server, "dead_letter") == len(cases)
+
+
+def test_body_limit_413(settings_factory: Callable[..., Settings], live_server_factory: Any) -> None:
+    srv = live_server_factory(settings_factory(ingest={"max_body_bytes": 2000}))
+    big = orjson.dumps([make_log(__import__("random").Random(1), "a", "INFO") for _ in range(20)])
+    assert len(big) > 2000
+    with srv.client() as c:
+        assert post(c, big).status_code == 413
+        # the limit also applies after gzip decoding (no zip bombs)
+        assert post(c, gzip.compress(big), **{"Content-Encoding": "gzip"}).status_code == 413
+
+        # chunked upload without Content-Length is cut off too
+        def gen() -> Any:
+            yield big
+
+        r = c.post("/api/v1/logs", content=gen(), headers={"Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert c.get("/healthz").status_code == 200
+    assert count_rows(srv, "logs") == 0
+
+
+def test_saturated_queue_answers_429_with_retry_after(
+    settings_factory: Callable[..., Settings], live_server_factory: Any
+) -> None:
+    srv = live_server_factory(settings_factory(ingest={"max_queue_logs": 100}))
+    gate = threading.Event()
+    entered = threading.Event()
+
+    def stall(_event: Any) -> None:  # holds the writer thread after its first commit
+        entered.set()
+        gate.wait(30)
+
+    srv.state.store.listeners.append(stall)
+    batch = list(generate_logs(60))
+    try:
+        with ThreadPoolExecutor(4) as pool, srv.client() as c:
+            first = pool.submit(post, c, batch)
+            assert entered.wait(10)
+            second = pool.submit(post, c, batch)  # queued behind the stalled writer: 60 pending
+            while srv.state.store.queue_depth < 60:
+                threading.Event().wait(0.01)
+            third = post(c, batch)  # 60 + 60 > 100
+            assert third.status_code == 429
+            assert int(third.headers["retry-after"]) >= 1
+            gate.set()
+            assert first.result().status_code == 200
+            assert second.result().status_code == 200
+    finally:
+        gate.set()
+        srv.state.store.listeners.remove(stall)
+    assert count_rows(srv, "logs") == 120  # exactly the acknowledged logs, nothing from the 429
+
+
+def test_idempotency_key_counts_a_retried_batch_once(live_server: LiveServer) -> None:
+    logs = list(generate_logs(10))
+    with live_server.client() as c:
+        a = post(c, logs, **{"Idempotency-Key": "batch-1"})
+        b = post(c, logs, **{"Idempotency-Key": "batch-1"})
+    assert a.json()["accepted"] == 10
+    assert b.status_code == 200 and b.json()["duplicate"] is True and b.json()["accepted"] == 0
+    assert count_rows(live_server, "logs") == 10
+
+
+def test_restart_keeps_everything(settings_factory: Callable[..., Settings], live_server_factory: Any) -> None:
+    settings = settings_factory()
+    srv = live_server_factory(settings)
+    with srv.client() as c:
+        post(c, [*generate_logs(25), {"bad": True}])
+    srv.stop()
+    again = live_server_factory(settings)
+    with again.client() as c:
+        assert c.get("/api/v1/dead-letter").json()["total"] == 1
+        volume = c.get("/api/v1/timeseries", params={"metric": "volume", "minutes": 5}).json()
+        assert sum(p["v"] for s in volume["series"] for p in s["points"]) == 25
+        post(c, list(generate_logs(5, seed=9)))
+        ids = [log["id"] for log in c.get("/api/v1/logs", params={"limit": 1000}).json()["logs"]]
+    assert len(ids) == 30 and len(set(ids)) == 30  # ids continue after restart, never reused
+
+
+def test_api_token_required_when_configured(
+    settings_factory: Callable[..., Settings], live_server_factory: Any
+) -> None:
+    srv = live_server_factory(settings_factory(server={"api_token": "t0ken"}))
+    with srv.client() as c:
+        assert post(c, list(generate_logs(1))).status_code == 401
+        assert c.get("/api/v1/services").status_code == 401
+        assert c.get("/healthz").status_code == 200
+        ok = post(c, list(generate_logs(1)), Authorization="Bearer t0ken")
+        assert ok.status_code == 200
+        assert c.get("/api/v1/services", params={"token": "t0ken"}).status_code == 200
