@@ -100,10 +100,7 @@ def render(results: list[Result], markdown: bool) -> str:
             "| " + " | ".join(head) + " |",
             "|" + "|".join(["---", "---:", "---:", "---:", "---:", "---:"]) + "|",
         ]
-        out += [
-            "| " + " | ".join(f"**{c}**" if row[0] == "Average" and c else c for c in row) + " |"
-            for row in rows
-        ]
+        out += ["| " + " | ".join(f"**{c}**" if row[0] == "Average" and c else c for c in row) + " |" for row in rows]
         out.append("")
         out.append(f"Config: {config_line()}.")
         return "\n".join(out)
@@ -121,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--data", type=Path, default=DATA, help="directory with the loghub 2k files")
     parser.add_argument("--repeat", type=int, default=3, help="cold runs per dataset; the fastest is timed")
-    parser.add_argument(
-        "datasets", nargs="*", default=list(DATASETS), help="datasets to run (default: all eight)"
-    )
+    parser.add_argument("datasets", nargs="*", default=list(DATASETS), help="datasets to run (default: all eight)")
     args = parser.parse_args(argv)
     results = [run(args.data, name, max(1, args.repeat)) for name in args.datasets]
     print(render(results, args.markdown))

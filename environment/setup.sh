@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 REQ=environment/requirements.txt
-STAMP=$VENV/.installed-$(cat "$REQ" pyproject.toml | sha256sum | cut -c1-16)
+STAMP=$VENV/.installed-$(cat "$REQ" pyproject.toml tests/plugins/loglens_example_notifier/pyproject.toml | sha256sum | cut -c1-16)
 
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
@@ -34,6 +34,8 @@ if [ ! -f "$STAMP" ]; then
   quiet "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
   quiet "$VENV/bin/python" -m pip install -q -r "$REQ"
   quiet "$VENV/bin/python" -m pip install -q --no-deps -e .
+  # the example third-party notifier plugin the tests prove is discovered through entry points
+  quiet "$VENV/bin/python" -m pip install -q --no-deps -e tests/plugins/loglens_example_notifier
   rm -f "$VENV"/.installed-*
   touch "$STAMP"
 fi

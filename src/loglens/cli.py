@@ -137,6 +137,43 @@ def demo(
     raise typer.Exit(run_demo(settings, duration=duration, fast=fast))
 
 
+@app.command()
+def analyze(
+    paths: Annotated[list[str], typer.Argument(help="Files, globs or directories: NDJSON, JSON, .gz, Parquet, store.")],
+    engine: Annotated[str, typer.Option(help="local | dask | ray")] = "local",
+    address: Annotated[str | None, typer.Option(help="Existing cluster: tcp://HOST:8786 (dask), HOST:6379 (ray).")] = None,
+    partitions: Annotated[int | None, typer.Option(help="Number of partitions (default: one per CPU, ≥ 2).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only logs at/after this ISO 8601 time (UTC if no offset).")] = None,
+    until: Annotated[str | None, typer.Option(help="Only logs before this ISO 8601 time.")] = None,
+    service: Annotated[str | None, typer.Option(help="Only this service.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write the report: report.json or report.html.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar of partitions done.")] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Analyse log archives (locally, on Dask or on Ray) with the server's own aggregation and rules."""
+    from loglens.analyze.command import analyze_command
+
+    raise typer.Exit(
+        analyze_command(load_or_exit(config), paths, engine=engine, address=address, partitions=partitions,
+                        since=since, until=until, service=service, out=out, progress=progress)
+    )
+
+
+notify_app = typer.Typer(help="Notification channels.", no_args_is_help=True)
+app.add_typer(notify_app, name="notify")
+
+
+@notify_app.command("test")
+def notify_test(
+    channel: Annotated[str, typer.Argument(help="Channel name from the notifiers: section.")],
+    config: ConfigOpt = None,
+) -> None:
+    """Send a sample notification to CHANNEL; prints success or the exact error (exit 1)."""
+    from loglens.notify.service import run_notify_test
+
+    raise typer.Exit(run_notify_test(load_or_exit(config), channel))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

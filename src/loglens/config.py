@@ -118,6 +118,12 @@ class NewPatternRule(_Model):
     enabled: bool = True
     min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
     rate_jump_factor: float = Field(10.0, gt=1, description="Rate above baseline × this is anomalous.")
+    warmup_seconds: float = Field(
+        300, ge=0, description="Templates first seen while the miner is younger than this are learned silently."
+    )
+    resolve_after_seconds: float = Field(
+        300, gt=0, description="A new_pattern alert resolves after this long without new findings."
+    )
     severity: Severity = "warning"
 
 

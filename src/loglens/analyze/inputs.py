@@ -17,6 +17,7 @@ Dask or Ray worker (which must see the same paths: a shared or replicated file s
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import gzip
 import math
@@ -263,10 +264,8 @@ def _parquet_blocks(part: Partition) -> Iterator[Block]:
             rec = {k: _plain(v) for k, v in row.items() if v is not None or k in ("user_id", "response_time_ms")}
             meta = rec.get("metadata")
             if isinstance(meta, str):  # metadata stored as JSON text (e.g. exported from the store)
-                try:
+                with contextlib.suppress(orjson.JSONDecodeError):
                     rec["metadata"] = orjson.loads(meta)
-                except orjson.JSONDecodeError:
-                    pass
             values.append(rec)
         start = base
 

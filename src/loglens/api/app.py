@@ -120,9 +120,28 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
 
 def default_components() -> list[Component]:
     """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    return []
+    from loglens import evaluator
+    from loglens.api.routes import protocols, stream
+    from loglens.notify import service as notify_service
+
+    # The notifier starts first (and stops last) so alerting finds state.extras["notifier"].
+    return [
+        ("notifier", notify_service.start_component, notify_service.stop_component),
+        ("alerting", evaluator.start_component, evaluator.stop_component),
+        ("stream", stream.start_stream, stream.stop_stream),
+        ("protocols", protocols.start_protocols, protocols.stop_protocols),
+    ]
 
 
 def optional_routers() -> list[tuple[Any, bool]]:
     """Routers contributed by other stages: (router, requires_api_token)."""
-    return []
+    from loglens.api.routes import alerts, dashboard, notifications, protocols, stream
+
+    return [
+        (alerts.router, True),
+        (stream.router, True),
+        (dashboard.build_router(), False),
+        (dashboard.config_router, True),
+        (notifications.router, True),
+        (protocols.router, True),
+    ]

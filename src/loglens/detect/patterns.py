@@ -154,7 +154,8 @@ _HEX4 = r"[0-9a-fA-F]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 _V4_END = r"(?![\w-]|\.\w)"
 _MONTH = r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
-_WEEKDAY = r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_WEEKDAY = "(?:" + "|".join(_WEEKDAYS) + ")"
 _PATH_CHARS = r"[^\s/\"'?()\[\]{}<>,;:=]"
 
 DEFAULT_MASKS: tuple[AbstractMaskingInstruction, ...] = (
@@ -162,7 +163,7 @@ DEFAULT_MASKS: tuple[AbstractMaskingInstruction, ...] = (
     MaskRule(
         "DATE",
         rf"\b{_WEEKDAY},?\s+{_MONTH}\s+\d{{1,2}}\s+\d{{1,2}}:\d{{2}}:\d{{2}}(?:\s+[A-Z]{{2,5}})?(?:\s+\d{{4}})?\b",
-        _has_digit,
+        lambda s: any(day in s for day in _WEEKDAYS),
     ),
     MaskRule(
         "DATE",
@@ -276,11 +277,9 @@ class _WordAwareDrain(Drain):
         # Placeholders go down the wildcard branch of the prefix tree, like numbers do.
         return ("<" in s and ">" in s) or _has_digit(s) is not None
 
-    def get_seq_distance(
-        self, seq1: Sequence[str], seq2: Sequence[str], include_params: bool
-    ) -> tuple[float, int]:
+    def get_seq_distance(self, seq1: Sequence[str], seq2: Sequence[str], include_params: bool) -> tuple[float, int]:
         # seq1 is the template, seq2 the message (same length, checked by the caller's tree).
-        if not seq1:
+        if not seq1:  # pragma: no cover - Drain resolves empty messages before scoring
             return 1.0, 0
         param = self.param_str
         same = 0
@@ -385,6 +384,21 @@ class TemplateMiner:
         masker = self._masker
         with self._lock:
             return [self._add_masked(masker.mask(m)) for m in messages]
+
+    def match(self, message: str) -> MatchResult | None:
+        """The known template `message` belongs to, without learning from it; None if there is none.
+
+        Every constant token of the template must be present (Drain3's exact match, falling back
+        to a scan of all templates of the same length); the result has ``is_new=False``.
+        """
+        masked = self._masker.mask(message)
+        with self._lock:
+            cluster = self._drain.match(masked, full_search_strategy="fallback")
+            if cluster is None:
+                return None
+            return MatchResult(
+                self._ids[cluster.cluster_id], self._template_text(cluster.cluster_id, cluster), False, cluster.size
+            )
 
     def _add_masked(self, masked: str) -> MatchResult:
         cluster, change = self._drain.add_log_message(masked)
@@ -576,7 +590,5 @@ def grouping_accuracy(predicted_ids: Sequence[Hashable], truth_ids: Sequence[Has
     pairs = Counter(zip(predicted_ids, truth_ids, strict=True))
     # A predicted group is right iff all its lines share one truth id and that truth group has no other lines.
     truths_per_pred = Counter(p for p, _ in pairs)
-    correct = sum(
-        n for (p, t), n in pairs.items() if truths_per_pred[p] == 1 and pred_sizes[p] == truth_sizes[t] == n
-    )
+    correct = sum(n for (p, t), n in pairs.items() if truths_per_pred[p] == 1 and pred_sizes[p] == truth_sizes[t] == n)
     return correct / len(predicted_ids)

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from loglens.errors import ParseError, PayloadTooLarge
-from loglens.schema import Parsed
+from loglens.schema import Parsed, raw_json
 
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
 
@@ -31,6 +31,9 @@ def gunzip(body: bytes, limit: int) -> bytes:
     return out
 
 
+loads_array = orjson.loads
+
+
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
 
@@ -39,6 +42,24 @@ def decode_ndjson(body: bytes) -> Parsed:
     """One JSON value per line; blank lines are skipped, CRLF and a UTF-8 BOM are tolerated."""
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
+    stripped = body.strip()
+    if stripped.startswith(b"{") and b"\n\n" not in stripped:
+        # One parse of the whole body as an array is ~2x faster than a parse per line; any
+        # malformed line makes it fail and we fall back to per-line parsing for exact reasons.
+        try:
+            values = loads_array(b"[" + stripped.replace(b"\n", b",") + b"]")
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            lines_cache: list[bytes] = []
+
+            def raw(i: int) -> str:
+                if not lines_cache:
+                    lines_cache.extend(ln for ln in stripped.split(b"\n"))
+                return _text(lines_cache[i].rstrip(b"\r"))
+
+            if len(values) == stripped.count(b"\n") + 1:  # one value per line, none spanning lines
+                return Parsed(values, {}, raw)
     lines = [ln for ln in body.split(b"\n") if ln.strip()]
     values: list[Any] = []
     failures: dict[int, str] = {}
@@ -64,7 +85,7 @@ def decode_json(body: bytes) -> Parsed:
             return decode_ndjson(body)  # clients often send NDJSON labelled application/json
         return Parsed([None], {0: f"malformed JSON: {exc}"}, lambda i: _text(body))
     if isinstance(doc, list):
-        return Parsed(doc, {}, lambda i: orjson.dumps(doc[i]).decode())
+        return Parsed(doc, {}, lambda i: raw_json(doc[i]))
     return Parsed([doc], {}, lambda i: _text(body))
 
 

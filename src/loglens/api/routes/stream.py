@@ -17,6 +17,7 @@ and a busy one sends a bounded number of events per second however fast logs arr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import threading
 import time
@@ -113,10 +114,8 @@ class MetricsPublisher:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
+        with contextlib.suppress(RuntimeError):  # loop closing during shutdown
             loop.call_soon_threadsafe(self._schedule)
-        except RuntimeError:  # loop closing during shutdown
-            pass
 
     def _schedule(self) -> None:
         delay = max(0.0, self._last_flush + self.settings.min_interval_seconds - self._clock())

@@ -1,0 +1,157 @@
+"""Sustained bulk ingest over HTTP vs DuckDB's own bulk load of the same file.
+
+Generates N logs as NDJSON, starts `loglens serve` as a separate process on a free loopback
+port, posts the file in bulk batches from C concurrent clients (each request answered only after
+its logs are validated, aggregated and durably committed), then — in the same run — times
+DuckDB's `read_json` → table load of the same file. Prints logs/s for both and their ratio.
+
+    python bench/ingest.py [--logs 1000000] [--batch 5000] [--clients 4] [--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+
+from loglens.demo import generate_logs  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_ndjson(path: Path, n: int) -> None:
+    start = time.time() - 50 * 60  # spread over the last 50 minutes of event time
+    with path.open("wb") as f:
+        for log in generate_logs(n, spacing_s=3000 / n, start=start, seed=11):
+            f.write(orjson.dumps(log))
+            f.write(b"\n")
+
+
+def chunks(path: Path, batch: int) -> list[bytes]:
+    lines = path.read_bytes().splitlines(keepends=True)
+    return [b"".join(lines[i : i + batch]) for i in range(0, len(lines), batch)]
+
+
+async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, float]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for b in bodies:
+        queue.put_nowait(b)
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal accepted
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            while not queue.empty():
+                body = queue.get_nowait()
+                while True:
+                    r = await client.post(
+                        "/api/v1/logs", content=body, headers={"Content-Type": "application/x-ndjson"}
+                    )
+                    if r.status_code == 429:
+                        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                        continue
+                    r.raise_for_status()
+                    accepted += r.json()["accepted"]
+                    break
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return accepted, time.perf_counter() - t0
+
+
+def start_server(tmp: Path, port: int) -> subprocess.Popen[bytes]:
+    config = tmp / "config.yaml"
+    config.write_text(
+        f"server: {{port: {port}}}\n"
+        f"storage: {{path: {tmp / 'store' / 'loglens.duckdb'}}}\n"
+        f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
+        "notifiers: []\nlogging: {level: WARNING}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
+        cwd=tmp,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def duckdb_baseline(path: Path, tmp: Path) -> float:
+    con = duckdb.connect(str(tmp / "baseline.duckdb"))
+    t0 = time.perf_counter()
+    con.execute(
+        "CREATE TABLE logs AS SELECT * FROM read_json(?, format='newline_delimited', columns={"
+        "timestamp: 'TIMESTAMP', level: 'VARCHAR', service: 'VARCHAR', message: 'VARCHAR', user_id: 'VARCHAR', "
+        "ip_address: 'VARCHAR', response_time_ms: 'DOUBLE', trace_id: 'VARCHAR', metadata: 'JSON'})",
+        [str(path)],
+    )
+    con.execute("CHECKPOINT")
+    elapsed = time.perf_counter() - t0
+    con.close()
+    return elapsed
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--logs", type=int, default=1_000_000)
+    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="loglens-bench-") as d:
+        tmp = Path(d)
+        data = tmp / "logs.ndjson"
+        print(f"generating {args.logs:,} logs ...", flush=True)
+        write_ndjson(data, args.logs)
+        bodies = chunks(data, args.batch)
+        port = free_port()
+        proc = start_server(tmp, port)
+        try:
+            accepted, http_s = asyncio.run(post_all(f"http://127.0.0.1:{port}", bodies, args.clients))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
+        base_s = duckdb_baseline(data, tmp)
+    http_rate = accepted / http_s
+    base_rate = args.logs / base_s
+    ratio = http_rate / base_rate
+    print(f"loglens HTTP ingest : {accepted:,} logs in {http_s:.2f} s = {http_rate:,.0f} logs/s "
+          f"({args.clients} clients, {args.batch} logs/request, validated + durable + aggregated)")
+    print(f"DuckDB read_json    : {args.logs:,} logs in {base_s:.2f} s = {base_rate:,.0f} logs/s")
+    print(f"ratio               : {ratio:.2f}")
+    if args.markdown:
+        print("\n| what | logs | seconds | logs/s |\n|---|---|---|---|")
+        print(f"| loglens HTTP bulk ingest ({args.clients} clients × {args.batch}) | {accepted:,} | {http_s:.2f} | {http_rate:,.0f} |")
+        print(f"| DuckDB read_json → table | {args.logs:,} | {base_s:.2f} | {base_rate:,.0f} |")
+        print(f"| ratio | | | {ratio:.2f} |")
+    if accepted != args.logs:
+        raise SystemExit(f"accepted {accepted} of {args.logs} logs")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Alerting endpoints: alerts, anomalies, silences CRUD and the rules with their last evaluation."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import anyio.to_thread
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from loglens.alerting import AlertEngine, alert_json, to_dt
+from loglens.api.deps import State
+from loglens.evaluator import Evaluator
+from loglens.models import iso
+
+router = APIRouter(prefix="/api/v1", tags=["alerts"])
+
+
+def _engine(state: Any) -> AlertEngine:
+    engine = state.extras.get("alerting")
+    if engine is None:
+        raise HTTPException(503, "alerting is not running")
+    return engine
+
+
+@router.get("/alerts")
+async def list_alerts(
+    state: State,
+    state_filter: Annotated[
+        Literal["pending", "firing", "resolved", "all"], Query(alias="state", description="Which alerts")
+    ] = "all",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> dict[str, Any]:
+    """Alerts newest first: pending/firing ones and the resolved history."""
+    engine = _engine(state)
+    wanted = None if state_filter == "all" else state_filter
+    if engine.db is not None:
+        alerts = await anyio.to_thread.run_sync(engine.db.list_alerts, wanted, limit)
+    else:
+        alerts = [a for a in engine.active() if wanted in (None, a.state)][:limit]
+    return {"alerts": [alert_json(a, a.state == "firing" and engine.is_suppressed(a)) for a in alerts]}
+
+
+@router.get("/anomalies")
+async def list_anomalies(
+    state: State,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    service: str | None = None,
+) -> dict[str, Any]:
+    """Anomalies newest first, each valid against schemas/anomaly_schema.yaml."""
+    engine = _engine(state)
+    if engine.db is not None:
+        docs = await anyio.to_thread.run_sync(engine.db.list_anomalies, limit, service)
+    else:
+        evaluator: Evaluator = state.extras["evaluator"]
+        docs = [d for d in evaluator.anomalies if service in (None, d["service"])][:limit]
+    return {"anomalies": docs}
+
+
+class SilenceIn(BaseModel):
+    """A silence to create: exact-match matchers and either an expiry time or a duration."""
+
+    model_config = ConfigDict(extra="forbid")
+    matchers: dict[str, str] = Field(description="rule, service, severity or label → exact value", min_length=1)
+    expires_at: datetime | None = None
+    duration_seconds: float | None = Field(None, gt=0, le=365 * 86400)
+    starts_at: datetime | None = None
+    comment: str = Field("", max_length=1000)
+    created_by: str = Field("", max_length=200)
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> SilenceIn:
+        if (self.expires_at is None) == (self.duration_seconds is None):
+            raise ValueError("give exactly one of expires_at or duration_seconds")
+        return self
+
+
+def _epoch(dt: datetime) -> float:
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
+
+
+@router.post("/silences", status_code=201)
+async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
+    """Mute notifications of matching alerts until the silence expires."""
+    engine = _engine(state)
+    now = engine.clock()
+    starts = _epoch(body.starts_at) if body.starts_at else now
+    expires = _epoch(body.expires_at) if body.expires_at else starts + (body.duration_seconds or 0)
+    if expires <= now:
+        raise HTTPException(422, "the silence would already be expired")
+    silence = await anyio.to_thread.run_sync(
+        lambda: engine.add_silence(body.matchers, expires, body.comment, body.created_by, starts)
+    )
+    return silence.to_json()
+
+
+@router.get("/silences")
+async def list_silences(state: State) -> dict[str, Any]:
+    """Silences that have not expired."""
+    return {"silences": [s.to_json() for s in _engine(state).silences()]}
+
+
+@router.delete("/silences/{silence_id}")
+async def delete_silence(state: State, silence_id: str) -> dict[str, Any]:
+    """Remove a silence; alerts it muted that still fire are notified now."""
+    if not await anyio.to_thread.run_sync(_engine(state).delete_silence, silence_id):
+        raise HTTPException(404, f"no silence {silence_id}")
+    return {"deleted": silence_id}
+
+
+@router.get("/rules")
+async def list_rules(state: State) -> dict[str, Any]:
+    """Each built-in rule with its threshold and last evaluation."""
+    cfg = state.settings.alerts.rules
+    evaluator: Evaluator | None = state.extras.get("evaluator")
+    thresholds = {
+        "error_rate": cfg.error_rate.threshold,
+        "absence": cfg.absence.threshold_seconds,
+        "volume": float(cfg.volume.threshold),
+        "anomaly": cfg.anomaly.k,
+        "new_pattern": cfg.new_pattern.rate_jump_factor,
+    }
+    out = []
+    for name, threshold in thresholds.items():
+        rule = getattr(cfg, name)
+        st = evaluator.stats.get(name) if evaluator else None
+        out.append({
+            "name": name,
+            "severity": rule.severity,
+            "enabled": rule.enabled,
+            "threshold": threshold,
+            "overrides": sorted(s for s, o in state.settings.alerts.overrides.items() if getattr(o, name, None)),
+            "last_evaluated_at": _iso(st.last_evaluated_at) if st else None,
+            "last_duration_ms": st.last_duration_ms if st else None,
+        })
+    return {"rules": out}
+
+
+def _iso(epoch: float | None) -> str | None:
+    return iso(to_dt(epoch)) if epoch is not None else None

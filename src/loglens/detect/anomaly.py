@@ -1,0 +1,319 @@
+"""Robust per-service baselines (median/MAD) and the anomalies that leave them. Pure module.
+
+Baselines are built from *closed* event-time minutes (volume, error rate, p95 latency); the
+observation judged is the sliding 60-s window ending now (from `windows.SlidingWindows`), so a
+spike is seen within a second rather than at the end of its minute.
+
+Guards against false alarms, each configurable in `alerts.rules.anomaly`:
+- warm-up: a metric is judged only after `warmup_minutes` closed minutes of history;
+- minimum baseline: a service whose median volume is below `min_baseline_volume` is not judged;
+- noise floors: the band is never narrower than sampling noise (Poisson for counts, binomial
+  for error rates) or 10 % of the median, so steady traffic with a tiny MAD stays quiet;
+- hysteresis: an anomaly starts above `k` and ends only below `exit_k`.
+
+`TemplateRates` applies the same idea to the per-minute counts of each log template.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from loglens import metrics
+from loglens.config import AnomalyRule
+
+METRICS: tuple[str, ...] = ("volume", "error_rate", "p95_latency")
+_MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
+_MIN_ERROR_SAMPLES = 10
+_MIN_LATENCY_SAMPLES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """The sliding window judged for one service: logs, errors, p95 latency and its sample size."""
+
+    volume: int
+    errors: int
+    p95: float | None = None
+    p95_samples: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A metric of a service outside its band: the start of an anomaly episode."""
+
+    service: str
+    metric: str
+    observed: float
+    median: float
+    low: float
+    high: float
+    score: float
+    baseline_minutes: int
+    at: float  # epoch s of the observation (end of its 60-s window)
+
+    @property
+    def confidence(self) -> float:
+        """How sure we are this is not noise, from the score (Chebyshev bound 1 - 1/score²)."""
+        return round(min(0.999, max(0.0, 1.0 - 1.0 / (self.score * self.score))), 3) if self.score else 0.0
+
+    @property
+    def description(self) -> str:
+        """One-line explanation a person can act on."""
+        unit = {"volume": " logs/min", "error_rate": "", "p95_latency": " ms"}[self.metric]
+        name = {"volume": "volume", "error_rate": "error rate", "p95_latency": "p95 latency"}[self.metric]
+
+        def fmt(v: float) -> str:
+            return f"{v:.1%}" if self.metric == "error_rate" else f"{v:.0f}"
+
+        way = "above" if self.observed > self.median else "below"
+        return (
+            f"{self.service}: {name} {fmt(self.observed)}{unit} is {way} its usual {fmt(self.median)}{unit} "
+            f"(expected {fmt(self.low)}–{fmt(self.high)}, score {self.score:.1f} over "
+            f"{self.baseline_minutes} min of history)"
+        )
+
+
+@dataclass(slots=True)
+class _Minute:
+    count: int = 0
+    errors: int = 0
+    sketch: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Baseline:
+    volume: deque[float]
+    error_rate: deque[float]
+    p95_latency: deque[float]
+    last_closed: int | None = None  # start (epoch s) of the newest closed minute
+
+
+def _median_mad(values: deque[float]) -> tuple[float, float]:
+    arr = np.fromiter(values, dtype=np.float64)
+    med = float(np.median(arr))
+    return med, float(np.median(np.abs(arr - med)))
+
+
+class AnomalyDetector:
+    """Per-service baselines and anomaly episodes with hysteresis."""
+
+    def __init__(
+        self, rule_for: Callable[[str], AnomalyRule], history_minutes: int = 60, close_grace_s: float = 5.0
+    ) -> None:
+        self.rule_for = rule_for
+        self.history = history_minutes
+        self.grace = close_grace_s
+        self._open: dict[tuple[str, int], _Minute] = {}
+        self._base: dict[str, _Baseline] = {}
+        self.active: dict[tuple[str, str], Finding] = {}
+        self._upto: int | None = None
+
+    # ---- feeding ---------------------------------------------------------------------------
+    def add_partials(self, partials: metrics.Partials) -> None:
+        """Fold a batch's per-(service, minute) aggregates into the open minutes."""
+        m = partials.minute
+        if m.num_rows:
+            minutes = m["minute"].cast("int64").to_pylist()
+            errors = [a + b for a, b in zip(m["error"].to_pylist(), m["fatal"].to_pylist(), strict=True)]
+            for svc, minute, count, err in zip(m["service"].to_pylist(), minutes, m["count"].to_pylist(), errors,
+                                               strict=True):
+                self.add_minute(svc, minute // 1_000_000, count, err)
+        s = partials.sketch
+        if s.num_rows:
+            for svc, minute, bucket, count in zip(
+                s["service"].to_pylist(), s["minute"].cast("int64").to_pylist(), s["bucket"].to_pylist(),
+                s["count"].to_pylist(), strict=True,
+            ):
+                self.add_minute(svc, minute // 1_000_000, 0, 0, {bucket: count})
+
+    def add_minute(
+        self, service: str, minute_s: int, count: int, errors: int, sketch: dict[int, int] | None = None
+    ) -> None:
+        """Add counts (and latency sketch buckets) to the minute starting at `minute_s`."""
+        base = self._base.get(service)
+        if base is not None and base.last_closed is not None and minute_s <= base.last_closed:
+            return  # that minute is already part of the baseline: too late to change it
+        agg = self._open.setdefault((service, minute_s), _Minute())
+        agg.count += count
+        agg.errors += errors
+        for b, c in (sketch or {}).items():
+            agg.sketch[b] = agg.sketch.get(b, 0) + c
+        if base is None:
+            self._base[service] = _Baseline(
+                deque(maxlen=self.history), deque(maxlen=self.history), deque(maxlen=self.history)
+            )
+            self._upto = None  # a new service: its past minutes can close at once
+
+    def close_minutes(self, now: float) -> None:
+        """Move every minute that ended at least `grace` seconds ago into the baselines.
+
+        Minutes with no logs from a known service count as volume 0, so a drop is part of the
+        history the next judgement sees.
+        """
+        upto = int((now - self.grace) // 60) * 60 - 60  # start of the newest minute fully over
+        if upto == self._upto:
+            return  # nothing new has closed since the last call (called every second)
+        self._upto = upto
+        for service, base in self._base.items():
+            if base.last_closed is None:
+                starts = [m for (s, m) in self._open if s == service]
+                if not starts:
+                    continue
+                base.last_closed = min(starts) - 60
+            first = max(base.last_closed + 60, upto - 60 * (self.history - 1))
+            for minute in range(first, upto + 1, 60):
+                agg = self._open.pop((service, minute), None) or _Minute()
+                base.volume.append(float(agg.count))
+                if agg.count:
+                    base.error_rate.append(agg.errors / agg.count)
+                if sum(agg.sketch.values()) >= _MIN_LATENCY_SAMPLES:
+                    p95 = metrics.quantile(list(agg.sketch), list(agg.sketch.values()), 0.95)
+                    if p95 is not None:
+                        base.p95_latency.append(p95)
+            base.last_closed = max(base.last_closed, upto)
+        for key in [k for k in self._open if k[1] <= upto]:  # late data for closed minutes
+            del self._open[key]
+
+    def baseline_minutes(self, service: str) -> int:
+        """Closed minutes of volume history for `service`."""
+        base = self._base.get(service)
+        return len(base.volume) if base else 0
+
+    # ---- judging ---------------------------------------------------------------------------
+    def evaluate(self, service: str, now: float, obs: Observation) -> tuple[list[Finding], list[str]]:
+        """Judge the observation; returns (episodes started, metrics whose episode ended)."""
+        rule = self.rule_for(service)
+        base = self._base.get(service)
+        started: list[Finding] = []
+        ended: list[str] = []
+        judged: dict[str, Finding | None] = {}
+        if rule.enabled and base is not None and len(base.volume) >= rule.warmup_minutes:
+            med_vol = statistics.median(base.volume)
+            if med_vol >= rule.min_baseline_volume:
+                judged = self._judge(service, now, obs, base, rule)
+        for metric in METRICS:
+            key = (service, metric)
+            finding = judged.get(metric)
+            if key in self.active:
+                # hysteresis: stay anomalous until the score falls below exit_k
+                if finding is None or abs(finding.score) < rule.exit_k:
+                    del self.active[key]
+                    ended.append(metric)
+            elif finding is not None and abs(finding.score) > rule.k:
+                self.active[key] = finding
+                started.append(finding)
+        return started, ended
+
+    def _judge(
+        self, service: str, now: float, obs: Observation, base: _Baseline, rule: AnomalyRule
+    ) -> dict[str, Finding | None]:
+        out: dict[str, Finding | None] = {}
+        med, mad = _median_mad(base.volume)
+        sd = max(_MAD_TO_SD * mad, math.sqrt(med), 0.1 * med, 1.0)
+        out["volume"] = self._finding(service, "volume", obs.volume, med, sd, rule, len(base.volume), now, both=True)
+        if obs.volume >= _MIN_ERROR_SAMPLES and len(base.error_rate) >= rule.warmup_minutes:
+            med, mad = _median_mad(base.error_rate)
+            p = min(max(med, 0.01), 0.99)
+            sd = max(_MAD_TO_SD * mad, math.sqrt(p * (1 - p) / obs.volume), 0.02)
+            rate = obs.errors / obs.volume
+            out["error_rate"] = self._finding(service, "error_rate", rate, med, sd, rule, len(base.error_rate), now)
+        if (
+            obs.p95 is not None
+            and obs.p95_samples >= _MIN_LATENCY_SAMPLES
+            and len(base.p95_latency) >= rule.warmup_minutes
+        ):
+            med, mad = _median_mad(base.p95_latency)
+            sd = max(_MAD_TO_SD * mad, 0.1 * med, 1.0)
+            out["p95_latency"] = self._finding(
+                service, "p95_latency", obs.p95, med, sd, rule, len(base.p95_latency), now
+            )
+        return out
+
+    @staticmethod
+    def _finding(
+        service: str, metric: str, observed: float, med: float, sd: float, rule: AnomalyRule, n: int, now: float,
+        both: bool = False,
+    ) -> Finding:
+        score = (observed - med) / sd
+        if not both:
+            score = max(score, 0.0)  # only rises of error rate and latency are problems
+        low = max(0.0, med - rule.k * sd)
+        high = med + rule.k * sd
+        if metric == "error_rate":
+            high = min(1.0, high)
+        return Finding(service, metric, observed, med, low, high, round(score, 3), n, now)
+
+    def is_active(self, service: str) -> bool:
+        """Whether any metric of `service` is in an anomaly episode."""
+        return any(s == service for s, _ in self.active)
+
+
+@dataclass(frozen=True, slots=True)
+class RateJump:
+    """A template whose count in a closed minute is far above its own per-minute baseline."""
+
+    template_id: str
+    minute_s: int
+    observed: int
+    expected: float
+
+
+class TemplateRates:
+    """Per-template per-minute counts with a mean baseline; reports jumps of `factor` × or more."""
+
+    def __init__(
+        self, factor: float = 10.0, history_minutes: int = 60, warmup_minutes: int = 10, min_count: int = 20,
+        close_grace_s: float = 5.0,
+    ) -> None:
+        self.factor = factor
+        self.history = history_minutes
+        self.warmup = warmup_minutes
+        self.min_count = min_count
+        self.grace = close_grace_s
+        self._open: dict[tuple[str, int], int] = {}
+        self._hist: dict[str, deque[int]] = {}
+        self._closed: dict[str, int] = {}
+        self._upto: int | None = None
+
+    def add(self, template_id: str, minute_s: int, n: int = 1) -> None:
+        """Count `n` occurrences of a template in the minute starting at `minute_s`."""
+        last = self._closed.get(template_id)
+        if last is not None and minute_s <= last:
+            return
+        self._open[(template_id, minute_s)] = self._open.get((template_id, minute_s), 0) + n
+        if template_id not in self._hist:
+            self._hist[template_id] = deque(maxlen=self.history)
+            self._upto = None
+
+    def close(self, now: float) -> list[RateJump]:
+        """Close finished minutes; returns the templates that jumped in them."""
+        upto = int((now - self.grace) // 60) * 60 - 60
+        jumps: list[RateJump] = []
+        if upto == self._upto:
+            return jumps
+        self._upto = upto
+        for tid, hist in self._hist.items():
+            last = self._closed.get(tid)
+            if last is None:
+                starts = [m for (t, m) in self._open if t == tid]
+                if not starts:
+                    continue
+                last = min(starts) - 60
+            first = max(last + 60, upto - 60 * (self.history - 1))
+            for minute in range(first, upto + 1, 60):
+                n = self._open.pop((tid, minute), 0)
+                if len(hist) >= self.warmup:
+                    expected = sum(hist) / len(hist)
+                    if n >= self.min_count and n > self.factor * max(expected, 0.1):
+                        jumps.append(RateJump(tid, minute, n, round(expected, 3)))
+                hist.append(n)
+            self._closed[tid] = max(last, upto)
+        for key in [k for k in self._open if k[1] <= upto]:
+            del self._open[key]
+        return jumps

@@ -1,0 +1,178 @@
+"""Sliding windows of 1-second sub-buckets per service: counts, errors, latency sketch, last arrival.
+
+Pure (no store, no API): the live evaluator, `loglens backtest` and batch workers feed it Arrow
+batches of stored logs and read sums over any window `(now - W, now]` at 1-s resolution. A
+window slides every second, so a burst straddling a minute boundary is seen whole — unlike a
+tumbling per-minute bucket, which would split it in two.
+
+Logs are bucketed by event time, clamped to their arrival time (a client clock running ahead
+must not push logs into windows that have not happened yet). Seconds older than `horizon_s`
+behind the newest evaluation are pruned, so memory is O(services × horizon).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loglens import metrics
+
+
+@dataclass(slots=True)
+class _Second:
+    total: int = 0
+    errors: int = 0
+    rt_buckets: list[np.ndarray] = field(default_factory=list)
+    rt_counts: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """Sums over one window for one service."""
+
+    total: int
+    errors: int
+
+    @property
+    def error_rate(self) -> float:
+        """errors / total, 0 for an empty window."""
+        return self.errors / self.total if self.total else 0.0
+
+
+class SlidingWindows:
+    """Per-service 1-second buckets over the last `horizon_s` seconds, plus last arrival times."""
+
+    def __init__(self, horizon_s: int = 300) -> None:
+        self.horizon_s = horizon_s
+        self._seconds: dict[str, dict[int, _Second]] = {}
+        self.last_seen: dict[str, float] = {}  # arrival time (epoch s) of each service's newest log
+        self._newest = 0
+
+    @property
+    def services(self) -> list[str]:
+        """Every service seen (including ones that have gone silent)."""
+        return sorted(self.last_seen)
+
+    def touch(self, service: str, arrival_s: float) -> None:
+        """Record that `service` sent logs at `arrival_s` (used when restoring from the store)."""
+        if arrival_s > self.last_seen.get(service, float("-inf")):
+            self.last_seen[service] = arrival_s
+        self._seconds.setdefault(service, {})
+
+    def add(self, logs: pa.Table) -> list[str]:
+        """Add a batch of stored logs (columns ts, received_at, level, service, response_time_ms).
+
+        Returns the services present in the batch.
+        """
+        if logs.num_rows == 0:
+            return []
+        ts = pc.cast(logs["ts"], pa.int64())
+        received = pc.cast(logs["received_at"], pa.int64())
+        ts = pc.min_element_wise(ts, received)
+        sec = pc.divide(ts, 1_000_000)  # integer division on int64 floors for positive times
+        err = pc.cast(pc.is_in(logs["level"], pa.array(["ERROR", "FATAL"])), pa.int64())
+        table = pa.table(
+            {
+                "service": logs["service"],
+                "sec": sec,
+                "one": pa.array(np.ones(logs.num_rows, dtype=np.int64)),
+                "err": err,
+                "recv": received,
+            }
+        )
+        grouped = table.group_by(["service", "sec"], use_threads=False).aggregate(
+            [("one", "sum"), ("err", "sum"), ("recv", "max")]
+        )
+        services = grouped["service"].to_pylist()
+        secs = grouped["sec"].to_pylist()
+        totals = grouped["one_sum"].to_pylist()
+        errors = grouped["err_sum"].to_pylist()
+        recvs = grouped["recv_max"].to_pylist()
+        floor = self._newest - self.horizon_s
+        for svc, s, n, e, r in zip(services, secs, totals, errors, recvs, strict=True):
+            self.touch(svc, r / 1e6)
+            if s <= floor:
+                continue  # older than any window we evaluate: counted in the store, not here
+            bucket = self._seconds[svc].get(s)
+            if bucket is None:
+                bucket = self._seconds[svc][s] = _Second()
+            bucket.total += n
+            bucket.errors += e
+        self._add_latency(logs, sec, floor)
+        return sorted(set(services))
+
+    def _add_latency(self, logs: pa.Table, sec: pa.Array, floor: int) -> None:
+        rt = logs["response_time_ms"]
+        valid = pc.is_valid(rt)
+        if not pc.any(valid).as_py():
+            return
+        t = pa.table({"service": logs["service"], "sec": sec, "rt": rt}).filter(valid)
+        t = t.append_column("bucket", metrics.sketch_buckets(t["rt"]))
+        g = t.group_by(["service", "sec", "bucket"], use_threads=False).aggregate([("bucket", "count")])
+        per_second: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
+        for svc, s, b, c in zip(
+            g["service"].to_pylist(), g["sec"].to_pylist(), g["bucket"].to_pylist(), g["bucket_count"].to_pylist(),
+            strict=True,
+        ):
+            if s > floor:
+                entry = per_second.setdefault((svc, s), ([], []))
+                entry[0].append(b)
+                entry[1].append(c)
+        for (svc, s), (bl, cl) in per_second.items():
+            bucket = self._seconds[svc].setdefault(s, _Second())
+            bucket.rt_buckets.append(np.array(bl, dtype=np.int32))
+            bucket.rt_counts.append(np.array(cl, dtype=np.int64))
+
+    def counts(self, service: str, now: float, window_s: int) -> WindowCounts:
+        """Logs and errors of `service` in the window of `window_s` seconds ending at `now`."""
+        end = int(now // 1)
+        start = end - window_s
+        total = errors = 0
+        for s, b in self._seconds.get(service, {}).items():
+            if start < s <= end:
+                total += b.total
+                errors += b.errors
+        return WindowCounts(total, errors)
+
+    def quantile(self, service: str, now: float, window_s: int, q: float) -> tuple[float | None, int]:
+        """The q-quantile of response times in the window, and how many samples it is based on."""
+        end = int(now // 1)
+        start = end - window_s
+        bs: list[np.ndarray] = []
+        cs: list[np.ndarray] = []
+        for s, b in self._seconds.get(service, {}).items():
+            if start < s <= end and b.rt_counts:
+                bs.extend(b.rt_buckets)
+                cs.extend(b.rt_counts)
+        if not cs:
+            return None, 0
+        buckets = np.concatenate(bs)
+        counts = np.concatenate(cs)
+        return metrics.quantile(buckets, counts, q), int(counts.sum())
+
+    def prune(self, now: float) -> None:
+        """Forget seconds that no window ending at or after `now` can contain."""
+        self._newest = max(self._newest, int(now // 1))
+        floor = self._newest - self.horizon_s
+        for secs in self._seconds.values():
+            old = [s for s in secs if s <= floor]
+            for s in old:
+                b = secs.pop(s)
+                b.rt_buckets.clear()
+        # compact latency fragments of each second so repeated small batches stay cheap
+        for secs in self._seconds.values():
+            for b in secs.values():
+                if len(b.rt_buckets) > 32:
+                    bk = np.concatenate(b.rt_buckets)
+                    ct = np.concatenate(b.rt_counts)
+                    uniq, inv = np.unique(bk, return_inverse=True)
+                    b.rt_buckets = [uniq.astype(np.int32)]
+                    b.rt_counts = [np.bincount(inv, weights=ct).astype(np.int64)]
+
+    def forget(self, service: str) -> None:
+        """Drop a service entirely."""
+        self._seconds.pop(service, None)
+        self.last_seen.pop(service, None)

@@ -1,0 +1,269 @@
+"""Vectorised fast path of the log schema: the same YAML keywords, checked on Arrow columns.
+
+`FastPlan.from_schema()` derives column checks from the schema document itself (type, enum,
+minLength/maxLength, pattern, minimum/maximum, format, anyOf of those, required,
+x-loglens-aliases). If the schema uses any keyword outside that set, no plan is built and every
+record takes the exact per-record validator — the fast path can only ever *accept* rows whose
+columns pass every derived check; anything else (and any row it is unsure of) is handed back to
+the per-record validator, which produces the exact rejection reason. A property test keeps both
+paths in agreement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+# Keywords a property may use for the fast path to stay exact; anything else disables it.
+_PROP_KEYWORDS = {
+    "type", "enum", "minLength", "maxLength", "pattern", "minimum", "maximum", "format", "anyOf",
+    "description", "examples", "title", "default", "$comment",
+}
+_TOP_KEYWORDS = {
+    "$schema", "$id", "title", "description", "type", "required", "properties", "additionalProperties",
+    "examples", "$comment",
+}
+# Conservative regexes: a match means the value certainly satisfies the format. Values that do
+# not match may still be valid (e.g. IPv6, 7-digit fractions) and go to the exact validator.
+_FAST_FORMATS = {
+    "date-time": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$",
+    "ipv4": r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$",
+}
+_MS_THRESHOLD = 1e11
+_MAX_EPOCH_S = 253402300799
+
+
+@dataclass(frozen=True)
+class _Alt:
+    """One alternative of a property's allowed shapes (one entry of anyOf, or the property itself)."""
+
+    types: frozenset[str]
+    enum: tuple[Any, ...] | None = None
+    min_length: int | None = None
+    max_length: int | None = None
+    pattern: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    format: str | None = None
+
+
+@dataclass
+class _Prop:
+    name: str
+    alts: list[_Alt]
+    required: bool
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> set[str]:
+        """Column kinds this property can take: 'string', 'number', 'object'."""
+        out: set[str] = set()
+        for alt in self.alts:
+            for t in alt.types:
+                out.add("number" if t == "integer" else t)
+        out.discard("null")
+        return out
+
+    @property
+    def nullable(self) -> bool:
+        return any("null" in a.types for a in self.alts)
+
+
+def _alt_from(spec: dict[str, Any]) -> _Alt | None:
+    if not set(spec) <= _PROP_KEYWORDS - {"anyOf"}:
+        return None
+    types = spec.get("type")
+    if types is None:
+        return None
+    types = frozenset([types] if isinstance(types, str) else types)
+    if not types <= {"string", "number", "integer", "null", "object"}:
+        return None
+    fmt = spec.get("format")
+    if fmt is not None and fmt not in _FAST_FORMATS and fmt != "ipv6":
+        return None
+    enum = spec.get("enum")
+    return _Alt(
+        types=types,
+        enum=tuple(enum) if enum is not None else None,
+        min_length=spec.get("minLength"),
+        max_length=spec.get("maxLength"),
+        pattern=spec.get("pattern"),
+        minimum=spec.get("minimum"),
+        maximum=spec.get("maximum"),
+        format=fmt,
+    )
+
+
+@dataclass
+class FastPlan:
+    """Column checks derived from a log schema document."""
+
+    props: dict[str, _Prop]
+
+    @classmethod
+    def from_schema(cls, document: dict[str, Any]) -> FastPlan | None:
+        """The plan for `document`, or None when it uses keywords the fast path can't honour."""
+        if not set(document) <= _TOP_KEYWORDS or document.get("type") != "object":
+            return None
+        if document.get("additionalProperties", True) is not True:
+            return None
+        required = set(document.get("required", []))
+        props: dict[str, _Prop] = {}
+        for name, spec in (document.get("properties") or {}).items():
+            aliases = {str(k).lower(): str(v) for k, v in (spec.get("x-loglens-aliases") or {}).items()}
+            spec = {k: v for k, v in spec.items() if not k.startswith("x-")}
+            if "anyOf" in spec:
+                if set(spec) - {"anyOf"} - {"description", "examples", "title", "$comment"}:
+                    return None
+                alts = [_alt_from(s) for s in spec["anyOf"]]
+            else:
+                alts = [_alt_from(spec)]
+            if any(a is None for a in alts):
+                return None
+            prop = _Prop(name, [a for a in alts if a is not None], name in required, aliases)
+            if len(prop.kinds) > 1 and name != "timestamp":
+                return None  # mixed-kind columns other than the timestamp are left to the exact path
+            props[name] = prop
+        if not {"timestamp", "level", "service", "message"} <= set(props):
+            return None
+        return cls(props)
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, records: list[Any], now_us: int, skew_us: int, late_us: int) -> tuple[dict[str, pa.Array], np.ndarray] | None:
+        """Check `records` column-wise.
+
+        Returns (columns, ok) where `ok[i]` marks rows accepted by the fast path (their
+        normalised columns are in `columns`), or None when the batch can't use the fast path.
+        """
+        n = len(records)
+        known = self.props.keys()
+        simple = np.fromiter(
+            (type(r) is dict and r.keys() <= known for r in records), dtype=bool, count=n
+        )
+        ok = simple.copy()
+        cols: dict[str, pa.Array] = {}
+        if not simple.all():
+            # Rows that are not plain objects of known fields take the exact path; blank them here.
+            records = [r if s else {} for r, s in zip(records, simple, strict=True)]
+        getters = {name: [r.get(name) for r in records] for name in known}
+        for name, prop in self.props.items():
+            values = getters[name]
+            if name == "timestamp":
+                arr, valid = self._timestamps(values, prop, now_us, skew_us)
+            elif "object" in prop.kinds:
+                arr, valid = self._objects(values)
+            else:
+                res = self._column(values, prop)
+                if res is None:
+                    return None
+                arr, valid = res
+            ok &= valid
+            cols[name] = arr
+        ts = cols["timestamp"]
+        cols["late"] = pc.less(ts.cast(pa.int64()), pa.scalar(now_us - late_us, pa.int64()))
+        return cols, ok
+
+    def _column(self, values: list[Any], prop: _Prop) -> tuple[pa.Array, np.ndarray] | None:
+        kind = next(iter(prop.kinds))
+        if kind == "number":
+            if any(type(v) is bool for v in values):
+                return None
+            try:
+                arr = pa.array(values, pa.float64())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                return None
+        else:
+            try:
+                arr = pa.array(values, pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+                return None
+            if prop.aliases:
+                keys = pa.array(list(prop.aliases.keys()))
+                canon = pa.array(list(prop.aliases.values()))
+                idx = pc.index_in(pc.utf8_lower(arr), value_set=keys)
+                arr = pc.coalesce(pc.take(canon, idx), arr)
+        is_null = pc.is_null(arr)
+        if prop.nullable:
+            valid_null = is_null
+        else:
+            valid_null = pa.array(np.zeros(len(values), dtype=bool))
+        present_ok = None
+        for alt in prop.alts:
+            if not ({kind, "integer"} & alt.types if kind == "number" else kind in alt.types):
+                continue
+            m = self._alt_mask(arr, alt, kind)
+            present_ok = m if present_ok is None else pc.or_(present_ok, m)
+        if present_ok is None:
+            present_ok = pa.array(np.zeros(len(values), dtype=bool))
+        valid = pc.if_else(is_null, valid_null, pc.fill_null(present_ok, False))
+        return arr, np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
+
+    @staticmethod
+    def _alt_mask(arr: pa.Array, alt: _Alt, kind: str) -> pa.Array:
+        m = pc.is_valid(arr)
+        if kind == "number" and "number" not in alt.types:  # integer only
+            m = pc.and_(m, pc.equal(pc.floor(arr), arr))
+        if alt.enum is not None:
+            m = pc.and_(m, pc.is_in(arr, value_set=pa.array(list(alt.enum), arr.type)))
+        if alt.min_length is not None:
+            m = pc.and_(m, pc.greater_equal(pc.utf8_length(arr), alt.min_length))
+        if alt.max_length is not None:
+            m = pc.and_(m, pc.less_equal(pc.utf8_length(arr), alt.max_length))
+        if alt.pattern is not None:
+            m = pc.and_(m, pc.match_substring_regex(arr, alt.pattern))
+        if alt.minimum is not None:
+            m = pc.and_(m, pc.greater_equal(arr, float(alt.minimum)))
+        if alt.maximum is not None:
+            m = pc.and_(m, pc.less_equal(arr, float(alt.maximum)))
+        if alt.format is not None:
+            regex = _FAST_FORMATS.get(alt.format)
+            # ipv6 has no conservative regex here: such rows go to the exact validator.
+            m = pc.and_(m, pc.match_substring_regex(arr, regex)) if regex else pa.array(np.zeros(len(arr), bool))
+        return m
+
+    @staticmethod
+    def _objects(values: list[Any]) -> tuple[pa.Array, np.ndarray]:
+        valid = np.fromiter((v is None or type(v) is dict for v in values), dtype=bool, count=len(values))
+        dumped = [orjson.dumps(v).decode() if v and ok else None for v, ok in zip(values, valid, strict=True)]
+        return pa.array(dumped, pa.string()), valid
+
+    def _timestamps(self, values: list[Any], prop: _Prop, now_us: int, skew_us: int) -> tuple[pa.Array, np.ndarray]:
+        n = len(values)
+        is_str = np.fromiter((type(v) is str for v in values), dtype=bool, count=n)
+        is_num = np.fromiter((type(v) in (int, float) for v in values), dtype=bool, count=n)
+        out = np.zeros(n, dtype=np.int64)
+        valid = np.zeros(n, dtype=bool)
+        str_alt = next((a for a in prop.alts if "string" in a.types), None)
+        num_alt = next((a for a in prop.alts if {"number", "integer"} & a.types), None)
+        if is_str.any() and str_alt is not None and str_alt.format == "date-time":
+            idx = np.nonzero(is_str)[0]
+            strs = pa.array([values[i] for i in idx], pa.string())
+            match = np.asarray(
+                pc.match_substring_regex(strs, _FAST_FORMATS["date-time"]).to_numpy(zero_copy_only=False), bool
+            )
+            if match.any():
+                good = idx[match]
+                try:
+                    parsed = pc.cast(strs.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    pass  # e.g. Feb 30: leave these rows to the exact validator
+                else:
+                    out[good] = parsed.to_numpy(zero_copy_only=False)
+                    valid[good] = True
+        if is_num.any() and num_alt is not None:
+            idx = np.nonzero(is_num)[0]
+            secs = np.array([values[i] for i in idx], dtype=np.float64)
+            lo = num_alt.minimum if num_alt.minimum is not None else -np.inf
+            hi = num_alt.maximum if num_alt.maximum is not None else np.inf
+            in_range = (secs >= lo) & (secs <= hi) & np.isfinite(secs)
+            secs = np.where(secs > _MS_THRESHOLD, secs / 1000.0, secs)
+            in_range &= secs <= _MAX_EPOCH_S
+            out[idx[in_range]] = np.round(secs[in_range] * 1_000_000).astype(np.int64)
+            valid[idx[in_range]] = True
+        valid &= out <= now_us + skew_us
+        return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid

@@ -1,0 +1,106 @@
+"""The vectorised fast path accepts exactly what the per-record validator accepts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loglens.schema import LogSchema, load_schema_document, parse_values
+from loglens.schema_fast import FastPlan
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = LogSchema.from_file(REPO / "schemas" / "log_schema.yaml")
+NOW_US = int(datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()) * 1_000_000
+
+timestamps = st.one_of(
+    st.sampled_from(["2026-11-23T11:59:00Z", "2026-11-23T12:59:00.123456+01:00", "2026-11-23T11:00:00.5Z",
+                     "2026-02-30T10:00:00Z", "2026-11-23T11:59:00", "2026-11-23 11:59:00Z", "2026-11-23T11:59:00.1234567Z",
+                     "2026-11-23t11:59:00z", "", "2099-01-01T00:00:00Z"]),
+    st.integers(-5, 2_000_000_000_000), st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(), st.none(),
+)
+levels = st.sampled_from(["INFO", "info", "Warning", "err", "FATAL", "loud", "", "DEBUG", "crit"]) | st.integers()
+strings = st.text(max_size=8) | st.none() | st.integers(0, 3)
+services = st.sampled_from(["api", "db-1", "-bad", "", "a" * 129, "svc.x/y:z"]) | st.none() | st.integers()
+ips = st.sampled_from(["10.0.0.1", "256.1.1.1", "::1", "2001:db8::2", "x", "01.2.3.4"]) | st.none()
+rts = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-3, 10**9) | st.none() | st.booleans() | st.just("5")
+metas = st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.just([1]) | st.just("m")
+
+
+@st.composite
+def records(draw: Any) -> Any:
+    if draw(st.integers(0, 30)) == 0:
+        return draw(st.sampled_from([[1], "x", None, 5]))
+    rec: dict[str, Any] = {}
+    for name, strat in (("timestamp", timestamps), ("level", levels), ("service", services),
+                        ("message", strings), ("user_id", strings), ("ip_address", ips),
+                        ("response_time_ms", rts), ("trace_id", strings), ("metadata", metas)):
+        if draw(st.integers(0, 9)) > (0 if name in ("timestamp", "level", "service", "message") else 4):
+            rec[name] = draw(strat)
+    if draw(st.integers(0, 10)) == 0:
+        rec["extra_field"] = draw(st.integers())
+    return rec
+
+
+def rows(batch: Any) -> list[dict[str, Any]]:
+    return sorted((r for r in batch.table.to_pylist()), key=repr)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(records(), min_size=16, max_size=60))
+def test_fast_and_exact_paths_agree(recs: list[Any]) -> None:
+    import copy
+
+    fast = SCHEMA.validate(parse_values(copy.deepcopy(recs)), "t", NOW_US)
+    exact = SCHEMA._validate_rows(parse_values(copy.deepcopy(recs)), range(len(recs)), "t", NOW_US)
+    assert rows(fast) == rows(exact)
+    assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)
+
+
+def test_fast_path_is_used_for_the_shipped_schema() -> None:
+    assert SCHEMA.has_fast_path
+
+
+def test_unsupported_keywords_disable_the_fast_path() -> None:
+    doc = load_schema_document(REPO / "schemas" / "log_schema.yaml")
+    assert FastPlan.from_schema({**doc, "allOf": [{"required": ["user_id"]}]}) is None
+    props = {**doc["properties"], "user_id": {"type": "string", "const": "x"}}
+    assert FastPlan.from_schema({**doc, "properties": props}) is None
+    assert FastPlan.from_schema({**doc, "additionalProperties": False}) is None
+    # and validation still works (exact path) with such a schema
+    strict = LogSchema({**doc, "additionalProperties": False})
+    batch = strict.validate(parse_values([{"timestamp": "2026-11-23T11:59:00Z", "level": "INFO", "service": "a",
+                                           "message": "m", "x": 1}] * 20), "t", NOW_US)
+    assert len(batch.rejections) == 20
+
+
+valid_ts = st.sampled_from(["2026-11-23T11:59:00Z", "2026-11-23T12:59:00.123456+01:00", "2026-02-30T10:00:00Z",
+                            "2026-11-23T11:59:00", "2099-01-01T00:00:00Z", "2026-11-23T11:00:00.1234567Z"])
+near_valid = st.fixed_dictionaries(
+    {"timestamp": valid_ts | st.integers(0, 2_000_000_000_000),
+     "level": st.sampled_from(["INFO", "warning", "ERR", "loud", "Fatal"]),
+     "service": st.sampled_from(["api", "db-1", "-bad", "", "x" * 129]),
+     "message": st.text(max_size=5)},
+    optional={"user_id": st.text(max_size=3) | st.none(), "ip_address": st.sampled_from(["10.0.0.1", "256.0.0.1", "::1"]),
+              "response_time_ms": st.floats(-1, 1e9, allow_nan=False) | st.none(), "metadata": st.none() | st.just({"a": 1}),
+              "trace_id": st.just("t" * 129) | st.just("abc")},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(near_valid, min_size=16, max_size=60))
+def test_fast_path_agrees_on_homogeneous_batches(recs: list[dict[str, Any]]) -> None:
+    import copy
+
+    plan = SCHEMA._plan
+    assert plan is not None
+    if all(type(r["timestamp"]) is str for r in recs) or all(type(r["timestamp"]) is int for r in recs):
+        assert plan.run(copy.deepcopy(recs), NOW_US, SCHEMA.skew_us, SCHEMA.lateness_us) is not None
+    fast = SCHEMA.validate(parse_values(copy.deepcopy(recs)), "t", NOW_US)
+    exact = SCHEMA._validate_rows(parse_values(copy.deepcopy(recs)), range(len(recs)), "t", NOW_US)
+    assert rows(fast) == rows(exact)
+    assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)
