@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 
-from loglens.api.app import create_app
-from loglens.config import Settings, parse_settings
-
-REPO = Path(__file__).resolve().parents[1]
+from loglens.config import Settings
+from tests_support import LiveServer, make_settings, start_server
 
 
 @pytest.fixture
@@ -25,70 +16,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Settings:
-    """Settings from YAML text with the store in tmp_path and the repo's schemas."""
-    settings = parse_settings(yaml_text or "{}", base_dir=REPO)
-    updates: dict[str, Any] = {
-        "storage": settings.storage.model_copy(update={"path": tmp_path / "store" / "loglens.duckdb"}),
-        "server": settings.server.model_copy(update={"port": free_port()}),
-    }
-    for name, values in sections.items():
-        updates[name] = getattr(settings, name).model_copy(update=values)
-    return settings.model_copy(update=updates)
-
-
 @pytest.fixture
 def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
     return lambda yaml_text="", **sections: make_settings(tmp_path, yaml_text, **sections)
-
-
-@dataclass
-class LiveServer:
-    """A real uvicorn server on loopback running a fresh loglens app."""
-
-    settings: Settings
-    server: uvicorn.Server
-    thread: threading.Thread
-    app: Any
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.settings.server.port}"
-
-    @property
-    def state(self) -> Any:
-        return self.app.state.loglens
-
-    def client(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-
-
-def start_server(settings: Settings) -> LiveServer:
-    """Start loglens with `settings` on its port and wait until it serves."""
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.server.port, log_level="warning", access_log=False, loop="asyncio"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("test server failed to start")
-        time.sleep(0.02)
-    return LiveServer(settings, server, thread, app)
 
 
 @pytest.fixture

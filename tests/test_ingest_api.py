@@ -13,7 +13,7 @@ import orjson
 
 from loglens.config import Settings
 from loglens.demo import generate_logs, make_log
-from tests_support import LiveServer, count_rows  # type: ignore[import-not-found]
+from tests_support import LiveServer, count_rows
 
 
 def post(client: httpx.Client, body: Any, **headers: str) -> httpx.Response:

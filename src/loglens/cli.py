@@ -123,6 +123,28 @@ def ingest(
 
 
 @app.command()
+def tail(
+    paths: Annotated[list[Path], typer.Argument(help="NDJSON files to follow (rotation-safe).")],
+    url: Annotated[str | None, typer.Option(help="Post to this server instead of the local store.")] = None,
+    config: ConfigOpt = None,
+    checkpoint: Annotated[Path | None, typer.Option(help="Offsets file (default: next to the store).")] = None,
+    once: Annotated[bool, typer.Option(help="Read what is there now and exit.")] = False,
+    token: Annotated[str | None, typer.Option(envvar="LOGLENS_API_TOKEN", help="API token.")] = None,
+) -> None:
+    """Follow NDJSON files like `tail -F`; offsets are saved only after lines are committed."""
+    import asyncio
+
+    from loglens.ingest.tail import run_tail
+
+    settings = load_or_exit(config)
+    try:
+        lines = asyncio.run(run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once))
+    except KeyboardInterrupt:  # pragma: no cover - interactive stop
+        raise typer.Exit(0) from None
+    typer.echo(f"committed {lines} lines")
+
+
+@app.command()
 def demo(
     config: ConfigOpt = None,
     port: Annotated[int | None, typer.Option(help="Port of the demo server.")] = None,
@@ -157,6 +179,24 @@ def analyze(
         analyze_command(load_or_exit(config), paths, engine=engine, address=address, partitions=partitions,
                         since=since, until=until, service=service, out=out, progress=progress)
     )
+
+
+@app.command()
+def backtest(
+    files: Annotated[list[Path], typer.Argument(help="Archived logs: NDJSON or JSON files (.gz ok).")],
+    rules: Annotated[Path | None, typer.Option("--rules", help="config.yaml whose alerts: rules to replay.")] = None,
+    patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
+) -> None:
+    """Replay archived logs through the alert rules (event time); print what would have fired."""
+    from loglens.backtest import format_report, run_backtest
+
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        typer.echo(f"no such file: {', '.join(missing)}", err=True)
+        raise typer.Exit(2)
+    result = run_backtest(load_or_exit(rules), files, patterns=patterns)
+    for line in format_report(result):
+        typer.echo(line)
 
 
 notify_app = typer.Typer(help="Notification channels.", no_args_is_help=True)

@@ -38,6 +38,15 @@ class ServerConfig(_Model):
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    watch_config: bool = Field(
+        False, description="Reload the config file automatically when it changes on disk (SIGHUP and "
+        "POST /api/v1/admin/reload always work)."
+    )
+    watch_interval_seconds: float = Field(2.0, gt=0, description="How often the watched config file is checked.")
+    shutdown_timeout_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, how long to drain the ingest queue and the notification outbox "
+        "(new ingest gets 503 with Retry-After meanwhile) before exiting."
+    )
 
 
 class StorageConfig(_Model):
@@ -109,6 +118,9 @@ class AnomalyRule(_Model):
     warmup_minutes: int = Field(10, ge=1, description="Minutes of history before judging.")
     min_baseline_volume: float = Field(20, ge=0, description="Quieter services are not judged on volume.")
     exit_k: float = Field(2.0, gt=0, description="Hysteresis: the anomaly ends below this band.")
+    window_seconds: int = Field(
+        60, ge=5, le=60, description="Sliding window judged against the per-minute baseline (scaled to a minute)."
+    )
     severity: Severity = "warning"
 
 
@@ -179,7 +191,9 @@ class OutboxConfig(_Model):
 class LoggingConfig(_Model):
     """loglens's own logs (JSON lines)."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Lowest level of loglens's own JSON-lines logs on stderr; changes on reload."
+    )
 
 
 def _fields(**overrides: list[str]) -> Any:

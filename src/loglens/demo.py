@@ -9,6 +9,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,29 +79,124 @@ def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]
     return server, thread
 
 
+@dataclass(frozen=True)
+class _Timeline:
+    """When each incident of the demo happens (seconds after start) and the traffic rate."""
+
+    rate: float  # logs per second per service
+    silent: tuple[float, float]  # auth sends nothing (absence)
+    errors: tuple[float, float]  # payments: half its logs are errors (error_rate)
+    burst: tuple[float, float]  # search sends 6x its usual volume (volume + anomaly)
+    slow: tuple[float, float]  # inventory answers 15x slower (p95 latency anomaly)
+    pattern: float  # checkout logs a FATAL line never seen before (new_pattern)
+    end: float  # stop waiting for resolutions
+
+
+_NORMAL = _Timeline(1.0, (10, 140), (20, 50), (60, 85), (90, 125), 100, 260)
+_FAST = _Timeline(4.0, (2, 13), (3, 9), (10, 16), (15, 21), 17, 70)
+
+
+def demo_settings(settings: Settings, fast: bool) -> Settings:
+    """The demo's own thresholds (code-only overrides): new patterns are only judged after the
+    learning phase, and --fast shrinks every window so the whole story fits in ~40 s."""
+    rules = settings.alerts.rules
+    np_rule = rules.new_pattern.model_copy(update={"warmup_seconds": 2.0 if fast else 5.0,
+                                                   "resolve_after_seconds": 8.0 if fast else 45.0})
+    update: dict[str, Any] = {"new_pattern": np_rule}
+    if fast:
+        update["error_rate"] = rules.error_rate.model_copy(update={"window_seconds": 10, "min_events": 10})
+        update["volume"] = rules.volume.model_copy(update={"window_seconds": 10, "threshold": 100})
+        update["absence"] = rules.absence.model_copy(update={"threshold_seconds": 6})
+        update["anomaly"] = rules.anomaly.model_copy(update={"window_seconds": 10})
+    alerts = settings.alerts.model_copy(update={"rules": rules.model_copy(update=update)})
+    return settings.model_copy(update={"alerts": alerts})
+
+
+def _records(rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]) -> list[dict]:
+    """The logs every service sends in (t, t + dt] of the demo timeline."""
+    out: list[dict[str, Any]] = []
+    for svc in DEMO_SERVICES:
+        if svc == "auth" and tl.silent[0] <= t < tl.silent[1]:
+            continue
+        rate = tl.rate * (6 if svc == "search" and tl.burst[0] <= t < tl.burst[1] else 1)
+        sent[svc] = sent.get(svc, 0.0) + rate * dt
+        n = int(sent[svc])
+        sent[svc] -= n
+        for _ in range(n):
+            error_share = 0.5 if svc == "payments" and tl.errors[0] <= t < tl.errors[1] else 0.01
+            rec = make_log(rng, svc, "ERROR" if rng.random() < error_share else "INFO", now)
+            if svc == "inventory" and tl.slow[0] <= t < tl.slow[1]:
+                rec["response_time_ms"] = round(rec["response_time_ms"] * 15, 2)
+            out.append(rec)
+    return out
+
+
+def _history(rng: random.Random, tl: _Timeline, now: float, minutes: int = 15) -> list[dict[str, Any]]:
+    """Steady past traffic, so the anomaly baselines are warm from the first second."""
+    n = int(minutes * 60 * tl.rate)
+    return [
+        make_log(rng, svc, "ERROR" if rng.random() < 0.01 else "INFO", now - minutes * 60 + i / tl.rate)
+        for i in range(n)
+        for svc in DEMO_SERVICES
+    ]
+
+
+def _print_new(client: httpx.Client, seen: set[tuple[str, str]], t: float) -> None:
+    try:
+        alerts = client.get("/api/v1/alerts", params={"state": "all", "limit": 100}).json()["alerts"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return
+    for a in reversed(alerts):
+        key = (a["id"], a["state"])
+        if key in seen or a["state"] == "pending" or (a["state"] == "resolved" and not a["fired_at"]):
+            continue
+        seen.add(key)
+        mark = "FIRING  " if a["state"] == "firing" else "RESOLVED"
+        print(f"[{t:6.1f}s] {mark} {a['severity']:8} {a['rule']:11} {a['service']:10} {a['summary']}", flush=True)
+
+
 def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> int:
-    """Serve and send steady traffic; returns an exit code."""
+    """Serve, send traffic that fires (and resolves) every alert type, print each transition."""
     from loglens.logs import configure_logging
 
     configure_logging("WARNING")
+    settings = demo_settings(settings, fast)
+    tl = _FAST if fast else _NORMAL
     server, thread = _start_server(settings)
     url = f"http://{settings.server.host}:{settings.server.port}"
     print(f"loglens demo running — dashboard: {url}/   API docs: {url}/docs", flush=True)
+    print("timeline: auth goes silent, payments error spike, search volume burst, inventory latency "
+          "anomaly, a new FATAL pattern in checkout; each alert resolves afterwards", flush=True)
     rng = random.Random(1)
-    deadline = time.monotonic() + duration if duration else None
     headers = {"Authorization": f"Bearer {settings.server.api_token}"} if settings.server.api_token else {}
+    seen: set[tuple[str, str]] = set()
+    sent: dict[str, float] = {}
+    end = duration or float("inf")  # 0: steady traffic after the timeline until Ctrl-C
+    started = time.monotonic()
+    last = 0.0
+    pattern_sent = done = False
     try:
         with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
-            while deadline is None or time.monotonic() < deadline:
-                batch = [
-                    make_log(rng, svc, "ERROR" if rng.random() < 0.02 else "INFO")
-                    for svc in DEMO_SERVICES
-                    for _ in range(rng.randint(0, 2))
-                ]
+            post: dict[str, Any] = {"headers": {"Content-Type": "application/json"}}
+            client.post("/api/v1/logs", content=orjson.dumps(_history(rng, tl, time.time())), **post)
+            next_poll = 0.0
+            while (t := time.monotonic() - started) < end:
+                batch = _records(rng, tl, last, t - last, time.time(), sent)
+                last = t
+                if not pattern_sent and t >= tl.pattern:
+                    pattern_sent = True
+                    batch.append({**make_log(rng, "checkout", "FATAL"),
+                                  "message": "database connection pool exhausted on shard 7 after 5000 ms"})
                 if batch:
-                    client.post("/api/v1/logs", content=orjson.dumps(batch),
-                                headers={"Content-Type": "application/json"})
-                time.sleep(0.1 if fast else 1.0)
+                    client.post("/api/v1/logs", content=orjson.dumps(batch), **post)
+                if t >= next_poll:
+                    next_poll = t + 0.5
+                    _print_new(client, seen, t)
+                if not done and t >= tl.end:
+                    done = True
+                    print(f"[{t:6.1f}s] demo timeline done; steady traffic continues. Dashboard: {url}/", flush=True)
+                time.sleep(0.1)
+            _print_new(client, seen, time.monotonic() - started)
     except KeyboardInterrupt:
         pass
     finally:

@@ -50,6 +50,14 @@ _ANOMALY_TYPES = {"volume": ("volume_spike", "volume_drop"), "error_rate": ("err
 _TICK = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Reconfigure:
+    """A config reload handed to the evaluator thread, applied between two evaluations."""
+
+    settings: Settings
+    done: threading.Event
+
+
 # ---- anomaly documents -------------------------------------------------------------------------
 class AnomalyValidator:
     """schemas/anomaly_schema.yaml compiled once; `check(doc)` raises ValueError when invalid."""
@@ -71,7 +79,9 @@ class AnomalyValidator:
             raise ValueError(f"anomaly does not match schema: {exc.message}") from None
 
 
-def finding_doc(f: Finding, severity: str, related: list[int], detected_at: float) -> dict[str, Any]:
+def finding_doc(
+    f: Finding, severity: str, related: list[int], detected_at: float, window_s: float = 60
+) -> dict[str, Any]:
     """The schema document of a baseline finding."""
     spike, drop = _ANOMALY_TYPES[f.metric]
     return {
@@ -85,7 +95,7 @@ def finding_doc(f: Finding, severity: str, related: list[int], detected_at: floa
         "confidence": f.confidence,
         "observed": round(f.observed, 6),
         "expected": {"low": round(f.low, 6), "high": round(f.high, 6), "median": round(f.median, 6)},
-        "window": {"start": iso(to_dt(f.at - 60)), "end": iso(to_dt(f.at))},
+        "window": {"start": iso(to_dt(f.at - window_s)), "end": iso(to_dt(f.at))},
         "related_log_ids": related[:20],
         "details": {"metric": f.metric, "baseline_minutes": f.baseline_minutes},
     }
@@ -415,6 +425,33 @@ class Evaluator:
         self.engine.observe(candidates)
         self.evaluations += 1
 
+    # ---- reload ------------------------------------------------------------------------------
+    def reconfigure(self, settings: Settings, timeout: float = 5.0) -> bool:
+        """Switch to new thresholds and rules (config reload) and wait until applied.
+
+        The switch happens in the evaluator thread between two evaluations, so no evaluation mixes
+        old and new rules; windows, baselines and firing alerts are kept.
+        """
+        if self._thread is None:
+            self._apply_settings(settings)
+            return True
+        done = threading.Event()
+        self._queue.put(_Reconfigure(settings, done))
+        return done.wait(timeout)
+
+    def _apply_settings(self, settings: Settings) -> None:
+        self.settings = settings
+        self.alerts = settings.alerts
+        self.engine.config = settings.alerts
+        rules = settings.alerts.rules
+        widest = [rules.error_rate.window_seconds, rules.volume.window_seconds]
+        widest += [r.window_seconds for o in settings.alerts.overrides.values() for r in (o.error_rate, o.volume) if r]
+        self.windows.horizon_s = max(self.windows.horizon_s, max(widest) + 5)
+        if self.patterns is not None:
+            self.patterns.rule = rules.new_pattern
+            self.patterns._min_level = LEVELS.index(rules.new_pattern.min_level)
+            self.patterns.rates.factor = rules.new_pattern.rate_jump_factor
+
     def _record(self, name: str, now: float, started: float) -> None:
         st = self.stats[name]
         st.last_evaluated_at = now
@@ -426,11 +463,12 @@ class Evaluator:
             rule = self._anomaly_rule(svc)
             if not rule.enabled:
                 continue
-            counts = self.windows.counts(svc, now, 60)
-            p95, n = self.windows.quantile(svc, now, 60, 0.95)
+            counts = self.windows.counts(svc, now, rule.window_seconds)
+            p95, n = self.windows.quantile(svc, now, rule.window_seconds, 0.95)
             started, _ended = self.detector.evaluate(svc, now, Observation(counts.total, counts.errors, p95, n))
             for f in started:
-                self.write_anomaly(finding_doc(f, rule.severity, list(self._recent_ids.get(svc, ())), now))
+                related = list(self._recent_ids.get(svc, ()))
+                self.write_anomaly(finding_doc(f, rule.severity, related, now, rule.window_seconds))
             active = [f for (s, _m), f in self.detector.active.items() if s == svc]
             if active:
                 top = max(active, key=lambda f: abs(f.score))
@@ -536,8 +574,7 @@ class Evaluator:
         self.engine.flush()
 
     def _run(self) -> None:
-        interval = self.alerts.evaluation_interval_seconds
-        next_tick = time.monotonic() + interval
+        next_tick = time.monotonic() + self.alerts.evaluation_interval_seconds
         while not self._stop.is_set():
             timeout = max(0.0, next_tick - time.monotonic())
             try:
@@ -551,12 +588,16 @@ class Evaluator:
             try:
                 self._handle(items)
                 if time.monotonic() >= next_tick:
-                    next_tick = time.monotonic() + interval
+                    next_tick = time.monotonic() + self.alerts.evaluation_interval_seconds
                     self.tick()
             except Exception:  # evaluation must survive any single bad batch
                 log.exception("alert evaluation failed")
 
     def _handle(self, items: list[Any]) -> None:
+        for i in items:
+            if isinstance(i, _Reconfigure):
+                self._apply_settings(i.settings)
+                i.done.set()
         events = [i for i in items if isinstance(i, CommitEvent)]
         if len(events) == 1:
             self.process(events[0])
@@ -587,7 +628,12 @@ def build(state: Any, *, clock: Callable[[], float] = time.time) -> Evaluator:
         if notifier is not None:
             notifier.submit(alert, kind, duration)
 
-    engine = AlertEngine(settings.alerts, clock=clock, db=db, notify=notify, publish=state.hub.publish)
+    # the notifier service groups bursts per channel (alerts.group_wait_seconds) in its outbox;
+    # holding them here as well would make people wait twice
+    engine = AlertEngine(
+        settings.alerts.model_copy(update={"group_wait_seconds": 0.0}), clock=clock, db=db, notify=notify,
+        publish=state.hub.publish,
+    )
     engine.restore()
     validator = AnomalyValidator(settings.schemas.anomaly)
     evaluator = Evaluator(settings, engine, clock=clock, validator=validator, publish=state.hub.publish)
@@ -607,6 +653,12 @@ async def start_component(state: Any) -> None:
     state.extras["evaluator"] = evaluator
     state.store.listeners.append(evaluator.on_commit)
     evaluator.start()
+
+    def on_reload(new: Settings) -> Callable[[], Any]:
+        # loglens.reload prepares every part first; applying waits for the evaluator thread, off the loop
+        return lambda: anyio.to_thread.run_sync(evaluator.reconfigure, new)
+
+    state.extras.setdefault("reload_hooks", []).append(on_reload)
 
 
 async def stop_component(state: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import uvicorn
 
@@ -35,4 +36,10 @@ def run_server(settings: Settings) -> None:
         "loglens listening",
         extra={"url": f"http://{settings.server.host}:{settings.server.port}/", "store": str(settings.storage.path)},
     )
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal with the
+    # handlers it found at start. No-op handlers make that re-raise harmless, so a clean
+    # shutdown exits 0 (what process supervisors expect) instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run()
+    log.info("loglens stopped")

@@ -111,6 +111,7 @@ class Store:
         self._last_retention = 0.0
         self.last_error: str | None = None
         self.commits = 0
+        self.reopens = 0  # times the writer reopened an invalidated database (see _reopen_if_invalidated)
         self.last_commit_seconds = 0.0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -122,13 +123,42 @@ class Store:
         except duckdb.Error as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from None
         self._migrate()
+        self._load_next_ids()
+        self._thread = threading.Thread(target=self._run, name="loglens-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def _load_next_ids(self) -> None:
+        assert self._db is not None
         row = self._db.execute("SELECT coalesce(max(id), 0) FROM logs").fetchone()
         self._next_log_id = int(row[0]) + 1 if row else 1
         row = self._db.execute("SELECT coalesce(max(id), 0) FROM dead_letter").fetchone()
         self._next_dead_id = int(row[0]) + 1 if row else 1
-        self._thread = threading.Thread(target=self._run, name="loglens-writer", daemon=True)
-        self._thread.start()
-        return self
+
+    def _reopen_if_invalidated(self) -> None:
+        """Reopen the database file when DuckDB invalidated the connection. Writer thread only.
+
+        A fatal DuckDB error (e.g. an automatic checkpoint hitting a full disk) invalidates the
+        database instance until it is reopened; without this the store would answer 503 forever
+        after space returns. Reopening replays the WAL, so the next ids are read again. When the
+        reopen itself fails (disk still full) the next commit tries again.
+        """
+        assert self._db is not None
+        try:
+            self._db.execute("SELECT 1").fetchall()
+            return
+        except duckdb.Error:
+            pass
+        with contextlib.suppress(duckdb.Error):
+            self._db.close()
+        try:
+            self._db = duckdb.connect(str(self.path))
+            self._load_next_ids()
+        except duckdb.Error as exc:
+            log.error("store reopen failed", extra={"error": str(exc)})
+            return
+        self.reopens += 1
+        log.warning("store reopened after a fatal error", extra={"path": str(self.path)})
 
     def close(self) -> None:
         """Commit everything queued, checkpoint and close. Safe to call twice."""
@@ -273,6 +303,7 @@ class Store:
             log.error("commit failed", extra={"error": self.last_error, "logs": sum(i.size for i in items)})
             err = StorageError(f"store write failed: {exc}", retry_after=5)
             self._finish(items, lambda it: it.future.set_exception(err))
+            self._reopen_if_invalidated()
             return
         if logs is not None:
             self._next_log_id += logs.num_rows
@@ -380,6 +411,7 @@ class Store:
             self.apply_retention(time.time(), max_rows=50_000)
         except duckdb.Error as exc:
             log.warning("retention step failed", extra={"error": str(exc)})
+            self._reopen_if_invalidated()
 
     def apply_retention(self, now_s: float, max_rows: int = 50_000) -> int:
         """One retention step at wall time `now_s`; returns raw log rows deleted. Writer thread only."""

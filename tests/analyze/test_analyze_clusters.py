@@ -15,13 +15,7 @@ import pytest
 from loglens.analyze import AnalyzeOptions, DaskEngine, RayEngine, run_analysis
 from loglens.config import Settings
 
-pytestmark = [
-    pytest.mark.xdist_group("cluster"),
-    # Ray and distributed emit start-up/shutdown notices as warnings; nothing of ours.
-    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore::FutureWarning"),
-    pytest.mark.filterwarnings("ignore::UserWarning:distributed.*"),
-]
+pytestmark = pytest.mark.xdist_group("cluster")
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +73,12 @@ def test_ray_engine_leaves_a_session_it_did_not_start(settings: Settings, clean_
         report = run_analysis(settings, AnalyzeOptions(paths=[clean_file], partitions=2, progress=False), engine)
     assert ray.is_initialized()
     assert report["summary"]["accepted"] == 20_000
+
+
+def test_dask_engine_connects_to_an_existing_scheduler(settings: Settings, clean_file: Path, dask_client: Any) -> None:
+    address = dask_client.scheduler.address
+    with DaskEngine(address) as engine:
+        report = run_analysis(settings, AnalyzeOptions(paths=[clean_file], partitions=4, progress=False), engine)
+        assert address in engine.describe()
+    assert report["summary"]["accepted"] == 20_000 and len(report["summary"]["workers"]) == 2
+    assert dask_client.submit(sum, [1, 2]).result() == 3  # the cluster we were pointed at keeps running

@@ -279,10 +279,10 @@ def _parquet_blocks(part: Partition) -> Iterator[Block]:
 def read_store(part: Partition) -> pa.Table:
     """Logs of a store partition (id range) as LOG_ARROW_SCHEMA, read-only."""
     with duckdb.connect(part.path, read_only=True) as db:
-        table = db.execute(
-            f"SELECT {', '.join(_STORE_COLUMNS)} FROM logs WHERE id >= ? AND id < ? ORDER BY id",
-            [part.start, part.end],
-        ).fetch_arrow_table()
+        table = db.sql(
+            f"SELECT {', '.join(_STORE_COLUMNS)} FROM logs WHERE id >= $1 AND id < $2 ORDER BY id",
+            params=[part.start, part.end],
+        ).to_arrow_table()
     return table.cast(LOG_ARROW_SCHEMA)
 
 

@@ -120,7 +120,7 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
 
 def default_components() -> list[Component]:
     """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    from loglens import evaluator
+    from loglens import evaluator, storewatch
     from loglens.api.routes import protocols, stream
     from loglens.notify import service as notify_service
 
@@ -128,6 +128,7 @@ def default_components() -> list[Component]:
     return [
         ("notifier", notify_service.start_component, notify_service.stop_component),
         ("alerting", evaluator.start_component, evaluator.stop_component),
+        ("storewatch", storewatch.start_component, storewatch.stop_component),
         ("stream", stream.start_stream, stream.stop_stream),
         ("protocols", protocols.start_protocols, protocols.stop_protocols),
     ]

@@ -8,7 +8,8 @@ Guards against false alarms, each configurable in `alerts.rules.anomaly`:
 - warm-up: a metric is judged only after `warmup_minutes` closed minutes of history;
 - minimum baseline: a service whose median volume is below `min_baseline_volume` is not judged;
 - noise floors: the band is never narrower than sampling noise (Poisson for counts, binomial
-  for error rates) or 10 % of the median, so steady traffic with a tiny MAD stays quiet;
+  for error rates) or a share of the median (10 % volume, 25 % p95 latency), so steady
+  traffic with a tiny MAD stays quiet;
 - hysteresis: an anomaly starts above `k` and ends only below `exit_k`.
 
 `TemplateRates` applies the same idea to the per-minute counts of each log template.
@@ -17,7 +18,6 @@ Guards against false alarms, each configurable in `alerts.rules.anomaly`:
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +92,14 @@ class _Baseline:
     error_rate: deque[float]
     p95_latency: deque[float]
     last_closed: int | None = None  # start (epoch s) of the newest closed minute
+    stats: dict[str, tuple[float, float]] = field(default_factory=dict)  # metric -> (median, MAD)
+
+    def median_mad(self, metric: str) -> tuple[float, float]:
+        """Median and MAD of a metric's history, cached until the next minute closes."""
+        cached = self.stats.get(metric)
+        if cached is None:
+            cached = self.stats[metric] = _median_mad(getattr(self, metric))
+        return cached
 
 
 def _median_mad(values: deque[float]) -> tuple[float, float]:
@@ -177,6 +185,7 @@ class AnomalyDetector:
                     if p95 is not None:
                         base.p95_latency.append(p95)
             base.last_closed = max(base.last_closed, upto)
+            base.stats.clear()
         for key in [k for k in self._open if k[1] <= upto]:  # late data for closed minutes
             del self._open[key]
 
@@ -194,7 +203,7 @@ class AnomalyDetector:
         ended: list[str] = []
         judged: dict[str, Finding | None] = {}
         if rule.enabled and base is not None and len(base.volume) >= rule.warmup_minutes:
-            med_vol = statistics.median(base.volume)
+            med_vol, _ = base.median_mad("volume")
             if med_vol >= rule.min_baseline_volume:
                 judged = self._judge(service, now, obs, base, rule)
         for metric in METRICS:
@@ -214,11 +223,12 @@ class AnomalyDetector:
         self, service: str, now: float, obs: Observation, base: _Baseline, rule: AnomalyRule
     ) -> dict[str, Finding | None]:
         out: dict[str, Finding | None] = {}
-        med, mad = _median_mad(base.volume)
+        med, mad = base.median_mad("volume")
         sd = max(_MAD_TO_SD * mad, math.sqrt(med), 0.1 * med, 1.0)
-        out["volume"] = self._finding(service, "volume", obs.volume, med, sd, rule, len(base.volume), now, both=True)
+        per_minute = obs.volume * 60.0 / rule.window_seconds  # a shorter window is scaled to a minute
+        out["volume"] = self._finding(service, "volume", per_minute, med, sd, rule, len(base.volume), now, both=True)
         if obs.volume >= _MIN_ERROR_SAMPLES and len(base.error_rate) >= rule.warmup_minutes:
-            med, mad = _median_mad(base.error_rate)
+            med, mad = base.median_mad("error_rate")
             p = min(max(med, 0.01), 0.99)
             sd = max(_MAD_TO_SD * mad, math.sqrt(p * (1 - p) / obs.volume), 0.02)
             rate = obs.errors / obs.volume
@@ -228,8 +238,9 @@ class AnomalyDetector:
             and obs.p95_samples >= _MIN_LATENCY_SAMPLES
             and len(base.p95_latency) >= rule.warmup_minutes
         ):
-            med, mad = _median_mad(base.p95_latency)
-            sd = max(_MAD_TO_SD * mad, 0.1 * med, 1.0)
+            med, mad = base.median_mad("p95_latency")
+            # a p95 from one minute of samples is noisy: never a band narrower than ±25 % per k
+            sd = max(_MAD_TO_SD * mad, 0.25 * med, 1.0)
             out["p95_latency"] = self._finding(
                 service, "p95_latency", obs.p95, med, sd, rule, len(base.p95_latency), now
             )

@@ -70,10 +70,12 @@ def _label_defaults(labels: dict[str, str], mapping: FieldMapping) -> tuple[dict
 def _entries(stream: dict[str, Any]) -> tuple[dict[str, str], list[tuple[Any, Any, Any]]]:
     """Labels and (time, line, structured metadata) triples of either JSON shape."""
     if "stream" in stream or "values" in stream:
-        labels = stream.get("stream") or {}
+        labels = stream.get("stream")
+        labels = {} if labels is None else labels
         if not isinstance(labels, dict):
             raise ParseError("streams[].stream must be an object of labels")
-        values = stream.get("values") or []
+        values = stream.get("values")
+        values = [] if values is None else values
         if not isinstance(values, list):
             raise ParseError("streams[].values must be an array of [timestamp, line] pairs")
         entries = []
@@ -81,13 +83,14 @@ def _entries(stream: dict[str, Any]) -> tuple[dict[str, str], list[tuple[Any, An
             if isinstance(v, list) and len(v) in (2, 3):
                 entries.append((v[0], v[1], v[2] if len(v) == 3 else None))
             else:
-                entries.append((None, v, None))  # rejected per entry below
+                entries.append((v, None, None))  # not a pair: rejected per entry below
         return {str(k): str(v) for k, v in labels.items()}, entries
     try:
         labels = parse_label_string(str(stream.get("labels", "")))
     except ValueError as exc:
         raise ParseError(str(exc)) from None
-    raw_entries = stream.get("entries") or []
+    raw_entries = stream.get("entries")
+    raw_entries = [] if raw_entries is None else raw_entries
     if not isinstance(raw_entries, list):
         raise ParseError("streams[].entries must be an array")
     out = []
@@ -95,7 +98,7 @@ def _entries(stream: dict[str, Any]) -> tuple[dict[str, str], list[tuple[Any, An
         if isinstance(e, dict):
             out.append((e.get("ts", e.get("timestamp")), e.get("line"), None))
         else:
-            out.append((None, e, None))
+            out.append((e, None, None))
     return labels, out
 
 

@@ -75,7 +75,7 @@ def map_document(
             continue
         for name in candidates:
             value = lookup(doc, name)
-            if value is not _MISSING and value is not None:
+            if value is not _MISSING and value is not None and not isinstance(value, dict):
                 out[field] = value
                 _pop_path(doc, name)
                 break
@@ -94,6 +94,8 @@ def map_document(
     for key, value in doc.items():
         if key not in out:
             out[key] = value
+        else:  # e.g. {"service": {"version": ..}} left after service.name was mapped: keep it
+            out["metadata"] = {**(out.get("metadata") or {}), key: value}
     return out
 
 

@@ -8,15 +8,25 @@ protocol gets the same validation, dead-letter, durability and backpressure guar
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 
 import anyio.to_thread
 
+from loglens.errors import StorageError
 from loglens.models import LOG_ARROW_SCHEMA, IngestResult, Rejection
 from loglens.schema import LogSchema, Parsed, ValidatedBatch, now_us
 from loglens.store import Store
 
 # Below this many records validation runs on the event loop: a thread hop costs more than it saves.
 _INLINE_RECORDS = 500
+# What a draining server tells clients: retry after this many seconds (on another instance or after restart).
+DRAIN_RETRY_AFTER_S = 5
+
+log = logging.getLogger("loglens.ingest")
+
+# Observer of every committed request: (source, accepted, rejections). Called on the event loop; keep it quick.
+IngestObserver = Callable[[str, int, list[Rejection]], None]
 
 
 class IngestPipeline:
@@ -26,6 +36,20 @@ class IngestPipeline:
         self.schema = schema
         self.store = store
         self.max_errors = max_errors
+        self.observers: list[IngestObserver] = []
+        self.draining = False  # set on SIGTERM: new requests get 503 + Retry-After
+        self.in_flight = 0  # requests between the draining check and their commit
+
+    def _admit(self) -> None:
+        if self.draining:
+            raise StorageError("server is shutting down; retry later", retry_after=DRAIN_RETRY_AFTER_S)
+
+    def _observe(self, source: str, accepted: int, rejections: list[Rejection]) -> None:
+        for observer in self.observers:
+            try:
+                observer(source, accepted, rejections)
+            except Exception:  # a metrics bug must never fail an acknowledged request
+                log.exception("ingest observer failed")
 
     def validate(self, parsed: Parsed, source: str) -> tuple[ValidatedBatch, int]:
         """Validate synchronously; returns the batch and the arrival time used (epoch µs)."""
@@ -34,12 +58,19 @@ class IngestPipeline:
 
     async def ingest(self, parsed: Parsed, source: str, idempotency_key: str | None = None) -> IngestResult:
         """Validate, commit, and report. Raises Backpressure / StorageError; never drops silently."""
-        if len(parsed) > _INLINE_RECORDS:
-            batch, received = await anyio.to_thread.run_sync(self.validate, parsed, source)
-        else:
-            batch, received = self.validate(parsed, source)
-        future = self.store.submit(batch.table, batch.rejections, received, idempotency_key)
-        receipt = await asyncio.wrap_future(future)
+        self._admit()
+        self.in_flight += 1
+        try:
+            if len(parsed) > _INLINE_RECORDS:
+                batch, received = await anyio.to_thread.run_sync(self.validate, parsed, source)
+            else:
+                batch, received = self.validate(parsed, source)
+            future = self.store.submit(batch.table, batch.rejections, received, idempotency_key)
+            receipt = await asyncio.wrap_future(future)
+        finally:
+            self.in_flight -= 1
+        if not receipt.duplicate:
+            self._observe(source, receipt.accepted, batch.rejections)
         return IngestResult(
             accepted=receipt.accepted,
             rejected=receipt.rejected,
@@ -49,7 +80,13 @@ class IngestPipeline:
 
     async def reject_whole(self, raw: bytes | str, reason: str, source: str) -> None:
         """Record an undecodable request body in the dead-letter store (one record)."""
+        self._admit()
         text = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
         rejection = Rejection(0, reason, self.schema.truncate_raw(text), source)
-        future = self.store.submit(LOG_ARROW_SCHEMA.empty_table(), [rejection], now_us())
-        await asyncio.wrap_future(future)
+        self.in_flight += 1
+        try:
+            future = self.store.submit(LOG_ARROW_SCHEMA.empty_table(), [rejection], now_us())
+            await asyncio.wrap_future(future)
+        finally:
+            self.in_flight -= 1
+        self._observe(source, 0, [rejection])

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -49,6 +49,7 @@ class _Follow:
     ino: int = 0
     offset: int = 0
     draining: bool = False  # the path now names another file; finish this one, then switch
+    seen: list[tuple[int, int]] = field(default_factory=list)  # (dev, ino) of files read to their end
 
 
 class Checkpoints:
@@ -156,6 +157,7 @@ class Tailer:
         return total
 
     def _open(self, f: _Follow) -> bool:
+        """Open the path, resuming from the checkpoint, or first finish the file it pointed at."""
         try:
             fh = f.path.open("rb")
         except (FileNotFoundError, PermissionError):
@@ -163,7 +165,7 @@ class Tailer:
         st = os.fstat(fh.fileno())
         saved = self.checkpoints.get(f.path)
         f.fh, f.dev, f.ino, f.offset, f.draining = fh, st.st_dev, st.st_ino, 0, False
-        if saved is None:
+        if saved is None or (saved["dev"], saved["ino"]) in f.seen:
             return True
         if saved["ino"] == st.st_ino and saved["dev"] == st.st_dev:
             f.offset = saved["offset"] if saved["offset"] <= st.st_size else 0
@@ -171,9 +173,34 @@ class Tailer:
         old = _find_by_inode(f.path, saved["dev"], saved["ino"])
         if old is not None:  # rotated while we were down: finish the old file first
             fh.close()
-            f.fh = old.open("rb")
-            f.dev, f.ino, f.offset, f.draining = saved["dev"], saved["ino"], saved["offset"], True
+            self._switch(f, old, saved["offset"])
         return True
+
+    def _switch(self, f: _Follow, path: Path, offset: int) -> None:
+        fh = path.open("rb")
+        st = os.fstat(fh.fileno())
+        f.fh, f.dev, f.ino, f.offset, f.draining = fh, st.st_dev, st.st_ino, offset, True
+
+    def _next_rotated(self, f: _Follow, after_ns: int) -> Path | None:
+        """A rotated sibling written after the file just finished and not read yet (several
+        rotations between two polls): oldest first, higher numeric suffix first on ties."""
+        try:
+            current = f.path.stat()
+            current_id = (current.st_dev, current.st_ino)
+        except FileNotFoundError:
+            current_id = (-1, -1)
+        best: tuple[tuple[int, int], Path] | None = None
+        with contextlib.suppress(OSError):
+            for cand in f.path.parent.glob(f.path.name + ".*"):
+                st = cand.stat()
+                ident = (st.st_dev, st.st_ino)
+                if ident in f.seen or ident == current_id or st.st_mtime_ns < after_ns:
+                    continue
+                suffix = cand.name.rsplit(".", 1)[-1]
+                key = (st.st_mtime_ns, -int(suffix) if suffix.isdigit() else 0)
+                if best is None or key < best[0]:
+                    best = (key, cand)
+        return best[1] if best else None
 
     async def _poll_file(self, f: _Follow) -> int:
         if f.fh is None and not self._open(f):
@@ -193,21 +220,25 @@ class Tailer:
         done = 0
         while True:
             lines, consumed = self._read_lines(f)
-            if not lines:
+            if not consumed:
                 break
-            parsed = decode_lines(lines, self.mapping, self.config.max_line_bytes)
-            await self.sink(parsed)  # returns only after commit: then the checkpoint may move
+            if lines:
+                parsed = decode_lines(lines, self.mapping, self.config.max_line_bytes)
+                await self.sink(parsed)  # returns only after commit: then the checkpoint may move
             f.offset += consumed
             self.checkpoints.save(f.path, f.dev, f.ino, f.offset)
             done += len(lines)
-            if len(lines) < self.config.batch_lines:
-                break
         if f.draining:
+            finished_ns = os.fstat(f.fh.fileno()).st_mtime_ns
             f.fh.close()
             f.fh = None
-            if self._open(f) and not f.draining:
-                self.checkpoints.save(f.path, f.dev, f.ino, f.offset)
-            done += 0 if f.fh is None else await self._poll_file(f)
+            f.seen = [*f.seen[-99:], (f.dev, f.ino)]
+            nxt = self._next_rotated(f, finished_ns)
+            if nxt is not None:
+                self._switch(f, nxt, 0)
+            elif not self._open(f):
+                return done
+            done += await self._poll_file(f)
         return done
 
     def _read_lines(self, f: _Follow) -> tuple[list[bytes], int]:
@@ -233,14 +264,7 @@ class Tailer:
             if line.strip():
                 lines.append(line)
             pos = nl + 1
-        if not lines and pos > 0:
-            return self._blank(f, pos)
-        return lines, pos
-
-    def _blank(self, f: _Follow, pos: int) -> tuple[list[bytes], int]:
-        # Only blank lines: move past them without a commit.
-        f.offset += pos
-        return self._read_lines(f)
+        return lines, pos  # lines may be empty when only blank lines were consumed
 
     def _skip_long_line(self, f: _Follow, head: bytes) -> tuple[list[bytes], int]:
         """A line longer than max_line_bytes: dead-letter its start, resume after its newline."""
@@ -299,3 +323,43 @@ def http_sink(url: str, token: str | None = None) -> tuple[Sink, Callable[[], Aw
 def default_checkpoint_path(config: TailConfig, store_path: Path) -> Path:
     """Where offsets live: configured, or next to the store."""
     return config.checkpoint_path or Path(store_path).parent / "tail-checkpoints.json"
+
+
+async def run_tail(
+    paths: list[Path],
+    settings: Any,
+    *,
+    url: str | None = None,
+    token: str | None = None,
+    checkpoint: Path | None = None,
+    once: bool = False,
+) -> int:
+    """`loglens tail`: follow `paths` into a server (`url`) or the local store; returns lines committed.
+
+    With `once`, read what is there now and return (cron-style); otherwise follow until cancelled.
+    """
+    tail_cfg: TailConfig = settings.protocols.tail
+    ckpt = checkpoint or default_checkpoint_path(tail_cfg, settings.storage.path)
+    state = None
+    close: Callable[[], Awaitable[None]] | None = None
+    if url:
+        sink, close = http_sink(url, token)
+    else:
+        from loglens.api.app import build_state
+
+        state = build_state(settings)
+        await asyncio.to_thread(state.store.start)
+        sink = pipeline_sink(state.pipeline)
+    tailer = Tailer(paths, sink, settings.protocols.mapping.tail, tail_cfg, ckpt)
+    try:
+        if once:
+            while await tailer.poll_once():
+                pass
+        else:
+            await tailer.run()
+    finally:
+        if close is not None:
+            await close()
+        if state is not None:
+            await asyncio.to_thread(state.store.close)
+    return tailer.committed

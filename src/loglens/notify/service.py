@@ -52,7 +52,9 @@ def routes(cfg: NotifierConfig, alert: Alert) -> bool:
     if cfg.services is not None and alert.service not in cfg.services:
         return False
     # A meta-alert about a broken channel is not sent to that same channel.
-    return not (alert.rule == "meta" and cfg.name in (alert.labels.get("channel"), meta_name(cfg.name)))
+    return not (
+        alert.rule == "meta" and (alert.service == meta_name(cfg.name) or alert.labels.get("channel") == cfg.name)
+    )
 
 
 def meta_name(channel: str) -> str:
@@ -121,6 +123,9 @@ class NotificationService:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = 0
         self._stopping = False
+        self._resumed: set[str] = set()  # ids loaded from the outbox at start (see start())
+        # How long stop() lets in-flight attempts finish before cancelling them (they stay pending).
+        self.stop_grace_seconds = min(self.outbox_cfg.timeout_seconds, 5.0)
 
     # ---- lifecycle -------------------------------------------------------------------------
     @property
@@ -132,40 +137,82 @@ class NotificationService:
 
     async def start(self) -> None:
         """Start one worker per channel and resume every pending notification."""
-        self._loop = asyncio.get_running_loop()
-        self._stopping = False
+        pruned = await asyncio.to_thread(self.outbox.prune, self._now() - PRUNE_DELIVERED_AFTER)
+        if pruned:
+            log.info("pruned delivered notifications", extra={"rows": pruned})
+        await self._start_workers()
+
+    async def _start_workers(self) -> None:
+        # Order matters: submits from now on reach the loop, then the backlog is loaded, and only
+        # then do workers run — so a row that is both loaded and freshly submitted is sent once.
         for ch in self._channels.values():
             ch.wake = asyncio.Event()
-            ch.task = asyncio.create_task(self._worker(ch), name=f"loglens-notify-{ch.cfg.name}")
-        pruned = await asyncio.to_thread(self.outbox.prune, self._now() - PRUNE_DELIVERED_AFTER)
+        self._stopping = False
+        self._loop = asyncio.get_running_loop()
         pending = await asyncio.to_thread(self.outbox.pending)
         for entry in pending:
+            self._resumed.add(entry.notification.id)
             self._schedule(entry)
-        if pending or pruned:
-            log.info("notification outbox resumed", extra={"pending": len(pending), "pruned": pruned})
+        for ch in self._channels.values():
+            ch.task = asyncio.create_task(self._worker(ch), name=f"loglens-notify-{ch.cfg.name}")
+        if pending:
+            log.info("notification outbox resumed", extra={"pending": len(pending)})
 
-    async def stop(self) -> None:
-        """Let in-flight attempts finish (bounded), stop the workers and close clients."""
+    async def _stop_workers(self) -> None:
         self._stopping = True
-        for ch in self._channels.values():
+        channels = list(self._channels.values())
+        for ch in channels:
             ch.wake.set()
-        tasks = [ch.task for ch in self._channels.values() if ch.task is not None]
+        tasks = [ch.task for ch in channels if ch.task is not None]
         if tasks:
-            _, still = await asyncio.wait(tasks, timeout=min(self.outbox_cfg.timeout_seconds, 5.0))
+            _, still = await asyncio.wait(tasks, timeout=self.stop_grace_seconds)
             for task in still:
-                task.cancel()
+                task.cancel()  # the row stays pending and is resumed by the next start
             await asyncio.gather(*tasks, return_exceptions=True)
-        for ch in self._channels.values():
+        for ch in channels:
             ch.task = None
             closer = getattr(ch.plugin, "aclose", None)
             if closer is not None:
                 with contextlib.suppress(Exception):
                     await closer()
+
+    async def stop(self) -> None:
+        """Let in-flight attempts finish (bounded), stop the workers and close clients."""
+        await self._stop_workers()
         self._loop = None
         if self._outbox is not None:
             with contextlib.suppress(duckdb.Error):
                 self._outbox.close()
             self._outbox = None
+
+    def prepare_reload(self, new: Settings) -> Callable[[], Any]:
+        """Config reload hook: build every new channel now (ConfigError vetoes the reload) and
+        return the step that swaps them in; pending notifications carry over through the outbox."""
+        plugins = registry.build_all(new)
+
+        async def apply() -> None:
+            running = self._loop is not None
+            if running:
+                await self._stop_workers()
+            old = self._channels
+            self.settings, self.outbox_cfg, self.group_wait = new, new.outbox, new.alerts.group_wait_seconds
+            channels = {}
+            for cfg in new.notifiers:
+                if cfg.name not in plugins:
+                    continue
+                ch = _Channel(cfg, plugins[cfg.name])
+                if cfg.name in old:  # keep the channel's health history across the reload
+                    prev = old[cfg.name]
+                    for key in ("consecutive_failures", "attempts", "failures", "last_error", "last_attempt_at",
+                                "last_success_at", "meta_raised"):
+                        setattr(ch, key, getattr(prev, key))
+                channels[cfg.name] = ch
+            self._channels = channels
+            self._secrets = [x for ch in channels.values() for x in _secrets_of(getattr(ch.plugin, "config", None))]
+            if running:
+                await self._start_workers()
+
+        return apply
 
     # ---- enqueue ---------------------------------------------------------------------------
     def _now(self) -> datetime:
@@ -196,7 +243,11 @@ class NotificationService:
             if inserted and loop is not None and not self._stopping:
                 entry = OutboxEntry(n, 0, due.replace(tzinfo=None))
                 with contextlib.suppress(RuntimeError):  # loop closed: the next start resumes it
-                    loop.call_soon_threadsafe(self._schedule, entry)
+                    loop.call_soon_threadsafe(self._schedule_new, entry)
+
+    def _schedule_new(self, entry: OutboxEntry) -> None:
+        if entry.notification.id not in self._resumed:  # else start() already scheduled it
+            self._schedule(entry)
 
     def _schedule(self, entry: OutboxEntry) -> None:
         ch = self._channels.get(entry.notification.channel)
@@ -395,7 +446,10 @@ async def start_component(state: Any) -> None:
         state.settings, state.store, alerting=lambda: state.extras.get("alerting")
     )
     state.extras["notifier"] = service
+    # config reload (SIGHUP / admin API) swaps channels through this two-phase hook
+    state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)
     await service.start()
+    state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)
 
 
 async def stop_component(state: Any) -> None:

@@ -46,7 +46,7 @@ class StreamSettings:
     """Timing of the stream; mutable so tests (and future config) can shorten it."""
 
     heartbeat_seconds: float = 10.0
-    min_interval_seconds: float = 0.2
+    min_interval_seconds: float = 0.1
     retry_ms: int = 1000
 
 

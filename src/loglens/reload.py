@@ -1,0 +1,284 @@
+"""Hot reload of config.yaml: SIGHUP, `POST /api/v1/admin/reload`, or (opt-in) a change on disk.
+
+A reload reads and validates the whole new config (YAML, every key, the log schema it names and
+every notifier's plugin settings) before anything changes. When valid, `state.settings` and the
+log schema are swapped and each component's reload hook applies its part (thresholds and rules
+in the evaluator thread, channels in the notifier service) — in-flight requests keep the schema
+reference they started with, and firing alerts stay as they are. When invalid, nothing changes:
+the `file:line` issues are logged, returned to the caller and raised as a `config_reload`
+meta-alert that resolves at the next successful reload.
+
+Reload hooks (`state.extras["reload_hooks"]`) are called in two phases: `hook(new_settings)`
+prepares and may raise ConfigError to veto the reload; it returns None or a callable that
+applies the change (its result is awaited when awaitable). Keys that need a restart (listen
+address, store path, queue sizes) keep their running values and are reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+
+from loglens.config import Settings, load_settings
+from loglens.errors import ConfigError, ConfigIssue
+from loglens.schema import LogSchema
+
+log = logging.getLogger("loglens.reload")
+
+EXTRA_KEY = "reload"
+HOOKS_KEY = "reload_hooks"
+META_NAME = "config_reload"
+Apply = Callable[[], Any]
+ReloadHook = Callable[[Settings], Apply | None]
+
+# (section, key) pairs that only take effect on restart: the running values are kept.
+RESTART_KEYS = (
+    ("server", "host"),
+    ("server", "port"),
+    ("storage", "path"),
+    ("ingest", "max_queue_logs"),
+    ("ingest", "max_batch_logs"),
+    ("ingest", "commit_interval_ms"),
+    ("ingest", "files"),
+    ("protocols", "syslog"),
+    ("protocols", "tail"),
+)
+
+
+@dataclass
+class ReloadResult:
+    """Outcome of one reload attempt."""
+
+    ok: bool
+    trigger: str
+    issues: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    restart_required: list[str] = field(default_factory=list)
+    at: float = field(default_factory=time.time)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape."""
+        return {
+            "ok": self.ok,
+            "trigger": self.trigger,
+            "issues": self.issues,
+            "changed": self.changed,
+            "restart_required": self.restart_required,
+            "at": self.at,
+        }
+
+
+def hooks(state: Any) -> list[ReloadHook]:
+    """The reload hook list of an app (created on first use); components append to it."""
+    return state.extras.setdefault(HOOKS_KEY, [])
+
+
+def _changed_sections(old: Settings, new: Settings) -> list[str]:
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    out = []
+    for section in b:
+        if isinstance(b[section], dict) and isinstance(a.get(section), dict):
+            out.extend(f"{section}.{k}" for k in b[section] if b[section][k] != a[section].get(k))
+        elif b[section] != a.get(section):
+            out.append(section)
+    return sorted(out)
+
+
+def keep_restart_keys(old: Settings, new: Settings) -> tuple[Settings, list[str]]:
+    """`new` with the running values of restart-only keys; also the keys whose file value differs."""
+    differ: list[str] = []
+    updates: dict[str, Any] = {}
+    for section, key in RESTART_KEYS:
+        old_sec, new_sec = getattr(old, section), updates.get(section, getattr(new, section))
+        if getattr(old_sec, key) != getattr(new_sec, key):
+            differ.append(f"{section}.{key}")
+            updates[section] = new_sec.model_copy(update={key: getattr(old_sec, key)})
+    return new.model_copy(update=updates), differ
+
+
+class ReloadManager:
+    """Serialises reloads of one app and keeps their history for the API and /metrics."""
+
+    def __init__(self, state: Any, loader: Callable[[Path], Settings] = load_settings) -> None:
+        self.state = state
+        self.loader = loader
+        self._lock = asyncio.Lock()
+        self.successes = 0
+        self.failures = 0
+        self.last: ReloadResult | None = None
+        self._meta_raised = False
+        self._watch_task: asyncio.Task[None] | None = None
+        self._sighup = False
+
+    @property
+    def last_ok(self) -> bool:
+        """False only when the latest reload was rejected."""
+        return self.last is None or self.last.ok
+
+    async def reload(self, trigger: str = "api") -> ReloadResult:
+        """Validate the config file and, when valid, switch to it atomically."""
+        async with self._lock:
+            result = await self._reload(trigger)
+        self.last = result
+        if result.ok:
+            self.successes += 1
+            log.info("config reloaded", extra={"trigger": trigger, "changed": result.changed,
+                                               "restart_required": result.restart_required})
+            if self._meta_raised:
+                self._meta_raised = False
+                self._meta("resolve_meta", META_NAME)
+        else:
+            self.failures += 1
+            log.error("config reload rejected; keeping the running config",
+                      extra={"trigger": trigger, "issues": result.issues})
+            self._meta_raised = True
+            self._meta("raise_meta", META_NAME, "config reload rejected: " + "; ".join(result.issues)[:500], "warning")
+        return result
+
+    async def _reload(self, trigger: str) -> ReloadResult:
+        old: Settings = self.state.settings
+        path = old.config_path
+        if path is None:
+            return ReloadResult(False, trigger, ["no config file: the server was started without --config"])
+        try:
+            loaded = await anyio.to_thread.run_sync(self.loader, path)
+            new, restart = keep_restart_keys(old, loaded)
+            schema = await anyio.to_thread.run_sync(self._schema, new)
+            applies = [hook(new) for hook in list(hooks(self.state))]
+        except ConfigError as exc:
+            return ReloadResult(False, trigger, [str(i) for i in exc.issues])
+        except Exception as exc:  # a component could not prepare: treat like an invalid config
+            log.exception("reload hook failed to prepare")
+            return ReloadResult(False, trigger, [f"{type(exc).__name__}: {exc}"])
+        # Valid: from here on nothing may veto; swap the shared references, then let components apply.
+        self.state.settings = new
+        self.state.schema = schema
+        self.state.pipeline.schema = schema
+        self._apply_core(new)
+        for apply in applies:
+            if apply is None:
+                continue
+            try:
+                result = apply()
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:  # the config is valid; a component failing to apply is its own bug
+                log.exception("reload hook failed to apply")
+        return ReloadResult(True, trigger, changed=_changed_sections(old, new), restart_required=restart)
+
+    @staticmethod
+    def _schema(settings: Settings) -> LogSchema:
+        try:
+            return LogSchema.from_file(
+                settings.schemas.log,
+                allowed_lateness_s=settings.ingest.allowed_lateness_seconds,
+                max_future_skew_s=settings.ingest.max_future_skew_seconds,
+                raw_limit=settings.ingest.dead_letter_raw_limit,
+            )
+        except ConfigError as exc:
+            # name the schema file in every issue so the caller knows which file to fix
+            raise ConfigError(
+                [ConfigIssue(i.file if i.file != "log schema" else str(settings.schemas.log), i.line, i.key, i.message)
+                 for i in exc.issues]
+            ) from None
+
+    def _apply_core(self, new: Settings) -> None:
+        """The parts owned by the app itself: store retention, ingest limits and the log level."""
+        store = self.state.store
+        store.retention_days = new.storage.retention_days
+        store.metrics_retention_days = new.storage.metrics_retention_days
+        store.retention_interval_s = new.storage.retention_interval_seconds
+        self.state.pipeline.max_errors = new.ingest.max_errors_reported
+        logging.getLogger("loglens").setLevel(new.logging.level)
+
+    def _meta(self, method: str, *args: Any) -> None:
+        target = getattr(self.state.extras.get("alerting"), method, None)
+        if target is None:
+            return
+        try:
+            target(*args)
+        except Exception:
+            log.exception("meta-alert hook failed", extra={"method": method})
+
+    # ---- triggers ------------------------------------------------------------------------------
+    def request(self, trigger: str) -> asyncio.Task[ReloadResult]:
+        """Start a reload in the background (signal handler, file watch)."""
+        return asyncio.get_running_loop().create_task(self.reload(trigger))
+
+    def install_sighup(self) -> bool:
+        """Reload on SIGHUP; only possible when the loop runs in the main thread (`loglens serve`)."""
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGHUP, self.request, "SIGHUP")
+        except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+            return False
+        self._sighup = True
+        return True
+
+    def remove_sighup(self) -> None:
+        """Undo `install_sighup`."""
+        if self._sighup:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
+
+    def start_watch(self, interval_s: float) -> None:
+        """Poll the config file's mtime/size and reload when it changes (opt-in: server.watch_config)."""
+        path = self.state.settings.config_path
+        if path is not None:
+            self._watch_task = asyncio.get_running_loop().create_task(self._watch(Path(path), interval_s))
+
+    async def stop_watch(self) -> None:
+        """Stop the file watch."""
+        task, self._watch_task = self._watch_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _watch(self, path: Path, interval_s: float) -> None:
+        last = _stamp(path)
+        while True:
+            await asyncio.sleep(interval_s)
+            now = _stamp(path)
+            if now != last:
+                last = now
+                await self.reload("watch")
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+async def start_component(state: Any) -> None:
+    """App component: reload manager, SIGHUP handler and the optional file watch."""
+    manager = ReloadManager(state)
+    state.extras[EXTRA_KEY] = manager
+    hooks(state)
+    manager.install_sighup()
+    if state.settings.server.watch_config:
+        manager.start_watch(state.settings.server.watch_interval_seconds)
+
+
+async def stop_component(state: Any) -> None:
+    """App component: stop watching and listening for SIGHUP."""
+    manager: ReloadManager | None = state.extras.get(EXTRA_KEY)
+    if manager is None:
+        return
+    manager.remove_sighup()
+    await manager.stop_watch()
+

@@ -1,0 +1,231 @@
+"""loglens's own metrics in Prometheus text format (`GET /metrics`), one registry per app.
+
+Most values are read from live state at scrape time by `LoglensCollector` (queue depth, store
+size and rows, firing alerts, notifier counters, SSE clients, rule timings), so no other module
+has to carry metric calls. Only what cannot be read afterwards is counted as it happens:
+per-request ingest outcomes (an `IngestPipeline` observer, on the event loop) and the commit
+latency histogram (a store listener, in the writer thread: one `observe()`, nothing more).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from loglens import __version__
+from loglens.models import Rejection
+from loglens.store import CommitEvent
+
+log = logging.getLogger("loglens.selfmetrics")
+
+EXTRA_KEY = "selfmetrics"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STORE_TABLES = ("logs", "dead_letter", "metrics_minute", "latency_sketch", "user_minute", "services", "ingest_keys")
+OPTIONAL_TABLES = ("alerts", "anomalies", "silences", "notification_outbox")
+_COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def reason_class(reason: str) -> str:
+    """A bounded label for a rejection reason (the full reason stays in the dead-letter store)."""
+    text = reason.lower()
+    if "json" in text and ("malformed" in text or "invalid" in text or "decode" in text):
+        return "malformed"
+    if text.startswith("missing required field"):
+        return "missing_field"
+    if text.startswith("timestamp:"):
+        return "timestamp"
+    if "exceeds" in text or "too large" in text:
+        return "too_large"
+    if text.startswith(("syslog:", "entry must be", "otlp", "loki", "es_bulk")):
+        return "protocol"
+    if text.startswith("log: must be"):
+        return "not_an_object"
+    if ": " in text:
+        return "invalid_field"
+    return "other"
+
+
+class SelfMetrics:
+    """The registry of one app plus the few event-driven instruments."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "loglens_logs_received", "Log records received, by source.", ["source"], registry=self.registry
+        )
+        self.accepted = Counter(
+            "loglens_logs_accepted", "Log records stored, by source.", ["source"], registry=self.registry
+        )
+        self.rejected = Counter(
+            "loglens_logs_rejected", "Log records sent to dead-letter, by source and reason class.",
+            ["source", "reason"], registry=self.registry,
+        )
+        self.commit_seconds = Histogram(
+            "loglens_store_commit_seconds", "Duration of one group commit (logs, dead letters, metrics).",
+            buckets=_COMMIT_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(LoglensCollector(state))
+
+    def on_ingest(self, source: str, accepted: int, rejections: list[Rejection]) -> None:
+        """IngestPipeline observer: count a committed request."""
+        self.received.labels(source).inc(accepted + len(rejections))
+        if accepted:
+            self.accepted.labels(source).inc(accepted)
+        for r in rejections:
+            self.rejected.labels(r.source or source, reason_class(r.reason)).inc()
+
+    def on_commit(self, event: CommitEvent) -> None:
+        """Store listener (writer thread): the commit that just finished took `last_commit_seconds`."""
+        self.commit_seconds.observe(self.state.store.last_commit_seconds)
+
+    def render(self) -> bytes:
+        """The exposition text of every metric (reads the store: call it off the event loop)."""
+        return generate_latest(self.registry)
+
+
+class LoglensCollector(Collector):
+    """Reads the running app's state at scrape time."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield every live-state metric; a part that fails is skipped and logged, never the whole scrape."""
+        for part in (self._process, self._store, self._alerting, self._notifier, self._reload):
+            try:
+                yield from part()
+            except Exception:  # one broken part must not hide the others
+                log.exception("metrics collection failed", extra={"part": part.__name__})
+
+    def _process(self) -> Iterator[Metric]:
+        state = self.state
+        info = GaugeMetricFamily("loglens_build_info", "Version of the running loglens.", labels=["version"])
+        info.add_metric([__version__], 1)
+        yield info
+        yield GaugeMetricFamily("loglens_uptime_seconds", "Seconds since the server started.",
+                                value=time.time() - state.started_at)
+        yield GaugeMetricFamily("loglens_sse_clients", "Connected live-stream (SSE) clients.",
+                                value=state.hub.subscriber_count)
+        yield GaugeMetricFamily("loglens_draining", "1 while the server drains before exiting.",
+                                value=1 if state.pipeline.draining else 0)
+
+    def _store(self) -> Iterator[Metric]:
+        store = self.state.store
+        yield GaugeMetricFamily("loglens_ingest_queue_depth", "Logs submitted and not yet committed.",
+                                value=store.queue_depth)
+        yield CounterMetricFamily("loglens_store_commits", "Group commits since start.", value=store.commits)
+        yield GaugeMetricFamily("loglens_store_size_bytes", "Size of the DuckDB file and its WAL.",
+                                value=store.size_bytes())
+        yield GaugeMetricFamily("loglens_store_healthy", "0 when the last commit failed.",
+                                value=0 if store.last_error else 1)
+        rows = GaugeMetricFamily("loglens_store_rows", "Rows per table.", labels=["table"])
+        for table, n in table_rows(store).items():
+            rows.add_metric([table], n)
+        yield rows
+
+    def _alerting(self) -> Iterator[Metric]:
+        extras = self.state.extras
+        engine = extras.get("alerting")
+        evaluator = extras.get("evaluator")
+        firing = GaugeMetricFamily("loglens_alerts_firing", "Firing alerts by rule and severity.",
+                                   labels=["rule", "severity"])
+        pending = GaugeMetricFamily("loglens_alerts_pending", "Pending alerts by rule.", labels=["rule"])
+        if engine is not None:
+            counts: dict[tuple[str, str], int] = {}
+            waiting: dict[str, int] = {}
+            for a in engine.active():
+                if a.state == "firing":
+                    counts[(a.rule, a.severity)] = counts.get((a.rule, a.severity), 0) + 1
+                else:
+                    waiting[a.rule] = waiting.get(a.rule, 0) + 1
+            for (rule, severity), n in sorted(counts.items()):
+                firing.add_metric([rule, severity], n)
+            for rule, n in sorted(waiting.items()):
+                pending.add_metric([rule], n)
+            yield CounterMetricFamily("loglens_alert_notifications", "Alert transitions handed to notifiers.",
+                                      value=engine.notifications)
+        yield firing
+        yield pending
+        if evaluator is None:
+            return
+        last = GaugeMetricFamily("loglens_rule_evaluation_seconds", "Duration of the last evaluation of a rule.",
+                                 labels=["rule"])
+        for name, st in sorted(evaluator.stats.items()):
+            if st.last_duration_ms is not None:
+                last.add_metric([name], st.last_duration_ms / 1000.0)
+        yield last
+        yield CounterMetricFamily("loglens_rule_evaluations", "Evaluation passes over the rules.",
+                                  value=evaluator.evaluations)
+        patterns = getattr(evaluator, "patterns", None)
+        if patterns is not None:
+            yield CounterMetricFamily("loglens_pattern_logs_dropped", "Logs the template miner skipped (behind).",
+                                      value=patterns.dropped)
+
+    def _notifier(self) -> Iterator[Metric]:
+        notifier = self.state.extras.get("notifier")
+        if notifier is None:
+            return
+        sent = CounterMetricFamily("loglens_notifications_sent", "Successful deliveries by channel.",
+                                   labels=["channel"])
+        failed = CounterMetricFamily("loglens_notifications_failed", "Failed delivery attempts by channel.",
+                                     labels=["channel"])
+        retrying = GaugeMetricFamily("loglens_notifications_retrying",
+                                     "Notifications waiting in the outbox (pending or retrying).", labels=["channel"])
+        dead = GaugeMetricFamily("loglens_notifications_dead", "Notifications that gave up, by channel.",
+                                 labels=["channel"])
+        healthy = GaugeMetricFamily("loglens_notifier_healthy", "0 while a channel keeps failing.", labels=["channel"])
+        for ch in notifier.health():
+            name = ch["name"]
+            sent.add_metric([name], ch["attempts"] - ch["failures"])
+            failed.add_metric([name], ch["failures"])
+            retrying.add_metric([name], ch["pending"])
+            dead.add_metric([name], ch["dead"])
+            healthy.add_metric([name], 0 if ch["status"] == "failing" else 1)
+        yield from (sent, failed, retrying, dead, healthy)
+
+    def _reload(self) -> Iterator[Metric]:
+        manager = self.state.extras.get("reload")
+        if manager is None:
+            return
+        reloads = CounterMetricFamily("loglens_config_reloads", "Config reloads by result.", labels=["result"])
+        reloads.add_metric(["success"], manager.successes)
+        reloads.add_metric(["failure"], manager.failures)
+        yield reloads
+        yield GaugeMetricFamily("loglens_config_last_reload_successful", "1 when the last reload was applied.",
+                                value=1 if manager.last_ok else 0)
+
+
+def table_rows(store: Any) -> dict[str, int]:
+    """Exact row count of every loglens table present in the store."""
+    present = {r[0] for r in store.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")}
+    tables = [t for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present]
+    if not tables:
+        return {}
+    sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in tables)  # names from our own list
+    return {name: int(n) for name, n in store.query(sql)}
+
+
+async def start_component(state: Any) -> None:
+    """App component: create the registry and hook the two event-driven instruments."""
+    metrics = SelfMetrics(state)
+    state.extras[EXTRA_KEY] = metrics
+    state.pipeline.observers.append(metrics.on_ingest)
+    state.store.listeners.append(metrics.on_commit)
+
+
+async def stop_component(state: Any) -> None:
+    """App component: unhook from the pipeline and the store."""
+    metrics: SelfMetrics | None = state.extras.get(EXTRA_KEY)
+    if metrics is None:
+        return
+    if metrics.on_ingest in state.pipeline.observers:
+        state.pipeline.observers.remove(metrics.on_ingest)
+    if metrics.on_commit in state.store.listeners:
+        state.store.listeners.remove(metrics.on_commit)

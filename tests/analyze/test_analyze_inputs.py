@@ -1,0 +1,132 @@
+"""Input discovery, partitioning (byte ranges, row groups, store id ranges) and every input kind."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import logs, write_ndjson
+
+from loglens.analyze import AnalyzeOptions, run_analysis
+from loglens.analyze.inputs import InputError, Partition, discover, plan, read_blocks
+from loglens.config import Settings
+from loglens.schema import LogSchema, parse_values
+from loglens.store import Store
+
+
+def analyse(settings: Settings, paths: list[Any], **kw: Any) -> dict[str, Any]:
+    return run_analysis(settings, AnalyzeOptions(paths=paths, progress=False, **kw))
+
+
+def decoded(parts: list[Partition]) -> list[Any]:
+    return [v for p in parts for b in read_blocks(p) for v in b.parsed.values]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 50])
+def test_byte_ranges_read_every_line_exactly_once(tmp_path: Path, n: int) -> None:
+    lines = [b'{"i": %d, "pad": "%s"}' % (i, b"x" * (i % 13)) for i in range(200)]
+    body = b"\n".join(lines[:100]) + b"\r\n\n  \n" + b"\n".join(lines[100:])  # CRLF, blank lines, no final \n
+    f = tmp_path / "a.ndjson"
+    f.write_bytes(body)
+    parts = plan([f], n)
+    assert len(parts) == n and parts[-1].end == len(body)
+    assert [v["i"] for v in decoded(parts)] == list(range(200))
+
+
+def test_discover_globs_directories_and_missing(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/a.ndjson", "d/sub/b.jsonl.gz", "d/notes.md", "c.json", "d/sub/e.parquet"):
+        (tmp_path / name).write_bytes(b"")
+    assert [p.name for p in discover([tmp_path / "d"])] == ["a.ndjson", "b.jsonl.gz", "e.parquet"]
+    assert [p.name for p in discover([tmp_path / "d" / "notes.md"])] == ["notes.md"]  # named files: any suffix
+    got = discover([str(tmp_path / "**" / "*.ndjson"), str(tmp_path / "c.json"), str(tmp_path / "c.json")])
+    assert sorted(p.name for p in got) == ["a.ndjson", "c.json"]
+    with pytest.raises(InputError, match="nope"):
+        discover([tmp_path / "nope.ndjson", tmp_path / "d"])
+    with pytest.raises(InputError, match=r"\*\.xyz"):
+        discover([str(tmp_path / "*.xyz")])
+
+
+def test_every_input_kind_gives_the_same_metrics(tmp_path: Path, settings: Settings) -> None:
+    records = logs(3_000, seed=21)
+    nd = write_ndjson(tmp_path / "plain.ndjson", records)
+    expected = analyse(settings, [nd])
+    half = len(records) // 2
+
+    gz_dir = tmp_path / "gz"
+    gz_dir.mkdir()
+    with gzip.open(gz_dir / "a.ndjson.gz", "wb") as f:
+        f.write(b"\n".join(orjson.dumps(r) for r in records[:half]) + b"\n")
+    with gzip.open(gz_dir / "b.json.gz", "wb") as f:  # a gzipped JSON array
+        f.write(orjson.dumps(records[half:]))
+    arr = tmp_path / "array.json"
+    arr.write_bytes(b"  \n" + orjson.dumps(records))
+
+    table = pa.Table.from_pylist(
+        [{**r, "timestamp": r["timestamp"], "metadata": orjson.dumps(r["metadata"]).decode()} for r in records]
+    )
+    pq.write_table(table, tmp_path / "logs.parquet", row_group_size=500)
+
+    for paths in ([gz_dir], [arr], [tmp_path / "logs.parquet"]):
+        got = analyse(settings, paths, partitions=3)
+        assert got["minutes"] == expected["minutes"], paths
+        assert got["requests_per_user"] == expected["requests_per_user"]
+        assert got["summary"]["accepted"] == 3_000
+    assert analyse(settings, [tmp_path / "logs.parquet"], partitions=3)["summary"]["partitions"] == 3
+
+
+def test_parquet_with_native_timestamps(tmp_path: Path, settings: Settings) -> None:
+    records = logs(500, seed=2)
+    expected = analyse(settings, [write_ndjson(tmp_path / "a.ndjson", records)])
+    from datetime import datetime
+
+    rows = [{**r, "timestamp": datetime.fromisoformat(r["timestamp"].replace("Z", "+00:00"))} for r in records]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "ts.parquet")
+    got = analyse(settings, [tmp_path / "ts.parquet"])
+    assert got["minutes"] == expected["minutes"]
+    naive = [{**r, "timestamp": r["timestamp"].replace(tzinfo=None), "metadata": "{not json"} for r in rows[:20]]
+    pq.write_table(pa.Table.from_pylist(naive), tmp_path / "bad.parquet")
+    bad = analyse(settings, [tmp_path / "bad.parquet"])
+    assert bad["bad_lines"]["total"] == 20  # metadata must be an object: the schema says so
+    assert bad["bad_lines"]["by_reason"][0]["samples"][0]["location"].endswith("#row0")
+
+
+def test_server_store_file_is_analysed_with_its_dead_letters(tmp_path: Path, settings: Settings) -> None:
+    records = logs(2_000, seed=8)
+    schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12)
+    values: list[Any] = [*records, {"level": "INFO"}, "not an object"]
+    batch = schema.validate(parse_values(values), "http", 1_800_000_000_000_000)
+    db = tmp_path / "store" / "loglens.duckdb"
+    with Store(db, retention_days=1e5, metrics_retention_days=1e5) as store:  # data from 2023 stays
+        store.submit(batch.table, batch.rejections, 1_800_000_000_000_000).result(timeout=30)
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(db, copy)
+    expected = analyse(settings, [write_ndjson(tmp_path / "same.ndjson", records)])
+    got = analyse(settings, [copy], partitions=3)
+    assert got["summary"]["partitions"] == 3
+    assert got["minutes"] == expected["minutes"]
+    assert {b["reason"]: b["count"] for b in got["bad_lines"]["by_reason"]} == {
+        "missing required fields: timestamp, service, message": 1, "log: must be a JSON object, got str": 1}
+    assert got["bad_lines"]["by_reason"][0]["samples"][0]["location"].startswith(f"{copy}#dead_letter")
+
+
+def test_empty_store_and_empty_file(tmp_path: Path, settings: Settings) -> None:
+    with Store(tmp_path / "empty.duckdb"):
+        pass
+    (tmp_path / "empty.ndjson").write_bytes(b"")
+    got = analyse(settings, [tmp_path / "empty.duckdb", tmp_path / "empty.ndjson"])
+    assert got["summary"]["records"] == 0 and got["minutes"] == [] and got["services"] == []
+
+
+def test_store_partition_has_no_records_to_decode(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no records"):
+        list(read_blocks(Partition(0, "store", str(tmp_path / "x.duckdb"))))
+    assert Partition(0, "parquet", "/a/b.parquet", row_groups=(1, 2)).describe() == "b.parquet[1, 2]"
+    assert Partition(0, "ndjson", "/a/b.ndjson", 0, 10).describe() == "b.ndjson[0:10]"
+    assert Partition(0, "gzip", "/a/b.gz").describe() == "b.gz"

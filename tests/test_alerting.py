@@ -1,0 +1,206 @@
+"""The alert state machine with an injectable clock, and its persistence in a real DuckDB store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loglens.alerting import AlertDB, AlertEngine, Silence, alert_json
+from loglens.config import AlertsConfig
+from loglens.detect.rules import Candidate
+from loglens.models import Alert
+from loglens.store import Store
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, t: float = T0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Recorder:
+    """A notifier stand-in with the real submit() signature, recording each call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, float | None]] = []
+
+    def __call__(self, alert: Alert, kind: str, duration: float | None) -> None:
+        self.calls.append((alert.rule, alert.service, kind, duration))
+
+
+def cand(rule: str, service: str, breach: bool, value: float = 0.5, for_s: float = 0.0) -> Candidate:
+    return Candidate(rule, service, breach, value, 0.1, "critical", f"{rule} {service} {value}", for_s)
+
+
+def engine(clock: Clock, notify: Recorder, db: AlertDB | None = None, **cfg: Any) -> AlertEngine:
+    return AlertEngine(AlertsConfig(**cfg), clock=clock, notify=notify, db=db)
+
+
+def test_fire_once_then_resolve_with_duration() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec)
+    [t] = eng.observe([cand("error_rate", "api", True)])
+    assert t.kind == "firing" and t.notified
+    clock.t += 5
+    assert eng.observe([cand("error_rate", "api", True, 0.6)]) == []  # dedup: same (rule, service)
+    assert eng.get("error_rate", "api").value == 0.6
+    clock.t += 25
+    [r] = eng.observe([cand("error_rate", "api", False)])
+    assert r.kind == "resolved" and r.duration_seconds == pytest.approx(30)
+    assert rec.calls == [("error_rate", "api", "firing", None), ("error_rate", "api", "resolved", 30.0)]
+    assert eng.active() == []
+    assert eng.observe([cand("error_rate", "api", False)]) == []
+
+
+def test_for_duration_pending_then_firing_and_pending_dropped_quietly() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec)
+    [p] = eng.observe([cand("volume", "api", True, for_s=10)])
+    assert p.kind == "pending" and eng.get("volume", "api").state == "pending"
+    clock.t += 9.9
+    assert eng.observe([cand("volume", "api", True, for_s=10)]) == []
+    clock.t += 0.1
+    [f] = eng.observe([cand("volume", "api", True, for_s=10)])
+    assert f.kind == "firing" and f.alert.fired_at.timestamp() == pytest.approx(T0 + 10)
+    # a pending alert whose breach ends before `for` passes is dropped without any notification
+    eng.observe([cand("volume", "web", True, for_s=10)])
+    clock.t += 1
+    assert eng.observe([cand("volume", "web", False, for_s=10)]) == []
+    assert [c for c in rec.calls if c[1] == "web"] == []
+
+
+def test_silence_mutes_then_expiry_releases_still_firing_alert() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec)
+    s = eng.add_silence({"service": "api", "rule": "error_rate"}, T0 + 60, "deploy", "ops")
+    [t] = eng.observe([cand("error_rate", "api", True)])
+    assert t.kind == "firing" and not t.notified and rec.calls == []
+    assert eng.is_suppressed(t.alert)
+    eng.observe([cand("error_rate", "web", True)])  # not matched by the silence
+    assert rec.calls == [("error_rate", "web", "firing", None)]
+    assert [x.id for x in eng.silences()] == [s.id]
+    clock.t += 60
+    released = eng.tick()
+    assert [x.alert.service for x in released] == ["api"]
+    assert rec.calls[-1] == ("error_rate", "api", "firing", None)
+    assert eng.silences() == []
+
+
+def test_resolve_of_a_never_notified_alert_is_not_notified_and_delete_silence_releases() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec)
+    s = eng.add_silence({"service": "api"}, T0 + 3600)
+    eng.observe([cand("volume", "api", True)])
+    clock.t += 10
+    [r] = eng.observe([cand("volume", "api", False)])
+    assert r.kind == "resolved" and not r.notified and rec.calls == []
+    eng.observe([cand("volume", "api", True)])
+    assert eng.delete_silence(s.id) is True
+    assert rec.calls == [("volume", "api", "firing", None)]
+    assert eng.delete_silence("nope") is False
+
+
+def test_absence_inhibits_error_rate_and_volume_of_the_same_service() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec)
+    eng.observe([cand("absence", "api", True)])
+    [er] = eng.observe([cand("error_rate", "api", True), cand("error_rate", "web", False)])
+    assert not er.notified
+    eng.observe([cand("volume", "web", True)])  # other services are not inhibited
+    assert ("volume", "web", "firing", None) in rec.calls
+    assert ("error_rate", "api", "firing", None) not in rec.calls
+    clock.t += 5
+    out = eng.observe([cand("absence", "api", False)])  # the service is back, its error rate still bad
+    assert [t.kind for t in out] == ["resolved", "firing"]
+    assert rec.calls[-1] == ("error_rate", "api", "firing", None)
+
+
+def test_group_wait_holds_a_burst_then_hands_it_over_together() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec, group_wait_seconds=2)
+    eng.observe([cand("error_rate", "a", True)])
+    clock.t += 1
+    eng.observe([cand("error_rate", "b", True)])
+    assert rec.calls == []
+    clock.t += 1
+    eng.tick()
+    assert [c[1] for c in rec.calls] == ["a", "b"]
+    eng.observe([cand("error_rate", "c", True)])
+    eng.flush()
+    assert rec.calls[-1][1] == "c"
+    assert eng.notifications == 3
+
+
+def test_meta_alerts_and_a_failing_notifier_do_not_break_alerting() -> None:
+    clock = Clock()
+
+    def broken(alert: Alert, kind: str, duration: float | None) -> None:
+        raise RuntimeError("outbox down")
+
+    published: list[tuple[str, Any]] = []
+    eng = AlertEngine(AlertsConfig(), clock=clock, notify=broken, publish=lambda k, d: published.append((k, d)))
+    eng.raise_meta("notifier:slack", "slack failed 8 times", "warning")
+    eng.raise_meta("notifier:slack", "slack failed 9 times", "warning")  # once per outage
+    assert [a.rule for a in eng.active()] == ["meta"]
+    eng.resolve_meta("notifier:slack")
+    assert eng.active() == []
+    assert [d["state"] for k, d in published if k == "alert"] == ["firing", "resolved"]
+
+
+def test_silence_matching_and_json() -> None:
+    a = Alert("x", "volume", "api", "warning", "firing", 1.0, 2.0, "s", started_at=__import__("datetime").datetime.now(),
+              labels={"team": "core"})
+    s = Silence("1", {"team": "core", "severity": "warning"}, T0, T0 + 10)
+    assert s.matches(a) and s.active(T0) and not s.active(T0 + 10)
+    assert not Silence("2", {"service": "web"}, T0, T0 + 10).matches(a)
+    j = s.to_json()
+    assert j["expires_at"].endswith("Z") and j["matchers"] == {"team": "core", "severity": "warning"}
+    aj = alert_json(a)
+    assert set(aj) >= {"id", "rule", "service", "severity", "state", "value", "threshold", "summary",
+                       "started_at", "fired_at", "resolved_at", "labels"}
+
+
+def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    clock, rec = Clock(), Recorder()
+    with Store(path) as store:
+        db = AlertDB(store.cursor())
+        eng = engine(clock, rec, db=db)
+        eng.observe([cand("error_rate", "api", True), cand("volume", "web", True, for_s=60)])
+        s = eng.add_silence({"service": "db"}, T0 + 3600, "maint", "me")
+        eng.add_silence({"service": "old"}, T0 + 1)
+        eng.observe([cand("absence", "db", True)])  # silenced: firing but not notified
+        assert len(rec.calls) == 1
+        db.save_anomaly({"id": "a" * 32, "type": "volume_spike", "severity": "warning", "service": "api",
+                         "score": 4.0}, __import__("datetime").datetime.now())
+        db.close()
+
+    clock.t += 30
+    rec2 = Recorder()
+    with Store(path) as store:
+        db = AlertDB(store.cursor())
+        eng2 = engine(clock, rec2, db=db)
+        assert eng2.restore() == 3
+        assert rec2.calls == []  # a restart re-notifies nothing
+        assert {(a.rule, a.service, a.state) for a in eng2.active()} == {
+            ("error_rate", "api", "firing"), ("volume", "web", "pending"), ("absence", "db", "firing")}
+        assert eng2.observe([cand("error_rate", "api", True)]) == []  # still the same alert
+        assert [x.id for x in eng2.silences()] == [s.id]
+        clock.t += 30
+        [r] = eng2.observe([cand("error_rate", "api", False)])
+        assert r.duration_seconds == pytest.approx(60)
+        assert rec2.calls == [("error_rate", "api", "resolved", 60.0)]
+        # the silenced absence alert resolves quietly: its firing was never notified
+        eng2.observe([cand("absence", "db", False)])
+        assert len(rec2.calls) == 1
+        assert [a.state for a in db.list_alerts("resolved", 10)] == ["resolved", "resolved"]
+        assert len(db.list_alerts(None, 10)) == 3
+        assert db.list_anomalies(10)[0]["score"] == 4.0
+        assert db.list_anomalies(10, service="web") == []
+        db.close()

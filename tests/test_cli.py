@@ -1,0 +1,100 @@
+"""The `loglens` command line: version, ingest (local store and over HTTP), serve as a process."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+from typer.testing import CliRunner
+
+from loglens import __version__
+from loglens.cli import app
+from loglens.demo import generate_logs
+from loglens.store import Store
+from tests_support import LiveServer, count_rows, free_port
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def write_config(tmp_path: Path, port: int = 8080) -> Path:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"server: {{port: {port}}}\nstorage: {{path: {tmp_path / 'store' / 'll.duckdb'}}}\n"
+        f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
+    )
+    return cfg
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"loglens {__version__}"
+
+
+def test_ingest_into_local_store_ndjson_gz_and_array(tmp_path: Path) -> None:
+    cfg = write_config(tmp_path)
+    logs = list(generate_logs(120))
+    nd = tmp_path / "a.ndjson.gz"
+    nd.write_bytes(gzip.compress(b"\n".join(orjson.dumps(x) for x in logs) + b"\n{bad json\n"))
+    arr = tmp_path / "b.json"
+    arr.write_bytes(orjson.dumps(logs[:30]))
+    r1 = runner.invoke(app, ["ingest", str(nd), "--config", str(cfg), "--batch-size", "50"])
+    assert r1.exit_code == 0, r1.output
+    assert "accepted 120, rejected 1" in r1.output
+    assert "dead-letter" in r1.output
+    r2 = runner.invoke(app, ["ingest", str(arr), "--config", str(cfg)])
+    assert "accepted 30, rejected 0" in r2.output
+    with Store(tmp_path / "store" / "ll.duckdb") as store:
+        assert store.query("SELECT count(*) FROM logs")[0][0] == 150
+        assert store.query("SELECT count(*) FROM dead_letter")[0][0] == 1
+
+
+def test_ingest_posts_to_a_server(live_server: LiveServer, tmp_path: Path) -> None:
+    path = tmp_path / "c.ndjson"
+    path.write_bytes(b"\n".join(orjson.dumps(x) for x in generate_logs(70)) + b"\n")
+    result = runner.invoke(app, ["ingest", str(path), "--url", live_server.url, "--batch-size", "20"])
+    assert result.exit_code == 0, result.output
+    assert "accepted 70, rejected 0" in result.output
+    assert count_rows(live_server, "logs") == 70
+
+
+def test_ingest_missing_file(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nope.ndjson")])
+    assert result.exit_code == 2 and "no such file" in result.output
+
+
+def test_serve_process_binds_loopback_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    cfg = write_config(tmp_path, port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
+            time.sleep(0.1)
+        r = httpx.post(f"http://127.0.0.1:{port}/api/v1/logs", json=list(generate_logs(5)))
+        assert r.json()["accepted"] == 5
+        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert b"Traceback" not in err
+    assert (tmp_path / "d" / "loglens.duckdb").exists()  # --data-dir overrides storage.path
+    with Store(tmp_path / "d" / "loglens.duckdb") as store:
+        assert store.query("SELECT count(*) FROM logs")[0][0] == 5
