@@ -74,7 +74,7 @@ def main() -> None:
         tmp = Path(tmpdir)
         port = free_port()
         # a short absence threshold so `legacy-batch` shows as silent
-        proc = start_server(tmp, port, "alerts: {rules: {absence: {threshold_seconds: 20}}}\n")
+        proc = start_server(tmp, port, "alerts: {rules: {absence: {threshold_seconds: 10}}}\n")
         url = f"http://127.0.0.1:{port}"
         try:
             with httpx.Client(base_url=url, timeout=60) as client:
@@ -83,7 +83,7 @@ def main() -> None:
                 post(client, hour_of_traffic(now, rng))
                 client.post("/api/v1/logs", json=[{"level": "INFO", "service": "auth"}, {"timestamp": "yesterday"}])
                 # live: the last seconds keep coming, with the error burst and a volume spike
-                for _ in range(12):
+                for _ in range(24):
                     t = time.time()
                     live = [make_log(rng, s, "INFO", t) for s in SERVICES for _ in range(3)]
                     live += [make_log(rng, "payments", "ERROR", t) for _ in range(6)]

@@ -204,3 +204,10 @@ def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
         assert db.list_anomalies(10)[0]["score"] == 4.0
         assert db.list_anomalies(10, service="web") == []
         db.close()
+
+
+def test_fires_at_once_when_the_clock_rounds_up_to_the_next_microsecond() -> None:
+    clock, rec = Clock(T0 + 0.9999997), Recorder()  # datetime rounds this up to T0 + 1.000000
+    eng = engine(clock, rec)
+    [t] = eng.observe([cand("anomaly", "api", True)])
+    assert t.kind == "firing" and rec.calls == [("anomaly", "api", "firing", None)]

@@ -57,8 +57,12 @@ def test_backtest_reports_what_would_have_fired(tmp_path: Path) -> None:
 
 def test_backtest_cli(tmp_path: Path) -> None:
     runner = CliRunner()
-    out = runner.invoke(app, ["backtest", "--rules", str(REPO / "config.yaml"), str(archive(tmp_path)),
-                              "--no-patterns"])
+    small = tmp_path / "small.ndjson"
+    recs = list(generate_logs(300, services=("api",), start=T0, spacing_s=0.2, error_ratio=0.0))
+    for r in recs[100:130]:
+        r["level"] = "ERROR"
+    small.write_bytes(b"\n".join(orjson.dumps(r) for r in recs))
+    out = runner.invoke(app, ["backtest", "--rules", str(REPO / "config.yaml"), str(small), "--no-patterns"])
     assert out.exit_code == 0, out.output
     assert "would have fired" in out.output and "error_rate" in out.output
     missing = runner.invoke(app, ["backtest", str(tmp_path / "nope.ndjson")])

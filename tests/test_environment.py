@@ -22,7 +22,10 @@ def test_dask_distributed_local_cluster_runs_a_task() -> None:
     from distributed import Client, LocalCluster
 
     assert dask.__version__ == distributed.__version__ == "2026.8.0"
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard; health routes on a free port
+    )
     client = Client(cluster)
     try:
         assert len(client.scheduler_info()["workers"]) == 2

@@ -108,7 +108,7 @@ notifiers:
         r = c.post("/api/v1/logs", content=logs_now("api", 30, 10), headers={"content-type": "application/json"})
         sent = time.monotonic()
         assert r.status_code == 200
-        got, body = receiver.wait_for(lambda b: _alert_of(b).get("rule") == "error_rate")
+        got, _body = receiver.wait_for(lambda b: _alert_of(b).get("rule") == "error_rate")
         assert got - sent < 1.0, f"alert latency {got - sent:.3f} s"
         alerts = c.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
         assert [(a["rule"], a["service"], a["severity"]) for a in alerts] == [("error_rate", "api", "critical")]
@@ -282,3 +282,74 @@ def test_anomaly_documents_are_validated(settings_factory: Callable[..., Setting
         v.check({**good, "type": "Bad Type"})
     with pytest.raises(ValueError):
         v.check({**good, "confidence": 1.5})
+
+
+def test_template_rate_jump_becomes_a_pattern_rate_anomaly(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    clock, calls = Clock(), []
+    ev = make_evaluator(settings, clock, calls)
+    pw = PatternWorker(settings.alerts, ev.handle_pattern, clock=clock)
+    pw.rates.grace = 0
+    for m in range(11):  # 2 per minute for 11 minutes
+        t = T0 + 60 * m
+        clock.t = t + 30
+        pw.process(table([(t, "INFO", "api", f"cache miss for key k{m}")] * 2, t, first_id=1 + 2 * m))
+        pw.close_minutes(clock.t)
+    t = T0 + 660
+    clock.t = t + 30
+    pw.process(table([(t + i / 10, "INFO", "api", f"cache miss for key k{i}") for i in range(200)], t, 100))
+    clock.t = t + 61
+    [jump] = pw.close_minutes(clock.t)
+    assert jump.kind == "pattern_rate" and jump.observed == 200 and jump.expected == pytest.approx(2)
+    doc = ev.anomalies[0]
+    assert doc["type"] == "pattern_rate" and doc["expected"]["median"] == 2
+    assert "usually 2.0/min" in doc["description"]
+    assert calls == [("new_pattern", "api", "firing")]
+
+
+def test_corrupt_miner_state_starts_fresh_and_worker_thread_saves(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = settings_factory()
+    state = tmp_path / "t.json"
+    state.write_text("{not json")
+    pw = PatternWorker(settings.alerts, lambda f: None, state_path=state, save_interval_s=0)
+    assert len(pw.miner) == 0
+    pw.start()
+    pw.submit(table([(T0, "INFO", "api", "hello world 1")], T0))
+    pw.stop()
+    assert state.exists() and len(PatternWorker(settings.alerts, lambda f: None, state_path=state).miner) == 1
+
+
+def test_falling_behind_folds_batches_and_reconfigure(settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory("""
+alerts:
+  overrides:
+    big: {volume: {threshold: 10, window_seconds: 120}}
+""")
+    clock, calls = Clock(), []
+    ev = make_evaluator(settings, clock, calls)
+    assert ev.windows.horizon_s == 125
+    ev.patterns = PatternWorker(settings.alerts, ev.on_pattern)
+    ev._handle([
+        event([(T0, "INFO", "big", "a")] * 6, T0),
+        event([(T0, "INFO", "big", "b")] * 6, T0, first_id=7),
+        CommitEvent(pa.table({}), metrics.Partials.empty(), 1, 0),
+    ])
+    assert ("volume", "big", "firing") in calls
+    stricter = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"overrides": {}})})
+    assert ev.reconfigure(stricter) is True
+    clock.t += 1
+    ev.tick()
+    assert calls[-1] == ("volume", "big", "resolved")  # 12 logs is fine under the global threshold of 100
+
+
+def test_invalid_anomaly_schema_is_a_config_error(tmp_path: Path) -> None:
+    from loglens.errors import ConfigError
+
+    bad = tmp_path / "a.yaml"
+    bad.write_text("type: 12\n")
+    with pytest.raises(ConfigError, match="invalid JSON Schema"):
+        AnomalyValidator(bad)

@@ -335,7 +335,8 @@ class AlertEngine:
                     return Transition(alert, "pending", False)
             else:
                 entry.alert = replace(entry.alert, value=c.value, summary=c.summary, labels=dict(c.labels))
-            if entry.alert.state == "pending" and now - entry.alert.started_at.timestamp() >= c.for_seconds:
+            # (1 µs slack: started_at went through a datetime, which rounds to microseconds)
+            if entry.alert.state == "pending" and now - entry.alert.started_at.timestamp() >= c.for_seconds - 1e-6:
                 return self._fire(entry, now)
             return None
         if entry is None:

@@ -124,10 +124,10 @@ def run_backtest(settings: Settings, paths: list[Path], *, patterns: bool = True
         clock.t = sec + 1 - 1e-6  # the end of this second
         if hi > lo:
             batch = table.slice(lo, hi - lo)
-            ev.process(CommitEvent(batch, metrics.aggregate(batch.drop_columns(["id"])), 0, 0))
+            ev.fold(CommitEvent(batch, metrics.aggregate(batch.drop_columns(["id"])), 0, 0))
             if miner is not None:
                 miner.process(batch)
-        ev.tick()
+        ev.tick()  # evaluates every rule for every service at the end of each second
     ev.engine.flush()
     result.transitions = [t for t in engine.history if t.kind in ("firing", "resolved")]
     result.anomalies = list(reversed(ev.anomalies))

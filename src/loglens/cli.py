@@ -63,10 +63,12 @@ def _with_overrides(settings: Settings, host: str | None, port: int | None, data
 def check_config(path: Annotated[Path, typer.Argument(help="Config file to check.")] = Path("config.yaml")) -> None:
     """Validate a config file: prints OK, or each error with file:line and exits 2."""
     settings = load_or_exit(path)
+    from loglens.notify import registry
     from loglens.schema import LogSchema
 
     try:
         LogSchema.from_file(settings.schemas.log)
+        registry.build_all(settings)  # every notifier's plugin settings, by its own model
     except ConfigError as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
@@ -212,6 +214,74 @@ def notify_test(
     from loglens.notify.service import run_notify_test
 
     raise typer.Exit(run_notify_test(load_or_exit(config), channel))
+
+
+UrlOpt = Annotated[
+    str | None, typer.Option(help="Server URL (default: the configured server if it runs, else the local store).")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option(envvar=["LOGLENS_ADMIN_TOKEN", "LOGLENS_API_TOKEN"], help="API/admin token.")
+]
+
+
+@app.command()
+def status(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Version, uptime, store size and rows, retention, rates, firing alerts and notifier health."""
+    from loglens.opscli import status_command
+
+    raise typer.Exit(status_command(load_or_exit(config), url, token, json_output))
+
+
+dead_letter_app = typer.Typer(help="Rejected records: inspect and replay.", no_args_is_help=True)
+app.add_typer(dead_letter_app, name="dead-letter")
+
+
+@dead_letter_app.command("list")
+def dead_letter_list(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Substring of the rejection reason.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO 8601 time or an age like 30m, 2h, 7d.")] = None,
+    limit: Annotated[int, typer.Option(help="Records to show.")] = 50,
+) -> None:
+    """List rejected records, newest first."""
+    from loglens.opscli import dead_letter_list as run
+
+    raise typer.Exit(run(load_or_exit(config), url, token, reason, since, limit))
+
+
+@dead_letter_app.command("show")
+def dead_letter_show(
+    dead_id: Annotated[int, typer.Argument(metavar="ID", help="Dead-letter id.")],
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Show one rejected record with its reason and raw text."""
+    from loglens.opscli import dead_letter_show as run
+
+    raise typer.Exit(run(load_or_exit(config), url, token, dead_id))
+
+
+@dead_letter_app.command("replay")
+def dead_letter_replay(
+    config: ConfigOpt = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    reason: Annotated[str | None, typer.Option(help="Only records whose reason contains this.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only records received since (ISO 8601 or 30m, 2h, 7d).")] = None,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Only this id (repeatable).")] = None,
+) -> None:
+    """Re-validate rejected records with the current schema and ingest the valid ones (each at most once)."""
+    from loglens.opscli import dead_letter_replay as run
+
+    raise typer.Exit(run(load_or_exit(config), url, token, reason, since, ids))
 
 
 def main() -> None:

@@ -84,36 +84,38 @@ class IngestConfig(_Model):
 class ErrorRateRule(_Model):
     """error+fatal / total over a sliding window."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
-    window_seconds: int = Field(60, gt=0)
+    window_seconds: int = Field(60, gt=0, description="Length of the sliding window (event time).")
     min_events: int = Field(20, ge=1, description="No alert on windows with fewer logs than this.")
     for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
-    severity: Severity = "critical"
+    severity: Severity = Field("critical", description="Severity of the alert it raises.")
 
 
 class AbsenceRule(_Model):
     """A known service sends nothing for longer than `threshold_seconds` (arrival time)."""
 
-    enabled: bool = True
-    threshold_seconds: float = Field(120, gt=0)
-    severity: Severity = "critical"
+    enabled: bool = Field(True, description="Evaluate this rule.")
+    threshold_seconds: float = Field(
+        120, gt=0, description="Fires when a known service has sent nothing for longer than this (arrival time)."
+    )
+    severity: Severity = Field("critical", description="Severity of the alert it raises.")
 
 
 class VolumeRule(_Model):
     """More than `threshold` logs in a sliding window for one service."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: int = Field(100, ge=0, description="Fires when the count is strictly above this.")
-    window_seconds: int = Field(60, gt=0)
-    for_seconds: float = Field(0, ge=0)
-    severity: Severity = "warning"
+    window_seconds: int = Field(60, gt=0, description="Length of the sliding window (event time).")
+    for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
+    severity: Severity = Field("warning", description="Severity of the alert it raises.")
 
 
 class AnomalyRule(_Model):
     """Robust-baseline anomaly detection on volume, error rate and p95 latency."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Evaluate this rule.")
     k: float = Field(3.0, gt=0, description="Band width in robust standard deviations.")
     warmup_minutes: int = Field(10, ge=1, description="Minutes of history before judging.")
     min_baseline_volume: float = Field(20, ge=0, description="Quieter services are not judged on volume.")
@@ -121,14 +123,16 @@ class AnomalyRule(_Model):
     window_seconds: int = Field(
         60, ge=5, le=60, description="Sliding window judged against the per-minute baseline (scaled to a minute)."
     )
-    severity: Severity = "warning"
+    severity: Severity = Field("warning", description="Severity of its alerts and anomalies.")
 
 
 class NewPatternRule(_Model):
     """New log templates at ERROR or above, and template rate jumps."""
 
-    enabled: bool = True
-    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = "ERROR"
+    enabled: bool = Field(True, description="Evaluate this rule.")
+    min_level: Literal["DEBUG", "INFO", "WARN", "ERROR", "FATAL"] = Field(
+        "ERROR", description="Only templates of logs at this level or above can be new patterns."
+    )
     rate_jump_factor: float = Field(10.0, gt=1, description="Rate above baseline × this is anomalous.")
     warmup_seconds: float = Field(
         300, ge=0, description="Templates first seen while the miner is younger than this are learned silently."
@@ -136,7 +140,7 @@ class NewPatternRule(_Model):
     resolve_after_seconds: float = Field(
         300, gt=0, description="A new_pattern alert resolves after this long without new findings."
     )
-    severity: Severity = "warning"
+    severity: Severity = Field("warning", description="Severity of its alerts and anomalies.")
 
 
 class RulesConfig(_Model):
@@ -172,8 +176,10 @@ class NotifierConfig(_Model):
 
     name: str = Field(description="Channel name used in routing, logs and `loglens notify test`.")
     type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
-    enabled: bool = True
-    severities: list[Severity] = Field(default_factory=lambda: ["critical", "warning"])
+    enabled: bool = Field(True, description="Send to this channel.")
+    severities: list[Severity] = Field(
+        default_factory=lambda: ["critical", "warning"], description="Only alerts of these severities."
+    )
     rules: list[str] | None = Field(None, description="Only these rules (None = all).")
     services: list[str] | None = Field(None, description="Only these services (None = all).")
     settings: dict[str, Any] = Field(default_factory=dict, description="Validated by the plugin's model.")
@@ -182,9 +188,11 @@ class NotifierConfig(_Model):
 class OutboxConfig(_Model):
     """Durable notification delivery."""
 
-    max_attempts: int = Field(8, ge=1)
-    initial_backoff_seconds: float = Field(0.5, gt=0)
-    max_backoff_seconds: float = Field(60, gt=0)
+    max_attempts: int = Field(8, ge=1, description="Tries per notification before it is marked dead.")
+    initial_backoff_seconds: float = Field(
+        0.5, gt=0, description="Wait before the first retry; doubles each time, with jitter."
+    )
+    max_backoff_seconds: float = Field(60, gt=0, description="Longest wait between two tries.")
     timeout_seconds: float = Field(5, gt=0, description="Per-attempt timeout.")
 
 
@@ -209,18 +217,38 @@ class FieldMapping(_Model):
     structured-data params (their core fields come from the protocol itself).
     """
 
-    timestamp: list[str] = Field(default_factory=lambda: ["timestamp", "@timestamp", "time", "ts"])
-    level: list[str] = Field(default_factory=lambda: ["level", "log.level", "severity", "levelname"])
-    service: list[str] = Field(default_factory=lambda: ["service", "service.name", "app", "logger"])
-    message: list[str] = Field(default_factory=lambda: ["message", "msg", "log"])
-    user_id: list[str] = Field(default_factory=lambda: ["user_id", "user.id", "enduser.id"])
+    timestamp: list[str] = Field(
+        default_factory=lambda: ["timestamp", "@timestamp", "time", "ts"],
+        description="Input keys read as `timestamp`, first present wins.",
+    )
+    level: list[str] = Field(
+        default_factory=lambda: ["level", "log.level", "severity", "levelname"],
+        description="Input keys read as `level`, first present wins.",
+    )
+    service: list[str] = Field(
+        default_factory=lambda: ["service", "service.name", "app", "logger"],
+        description="Input keys read as `service`, first present wins.",
+    )
+    message: list[str] = Field(
+        default_factory=lambda: ["message", "msg", "log"],
+        description="Input keys read as `message`, first present wins.",
+    )
+    user_id: list[str] = Field(
+        default_factory=lambda: ["user_id", "user.id", "enduser.id"],
+        description="Input keys read as `user_id`, first present wins.",
+    )
     ip_address: list[str] = Field(
-        default_factory=lambda: ["ip_address", "client.ip", "client.address", "source.ip"]
+        default_factory=lambda: ["ip_address", "client.ip", "client.address", "source.ip"],
+        description="Input keys read as `ip_address`, first present wins.",
     )
     response_time_ms: list[str] = Field(
-        default_factory=lambda: ["response_time_ms", "http.response_time_ms", "duration_ms"]
+        default_factory=lambda: ["response_time_ms", "http.response_time_ms", "duration_ms"],
+        description="Input keys read as `response_time_ms`, first present wins.",
     )
-    trace_id: list[str] = Field(default_factory=lambda: ["trace_id", "trace.id", "traceId"])
+    trace_id: list[str] = Field(
+        default_factory=lambda: ["trace_id", "trace.id", "traceId"],
+        description="Input keys read as `trace_id`, first present wins.",
+    )
     default_level: str | None = Field("INFO", description="Level used when no level field is present.")
     default_service: str | None = Field(None, description="Service used when no service field is present.")
 
@@ -268,7 +296,7 @@ class MappingsConfig(_Model):
 class SyslogConfig(_Model):
     """Syslog receiver (RFC 5424 and RFC 3164) over UDP and TCP; off by default."""
 
-    enabled: bool = False
+    enabled: bool = Field(False, description="Start the syslog receiver with the server.")
     host: str = Field("127.0.0.1", description="Interface to bind.")
     udp_port: int | None = Field(5514, ge=0, le=65535, description="UDP port (None = no UDP).")
     tcp_port: int | None = Field(5514, ge=0, le=65535, description="TCP port (None = no TCP).")

@@ -93,7 +93,7 @@ class _Timeline:
 
 
 _NORMAL = _Timeline(1.0, (10, 140), (20, 50), (60, 85), (90, 125), 100, 260)
-_FAST = _Timeline(4.0, (2, 13), (3, 9), (10, 16), (15, 21), 17, 70)
+_FAST = _Timeline(4.0, (2, 13), (3, 10), (10, 18), (15, 23), 17, 45)
 
 
 def demo_settings(settings: Settings, fast: bool) -> Settings:
@@ -107,7 +107,7 @@ def demo_settings(settings: Settings, fast: bool) -> Settings:
         update["error_rate"] = rules.error_rate.model_copy(update={"window_seconds": 10, "min_events": 10})
         update["volume"] = rules.volume.model_copy(update={"window_seconds": 10, "threshold": 100})
         update["absence"] = rules.absence.model_copy(update={"threshold_seconds": 6})
-        update["anomaly"] = rules.anomaly.model_copy(update={"window_seconds": 10})
+        update["anomaly"] = rules.anomaly.model_copy(update={"window_seconds": 15})
     alerts = settings.alerts.model_copy(update={"rules": rules.model_copy(update=update)})
     return settings.model_copy(update={"alerts": alerts})
 

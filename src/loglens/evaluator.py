@@ -376,15 +376,21 @@ class Evaluator:
 
     def process(self, event: CommitEvent) -> None:
         """Fold a committed batch in and evaluate the rules of the services it touched."""
+        services = self.fold(event)
+        if services:
+            self.evaluate(services, anomalies=True)
+
+    def fold(self, event: CommitEvent) -> list[str]:
+        """Add a committed batch to the windows, baselines and miner queue; returns its services."""
         logs = event.logs
         if logs.num_rows == 0 or "service" not in logs.column_names:
-            return
+            return []
         services = self.windows.add(logs)
         self.detector.add_partials(event.partials)
         self._remember_ids(logs)
         if self.patterns is not None:
             self.patterns.submit(logs)
-        self.evaluate(services, anomalies=True)
+        return services
 
     def _remember_ids(self, logs: pa.Table) -> None:
         if "id" not in logs.column_names:
@@ -442,7 +448,10 @@ class Evaluator:
     def _apply_settings(self, settings: Settings) -> None:
         self.settings = settings
         self.alerts = settings.alerts
-        self.engine.config = settings.alerts
+        # keep the engine's own group wait (0 when the notifier service groups per channel)
+        self.engine.config = settings.alerts.model_copy(
+            update={"group_wait_seconds": self.engine.config.group_wait_seconds}
+        )
         rules = settings.alerts.rules
         widest = [rules.error_rate.window_seconds, rules.volume.window_seconds]
         widest += [r.window_seconds for o in settings.alerts.overrides.values() for r in (o.error_rate, o.volume) if r]
@@ -604,12 +613,7 @@ class Evaluator:
         elif events:  # fell behind: fold all batches in, then evaluate once
             touched: set[str] = set()
             for ev in events:
-                if ev.logs.num_rows and "service" in ev.logs.column_names:
-                    touched.update(self.windows.add(ev.logs))
-                    self.detector.add_partials(ev.partials)
-                    self._remember_ids(ev.logs)
-                    if self.patterns is not None:
-                        self.patterns.submit(ev.logs)
+                touched.update(self.fold(ev))
             self.evaluate(sorted(touched))
         for i in items:
             if isinstance(i, PatternFinding):

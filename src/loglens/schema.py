@@ -256,6 +256,17 @@ class LogSchema:
             if reason is not None:
                 rejections.append(Rejection(i, reason, self.truncate_raw(parsed.raw(i)), source))
                 continue
+            meta = rec.get("metadata")
+            if len(rec) > 4:
+                extras = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
+                if extras:  # unknown top-level fields are kept, not dropped: they join metadata
+                    meta = {**(meta or {}), **extras}
+            try:
+                meta_text = orjson.dumps(meta).decode() if meta else None
+            except TypeError as exc:  # orjson: nesting deeper than 254 levels, or an int beyond 64 bits
+                reason = f"metadata: cannot be stored as JSON ({exc}; at most 254 nesting levels and 64-bit integers)"
+                rejections.append(Rejection(i, reason, self.truncate_raw(parsed.raw(i)), source))
+                continue
             ts_col.append(ts)
             late_col.append(ts < late_before)
             level_col.append(rec["level"])
@@ -265,12 +276,7 @@ class LogSchema:
             ip_col.append(rec.get("ip_address"))
             rt_col.append(rec.get("response_time_ms"))
             trace_col.append(rec.get("trace_id"))
-            meta = rec.get("metadata")
-            if len(rec) > 4:
-                extras = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
-                if extras:  # unknown top-level fields are kept, not dropped: they join metadata
-                    meta = {**(meta or {}), **extras}
-            meta_col.append(orjson.dumps(meta).decode() if meta else None)
+            meta_col.append(meta_text)
 
         n = len(ts_col)
         table = pa.Table.from_arrays(
@@ -304,7 +310,11 @@ def raw_json(value: Any) -> str:
     try:
         return orjson.dumps(value, default=str).decode()
     except TypeError:
+        pass
+    try:
         return json.dumps(value, default=str)
+    except (ValueError, RecursionError):  # nested beyond Python's recursion limit
+        return f"<{type(value).__name__} nested too deeply to keep as text>"
 
 
 def parse_values(values: Sequence[Any]) -> Parsed:

@@ -229,7 +229,15 @@ class FastPlan:
     @staticmethod
     def _objects(values: list[Any]) -> tuple[pa.Array, np.ndarray]:
         valid = np.fromiter((v is None or type(v) is dict for v in values), dtype=bool, count=len(values))
-        dumped = [orjson.dumps(v).decode() if v and ok else None for v, ok in zip(values, valid, strict=True)]
+        dumped: list[str | None] = []
+        for i, v in enumerate(values):
+            text = None
+            if v and valid[i]:
+                try:
+                    text = orjson.dumps(v).decode()
+                except TypeError:  # nested > 254 levels or an int beyond 64 bits: the exact path rejects it
+                    valid[i] = False
+            dumped.append(text)
         return pa.array(dumped, pa.string()), valid
 
     def _timestamps(self, values: list[Any], prop: _Prop, now_us: int, skew_us: int) -> tuple[pa.Array, np.ndarray]:

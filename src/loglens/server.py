@@ -10,6 +10,7 @@ import uvicorn
 from loglens.api.app import create_app
 from loglens.config import Settings
 from loglens.logs import configure_logging
+from loglens.shutdown import DrainingServer
 
 log = logging.getLogger("loglens.server")
 
@@ -24,6 +25,7 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
         http="httptools",
         access_log=False,
         log_level="warning",
+        log_config=None,  # uvicorn's own messages go through loglens's JSON-lines handler
         timeout_graceful_shutdown=10,
     )
 
@@ -41,5 +43,5 @@ def run_server(settings: Settings) -> None:
     # shutdown exits 0 (what process supervisors expect) instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    uvicorn.Server(config).run()
-    log.info("loglens stopped")
+    DrainingServer(config, settings.server.shutdown_timeout_seconds).run()
+    log.info("loglens stopped", extra={"store": str(settings.storage.path)})

@@ -408,7 +408,15 @@ class Store:
         if self._db is None:
             return
         try:
-            self.apply_retention(time.time(), max_rows=50_000)
+            started = time.monotonic()
+            # A full step means more may be expired (e.g. after retention_days was lowered): keep
+            # stepping only while no ingest waits and for at most a second, so commits never queue long.
+            while (
+                self.apply_retention(time.time(), max_rows=50_000) >= 50_000
+                and self._queue.empty()
+                and time.monotonic() - started < 1.0
+            ):
+                pass
         except duckdb.Error as exc:
             log.warning("retention step failed", extra={"error": str(exc)})
             self._reopen_if_invalidated()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import REPO, logs, write_ndjson
+from analyze_data import REPO, logs, write_ndjson
 from typer.testing import CliRunner
 
 from loglens.analyze.command import parse_time

@@ -22,7 +22,10 @@ pytestmark = pytest.mark.xdist_group("cluster")
 def dask_client() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard; health routes on a free port
+    )
     client = Client(cluster)
     yield client
     client.close()

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from conftest import START, write_ndjson
+from analyze_data import START, write_ndjson
 
 from loglens.analyze import AnalyzeOptions, run_analysis
 from loglens.config import Settings, parse_settings

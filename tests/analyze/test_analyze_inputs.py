@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import logs, write_ndjson
+from analyze_data import logs, write_ndjson
 
 from loglens.analyze import AnalyzeOptions, run_analysis
 from loglens.analyze.inputs import InputError, Partition, discover, plan, read_blocks
@@ -130,3 +131,40 @@ def test_store_partition_has_no_records_to_decode(tmp_path: Path) -> None:
     assert Partition(0, "parquet", "/a/b.parquet", row_groups=(1, 2)).describe() == "b.parquet[1, 2]"
     assert Partition(0, "ndjson", "/a/b.ndjson", 0, 10).describe() == "b.ndjson[0:10]"
     assert Partition(0, "gzip", "/a/b.gz").describe() == "b.gz"
+
+
+def test_every_kind_in_process_with_filters(tmp_path: Path, settings: Settings) -> None:
+    """The worker itself (run here, not in a pool) on every partition kind, with all filters."""
+    from datetime import date
+
+    from loglens.analyze.driver import to_us
+    from loglens.analyze.inputs import _plain
+    from loglens.analyze.worker import Filters, PartitionTask, reason_key, run_partition
+    from loglens.schema import load_schema_document
+
+    records = logs(1_200, seed=9)
+    d = tmp_path / "in"
+    (d / "sub").mkdir(parents=True)
+    write_ndjson(d / "a.ndjson", records[:300])
+    with gzip.open(d / "sub" / "b.ndjson.gz", "wb") as f:
+        f.write(b"\n".join(orjson.dumps(r) for r in records[300:600]) + b"\nnot json")  # no final newline
+    with gzip.open(d / "c.json.gz", "wb") as f:
+        f.write(orjson.dumps(records[600:900]))
+    pq.write_table(pa.Table.from_pylist(records[900:]), d / "d.parquet", row_group_size=100)
+    since, until = to_us(datetime(2023, 11, 14, 22, 13, 30, tzinfo=UTC)), to_us(datetime(2023, 11, 14, 22, 14))
+    filters = Filters(since, until, "auth")
+    doc = load_schema_document(settings.schemas.log)
+    parts = plan(discover([str(tmp_path / "*")]), 4)
+    assert {p.kind for p in parts} == {"ndjson", "gzip", "parquet"}
+    results = [run_partition(PartitionTask(p, doc, 300, 4096, 1_800_000_000_000_000, filters)) for p in parts]
+    assert sum(r.records for r in results) == 1_201
+    assert sum(r.accepted + r.filtered_out for r in results) == 1_200
+    wanted = [r for r in records
+              if r["service"] == "auth" and "2023-11-14T22:13:30" <= r["timestamp"] < "2023-11-14T22:14"]
+    assert sum(r.accepted for r in results) == len(wanted) > 0
+    assert sum(int(x.seconds["count"].to_numpy().sum()) for x in results) == len(wanted)
+    assert [k for r in results for k in r.rejected] == ["malformed JSON"]
+    assert _plain(date(2026, 1, 2)) == "2026-01-02T00:00:00Z"
+    assert reason_key("timestamp: 700 s in the future, beyond the allowed clock skew of 300 s") == (
+        "timestamp: N s in the future, beyond the allowed clock skew of N s")
+    assert to_us(datetime(1970, 1, 1, 0, 0, 1)) == 1_000_000  # naive = UTC

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
@@ -32,9 +33,12 @@ class Replay:
     def __init__(self, rule: AnomalyRule | None = None) -> None:
         self.rule = rule or AnomalyRule()
         self.windows = SlidingWindows()
-        self.detector = AnomalyDetector(lambda _svc: self.rule)
+        self.detector = AnomalyDetector(self.rule_for)  # a bound method: deep copies keep their own rule
         self.started: list[Finding] = []
         self.ended: list[tuple[str, str]] = []
+
+    def rule_for(self, _service: str) -> AnomalyRule:
+        return self.rule
 
     def feed(self, records: list[dict], now: float) -> None:
         if records:
@@ -61,9 +65,24 @@ def steady(replay: Replay, seconds: int, start: float, per_second: int = 10, see
         replay.feed(logs[s * per_second : (s + step) * per_second], start + s + step - 0.001)
 
 
+@pytest.fixture(scope="module")
+def warm_replay() -> Replay:
+    """15 minutes of steady traffic: warm baselines, built once for the module."""
+    replay = Replay()
+    steady(replay, 15 * 60, T0, step=10)
+    return replay
+
+
+@pytest.fixture
+def warm(warm_replay: Replay) -> Replay:
+    replay = copy.deepcopy(warm_replay)
+    assert replay.started == []
+    return replay
+
+
 def test_one_hour_of_steady_traffic_raises_no_anomaly() -> None:
     replay = Replay()
-    steady(replay, 3600, T0)
+    steady(replay, 3600, T0, step=10)
     assert replay.detector.baseline_minutes("checkout") >= 58
     assert replay.started == [], [f.description for f in replay.started]
 
@@ -79,10 +98,8 @@ def _burst(service: str, n: int, at: float, level: str = "INFO", rt: float | Non
     return out
 
 
-def test_volume_spike_then_recovery_with_hysteresis() -> None:
-    replay = Replay()
-    steady(replay, 15 * 60, T0)
-    assert replay.started == []
+def test_volume_spike_then_recovery_with_hysteresis(warm: Replay) -> None:
+    replay = warm
     now = T0 + 15 * 60
     # 5x the usual volume of one service for 20 seconds
     for s in range(20):
@@ -98,9 +115,8 @@ def test_volume_spike_then_recovery_with_hysteresis() -> None:
     assert not replay.detector.is_active("search")
 
 
-def test_volume_drop_is_an_anomaly() -> None:
-    replay = Replay()
-    steady(replay, 15 * 60, T0)
+def test_volume_drop_is_an_anomaly(warm: Replay) -> None:
+    replay = warm
     now = T0 + 15 * 60
     for s in range(60):  # every service but "auth" keeps sending
         replay.feed([r for r in generate_logs(10, start=now + s, spacing_s=0.1, seed=s) if r["service"] != "auth"],
@@ -110,9 +126,8 @@ def test_volume_drop_is_an_anomaly() -> None:
     assert "below its usual" in drops[0].description
 
 
-def test_latency_and_error_rate_spikes() -> None:
-    replay = Replay()
-    steady(replay, 15 * 60, T0)
+def test_latency_and_error_rate_spikes(warm: Replay) -> None:
+    replay = warm
     now = T0 + 15 * 60
     for s in range(30):
         batch = list(generate_logs(10, start=now + s, spacing_s=0.1, seed=100 + s))
@@ -127,18 +142,17 @@ def test_latency_and_error_rate_spikes() -> None:
     assert ("auth", "error_rate") in metrics_seen
 
 
-def test_warmup_and_min_baseline_keep_quiet() -> None:
-    quiet = Replay(AnomalyRule(min_baseline_volume=1000))  # every demo service is "quiet"
-    steady(quiet, 15 * 60, T0)
+def test_warmup_and_min_baseline_keep_quiet(warm_replay: Replay) -> None:
+    for rule in (AnomalyRule(min_baseline_volume=1000), AnomalyRule(warmup_minutes=30)):
+        replay = copy.deepcopy(warm_replay)  # every demo service is "quiet" / the history is "young"
+        replay.rule = rule
+        for s in range(20):
+            replay.feed(_burst("search", 300, T0 + 900 + s), T0 + 900 + s + 0.999)
+        assert replay.started == []
+    control = copy.deepcopy(warm_replay)
     for s in range(20):
-        quiet.feed(_burst("search", 300, T0 + 900 + s), T0 + 900 + s + 0.999)
-    assert quiet.started == []
-
-    young = Replay(AnomalyRule(warmup_minutes=30))
-    steady(young, 10 * 60, T0)
-    for s in range(20):
-        young.feed(_burst("search", 300, T0 + 600 + s), T0 + 600 + s + 0.999)
-    assert young.started == []
+        control.feed(_burst("search", 300, T0 + 900 + s), T0 + 900 + s + 0.999)
+    assert control.started  # the same burst with the default rule is an anomaly
 
 
 def test_disabled_rule_and_unknown_service() -> None:

@@ -49,8 +49,13 @@ def test_rotating_file_handler_tailed_across_rotations(tmp_path, settings_factor
     assert {r["service"] for r in rows} == {"billing"}
     assert rows[0]["user_id"] == "u-1"
     assert abs((rows[-1]["ts"] - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 60
-    checkpoint = orjson.loads(default_checkpoint_path(settings.protocols.tail, settings.storage.path).read_bytes())
-    assert checkpoint[str(path)]["offset"] == path.stat().st_size
+    # the checkpoint is written just after the commit the rows came from: wait for it to catch up
+    ckpt = default_checkpoint_path(settings.protocols.tail, settings.storage.path)
+    deadline = time.monotonic() + 10
+    while orjson.loads(ckpt.read_bytes())[str(path)]["offset"] != path.stat().st_size:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert orjson.loads(ckpt.read_bytes())[str(path)]["ino"] == path.stat().st_ino
 
 
 class Collect:

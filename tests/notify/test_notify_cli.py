@@ -74,3 +74,10 @@ def test_notify_test_console(tmp_path: Path) -> None:
     cfg = _config(tmp_path, "  - {name: c, type: console}\n")
     result = runner.invoke(app, ["notify", "test", "c", "--config", str(cfg)])
     assert result.exit_code == 0 and "[TEST] warning test on loglens" in result.output
+
+
+def test_check_config_validates_notifier_plugin_settings(tmp_path: Path) -> None:
+    cfg = _config(tmp_path, "  - {name: ops, type: slack, settings: {channel: '#ops'}}\n")
+    result = runner.invoke(app, ["check-config", str(cfg)])
+    assert result.exit_code == 2
+    assert f"{cfg.resolve()}:3: notifiers[0].settings: Value error, set exactly one of webhook_url" in result.output

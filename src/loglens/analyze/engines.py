@@ -19,6 +19,16 @@ R = TypeVar("R")
 
 ENGINES = ("local", "dask", "ray")
 
+# A LocalCluster bound to loopback without a dashboard. The scheduler still serves its health
+# routes over HTTP; a random port keeps two clusters on one machine from colliding on 8787.
+LOCAL_CLUSTER_KWARGS: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
 
 class Engine(Protocol):
     """Runs a function over tasks somewhere and yields the results in completion order."""
@@ -95,9 +105,7 @@ class DaskEngine:
             if self.address:
                 self._client = Client(self.address)
             else:
-                cluster = LocalCluster(
-                    n_workers=self.workers, threads_per_worker=1, processes=True, dashboard_address=None
-                )
+                cluster = LocalCluster(n_workers=self.workers, **LOCAL_CLUSTER_KWARGS)
                 self._owned.append(cluster)
                 self._client = Client(cluster)
             self._owned.insert(0, self._client)

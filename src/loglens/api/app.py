@@ -120,7 +120,7 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
 
 def default_components() -> list[Component]:
     """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    from loglens import evaluator, storewatch
+    from loglens import evaluator, reload, selfmetrics, storewatch
     from loglens.api.routes import protocols, stream
     from loglens.notify import service as notify_service
 
@@ -131,12 +131,14 @@ def default_components() -> list[Component]:
         ("storewatch", storewatch.start_component, storewatch.stop_component),
         ("stream", stream.start_stream, stream.stop_stream),
         ("protocols", protocols.start_protocols, protocols.stop_protocols),
+        ("selfmetrics", selfmetrics.start_component, selfmetrics.stop_component),
+        ("reload", reload.start_component, reload.stop_component),
     ]
 
 
 def optional_routers() -> list[tuple[Any, bool]]:
     """Routers contributed by other stages: (router, requires_api_token)."""
-    from loglens.api.routes import alerts, dashboard, notifications, protocols, stream
+    from loglens.api.routes import alerts, dashboard, notifications, ops, protocols, stream
 
     return [
         (alerts.router, True),
@@ -145,4 +147,5 @@ def optional_routers() -> list[tuple[Any, bool]]:
         (dashboard.config_router, True),
         (notifications.router, True),
         (protocols.router, True),
+        (ops.router, True),
     ]

@@ -44,9 +44,18 @@ def _bearer(request: Request) -> str | None:
 
 
 def require_token(request: Request) -> None:
-    """When server.api_token is set, require it (Bearer header, X-API-Token, or ?token= for SSE)."""
-    expected = request.app.state.loglens.settings.server.api_token
-    if expected and not hmac.compare_digest((_bearer(request) or "").encode(), expected.encode()):
+    """When server.api_token is set, require it (Bearer header, X-API-Token, or ?token= for SSE).
+
+    The admin token is accepted too: it grants everything the API token does, so admin endpoints
+    (which sit behind both checks) work with the admin token alone.
+    """
+    server = request.app.state.loglens.settings.server
+    expected = server.api_token
+    given = (_bearer(request) or "").encode()
+    if expected and not (
+        hmac.compare_digest(given, expected.encode())
+        or (server.admin_token and hmac.compare_digest(given, server.admin_token.encode()))
+    ):
         raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
 
 

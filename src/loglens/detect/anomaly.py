@@ -8,7 +8,7 @@ Guards against false alarms, each configurable in `alerts.rules.anomaly`:
 - warm-up: a metric is judged only after `warmup_minutes` closed minutes of history;
 - minimum baseline: a service whose median volume is below `min_baseline_volume` is not judged;
 - noise floors: the band is never narrower than sampling noise (Poisson for counts, binomial
-  for error rates) or a share of the median (10 % volume, 25 % p95 latency), so steady
+  for error rates) or a share of the median (10 % volume, 30 % p95 latency), so steady
   traffic with a tiny MAD stays quiet;
 - hysteresis: an anomaly starts above `k` and ends only below `exit_k`.
 
@@ -30,7 +30,8 @@ from loglens.config import AnomalyRule
 METRICS: tuple[str, ...] = ("volume", "error_rate", "p95_latency")
 _MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
 _MIN_ERROR_SAMPLES = 10
-_MIN_LATENCY_SAMPLES = 20
+_MIN_ERRORS = 5  # fewer errors in the window is never an error-rate anomaly (small-count noise)
+_MIN_LATENCY_SAMPLES = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +228,11 @@ class AnomalyDetector:
         sd = max(_MAD_TO_SD * mad, math.sqrt(med), 0.1 * med, 1.0)
         per_minute = obs.volume * 60.0 / rule.window_seconds  # a shorter window is scaled to a minute
         out["volume"] = self._finding(service, "volume", per_minute, med, sd, rule, len(base.volume), now, both=True)
-        if obs.volume >= _MIN_ERROR_SAMPLES and len(base.error_rate) >= rule.warmup_minutes:
+        if (
+            obs.volume >= _MIN_ERROR_SAMPLES
+            and obs.errors >= _MIN_ERRORS
+            and len(base.error_rate) >= rule.warmup_minutes
+        ):
             med, mad = base.median_mad("error_rate")
             p = min(max(med, 0.01), 0.99)
             sd = max(_MAD_TO_SD * mad, math.sqrt(p * (1 - p) / obs.volume), 0.02)
@@ -239,8 +244,8 @@ class AnomalyDetector:
             and len(base.p95_latency) >= rule.warmup_minutes
         ):
             med, mad = base.median_mad("p95_latency")
-            # a p95 from one minute of samples is noisy: never a band narrower than ±25 % per k
-            sd = max(_MAD_TO_SD * mad, 0.25 * med, 1.0)
+            # a p95 from one minute of samples is noisy: never a band narrower than ±30 % per k
+            sd = max(_MAD_TO_SD * mad, 0.3 * med, 1.0)
             out["p95_latency"] = self._finding(
                 service, "p95_latency", obs.p95, med, sd, rule, len(base.p95_latency), now
             )

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,7 @@ from loglens.schema import Parsed
 log = logging.getLogger("loglens.syslog")
 
 SOURCE = "syslog"
+_UDP_RCVBUF = 8 * 1024 * 1024
 _LEVELS = ("FATAL", "FATAL", "FATAL", "ERROR", "WARN", "INFO", "INFO", "DEBUG")
 FACILITIES = (
     "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
@@ -45,6 +47,8 @@ _RFC3164 = re.compile(
     r"([A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)",
     re.DOTALL,
 )
+_SD_PARAM = re.compile(r' ([^= \]"]{1,32})="((?:[^"\\]|\\.)*)"')
+_SD_UNESCAPE = re.compile(r'\\(["\\\]])')
 _MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
                                        "Nov", "Dec"), 1)}
 
@@ -74,21 +78,12 @@ def parse_structured_data(text: str) -> tuple[dict[str, dict[str, str]], str]:
         params: dict[str, str] = {}
         pos = end_id
         while pos < n and text[pos] == " ":
-            eq = text.find("=", pos)
-            if eq < 0 or eq + 1 >= n or text[eq + 1] != '"':
+            m = _SD_PARAM.match(text, pos)
+            if m is None:
                 raise SyslogFormatError(f"malformed structured data param in [{sd_id}]")
-            name = text[pos + 1 : eq]
-            i = eq + 2
-            value = []
-            while i < n and text[i] != '"':
-                if text[i] == "\\" and i + 1 < n and text[i + 1] in '"\\]':
-                    i += 1
-                value.append(text[i])
-                i += 1
-            if i >= n:
-                raise SyslogFormatError(f"unterminated structured data value in [{sd_id}]")
-            params[name] = "".join(value)
-            pos = i + 1
+            value = m.group(2)
+            params[m.group(1)] = _SD_UNESCAPE.sub(r"\1", value) if "\\" in value else value
+            pos = m.end()
         if pos >= n or text[pos] != "]":
             raise SyslogFormatError(f"structured data element [{sd_id}] is not closed")
         elements[sd_id] = params
@@ -398,9 +393,12 @@ class SyslogServer:
         loop = asyncio.get_running_loop()
         self.batcher.start()
         if self.config.udp_port is not None:
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.batcher), local_addr=(self.config.host, self.config.udp_port)
-            )
+            sock = socket.socket(socket.AF_INET6 if ":" in self.config.host else socket.AF_INET, socket.SOCK_DGRAM)
+            # A large receive buffer absorbs bursts while a batch is validated (capped by rmem_max).
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF)
+            sock.bind((self.config.host, self.config.udp_port))
+            transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self.batcher), sock=sock)
             self._udp = transport
             self.udp_port = transport.get_extra_info("sockname")[1]
         if self.config.tcp_port is not None:

@@ -109,7 +109,9 @@ config_router = APIRouter(prefix="/api/v1", tags=["dashboard"])
 
 def _features(request: Request) -> dict[str, bool]:
     """Which optional APIs this app serves, so the page never requests a missing one."""
-    paths = {getattr(r, "path", None) for r in request.app.routes}
+    # The OpenAPI document lists every included route whatever FastAPI's internal route types
+    # are, and FastAPI caches it after the first build.
+    paths = set(request.app.openapi().get("paths", {}))
     return {
         "alerts": "/api/v1/alerts" in paths,
         "anomalies": "/api/v1/anomalies" in paths,

@@ -28,6 +28,7 @@
     alerts: new Map(),       // id -> alert (firing or pending)
     history: [],             // resolved alerts, newest first
     anomalies: [],
+    silenced: new Set(),     // alert ids silenced from this page
     alertsAvailable: true,
     anomaliesAvailable: true,
     filter: null,            // selected service (tile click)
@@ -203,7 +204,10 @@
   }
 
   /* ---------- charts ---------- */
-  function chartSize(node) { return { width: Math.max(280, node.clientWidth), height: 210 }; }
+  function chartSize(node) {
+    const width = Math.max(280, node.clientWidth);
+    return { width, height: Math.round(Math.min(300, Math.max(200, width * 0.45))) };
+  }
 
   function makeChart(metric, labels, data) {
     const node = $("chart-" + metric.key);
@@ -277,7 +281,7 @@
     const node = $("chart-" + metric.key);
     node.dataset.points = String(xs.length);
     node.dataset.series = String(labels.length);
-    pub.charts[metric.key] = { points: xs.length, series: labels.slice(), last: Object.fromEntries(
+    pub.charts[metric.key] = { points: xs.length, series: labels.slice(), end: res.end, last: Object.fromEntries(
       res.series.map((s) => [s.service, s.points[s.points.length - 1].v])) };
   }
   async function refreshCharts() {
@@ -447,6 +451,11 @@
     const silenceBtn = el("button", { type: "button", class: "silence", text: "Silence 1h",
       title: "Silence " + a.rule + " for " + (a.service || "all services") + " for one hour" });
     const note = el("span", { class: "muted small" });
+    if (S.silenced.has(a.id)) {
+      note.textContent = "silenced for 1 h";
+      silenceBtn.textContent = "Silenced";
+      silenceBtn.disabled = true;
+    }
     silenceBtn.addEventListener("click", () => silence(a, silenceBtn, note));
     const firstSeen = a.fired_at || a.started_at;
     return el("div", { class: "alert sev-" + sev, dataset: { id: String(a.id), severity: sev, state: a.state || "firing",
@@ -494,7 +503,7 @@
       res = await request("/api/v1/silences", { method: "POST", headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ matchers, duration_seconds: 3600, comment: "silenced from the dashboard", created_by: "dashboard" }) });
     } catch (e) { res = null; }
-    if (res && res.ok) { note.textContent = "silenced for 1 h"; button.textContent = "Silenced"; }
+    if (res && res.ok) { S.silenced.add(a.id); note.textContent = "silenced for 1 h"; button.textContent = "Silenced"; }
     else { note.textContent = res ? "silence failed (" + res.status + ")" : "server unreachable"; button.disabled = false; }
   }
 
@@ -649,6 +658,7 @@
   /* ---------- start ---------- */
   // Between pushes the window still slides (new minute) and silence still grows: a slow poll.
   setInterval(() => { if (S.conn === "live") { refreshCharts(); refreshServices(); refreshSummary(); } }, 15000);
+  setInterval(() => { if (S.alerts.size) renderAlerts(); }, 5000);  // keep "since … ago" current
   renderAlerts();
   renderAnomalies();
   connect();

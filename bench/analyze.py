@@ -1,0 +1,126 @@
+"""Benchmark `loglens analyze`: each engine against a hand-written DuckDB SQL baseline, same file, same run.
+
+    .venv/bin/python bench/analyze.py [--logs 1000000] [--engines local,dask,ray] [--no-write]
+
+Generates N logs (loglens.demo.generate_logs, 5 services, ~264 bytes each) as NDJSON, then times:
+- DuckDB SQL: read_json + per-(service, minute) count, errors, avg and p50/p95/p99 (quantile_cont),
+  plus requests per user — what the report shows, with no validation;
+- `loglens analyze` per engine (as a subprocess, exactly as a user runs it, cluster start included),
+  which validates every record against the schema, aggregates, merges and runs the detectors.
+Reports logs/s and the ratio to DuckDB, and appends a section to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import orjson
+
+from loglens.demo import generate_logs
+
+REPO = Path(__file__).resolve().parents[1]
+SQL = """
+WITH logs AS (
+  SELECT service, date_trunc('minute', timestamp::TIMESTAMPTZ AT TIME ZONE 'UTC') AS minute, level,
+         response_time_ms, user_id
+  FROM read_json(?, format='newline_delimited', columns={timestamp: 'VARCHAR', level: 'VARCHAR',
+                 service: 'VARCHAR', response_time_ms: 'DOUBLE', user_id: 'VARCHAR'})
+)
+SELECT 'minute' AS kind, service, minute::VARCHAR, count(*), count(*) FILTER (WHERE level IN ('ERROR', 'FATAL')),
+       avg(response_time_ms), quantile_cont(response_time_ms, [0.5, 0.95, 0.99])::VARCHAR
+FROM logs GROUP BY ALL
+UNION ALL
+SELECT 'user', user_id, NULL, count(*), NULL, NULL, NULL FROM logs GROUP BY user_id
+"""
+
+
+def write_logs(path: Path, n: int) -> None:
+    with path.open("wb") as f:
+        buf: list[bytes] = []
+        for rec in generate_logs(n, start=1_700_000_000.0, spacing_s=0.01, seed=1):
+            buf.append(orjson.dumps(rec))
+            if len(buf) >= 50_000:
+                f.write(b"\n".join(buf) + b"\n")
+                buf.clear()
+        if buf:
+            f.write(b"\n".join(buf) + b"\n")
+
+
+def time_duckdb(path: Path) -> tuple[float, int]:
+    started = time.perf_counter()
+    con = duckdb.connect()
+    rows = con.execute(SQL, [str(path)]).fetchall()
+    con.close()
+    return time.perf_counter() - started, sum(r[3] for r in rows if r[0] == "minute")
+
+
+def time_engine(path: Path, engine: str, out: Path) -> tuple[float, dict]:
+    cmd = [str(REPO / ".venv" / "bin" / "loglens"), "analyze", str(path), "--engine", engine, "--no-progress",
+           "--out", str(out), "--config", str(REPO / "config.yaml")]
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
+    return time.perf_counter() - started, json.loads(out.read_text())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--logs", type=int, default=1_000_000)
+    ap.add_argument("--engines", default="local,dask,ray")
+    ap.add_argument("--no-write", action="store_true", help="Do not append to docs/benchmarks.md.")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "logs.ndjson"
+        write_logs(path, args.logs)
+        size_mb = path.stat().st_size / 1e6
+        rows = []
+        base_s, base_n = time_duckdb(path)
+        assert base_n == args.logs, base_n
+        rows.append(("DuckDB SQL (read_json + GROUP BY, no validation)", base_s, None))
+        for engine in args.engines.split(","):
+            total_s, report = time_engine(path, engine, Path(tmp) / f"{engine}.json")
+            s = report["summary"]
+            assert s["accepted"] == args.logs, s
+            rows.append((f"loglens analyze --engine {engine}", total_s, s["elapsed_s"]))
+    lines = [
+        f"### `loglens analyze`, {args.logs:,} logs ({size_mb:.0f} MB NDJSON) — "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
+        f"load average at start {os.getloadavg()[0]:.1f}. Wall time of the whole command (process start, "
+        "cluster start, validation of every record, aggregation, merge, detectors, report).",
+        "",
+        "| run | wall s | in-run s | logs/s | × DuckDB SQL |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, wall, inner in rows:
+        lines.append(f"| {name} | {wall:.2f} | {'' if inner is None else f'{inner:.2f}'} | "
+                     f"{args.logs / wall:,.0f} | {wall / base_s:.2f} |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if not args.no_write:
+        bench = REPO / "docs" / "benchmarks.md"
+        existing = bench.read_text() if bench.exists() else "# loglens benchmarks\n"
+        if "## Batch analysis" not in existing:
+            existing += (
+                "\n## Batch analysis (bench/analyze.py)\n\nTarget: the local engine within 1.5× of a "
+                "hand-written DuckDB SQL over the same file. Newest run last.\n"
+            )
+        # insert at the end of our own section, whatever other sections follow it
+        start = existing.index("## Batch analysis")
+        nxt = existing.find("\n## ", start + 1)
+        end = len(existing) if nxt < 0 else nxt
+        bench.write_text(existing[:end].rstrip("\n") + "\n\n" + text + existing[end:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Operator endpoints: /metrics, status, active config, reload, dead-letter detail and replay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import anyio.to_thread
+from fastapi import APIRouter, Depends, HTTPException
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from loglens import deadletter, status
+from loglens.api.deps import State, require_admin
+from loglens.config import mask_secrets
+from loglens.reload import ReloadManager
+from loglens.selfmetrics import CONTENT_TYPE, SelfMetrics
+
+router = APIRouter(tags=["operations"])
+Admin = [Depends(require_admin)]
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(state: State) -> Response:
+    """loglens's own metrics in Prometheus text format."""
+    registry: SelfMetrics | None = state.extras.get("selfmetrics")
+    if registry is None:
+        raise HTTPException(503, "self-metrics are not running")
+    body = await anyio.to_thread.run_sync(registry.render)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+@router.get("/api/v1/status")
+async def get_status(state: State) -> dict[str, Any]:
+    """Version, uptime, config and store paths, rows per table, retention, rates, alerts, notifiers."""
+    return await anyio.to_thread.run_sync(status.server_status, state)
+
+
+@router.get("/api/v1/config")
+async def get_config(state: State) -> dict[str, Any]:
+    """The active config (after reloads) with every secret-looking value masked."""
+    path = state.settings.config_path
+    return {"config_path": str(path) if path else None, "config": mask_secrets(state.settings)}
+
+
+@router.post("/api/v1/admin/reload", dependencies=Admin)
+async def reload_config(state: State) -> JSONResponse:
+    """Re-read the config file; 200 when applied, 400 with `file:line` issues when rejected."""
+    manager: ReloadManager | None = state.extras.get("reload")
+    if manager is None:
+        raise HTTPException(503, "reload is not running")
+    result = await manager.reload("api")
+    return JSONResponse(result.to_json(), status_code=200 if result.ok else 400)
+
+
+@router.get("/api/v1/dead-letter/{dead_id}")
+async def get_dead_letter(state: State, dead_id: int) -> dict[str, Any]:
+    """One rejected record with its reason and stored raw text."""
+    row = await anyio.to_thread.run_sync(deadletter.get, state.store, dead_id)
+    if row is None:
+        raise HTTPException(404, f"no dead-letter record {dead_id}")
+    return row
+
+
+class ReplayRequest(BaseModel):
+    """Which dead letters to re-validate; all filters are optional and combine with AND."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=1000, description="Substring of the rejection reason.")
+    since: datetime | None = Field(None, description="Only records received at/after this time.")
+    ids: list[int] | None = Field(None, max_length=100_000, description="Only these dead-letter ids.")
+    limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
+
+
+@router.post("/api/v1/dead-letter/replay", dependencies=Admin)
+async def replay_dead_letters(state: State, body: ReplayRequest | None = None) -> dict[str, Any]:
+    """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
+    req = body or ReplayRequest()
+    result = await anyio.to_thread.run_sync(
+        lambda: deadletter.replay(
+            state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
+        )
+    )
+    return result.to_json()

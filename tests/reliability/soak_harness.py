@@ -1,0 +1,150 @@
+"""Soak harness shared by tests/reliability/test_soak.py and bench/soak.py.
+
+Starts `loglens serve` as a real process, sends `rate` logs/s spread over `services` services
+from a few sender threads (NDJSON batches, each answered after commit), samples the server's
+RSS, and measures alert latency: at the start and the end of the run a canary service sends a
+burst of errors and the time until GET /api/v1/alerts shows its error_rate alert firing is
+recorded. At the end the store file is opened directly: stored logs must equal acknowledged logs.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import httpx
+import orjson
+import psutil
+from crash_harness import ServerProcess, free_port, write_config
+
+BATCH = 1000
+
+
+@dataclass
+class SoakResult:
+    """What a soak run measured."""
+
+    duration_s: float
+    target_rate: float
+    achieved_rate: float
+    services: int
+    acked: int
+    stored: int
+    lost: int
+    rejected_requests: int
+    rss_start_mb: float
+    rss_end_mb: float
+    rss_max_mb: float
+    alert_latency_s: list[float] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """Human-readable summary."""
+        return [
+            f"duration {self.duration_s:.0f} s, target {self.target_rate:.0f} logs/s, "
+            f"achieved {self.achieved_rate:.0f} logs/s over {self.services} services",
+            f"acknowledged {self.acked}, stored {self.stored}, lost {self.lost}, "
+            f"non-2xx requests {self.rejected_requests}",
+            f"RSS start {self.rss_start_mb:.1f} MB, end {self.rss_end_mb:.1f} MB, max {self.rss_max_mb:.1f} MB",
+            "alert latency (s): " + ", ".join(f"{x:.3f}" for x in self.alert_latency_s),
+        ]
+
+
+def _body(rng: random.Random, services: int, n: int) -> bytes:
+    now = time.time()
+    return b"\n".join(
+        orjson.dumps({
+            "timestamp": now - rng.random(), "level": "ERROR" if rng.random() < 0.02 else "INFO",
+            "service": f"soak-{rng.randrange(services):02d}", "message": f"request {rng.randrange(10**6)} served",
+            "user_id": f"u{rng.randrange(5000)}", "response_time_ms": round(rng.expovariate(1 / 80), 2),
+        })
+        for _ in range(n)
+    )
+
+
+def _alert_latency(url: str, canary: str) -> float:
+    """Send an error burst for `canary`; seconds until its error_rate alert is firing."""
+    now = time.time()
+    body = b"\n".join(
+        orjson.dumps({"timestamp": now, "level": "ERROR", "service": canary, "message": "canary failure"})
+        for _ in range(40)
+    )
+    with httpx.Client(base_url=url, timeout=30) as client:
+        sent = time.monotonic()
+        resp = client.post("/api/v1/logs", content=body, headers={"content-type": "application/x-ndjson"})
+        resp.raise_for_status()
+        while time.monotonic() - sent < 30:
+            alerts = client.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
+            if any(a["service"] == canary and a["rule"] == "error_rate" for a in alerts):
+                return time.monotonic() - sent
+            time.sleep(0.02)
+    raise AssertionError(f"no error_rate alert for {canary} within 30 s")
+
+
+def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, senders: int = 2,
+             seed: int = 1) -> SoakResult:
+    """Run a soak against a fresh server in `workdir`."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    # volume/anomaly/new-pattern rules would page on the synthetic traffic; the canary needs error_rate
+    cfg = write_config(workdir, port, "alerts: {rules: {volume: {enabled: false}, anomaly: {enabled: false}}}")
+    server = ServerProcess(cfg, port, workdir / "server.log")
+    server.start()
+    assert server.proc is not None
+    proc = psutil.Process(server.proc.pid)
+    acked = 0
+    failed = 0
+    lock = threading.Lock()
+    stop = threading.Event()
+    rss: list[float] = []
+    try:
+        latencies = [_alert_latency(server.url, "canary-start")]
+        rss_start = proc.memory_info().rss / 2**20
+        per_sender = rate / senders
+
+        def sender(i: int) -> None:
+            nonlocal acked, failed
+            rng = random.Random(seed * 100 + i)
+            with httpx.Client(base_url=server.url, timeout=60) as client:
+                started = time.monotonic()
+                sent = 0
+                while not stop.is_set():
+                    # pace: stay on the target line; never sleep when behind
+                    ahead = sent / per_sender - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(min(ahead, 0.2))
+                        continue
+                    resp = client.post("/api/v1/logs", content=_body(rng, services, BATCH),
+                                       headers={"content-type": "application/x-ndjson"})
+                    with lock:
+                        if resp.status_code == 200:
+                            acked += resp.json()["accepted"]
+                        else:
+                            failed += 1
+                    sent += BATCH
+
+        threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(senders)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        while time.monotonic() - t0 < duration_s:
+            time.sleep(0.5)
+            rss.append(proc.memory_info().rss / 2**20)
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
+        elapsed = time.monotonic() - t0
+        rss_end = proc.memory_info().rss / 2**20
+        latencies.append(_alert_latency(server.url, "canary-end"))
+    finally:
+        server.kill()
+    con = duckdb.connect(str(workdir / "store" / "loglens.duckdb"))
+    try:
+        stored = int(con.execute("SELECT count(*) FROM logs WHERE service LIKE 'soak-%'").fetchone()[0])
+    finally:
+        con.close()
+    return SoakResult(elapsed, rate, acked / elapsed, services, acked, stored, max(0, acked - stored), failed,
+                      rss_start, rss_end, max([*rss, rss_end]), latencies)
