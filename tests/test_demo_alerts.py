@@ -30,7 +30,7 @@ def test_demo_traffic_has_each_incident() -> None:
     assert sum(r["service"] == "search" for r in burst) == 24
     slow = _records(rng, _FAST, 16.0, 1.0, 1e9, sent)
     assert min(r["response_time_ms"] for r in slow if r["service"] == "inventory") > 50
-    assert len(_history(rng, _FAST, 1e9, minutes=1)) == 5 * 60 * 4
+    assert len(_history(rng, _FAST, 1e9, minutes=1)) == 5 * 60 * 4 + 15
 
 
 def test_short_fast_demo_run(settings_factory: Callable[..., Settings], capsys: pytest.CaptureFixture[Any]) -> None:

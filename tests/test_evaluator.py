@@ -116,6 +116,11 @@ notifiers:
         rules = {r["name"]: r for r in c.get("/api/v1/rules").json()["rules"]}
         assert rules["error_rate"]["threshold"] == 0.1 and rules["error_rate"]["last_evaluated_at"]
         assert rules["volume"]["last_duration_ms"] is not None
+        deadline = time.monotonic() + 10
+        while rules["new_pattern"]["mining"]["processed"] < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)  # mined off the hot path, asynchronously
+            rules = {r["name"]: r for r in c.get("/api/v1/rules").json()["rules"]}
+        assert rules["new_pattern"]["mining"]["processed"] == 60 and rules["new_pattern"]["mining"]["dropped"] == 0
         # silences CRUD
         created = c.post("/api/v1/silences", json={"matchers": {"service": "web"}, "duration_seconds": 60,
                                                     "comment": "deploy", "created_by": "me"})

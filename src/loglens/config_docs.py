@@ -28,6 +28,49 @@ This page is generated from the pydantic models in `src/loglens/config.py`
 """
 
 
+# A test parses this block with `parse_settings`, so the example cannot drift from the models.
+_EXAMPLE = """
+## Example
+
+Only what differs from the defaults needs to be written. This file binds all interfaces behind a
+token, keeps raw logs for 30 days, makes `payments` stricter, and pages by Slack and email for
+critical alerts while every alert goes to a webhook:
+
+```yaml
+server:
+  host: 0.0.0.0
+  api_token: ${LOGLENS_API_TOKEN}
+storage:
+  path: /var/lib/loglens/loglens.duckdb
+  retention_days: 30
+ingest:
+  files: [/var/log/app/app.ndjson]
+alerts:
+  rules:
+    error_rate: {threshold: 0.05, min_events: 50, for_seconds: 30}
+    absence: {threshold_seconds: 300}
+  overrides:
+    payments:
+      error_rate: {threshold: 0.01}
+notifiers:
+  - name: oncall-slack
+    type: slack
+    severities: [critical]
+    settings: {webhook_url_env: SLACK_WEBHOOK_URL, channel: "#oncall"}
+  - name: ops-mail
+    type: email
+    severities: [critical]
+    settings: {host: smtp.example.com, port: 587, starttls: true, to: [ops@example.com],
+               username: loglens, password_env: SMTP_PASSWORD}
+  - name: audit
+    type: webhook
+    severities: [critical, warning, info]
+    settings: {url: "https://hooks.example.com/loglens", secret_env: LOGLENS_WEBHOOK_SECRET}
+outbox:
+  max_attempts: 12
+```"""
+
+
 def _type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     if origin is typing.Literal:
@@ -42,8 +85,12 @@ def _type_name(annotation: Any) -> str:
     return getattr(annotation, "__name__", str(annotation))
 
 
-def _default(field: Any) -> str:
-    if field.default is not PydanticUndefined:
+def _default(field: Any, parent: BaseModel | None = None, name: str = "") -> str:
+    if parent is not None:
+        # The parent section's own default wins: e.g. protocols.mapping.otlp has other field
+        # names than a bare FieldMapping.
+        value = getattr(parent, name)
+    elif field.default is not PydanticUndefined:
         value = field.default
     elif field.default_factory is not None:
         value = field.default_factory()
@@ -56,13 +103,22 @@ def _default(field: Any) -> str:
     return f"`{json.dumps(value, default=str)}`"
 
 
+def _value(field: Any) -> Any:
+    """A field's default value (built from its factory when it has one)."""
+    if field.default is not PydanticUndefined:
+        return field.default
+    return field.default_factory() if field.default_factory is not None else None
+
+
 def _submodels(annotation: Any) -> list[type[BaseModel]]:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return [annotation]
     return [m for arg in typing.get_args(annotation) for m in _submodels(arg)]
 
 
-def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set[str]) -> None:
+def _rows(
+    model: type[BaseModel], prefix: str, out: list[str], seen: set[str], parent: BaseModel | None = None
+) -> None:
     for name, field in model.model_fields.items():
         if field.exclude:
             continue
@@ -71,14 +127,15 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set[str]) -
         doc = field.description or ""
         if not doc and subs:
             doc = (subs[0].__doc__ or "").strip().splitlines()[0]
-        out.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field)} | {doc} |")
+        out.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field, parent, name)} | {doc} |")
         origin = typing.get_origin(field.annotation)
         for sub in subs:
             sub_prefix = {list: f"{key}[].", dict: f"{key}.<name>."}.get(origin, f"{key}.")  # type: ignore[call-overload]
             if (sub_prefix, sub) in seen:
                 continue
             seen.add((sub_prefix, sub))  # type: ignore[arg-type]
-            _rows(sub, sub_prefix, out, seen)
+            value = getattr(parent, name) if parent is not None else _value(field)
+            _rows(sub, sub_prefix, out, seen, value if isinstance(value, sub) else None)
 
 
 def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
@@ -95,6 +152,7 @@ def render() -> str:
     out.append("")
     out.append("Notifier `settings` are validated by each plugin's own config model; see the README's")
     out.append("notifier section for the built-in plugins' keys.")
+    out.append(_EXAMPLE)
     return "\n".join(out) + "\n"
 
 

@@ -72,7 +72,8 @@ def get(store: Store, dead_id: int) -> dict[str, Any] | None:
 def _candidates(
     store: Store, reason: str | None, since: datetime | None, ids: list[int] | None, limit: int
 ) -> list[int]:
-    where, params = ["replayed_at IS NULL"], []
+    where: list[str] = ["replayed_at IS NULL"]
+    params: list[Any] = []
     if reason:
         where.append("contains(lower(reason), lower(?))")
         params.append(reason)

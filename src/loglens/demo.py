@@ -134,11 +134,19 @@ def _records(rng: random.Random, tl: _Timeline, t: float, dt: float, now: float,
 def _history(rng: random.Random, tl: _Timeline, now: float, minutes: int = 15) -> list[dict[str, Any]]:
     """Steady past traffic, so the anomaly baselines are warm from the first second."""
     n = int(minutes * 60 * tl.rate)
-    return [
+    out = [
         make_log(rng, svc, "ERROR" if rng.random() < 0.01 else "INFO", now - minutes * 60 + i / tl.rate)
         for i in range(n)
         for svc in DEMO_SERVICES
     ]
+    # every everyday error line once, so only the scripted FATAL line is a *new* pattern later
+    for i, (template, target) in enumerate(
+        (t, target) for t in _MESSAGES["ERROR"] for target in DEMO_SERVICES
+    ):
+        rec = make_log(rng, DEMO_SERVICES[i % len(DEMO_SERVICES)], "ERROR", now - 60 + i)
+        rec["message"] = template.format(service=target, n=rng.randint(1, 99999))
+        out.append(rec)
+    return out
 
 
 def _print_new(client: httpx.Client, seen: set[tuple[str, str]], t: float) -> None:

@@ -85,7 +85,7 @@ def hooks(state: Any) -> list[ReloadHook]:
 
 def _changed_sections(old: Settings, new: Settings) -> list[str]:
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
-    out = []
+    out: list[str] = []
     for section in b:
         if isinstance(b[section], dict) and isinstance(a.get(section), dict):
             out.extend(f"{section}.{k}" for k in b[section] if b[section][k] != a[section].get(k))

@@ -17,7 +17,9 @@ from loglens.ingest import es_bulk
 
 def test_official_client_helpers_bulk_lands_logs(live_server):
     es = Elasticsearch(live_server.url, request_timeout=30)
-    assert es.ping()  # HEAD /; GET / (es.info()) is content-negotiated by the app, see es_root_document
+    assert es.ping()  # HEAD /
+    info = es.info()  # GET / is content-negotiated: ES clients get the version document
+    assert info["version"]["number"] and info["tagline"] == "You Know, for Search"
     now = datetime.now(UTC).replace(microsecond=0)
     docs = [
         {"_index": "logs-app", "_source": {"@timestamp": (now - timedelta(seconds=i)).isoformat(),

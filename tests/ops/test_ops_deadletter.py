@@ -73,6 +73,7 @@ def test_replay_after_schema_change(tmp_path: Path, server_process: Callable[[Pa
         out = _cli("dead-letter", "replay", "--url", sp.url)
         assert "replayed 0" in out
         assert len(c.get("/api/v1/logs", params={"service": "replay", "limit": 100}).json()["logs"]) == 6
+        assert c.post("/api/v1/dead-letter/replay").json()["replayed"] == 0  # no body: every record
         dead = c.get("/api/v1/dead-letter", params={"reason": "message"}).json()["dead_letters"]
         assert all(d["replayed_at"] for d in dead)
         one = c.get(f"/api/v1/dead-letter/{dead[0]['id']}").json()

@@ -200,3 +200,37 @@ def test_every_rejection_reaches_dead_letter_with_its_reason(tmp_path: Path) -> 
 def test_degenerate_bodies(body: bytes) -> None:
     parsed = decode_body(body, "application/json", None, LIMIT)
     _check_batch(parsed)
+
+
+def _deep_dict(levels: int) -> dict[str, Any]:
+    d: dict[str, Any] = {}
+    cur = d
+    for _ in range(levels):
+        cur["a"] = {}
+        cur = cur["a"]
+    return d
+
+
+def test_fast_path_hands_unserialisable_metadata_to_the_exact_path() -> None:
+    """A batch big enough for the vectorised path, one row with metadata too deep to store."""
+    now = now_us() / 1e6
+    values = [{"timestamp": now, "level": "INFO", "service": "api", "message": f"m{i}"} for i in range(20)]
+    values[7]["metadata"] = _deep_dict(300)
+    values[9]["metadata"] = {"big": 2**70}  # beyond 64 bits: orjson cannot write it
+    batch = _check_batch(parse_values(values))
+    assert batch.table.num_rows == 18
+    assert [r.index for r in batch.rejections] == [7, 9]
+    assert all(r.reason.startswith("metadata: cannot be stored as JSON") for r in batch.rejections)
+
+
+def test_raw_json_never_fails() -> None:
+    from loglens.schema import raw_json
+
+    deep: list[Any] = []
+    cur = deep
+    for _ in range(5000):  # deeper than Python's recursion limit
+        nxt: list[Any] = []
+        cur.append(nxt)
+        cur = nxt
+    assert "nested too deeply" in raw_json(deep)
+    assert raw_json({"n": 2**70}) == '{"n": 1180591620717411303424}'

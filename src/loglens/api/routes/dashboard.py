@@ -17,6 +17,7 @@ from importlib.resources.abc import Traversable
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import JSONResponse
 
 from loglens import __version__
 from loglens.api.deps import State
@@ -88,6 +89,14 @@ def build_router() -> APIRouter:
 
     @router.get("/", include_in_schema=False)
     async def index(request: Request) -> Response:
+        # `/` is both the dashboard and the root document Elasticsearch clients probe before
+        # sending `_bulk`; browsers ask for text/html, ES clients for (vnd.elasticsearch+)json.
+        accept = request.headers.get("accept", "").lower()
+        agent = request.headers.get("user-agent", "").lower()
+        if "text/html" not in accept and ("json" in accept or "elasticsearch" in agent):
+            from loglens.ingest import es_bulk
+
+            return JSONResponse(es_bulk.es_root_document(), headers=es_bulk.PRODUCT_HEADERS)
         return _serve(assets["index.html"], request)
 
     @router.get("/favicon.ico", include_in_schema=False)

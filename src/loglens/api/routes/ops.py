@@ -76,7 +76,7 @@ class ReplayRequest(BaseModel):
 @router.post("/api/v1/dead-letter/replay", dependencies=Admin)
 async def replay_dead_letters(state: State, body: ReplayRequest | None = None) -> dict[str, Any]:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
-    req = body or ReplayRequest()
+    req = body or ReplayRequest.model_validate({})
     result = await anyio.to_thread.run_sync(
         lambda: deadletter.replay(
             state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
