@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
@@ -12,6 +13,7 @@ from loglens.errors import IngestError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
+_INLINE_BYTES = 64 * 1024
 
 
 class IngestErrorItem(BaseModel):
@@ -70,10 +72,10 @@ async def ingest_logs(request: Request, state: State) -> Any:
     except PayloadTooLarge as exc:
         await state.pipeline.reject_whole(b"", str(exc), "http")
         raise
+    args = (body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit)
     try:
-        parsed = decode_body(
-            body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit
-        )
+        # Large bodies are decoded off the event loop so SSE and small requests stay responsive.
+        parsed = await anyio.to_thread.run_sync(decode_body, *args) if len(body) > _INLINE_BYTES else decode_body(*args)
     except IngestError as exc:
         await state.pipeline.reject_whole(body, str(exc), "http")
         raise
