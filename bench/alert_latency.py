@@ -161,7 +161,7 @@ def run(breaches: int, rate: float) -> dict[str, float]:
     latencies.sort()
 
     def pct(q: float) -> float:
-        return latencies[min(len(latencies) - 1, int(round(q * (len(latencies) - 1))))]
+        return latencies[min(len(latencies) - 1, round(q * (len(latencies) - 1)))]
 
     return {
         "breaches": breaches,

@@ -91,7 +91,7 @@ def test_every_loglens_command_in_the_docs_exists_with_its_options() -> None:
             assert len(path) > 1, f"{doc}: `loglens {path[0]}` needs a subcommand"
             commands = [cmd.commands.get(sub) for sub in path[1:]]
             assert all(commands), f"{doc}: `loglens {' '.join(path)}` names a missing subcommand"
-        known = {o for c in commands for p in c.params for o in (*p.opts, *p.secondary_opts)}
+        known = {"--help"} | {o for c in commands for p in c.params for o in (*p.opts, *p.secondary_opts)}
         assert options <= known, f"{doc}: `loglens {' '.join(path)}` has no option(s) {sorted(options - known)}"
 
 
@@ -102,8 +102,8 @@ def test_every_command_is_in_the_readme_and_its_help_works() -> None:
     for name, cmd in group.commands.items():
         paths = [[name, sub] for sub in cmd.commands] if _is_group(cmd) else [[name]]
         for path in paths:
-            assert any(tuple(p[: len(path)]) == tuple(path) or (len(p) > 2 and p[0] == path[0] and path[1] in p)
-                       for p in in_readme), f"`loglens {' '.join(path)}` is not in README.md"
+            named = any(p[0] == path[0] and set(path[1:]) <= set(p[1:]) for p in in_readme)
+            assert named, f"`loglens {' '.join(path)}` is not in README.md"
             result = runner.invoke(cli_app, [*path, "--help"])
             assert result.exit_code == 0, (path, result.output)
             assert "Usage:" in result.output
