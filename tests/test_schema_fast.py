@@ -104,3 +104,58 @@ def test_fast_path_agrees_on_homogeneous_batches(recs: list[dict[str, Any]]) -> 
     exact = SCHEMA._validate_rows(parse_values(copy.deepcopy(recs)), range(len(recs)), "t", NOW_US)
     assert rows(fast) == rows(exact)
     assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)
+
+
+def _ndjson(recs: list[Any]) -> bytes:
+    import json
+
+    return b"\n".join(json.dumps(r).encode() for r in recs)
+
+
+def _normalised(batch: Any) -> list[Any]:
+    import json
+
+    out = []
+    for r in batch.table.to_pylist():
+        r["metadata"] = json.loads(r["metadata"]) if r["metadata"] else None
+        out.append(repr(sorted(r.items())))
+    return sorted(out)
+
+
+nd_records = st.fixed_dictionaries(
+    {"timestamp": valid_ts, "level": st.sampled_from(["INFO", "warning", "loud"]),
+     "service": st.sampled_from(["api", "-bad", "db"]), "message": st.text(max_size=5)},
+    optional={"user_id": st.text(max_size=3) | st.none(), "ip_address": st.sampled_from(["10.0.0.1", "::1", "1.2.3"]),
+              "response_time_ms": st.floats(-1, 1e6, allow_nan=False) | st.none() | st.integers(-1, 10),
+              "metadata": st.none() | st.fixed_dictionaries({"a": st.integers(0, 3), "b": st.text(max_size=2)})
+              | st.just({}) | st.just({"a": {"x": 1}})},
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(nd_records | records(), min_size=1, max_size=40))
+def test_arrow_ndjson_path_agrees_with_exact_path(recs: list[Any]) -> None:
+    from loglens.ingest.decode import _decode_lines, decode_ndjson
+
+    body = _ndjson(recs)
+    fast = SCHEMA.validate(decode_ndjson(body), "t", NOW_US)
+    eager = _decode_lines(body)  # the same bytes, decoded line by line with orjson
+    exact = SCHEMA._validate_rows(eager, range(len(eager)), "t", NOW_US)
+    assert _normalised(fast) == _normalised(exact)
+    assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)
+
+
+def test_arrow_path_is_taken_for_a_clean_body() -> None:
+    from loglens.demo import generate_logs
+    from loglens.ingest.decode import decode_ndjson
+
+    logs = list(generate_logs(200, start=NOW_US / 1e6 - 30))
+    parsed = decode_ndjson(_ndjson(logs))
+    assert parsed.is_lazy
+    batch = SCHEMA._validate_ndjson_arrow(parsed, parsed.ndjson or b"", "t", NOW_US)
+    assert batch is not None and batch.table.num_rows == 200
+    assert parsed.is_lazy  # no Python objects were built for a fully valid body
+    bad = decode_ndjson(_ndjson([*logs[:5], {**logs[0], "level": "loud"}]))
+    checked = SCHEMA.validate(bad, "t", NOW_US)
+    assert [r.index for r in checked.rejections] == [5] and checked.table.num_rows == 5
+    assert bad.is_lazy  # only the failing line was decoded to find its reason

@@ -15,6 +15,7 @@ behind, batches are dropped and counted — ingest never waits for it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import queue
 import threading
@@ -159,6 +160,8 @@ def _clip(text: str, n: int) -> str:
 
 
 # ---- template mining off the hot path -----------------------------------------------------------
+_MINE_CACHE_ENTRIES = 100_000
+_MINE_REST_FACTOR = 2.0
 class PatternWorker:
     """Mines templates from committed logs on its own thread, behind a bounded queue.
 
@@ -200,6 +203,7 @@ class PatternWorker:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._examples: dict[str, tuple[str, str, int | None]] = {}
+        self._cache: dict[str, Any] = {}
         self._dirty = False
         self._last_save = time.monotonic()
         self.processed = 0
@@ -221,13 +225,25 @@ class PatternWorker:
         n = logs.num_rows
         if not n or not self.rule.enabled:
             return True
+        cols = [c for c in ("id", "ts", "level", "service", "message") if c in logs.column_names]
+        logs = logs.select(cols)
+        with self._lock:
+            backlog = self._queued
+        if backlog > self.max_queue_logs // 4:
+            # Falling behind: keep the rows new_pattern alerts on (level >= min_level) and shed the
+            # rest first, so a flood of INFO lines cannot hide a new error.
+            keep = pc.is_in(logs["level"], value_set=pa.array(list(LEVELS[self._min_level:])))
+            kept = logs.filter(keep)
+            self.dropped += n - kept.num_rows
+            logs, n = kept, kept.num_rows
+            if not n:
+                return False
         with self._lock:
             if self._queued + n > self.max_queue_logs:
                 self.dropped += n
                 return False
             self._queued += n
-        cols = [c for c in ("id", "ts", "level", "service", "message") if c in logs.column_names]
-        self._queue.put(logs.select(cols))
+        self._queue.put(logs)
         return True
 
     def start(self) -> None:
@@ -259,6 +275,7 @@ class PatternWorker:
             item = self._queue.get()
             if item is None:
                 return
+            started = time.perf_counter()
             try:
                 self.process(item)
             except Exception:  # the miner must never take the server down
@@ -266,6 +283,9 @@ class PatternWorker:
             finally:
                 with self._lock:
                     self._queued -= item.num_rows
+            # Mining holds the GIL; resting in proportion to the work keeps it to about a third
+            # of one core, so ingest keeps its throughput. A backlog sheds INFO lines first.
+            time.sleep(min(1.0, (time.perf_counter() - started) * _MINE_REST_FACTOR))
             if self._dirty and time.monotonic() - self._last_save > self.save_interval_s:
                 self._last_save = time.monotonic()
                 self.save()
@@ -276,7 +296,7 @@ class PatternWorker:
         now = self.clock()
         learning = now - self.born < self.rule.warmup_seconds
         messages = logs["message"].to_pylist()
-        results = self.miner.add_many(messages)
+        results = self._mine(messages)
         levels = logs["level"].to_pylist()
         services = logs["service"].to_pylist()
         ids = logs["id"].to_pylist() if "id" in logs.column_names else [None] * len(messages)
@@ -298,6 +318,21 @@ class PatternWorker:
         for f in found:
             self.on_finding(f)
         return found
+
+    def _mine(self, messages: list[str]) -> list[Any]:
+        """Template of each message; identical messages are mined once (Drain maps equal input
+        to the same cluster), which removes most of the regex/tokenising work on real traffic."""
+        cache = self._cache
+        out: list[Any] = []
+        for msg in messages:
+            hit = cache.get(msg)
+            if hit is None:
+                hit = self.miner.add(msg)
+                if len(cache) >= _MINE_CACHE_ENTRIES:
+                    cache.clear()
+                cache[msg] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
+            out.append(hit)
+        return out
 
     def close_minutes(self, now: float) -> list[PatternFinding]:
         """Report templates whose last closed minute jumped far above their own rate."""

@@ -8,6 +8,7 @@ code validates archives on Dask/Ray workers.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ import fastjsonschema
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.json as pa_json
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
@@ -47,16 +49,70 @@ _MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the
 _MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z: beyond it no calendar date exists
 
 
-@dataclass(slots=True)
 class Parsed:
-    """Decoded records of one request: values, decode failures and lazy access to raw text."""
+    """Decoded records of one request: values, decode failures and lazy access to raw text.
 
-    values: list[Any]
-    failures: dict[int, str]
-    raw: Callable[[int], str]
+    A clean NDJSON body may stay undecoded (`ndjson` set, `values` decoded on first access):
+    `LogSchema.validate` then parses it straight into Arrow columns in C++ and builds Python
+    objects only for the rows that need an exact rejection reason.
+    """
+
+    __slots__ = ("_failures", "_loader", "_values", "count", "ndjson", "raw")
+
+    def __init__(
+        self,
+        values: list[Any] | None,
+        failures: dict[int, str] | None,
+        raw: Callable[[int], str],
+        *,
+        ndjson: bytes | None = None,
+        count: int | None = None,
+        loader: Callable[[], tuple[list[Any], dict[int, str]]] | None = None,
+    ) -> None:
+        self._values = values
+        self._failures = failures
+        self.raw = raw
+        self.ndjson = ndjson
+        self.count = len(values) if values is not None else count or 0
+        self._loader = loader
+
+    def _materialize(self) -> None:
+        assert self._loader is not None
+        self._values, self._failures = self._loader()
+        self.count = len(self._values)
+
+    @property
+    def values(self) -> list[Any]:
+        """The decoded JSON values, one per record."""
+        if self._values is None:
+            self._materialize()
+        assert self._values is not None
+        return self._values
+
+    @property
+    def failures(self) -> dict[int, str]:
+        """Index → reason for records that could not be decoded."""
+        if self._values is None:
+            self._materialize()
+        assert self._failures is not None
+        return self._failures
+
+    def value_at(self, i: int) -> tuple[Any, str | None]:
+        """Record i and its decode failure (None if it decoded); decodes just that line when lazy."""
+        if self._values is not None:
+            return self._values[i], (self._failures.get(i) if self._failures else None)
+        try:
+            return orjson.loads(self.raw(i)), None
+        except orjson.JSONDecodeError as exc:
+            return None, f"malformed JSON: {exc}"
+
+    @property
+    def is_lazy(self) -> bool:
+        """True while the NDJSON body has not been decoded into Python objects."""
+        return self._values is None
 
     def __len__(self) -> int:
-        return len(self.values)
+        return self.count
 
 
 @dataclass(slots=True)
@@ -196,27 +252,57 @@ class LogSchema:
         does not accept are re-checked one by one for the exact reason.
         """
         n = len(parsed)
+        if parsed.is_lazy and parsed.ndjson is not None and self._plan is not None:
+            batch = self._validate_ndjson_arrow(parsed, parsed.ndjson, source, now_us)
+            if batch is not None:
+                return batch
         if self._plan is not None and n >= _FAST_MIN_ROWS:
             result = self._plan.run(parsed.values, now_us, self.skew_us, self.lateness_us)
             if result is not None:
-                cols, ok = result
-                mask = pa.array(ok)
-                k = int(ok.sum())
-                fast = pa.Table.from_arrays(
-                    [
-                        cols["timestamp"].filter(mask),
-                        pa.array(np.full(k, now_us, dtype=np.int64)).cast(pa.timestamp("us")),
-                        *(cols[c].filter(mask) for c in _FAST_COLUMNS),
-                        cols["late"].filter(mask),
-                        pa.array([source] * k, pa.string()) if k else pa.array([], pa.string()),
-                    ],
-                    schema=LOG_ARROW_SCHEMA,
-                )
-                if k == n:
-                    return ValidatedBatch(fast, [])
-                slow = self._validate_rows(parsed, np.nonzero(~ok)[0].tolist(), source, now_us)
-                return ValidatedBatch(pa.concat_tables([fast, slow.table]), slow.rejections)
+                return self._combine(parsed, *result, source, now_us)
         return self._validate_rows(parsed, range(n), source, now_us)
+
+    def _validate_ndjson_arrow(self, parsed: Parsed, body: bytes, source: str, now_us: int) -> ValidatedBatch | None:
+        """Parse NDJSON with pyarrow.json (C++, GIL released) and check the columns; None when the
+        body needs the Python path (a line pyarrow can't type, extra fields, odd metadata)."""
+        assert self._plan is not None
+        try:
+            body.decode("utf-8")  # pyarrow does not reject invalid UTF-8 inside strings; orjson does
+            table = pa_json.read_json(
+                io.BytesIO(body),
+                read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1),
+                parse_options=pa_json.ParseOptions(
+                    explicit_schema=self._plan.arrow_schema(), unexpected_field_behavior="infer"
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
+            return None
+        if table.num_rows != len(parsed):
+            return None
+        result = self._plan.run_arrow(table, now_us, self.skew_us, self.lateness_us)
+        if result is None:
+            return None
+        return self._combine(parsed, *result, source, now_us)
+
+    def _combine(self, parsed: Parsed, cols: dict[str, pa.Array], ok: np.ndarray, source: str, now_us: int) -> ValidatedBatch:
+        """Rows the fast path accepted, plus the exact path's verdict on the others."""
+        n = len(ok)
+        mask = pa.array(ok)
+        k = int(ok.sum())
+        fast = pa.Table.from_arrays(
+            [
+                cols["timestamp"].filter(mask),
+                pa.array(np.full(k, now_us, dtype=np.int64)).cast(pa.timestamp("us")),
+                *(cols[c].filter(mask) for c in _FAST_COLUMNS),
+                cols["late"].filter(mask),
+                pa.array([source] * k, pa.string()) if k else pa.array([], pa.string()),
+            ],
+            schema=LOG_ARROW_SCHEMA,
+        )
+        if k == n:
+            return ValidatedBatch(fast, [])
+        slow = self._validate_rows(parsed, np.nonzero(~ok)[0].tolist(), source, now_us)
+        return ValidatedBatch(pa.concat_tables([fast, slow.table]), slow.rejections)
 
     def _validate_rows(self, parsed: Parsed, indices: Iterable[int], source: str, now_us: int) -> ValidatedBatch:
         """The exact per-record path: fastjsonschema on each record, reasons for every failure."""
@@ -230,16 +316,14 @@ class LogSchema:
         trace_col: list[Any] = []
         meta_col: list[Any] = []
         rejections: list[Rejection] = []
-        failures = parsed.failures
         check = self.check
         late_before = now_us - self.lateness_us
         future_after = now_us + self.skew_us
         late_col: list[bool] = []
 
-        values = parsed.values
+        value_at = parsed.value_at
         for i in indices:
-            rec = values[i]
-            reason = failures.get(i) if failures else None
+            rec, reason = value_at(i)
             if reason is None:
                 reason = check(rec)
             if reason is None:

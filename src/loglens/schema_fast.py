@@ -11,6 +11,7 @@ paths in agreement.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +36,7 @@ _FAST_FORMATS = {
     "ipv4": r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$",
 }
 _MS_THRESHOLD = 1e11
+_local = threading.local()
 _MAX_EPOCH_S = 253402300799
 
 
@@ -170,28 +172,25 @@ class FastPlan:
 
     def _column(self, values: list[Any], prop: _Prop) -> tuple[pa.Array, np.ndarray] | None:
         kind = next(iter(prop.kinds))
-        if kind == "number":
-            if any(type(v) is bool for v in values):
-                return None
-            try:
-                arr = pa.array(values, pa.float64())
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                return None
-        else:
-            try:
-                arr = pa.array(values, pa.string())
-            except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
-                return None
-            if prop.aliases:
-                keys = pa.array(list(prop.aliases.keys()))
-                canon = pa.array(list(prop.aliases.values()))
-                idx = pc.index_in(pc.utf8_lower(arr), value_set=keys)
-                arr = pc.coalesce(pc.take(canon, idx), arr)
+        if kind == "number" and any(type(v) is bool for v in values):
+            return None  # JSON Schema numbers exclude booleans; Arrow would coerce them
+        try:
+            arr = pa.array(values, pa.float64() if kind == "number" else pa.string())
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            return None
+        return self._check_column(arr, prop)
+
+    def _check_column(self, arr: pa.Array, prop: _Prop) -> tuple[pa.Array, np.ndarray]:
+        """Normalise (aliases) and check one typed column against the property's alternatives."""
+        kind = next(iter(prop.kinds))
+        n = len(arr)
+        if kind != "number" and prop.aliases:
+            keys = pa.array(list(prop.aliases.keys()))
+            canon = pa.array(list(prop.aliases.values()))
+            idx = pc.index_in(pc.utf8_lower(arr), value_set=keys)
+            arr = pc.coalesce(pc.take(canon, idx), arr)
         is_null = pc.is_null(arr)
-        if prop.nullable:
-            valid_null = is_null
-        else:
-            valid_null = pa.array(np.zeros(len(values), dtype=bool))
+        valid_null = is_null if prop.nullable else pa.array(np.zeros(n, dtype=bool))
         present_ok = None
         for alt in prop.alts:
             if not ({kind, "integer"} & alt.types if kind == "number" else kind in alt.types):
@@ -199,9 +198,77 @@ class FastPlan:
             m = self._alt_mask(arr, alt, kind)
             present_ok = m if present_ok is None else pc.or_(present_ok, m)
         if present_ok is None:
-            present_ok = pa.array(np.zeros(len(values), dtype=bool))
+            present_ok = pa.array(np.zeros(n, dtype=bool))
         valid = pc.if_else(is_null, valid_null, pc.fill_null(present_ok, False))
         return arr, np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
+
+    # ---- Arrow input (NDJSON parsed by pyarrow.json in C++) ------------------------------------
+    def arrow_schema(self) -> pa.Schema:
+        """Explicit pyarrow.json schema for the scalar fields (objects are inferred)."""
+        fields = []
+        for name, prop in self.props.items():
+            kinds = prop.kinds
+            if name == "timestamp":
+                fields.append(pa.field(name, pa.string()))
+            elif kinds == {"number"}:
+                fields.append(pa.field(name, pa.float64()))
+            elif kinds == {"string"}:
+                fields.append(pa.field(name, pa.string()))
+        return pa.schema(fields)
+
+    def run_arrow(
+        self, table: pa.Table, now_us: int, skew_us: int, late_us: int
+    ) -> tuple[dict[str, pa.Array], np.ndarray] | None:
+        """Like `run`, on a table parsed by pyarrow.json; None when the table can't be used as is
+        (unknown top-level fields, objects whose keys differ between rows, nested lists)."""
+        n = table.num_rows
+        if not set(table.column_names) <= self.props.keys():
+            return None  # extra top-level fields are merged into metadata by the exact path
+        ok = np.ones(n, dtype=bool)
+        cols: dict[str, pa.Array] = {}
+        for name, prop in self.props.items():
+            if name in table.column_names:
+                arr = table[name].combine_chunks()
+            else:
+                arr = pa.nulls(n, pa.string() if "object" in prop.kinds else self.arrow_schema().field(name).type)
+            if name == "timestamp":
+                col, valid = self._timestamp_strings(arr, prop, now_us, skew_us)
+            elif "object" in prop.kinds:
+                res = _struct_to_json(arr)
+                if res is None:
+                    return None
+                col, valid = res, np.ones(n, dtype=bool)
+                if not prop.nullable:
+                    valid &= np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+            else:
+                col, valid = self._check_column(arr, prop)
+            ok &= valid
+            cols[name] = col
+        cols["late"] = pc.less(cols["timestamp"].cast(pa.int64()), pa.scalar(now_us - late_us, pa.int64()))
+        return cols, ok
+
+    def _timestamp_strings(self, arr: pa.Array, prop: _Prop, now_us: int, skew_us: int) -> tuple[pa.Array, np.ndarray]:
+        n = len(arr)
+        out = np.zeros(n, dtype=np.int64)
+        valid = np.zeros(n, dtype=bool)
+        str_alt = next((a for a in prop.alts if "string" in a.types), None)
+        if str_alt is not None and str_alt.format == "date-time" and arr.null_count < n:
+            match = np.asarray(
+                pc.fill_null(pc.match_substring_regex(arr, _FAST_FORMATS["date-time"]), False).to_numpy(
+                    zero_copy_only=False
+                ),
+                bool,
+            )
+            if match.any():
+                try:
+                    parsed = pc.cast(arr.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
+                except (pa.ArrowInvalid, pa.ArrowTypeError):
+                    pass  # e.g. Feb 30: leave these rows to the exact validator
+                else:
+                    out[match] = parsed.to_numpy(zero_copy_only=False)
+                    valid[match] = True
+        valid &= out <= now_us + skew_us
+        return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
 
     @staticmethod
     def _alt_mask(arr: pa.Array, alt: _Alt, kind: str) -> pa.Array:
@@ -275,3 +342,34 @@ class FastPlan:
             valid[idx[in_range]] = True
         valid &= out <= now_us + skew_us
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
+
+
+def _exact_struct(arr: pa.Array) -> bool:
+    """True when every present object has every key (so JSON text can be rebuilt exactly)."""
+    if pa.types.is_struct(arr.type):
+        parent_nulls = arr.null_count
+        return all(child.null_count == parent_nulls and _exact_struct(child) for child in arr.flatten())
+    return not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_map(arr.type))
+
+
+def _struct_to_json(arr: pa.Array) -> pa.Array | None:
+    """JSON text of each object in a pyarrow.json struct column (DuckDB's to_json, in C++)."""
+    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
+        return pa.nulls(len(arr), pa.string())
+    if not pa.types.is_struct(arr.type) or not _exact_struct(arr):
+        return None
+    if arr.type.num_fields == 0:  # `{}` is stored as no metadata, as on the exact path
+        return pa.nulls(len(arr), pa.string())
+    import duckdb
+
+    con = getattr(_local, "duckdb", None)
+    if con is None:  # one in-memory DuckDB per thread: connecting costs ~15 ms
+        con = _local.duckdb = duckdb.connect()
+    try:
+        con.register("_meta", pa.table({"m": arr}))
+        out = con.sql("SELECT CASE WHEN m IS NULL THEN NULL ELSE to_json(m)::VARCHAR END FROM _meta").to_arrow_table()
+    except duckdb.Error:
+        return None
+    finally:
+        con.unregister("_meta")
+    return out.column(0).combine_chunks().cast(pa.string())

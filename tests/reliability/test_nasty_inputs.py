@@ -34,8 +34,8 @@ JSON = "application/json"
 # (id, body, content type, accepted, rejected, reason fragment of the rejection or None)
 CORPUS: list[tuple[str, bytes, str, int, int, str | None]] = [
     ("invalid-utf8", _log('"bad \\u00e9"').replace(b"\\u00e9", b"\xff\xfe"), JSON, 0, 1, "not valid UTF-8"),
-    ("invalid-utf8-one-ndjson-line", _log() + b"\n" + _log('"x\xff"'.encode("latin-1").decode("latin-1")).replace(
-        b"x\xc3\xbf", b"x\xff"), NDJSON, 1, 1, "not valid UTF-8"),
+    ("invalid-utf8-one-ndjson-line", _log() + b"\n" + _log('"x\\u00e9"').replace(b"\\u00e9", b"\xff"),
+     NDJSON, 1, 1, "not valid UTF-8"),
     ("message-1mb", _log(json.dumps("x" * 1_000_000)), JSON, 0, 1, "message: must be shorter than or equal to 65536"),
     ("message-64kb-limit", _log(json.dumps("x" * 65536)), JSON, 1, 0, None),
     ("metadata-1mb-string", _log(extra=',"metadata":{"blob":' + json.dumps("y" * 1_000_000) + "}"), JSON, 1, 0, None),

@@ -149,6 +149,28 @@ class _CollapseRuns(AbstractMaskingInstruction):
         return self.regex.sub(r"\1", content)
 
 
+class _QuantityRule(AbstractMaskingInstruction):
+    """Sizes (``12 KB``, ``3GB``, ``5 bytes``) become ``<SIZE>``, durations (``35ms``, ``1.5 s``) ``<DUR>``.
+
+    One regex for both, behind a cheap search for a digit followed by a unit's first letter.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("SIZE")
+        self.regex = re.compile(
+            r"(?<![\w.])\d+(?:\.\d+)?\s?(?:(?P<SIZE>[KMGTPE]i?B|[kKMGTPE]b|B|bytes)"
+            r"|(?P<DUR>ns|us|µs|ms|msecs?|millis|s|secs?|seconds|mins?|minutes|h|hrs|hours))(?!\w)"
+        )
+        self._hint = re.compile(r"\d\s?[KMGTPEkBbnuµmsh]").search
+
+    def mask(self, content: str, mask_prefix: str, mask_suffix: str) -> str:
+        """Replace sizes and durations in `content` with their placeholders."""
+        if self._hint(content) is None:
+            return content
+        size, duration = mask_prefix + "SIZE" + mask_suffix, mask_prefix + "DUR" + mask_suffix
+        return self.regex.sub(lambda m: size if m.group("SIZE") else duration, content)
+
+
 _has_digit = re.compile(r"\d").search
 _HEX4 = r"[0-9a-fA-F]{1,4}"
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
@@ -201,12 +223,7 @@ DEFAULT_MASKS: tuple[AbstractMaskingInstruction, ...] = (
     MaskRule("BLK", r"\bblk_-?\d+\b", lambda s: "blk_" in s),
     MaskRule("HEX", r"(?<![0-9A-Za-z])0[xX][0-9a-fA-F]+(?![0-9A-Za-z])", lambda s: "0x" in s or "0X" in s),
     MaskRule("HEX", r"(?<![\w.-])(?=[0-9]*[a-fA-F])[0-9a-fA-F]{8,}(?![\w.-])"),
-    MaskRule("SIZE", r"(?<![\w.])\d+(?:\.\d+)?\s?(?:[KMGTPE]i?B|[kKMGTPE]b|B|bytes)(?!\w)", _has_digit),
-    MaskRule(
-        "DUR",
-        r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ns|us|µs|ms|msecs?|millis|s|secs?|seconds|mins?|minutes|h|hrs|hours)(?!\w)",
-        _has_digit,
-    ),
+    _QuantityRule(),
     MaskRule(
         "NUM",
         r"(?:(?<![\w.-])|(?<=\.\.))(?:[\w-]*\d[\w-]*(?:\.[\w-]+)*|[\w-]+(?:\.[\w-]+)*\.[\w-]*\d[\w-]*(?:\.[\w-]+)*)",

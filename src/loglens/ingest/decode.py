@@ -43,23 +43,36 @@ def decode_ndjson(body: bytes) -> Parsed:
     if body.startswith(b"\xef\xbb\xbf"):
         body = body[3:]
     stripped = body.strip()
-    if stripped.startswith(b"{") and b"\n\n" not in stripped:
-        # One parse of the whole body as an array is ~2x faster than a parse per line; any
-        # malformed line makes it fail and we fall back to per-line parsing for exact reasons.
-        try:
-            values = loads_array(b"[" + stripped.replace(b"\n", b",") + b"]")
-        except orjson.JSONDecodeError:
-            pass
-        else:
-            lines_cache: list[bytes] = []
+    if stripped.startswith(b"{") and b"\n\n" not in stripped and b"\n\r\n" not in stripped:
+        # A clean body stays undecoded: the schema parses it into Arrow columns in C++ and
+        # decodes single lines only where it needs an exact reason. If Python objects are
+        # needed after all, one parse of the whole body as an array is ~2x faster than a parse
+        # per line; a malformed line makes that fail and we fall back to per-line parsing.
+        lines_cache: list[bytes] = []
 
-            def raw(i: int) -> str:
-                if not lines_cache:
-                    lines_cache.extend(ln for ln in stripped.split(b"\n"))
-                return _text(lines_cache[i].rstrip(b"\r"))
+        def raw(i: int) -> str:
+            if not lines_cache:
+                lines_cache.extend(stripped.split(b"\n"))
+            return _text(lines_cache[i].rstrip(b"\r"))
 
-            if len(values) == stripped.count(b"\n") + 1:  # one value per line, none spanning lines
-                return Parsed(values, {}, raw)
+        def load() -> tuple[list[Any], dict[int, str]]:
+            try:
+                values = loads_array(b"[" + stripped.replace(b"\n", b",") + b"]")
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                if len(values) == count:  # one value per line, none spanning lines
+                    return values, {}
+            eager = _decode_lines(stripped)
+            return eager.values, eager.failures
+
+        count = stripped.count(b"\n") + 1
+        return Parsed(None, None, raw, ndjson=stripped, count=count, loader=load)
+    return _decode_lines(body)
+
+
+def _decode_lines(body: bytes) -> Parsed:
+    """Parse each non-blank line on its own, so a malformed line rejects only itself."""
     lines = [ln for ln in body.split(b"\n") if ln.strip()]
     values: list[Any] = []
     failures: dict[int, str] = {}
