@@ -77,6 +77,25 @@ async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, fl
     return accepted, time.perf_counter() - t0
 
 
+async def post_singles(url: str, seconds: float, clients: int) -> tuple[int, float]:
+    """One log per request from `clients` concurrent keep-alive connections, for `seconds`."""
+    body = orjson.dumps(next(generate_logs(1)))
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            while time.perf_counter() < deadline:
+                r = await client.post("/api/v1/logs", content=body, headers={"Content-Type": "application/json"})
+                if r.status_code == 200:
+                    done += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return done, time.perf_counter() - t0
+
+
 def start_server(tmp: Path, port: int) -> subprocess.Popen[bytes]:
     config = tmp / "config.yaml"
     config.write_text(
@@ -121,6 +140,7 @@ def main() -> None:
     ap.add_argument("--logs", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--single-seconds", type=float, default=5.0)
     ap.add_argument("--markdown", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="loglens-bench-") as d:
@@ -133,6 +153,7 @@ def main() -> None:
         proc = start_server(tmp, port)
         try:
             accepted, http_s = asyncio.run(post_all(f"http://127.0.0.1:{port}", bodies, args.clients))
+            singles, single_s = asyncio.run(post_singles(f"http://127.0.0.1:{port}", args.single_seconds, 32))
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
@@ -144,11 +165,14 @@ def main() -> None:
           f"({args.clients} clients, {args.batch} logs/request, validated + durable + aggregated)")
     print(f"DuckDB read_json    : {args.logs:,} logs in {base_s:.2f} s = {base_rate:,.0f} logs/s")
     print(f"ratio               : {ratio:.2f}")
+    print(f"single-log POSTs    : {singles:,} requests in {single_s:.2f} s = {singles / single_s:,.0f} req/s "
+          "(32 keep-alive clients, each answered after its commit)")
     if args.markdown:
         print("\n| what | logs | seconds | logs/s |\n|---|---|---|---|")
         print(f"| loglens HTTP bulk ingest ({args.clients} clients × {args.batch}) | {accepted:,} | {http_s:.2f} | {http_rate:,.0f} |")
         print(f"| DuckDB read_json → table | {args.logs:,} | {base_s:.2f} | {base_rate:,.0f} |")
         print(f"| ratio | | | {ratio:.2f} |")
+        print(f"| single-log POSTs (32 clients) | {singles:,} | {single_s:.2f} | {singles / single_s:,.0f} req/s |")
     if accepted != args.logs:
         raise SystemExit(f"accepted {accepted} of {args.logs} logs")
 

@@ -91,6 +91,7 @@ class Store:
         retention_days: float = 7.0,
         metrics_retention_days: float = 90.0,
         retention_interval_s: float = 60.0,
+        commit_window_s: float = 0.02,
     ) -> None:
         self.path = Path(path)
         self.max_queue_logs = max_queue_logs
@@ -98,6 +99,8 @@ class Store:
         self.retention_days = retention_days
         self.metrics_retention_days = metrics_retention_days
         self.retention_interval_s = retention_interval_s
+        self.commit_window_s = commit_window_s
+        self._last_group_items = 0
         self.listeners: list[Callable[[CommitEvent], None]] = []
         self._queue: queue.Queue[Any] = queue.Queue()
         self._pending = 0
@@ -237,11 +240,18 @@ class Store:
                 break
             items = [first]
             size = first.size
-            # Group commit: take everything already waiting, up to the batch cap. No artificial
-            # wait — under load the queue fills while the previous commit runs.
+            # Group commit: take everything already waiting, up to the batch cap. When the last
+            # group had several requesters (many clients each waiting for their commit), wait a
+            # moment — at most the configured window, at most one commit's duration — so their
+            # next requests share this commit instead of paying for one each. A lone client
+            # never waits.
+            deadline = time.monotonic()
+            if self._last_group_items > 1 and size < self.max_batch_logs // 10:
+                deadline += min(self.commit_window_s, max(0.001, self.last_commit_seconds))
             while size < self.max_batch_logs:
                 try:
-                    nxt = self._queue.get_nowait()
+                    remaining = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -249,6 +259,7 @@ class Store:
                     break
                 items.append(nxt)
                 size += nxt.size
+            self._last_group_items = len(items)
             self._commit_group(items)
             if time.monotonic() - self._last_retention > self.retention_interval_s:
                 self._maintenance()
@@ -316,8 +327,10 @@ class Store:
         if elapsed > 0 and total >= 1000:
             self._drain_rate = 0.8 * self._drain_rate + 0.2 * (total / elapsed)
 
+        dup_items = {id(items[i]) for i in duplicates}
+
         def resolve(it: _Item) -> None:
-            dup = items.index(it) in duplicates
+            dup = id(it) in dup_items
             it.future.set_result(CommitReceipt(0 if dup else it.table.num_rows, 0 if dup else len(it.rejections), dup))
 
         self._finish(items, resolve)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -37,6 +38,9 @@ from loglens.store import Store
 Component = tuple[str, Callable[[AppState], Awaitable[None]], Callable[[AppState], Awaitable[None]]]
 
 
+_SWITCH_INTERVAL_S = 0.0005
+
+
 def build_state(settings: Settings) -> AppState:
     """Create (not start) the stages for `settings`."""
     schema = LogSchema.from_file(
@@ -52,6 +56,7 @@ def build_state(settings: Settings) -> AppState:
         retention_days=settings.storage.retention_days,
         metrics_retention_days=settings.storage.metrics_retention_days,
         retention_interval_s=settings.storage.retention_interval_seconds,
+        commit_window_s=settings.ingest.commit_interval_ms / 1000,
     )
     pipeline = IngestPipeline(schema, store, settings.ingest.max_errors_reported)
     return AppState(settings, store, schema, pipeline, EventHub(), time.time())
@@ -88,6 +93,10 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state = build_state(settings)
         state.hub.bind(asyncio.get_running_loop())
+        # The writer, evaluator and validation threads release the GIL in DuckDB/Arrow calls
+        # many times per commit; with the default 5 ms switch interval each reacquisition can
+        # wait behind the busy event loop (a convoy that made a small commit take ~30 ms).
+        sys.setswitchinterval(_SWITCH_INTERVAL_S)
         await asyncio.to_thread(state.store.start)
         app.state.loglens = state
         started: list[Component] = []
