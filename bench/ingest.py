@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,15 +23,11 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+from bench_server import free_port, start_server  # noqa: E402  (bench/ is the script directory)
+
 sys.path.insert(0, str(REPO / "src"))
 
 from loglens.demo import generate_logs  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_ndjson(path: Path, n: int) -> None:
@@ -94,30 +87,6 @@ async def post_singles(url: str, seconds: float, clients: int) -> tuple[int, flo
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     return done, time.perf_counter() - t0
-
-
-def start_server(tmp: Path, port: int) -> subprocess.Popen[bytes]:
-    config = tmp / "config.yaml"
-    config.write_text(
-        f"server: {{port: {port}}}\n"
-        f"storage: {{path: {tmp / 'store' / 'loglens.duckdb'}}}\n"
-        f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
-        "notifiers: []\nlogging: {level: WARNING}\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def duckdb_baseline(path: Path, tmp: Path) -> float:

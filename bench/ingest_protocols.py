@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,40 +23,11 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+from bench_server import free_port, start_server  # noqa: E402  (bench/ is the script directory)
+
 sys.path.insert(0, str(REPO / "src"))
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp: Path, port: int, syslog_port: int) -> subprocess.Popen[bytes]:
-    config = tmp / "config.yaml"
-    config.write_text(
-        f"server: {{port: {port}}}\n"
-        f"storage: {{path: {tmp / 'store' / 'loglens.duckdb'}}}\n"
-        f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
-        f"protocols: {{syslog: {{enabled: true, udp_port: {syslog_port}, tcp_port: {syslog_port}}}}}\n"
-        "notifiers: []\nlogging: {level: WARNING}\n"
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 def otlp_bodies(n: int, batch: int) -> list[bytes]:
@@ -179,7 +148,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         port, sport = free_port(), free_port()
-        proc = start_server(tmp, port, sport)
+        proc = start_server(
+            tmp, port, f"protocols: {{syslog: {{enabled: true, udp_port: {sport}, tcp_port: {sport}}}}}\n"
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             bodies = otlp_bodies(n, args.batch)

@@ -15,12 +15,9 @@ with SIGINT while the stream is open and times the shutdown.
 from __future__ import annotations
 
 import argparse
-import os
 import queue
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,42 +29,13 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
+from bench_server import free_port, start_server  # noqa: E402  (bench/ is the script directory)
+
 sys.path.insert(0, str(REPO / "src"))
 
 from loglens.demo import generate_logs  # noqa: E402
 
 SECTION = "## Dashboard push latency (bench/push_latency.py)"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(tmp: Path, port: int, extra_yaml: str = "") -> subprocess.Popen[bytes]:
-    """`loglens serve` in its own process with its store in `tmp`; returns once /healthz answers."""
-    config = tmp / "config.yaml"
-    config.write_text(
-        f"server: {{port: {port}}}\n"
-        f"storage: {{path: {tmp / 'store' / 'loglens.duckdb'}}}\n"
-        f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
-        "notifiers: []\nlogging: {level: WARNING}\n" + extra_yaml
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
 
 
 class SseListener(threading.Thread):

@@ -25,8 +25,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_server import free_port, start_server  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
-from push_latency import free_port, start_server  # noqa: E402
 
 from loglens.demo import make_log  # noqa: E402
 

@@ -58,21 +58,7 @@ def _aware(dt: datetime | None) -> datetime | None:
 
 def alert_json(alert: Alert, silenced: bool = False) -> dict[str, Any]:
     """The API / SSE shape of an alert."""
-    return {
-        "id": alert.id,
-        "rule": alert.rule,
-        "service": alert.service,
-        "severity": alert.severity,
-        "state": alert.state,
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "summary": alert.summary,
-        "started_at": iso(alert.started_at),
-        "fired_at": iso(alert.fired_at),
-        "resolved_at": iso(alert.resolved_at),
-        "labels": dict(alert.labels),
-        "silenced": silenced,
-    }
+    return {**alert.to_json(), "silenced": silenced}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ from typing import Any
 import pyarrow as pa
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
+# Scalar fields of a log record (log_schema.yaml's properties besides `metadata`).
+SCHEMA_FIELDS: tuple[str, ...] = (
+    "timestamp", "level", "service", "message", "user_id", "ip_address", "response_time_ms", "trace_id",
+)
 ERROR_LEVELS: frozenset[str] = frozenset({"ERROR", "FATAL"})
 
 # Columns of a validated log batch as it flows from `schema` into `store` and `metrics`.
@@ -128,6 +132,23 @@ class Alert:
     def dedup_key(self) -> str:
         """Alerts with the same key are the same alert."""
         return f"{self.rule}:{self.service}"
+
+    def to_json(self) -> dict[str, Any]:
+        """The alert as the API, the live stream and notifiers document it."""
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "service": self.service,
+            "severity": self.severity,
+            "state": self.state,
+            "value": self.value,
+            "threshold": self.threshold,
+            "summary": self.summary,
+            "started_at": iso(self.started_at),
+            "fired_at": iso(self.fired_at),
+            "resolved_at": iso(self.resolved_at),
+            "labels": dict(self.labels),
+        }
 
 
 @dataclass(frozen=True, slots=True)

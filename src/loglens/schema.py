@@ -26,20 +26,10 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from loglens.errors import ConfigError, ConfigIssue
-from loglens.models import LOG_ARROW_SCHEMA, Rejection
+from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
 from loglens.schema_fast import FastPlan
 
-_CORE_FIELDS = (
-    "timestamp",
-    "level",
-    "service",
-    "message",
-    "user_id",
-    "ip_address",
-    "response_time_ms",
-    "trace_id",
-    "metadata",
-)
+_CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAST_MIN_ROWS = 16  # below this the per-record path is as fast and simpler
 _FAST_COLUMNS = (
@@ -57,7 +47,7 @@ class Parsed:
     objects only for the rows that need an exact rejection reason.
     """
 
-    __slots__ = ("_failures", "_loader", "_values", "count", "ndjson", "raw")
+    __slots__ = ("_failures", "_lines", "_loader", "_values", "count", "ndjson", "raw")
 
     def __init__(
         self,
@@ -75,6 +65,7 @@ class Parsed:
         self.ndjson = ndjson
         self.count = len(values) if values is not None else count or 0
         self._loader = loader
+        self._lines: list[bytes] | None = None
 
     def _materialize(self) -> None:
         assert self._loader is not None
@@ -101,8 +92,11 @@ class Parsed:
         """Record i and its decode failure (None if it decoded); decodes just that line when lazy."""
         if self._values is not None:
             return self._values[i], (self._failures.get(i) if self._failures else None)
-        try:
-            return orjson.loads(self.raw(i)), None
+        if self._lines is None:
+            assert self.ndjson is not None
+            self._lines = self.ndjson.split(b"\n")
+        try:  # the line's own bytes: invalid UTF-8 must be rejected, not repaired
+            return orjson.loads(self._lines[i]), None
         except orjson.JSONDecodeError as exc:
             return None, f"malformed JSON: {exc}"
 

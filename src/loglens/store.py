@@ -79,6 +79,36 @@ class _Item:
 _STOP = object()
 
 
+class _FollowingCursor:
+    """A DuckDB connection that is re-created whenever its store reopens the database."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._generation = -1
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+
+    def _current(self) -> duckdb.DuckDBPyConnection:
+        store = self._store
+        if self._cursor is None or self._generation != store.reopens:
+            if store._db is None:
+                raise StorageError("store is closed")
+            self._cursor = store._db.cursor()
+            self._generation = store.reopens
+        return self._cursor
+
+    def execute(self, *args: Any, **kwargs: Any) -> duckdb.DuckDBPyConnection:
+        return self._current().execute(*args, **kwargs)
+
+    def close(self) -> None:
+        if self._cursor is not None:
+            with contextlib.suppress(duckdb.Error):
+                self._cursor.close()
+            self._cursor = None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._current(), name)
+
+
 class Store:
     """The DuckDB database of loglens. `start()` opens it and launches the writer thread."""
 
@@ -111,7 +141,7 @@ class Store:
         self._next_log_id = 1
         self._next_dead_id = 1
         self._local = threading.local()
-        self._last_retention = 0.0
+        self._last_retention = time.monotonic()  # first retention pass after one interval
         self.last_error: str | None = None
         self.commits = 0
         self.reopens = 0  # times the writer reopened an invalidated database (see _reopen_if_invalidated)
@@ -234,7 +264,8 @@ class Store:
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
-                self._maintenance()
+                if time.monotonic() - self._last_retention > self.retention_interval_s:
+                    self._maintenance()
                 continue
             if first is _STOP:
                 break
@@ -463,14 +494,15 @@ class Store:
         yield cur
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new connection to this database for a component's own tables (alerts, outbox, ...).
+        """A connection to this database for a component's own tables (alerts, outbox, ...).
 
         DuckDB serialises conflicting writes itself; the writer thread stays the only writer of
-        the log, metric and dead-letter tables. Close the cursor when the component stops.
+        the log, metric and dead-letter tables. The connection follows the store when it reopens
+        the file after a fatal error (e.g. a full disk), so components keep working afterwards.
         """
         if self._db is None:
             raise StorageError("store is closed")
-        return self._db.cursor()
+        return _FollowingCursor(self)  # type: ignore[return-value]
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read-only query and return all rows."""

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 
-from conftest import LiveServer, make_settings, start_server
+from tests_support import LiveServer, make_settings, start_server
 
 # never-ending by design (text/event-stream); covered by test_stream_starts_cleanly below
 _EXCLUDED = {"/api/v1/stream"}

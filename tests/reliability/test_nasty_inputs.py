@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import LiveServer
+from tests_support import LiveServer
 
 NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -67,7 +67,7 @@ CORPUS: list[tuple[str, bytes, str, int, int, str | None]] = [
 
 @pytest.fixture(scope="module")
 def nasty_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from conftest import make_settings, start_server
+    from tests_support import make_settings, start_server
 
     server = start_server(make_settings(tmp_path_factory.mktemp("nasty"), "notifiers: []"))
     yield server

@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from conftest import LiveServer
 from loglens.config import Settings, load_settings
+from tests_support import LiveServer
 
 REPO = Path(__file__).resolve().parents[2]
 TOKEN = "tok-3b1f9c2e"
@@ -87,7 +87,7 @@ def test_body_limit_answers_413_and_keeps_a_dead_letter(settings_factory: Callab
 
 def test_secrets_never_in_api_answers(tmp_path: Path, monkeypatch: Any,
                                       live_server_factory: Callable[..., LiveServer]) -> None:
-    from conftest import make_settings
+    from tests_support import make_settings
 
     monkeypatch.setenv("SOAK_SMTP_PASSWORD", "smtp-pass-99e1")
     settings = make_settings(tmp_path, f"""

@@ -11,17 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from loglens.config import FieldMapping
+from loglens.models import SCHEMA_FIELDS
 
-SCHEMA_FIELDS = (
-    "timestamp",
-    "level",
-    "service",
-    "message",
-    "user_id",
-    "ip_address",
-    "response_time_ms",
-    "trace_id",
-)
 _MISSING = object()
 
 

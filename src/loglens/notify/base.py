@@ -62,20 +62,7 @@ def notification_id(alert: Alert, kind: str, channel: str) -> str:
 
 def alert_to_dict(alert: Alert) -> dict[str, Any]:
     """The alert as the API documents it (same keys as GET /api/v1/alerts)."""
-    return {
-        "id": alert.id,
-        "rule": alert.rule,
-        "service": alert.service,
-        "severity": alert.severity,
-        "state": alert.state,
-        "value": alert.value,
-        "threshold": alert.threshold,
-        "summary": alert.summary,
-        "started_at": iso(alert.started_at),
-        "fired_at": iso(alert.fired_at),
-        "resolved_at": iso(alert.resolved_at),
-        "labels": dict(alert.labels),
-    }
+    return alert.to_json()
 
 
 def _parse_time(value: str | None) -> datetime | None:
