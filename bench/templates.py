@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     parser.add_argument("--data", type=Path, default=DATA, help="directory with the loghub 2k files")
-    parser.add_argument("--repeat", type=int, default=3, help="cold runs per dataset; the fastest is timed")
+    parser.add_argument("--repeat", type=int, default=5, help="cold runs per dataset; the fastest is timed")
     parser.add_argument("datasets", nargs="*", default=list(DATASETS), help="datasets to run (default: all eight)")
     args = parser.parse_args(argv)
     results = [run(args.data, name, max(1, args.repeat)) for name in args.datasets]

@@ -64,6 +64,7 @@ __all__ = [
     "MatchResult",
     "TemplateMiner",
     "TemplateStateError",
+    "build_config",
     "grouping_accuracy",
     "mask",
     "tokenize",
