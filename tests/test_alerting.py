@@ -211,3 +211,28 @@ def test_fires_at_once_when_the_clock_rounds_up_to_the_next_microsecond() -> Non
     eng = engine(clock, rec)
     [t] = eng.observe([cand("anomaly", "api", True)])
     assert t.kind == "firing" and rec.calls == [("anomaly", "api", "firing", None)]
+
+
+def test_resolve_after_seconds_damps_flapping() -> None:
+    from loglens.alerting import AlertEngine
+    from loglens.config import AlertsConfig
+    from loglens.detect.rules import Candidate
+
+    now = [1000.0]
+    engine = AlertEngine(AlertsConfig(resolve_after_seconds=10), clock=lambda: now[0])
+
+    def cand(breach: bool) -> Candidate:
+        return Candidate("error_rate", "api", breach, 0.2 if breach else 0.05, 0.1, "critical", "s")
+
+    assert [t.kind for t in engine.observe([cand(True)])] == ["firing"]
+    now[0] += 1
+    assert engine.observe([cand(False)]) == []  # clear for 0 s: still firing
+    now[0] += 5
+    assert engine.observe([cand(True)]) == []  # breached again: the clear clock restarts
+    now[0] += 1
+    assert engine.observe([cand(False)]) == []
+    now[0] += 9.5
+    assert engine.observe([cand(False)]) == []  # clear for 9.5 s
+    now[0] += 0.5
+    assert [t.kind for t in engine.observe([cand(False)])] == ["resolved"]
+    assert engine.get("error_rate", "api") is None

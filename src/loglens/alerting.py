@@ -109,6 +109,7 @@ class Transition:
 class _Active:
     alert: Alert
     notified: bool = False
+    clear_since: float | None = None  # when the condition of a firing alert last stopped breaching
 
 
 @dataclass(slots=True)
@@ -320,6 +321,7 @@ class AlertEngine:
                     self._announce(entry)
                     return Transition(alert, "pending", False)
             else:
+                entry.clear_since = None
                 entry.alert = replace(entry.alert, value=c.value, summary=c.summary, labels=dict(c.labels))
             # (1 µs slack: started_at went through a datetime, which rounds to microseconds)
             if entry.alert.state == "pending" and now - entry.alert.started_at.timestamp() >= c.for_seconds - 1e-6:
@@ -332,6 +334,11 @@ class AlertEngine:
             entry.alert = replace(entry.alert, state="resolved", resolved_at=to_dt(now), value=c.value)
             self._persist(entry, now)
             self._announce(entry)
+            return None
+        # Flap damping: resolve only once the condition has stayed clear for resolve_after_seconds.
+        if entry.clear_since is None:
+            entry.clear_since = now
+        if now - entry.clear_since < self.config.resolve_after_seconds - 1e-6:
             return None
         return self._resolve(entry, now, c.value)
 

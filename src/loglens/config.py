@@ -167,6 +167,12 @@ class AlertsConfig(_Model):
 
     evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
     group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    resolve_after_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="A firing alert resolves only after its condition has been clear this long (no flapping "
+        "when a value hovers at the threshold).",
+    )
     rules: RulesConfig = RulesConfig()
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Keyed by service.")
 

@@ -108,8 +108,13 @@ def demo_settings(settings: Settings, fast: bool) -> Settings:
         update["volume"] = rules.volume.model_copy(update={"window_seconds": 10, "threshold": 100})
         update["absence"] = rules.absence.model_copy(update={"threshold_seconds": 6})
         update["anomaly"] = rules.anomaly.model_copy(update={"window_seconds": 15})
-    alerts = settings.alerts.model_copy(update={"rules": rules.model_copy(update=update)})
-    return settings.model_copy(update={"alerts": alerts})
+    # Damp flapping (a rate hovering at its threshold) and leave printing to the demo itself:
+    # its own timeline lines replace the console channel's copy of each alert.
+    alerts = settings.alerts.model_copy(
+        update={"rules": rules.model_copy(update=update), "resolve_after_seconds": 2.0 if fast else 10.0}
+    )
+    notifiers = [n for n in settings.notifiers if n.type != "console"]
+    return settings.model_copy(update={"alerts": alerts, "notifiers": notifiers})
 
 
 def _records(rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]) -> list[dict]:
