@@ -122,6 +122,7 @@ class Store:
         metrics_retention_days: float = 90.0,
         retention_interval_s: float = 60.0,
         commit_window_s: float = 0.02,
+        memory_limit: str = "1GB",
     ) -> None:
         self.path = Path(path)
         self.max_queue_logs = max_queue_logs
@@ -130,6 +131,7 @@ class Store:
         self.metrics_retention_days = metrics_retention_days
         self.retention_interval_s = retention_interval_s
         self.commit_window_s = commit_window_s
+        self.memory_limit = memory_limit
         self._last_group_items = 0
         self.listeners: list[Callable[[CommitEvent], None]] = []
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -152,7 +154,7 @@ class Store:
         """Open (creating if needed) the database, apply migrations and start the writer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = duckdb.connect(str(self.path))
+            self._db = duckdb.connect(str(self.path), config={"memory_limit": self.memory_limit})
         except duckdb.Error as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from None
         self._migrate()
@@ -185,7 +187,7 @@ class Store:
         with contextlib.suppress(duckdb.Error):
             self._db.close()
         try:
-            self._db = duckdb.connect(str(self.path))
+            self._db = duckdb.connect(str(self.path), config={"memory_limit": self.memory_limit})
             self._load_next_ids()
         except duckdb.Error as exc:
             log.error("store reopen failed", extra={"error": str(exc)})

@@ -57,6 +57,7 @@ def build_state(settings: Settings) -> AppState:
         metrics_retention_days=settings.storage.metrics_retention_days,
         retention_interval_s=settings.storage.retention_interval_seconds,
         commit_window_s=settings.ingest.commit_interval_ms / 1000,
+        memory_limit=settings.storage.memory_limit,
     )
     pipeline = IngestPipeline(schema, store, settings.ingest.max_errors_reported)
     return AppState(settings, store, schema, pipeline, EventHub(), time.time())
