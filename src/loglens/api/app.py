@@ -29,9 +29,7 @@ from loglens.errors import (
     PayloadTooLarge,
     StorageError,
 )
-from loglens.ingest.pipeline import IngestPipeline
-from loglens.schema import LogSchema
-from loglens.store import Store
+from loglens.ingest.pipeline import build_pipeline
 
 # Components started after the store and stopped before it: (name, start, stop) callables that
 # receive the AppState. Stages register here instead of editing the lifespan.
@@ -43,24 +41,8 @@ _SWITCH_INTERVAL_S = 0.0005
 
 def build_state(settings: Settings) -> AppState:
     """Create (not start) the stages for `settings`."""
-    schema = LogSchema.from_file(
-        settings.schemas.log,
-        allowed_lateness_s=settings.ingest.allowed_lateness_seconds,
-        max_future_skew_s=settings.ingest.max_future_skew_seconds,
-        raw_limit=settings.ingest.dead_letter_raw_limit,
-    )
-    store = Store(
-        settings.storage.path,
-        max_queue_logs=settings.ingest.max_queue_logs,
-        max_batch_logs=settings.ingest.max_batch_logs,
-        retention_days=settings.storage.retention_days,
-        metrics_retention_days=settings.storage.metrics_retention_days,
-        retention_interval_s=settings.storage.retention_interval_seconds,
-        commit_window_s=settings.ingest.commit_interval_ms / 1000,
-        memory_limit=settings.storage.memory_limit,
-    )
-    pipeline = IngestPipeline(schema, store, settings.ingest.max_errors_reported)
-    return AppState(settings, store, schema, pipeline, EventHub(), time.time())
+    pipeline = build_pipeline(settings)
+    return AppState(settings, pipeline.store, pipeline.schema, pipeline, EventHub(), time.time())
 
 
 def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

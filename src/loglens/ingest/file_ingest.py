@@ -83,17 +83,17 @@ def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> 
 
 
 async def _ingest_local(stream: BinaryIO, settings: Settings, batch_size: int, progress: tqdm) -> tuple[int, int]:
-    from loglens.api.app import build_state
+    from loglens.ingest.pipeline import build_pipeline
 
-    state = build_state(settings)
-    state.store.start()
+    pipeline = build_pipeline(settings)
+    pipeline.store.start()
     accepted = rejected = 0
     try:
         for chunk in _chunks(stream, batch_size, progress):
             parsed = decode_ndjson(chunk) if not chunk.lstrip().startswith(b"[") else decode_json(chunk)
-            result = await state.pipeline.ingest(parsed, "file")
+            result = await pipeline.ingest(parsed, "file")
             accepted += result.accepted
             rejected += result.rejected
     finally:
-        state.store.close()
+        pipeline.store.close()
     return accepted, rejected

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import anyio.to_thread
 
+from loglens.config import Settings
 from loglens.errors import StorageError
 from loglens.models import LOG_ARROW_SCHEMA, IngestResult, Rejection
 from loglens.schema import LogSchema, Parsed, ValidatedBatch, now_us
@@ -90,3 +91,24 @@ class IngestPipeline:
         finally:
             self.in_flight -= 1
         self._observe(source, 0, [rejection])
+
+
+def build_pipeline(settings: Settings) -> IngestPipeline:
+    """The schema, store (not started) and pipeline that `settings` describe."""
+    schema = LogSchema.from_file(
+        settings.schemas.log,
+        allowed_lateness_s=settings.ingest.allowed_lateness_seconds,
+        max_future_skew_s=settings.ingest.max_future_skew_seconds,
+        raw_limit=settings.ingest.dead_letter_raw_limit,
+    )
+    store = Store(
+        settings.storage.path,
+        max_queue_logs=settings.ingest.max_queue_logs,
+        max_batch_logs=settings.ingest.max_batch_logs,
+        retention_days=settings.storage.retention_days,
+        metrics_retention_days=settings.storage.metrics_retention_days,
+        retention_interval_s=settings.storage.retention_interval_seconds,
+        commit_window_s=settings.ingest.commit_interval_ms / 1000,
+        memory_limit=settings.storage.memory_limit,
+    )
+    return IngestPipeline(schema, store, settings.ingest.max_errors_reported)

@@ -345,11 +345,11 @@ async def run_tail(
     if url:
         sink, close = http_sink(url, token)
     else:
-        from loglens.api.app import build_state
+        from loglens.ingest.pipeline import build_pipeline
 
-        state = build_state(settings)
+        state = build_pipeline(settings)
         await asyncio.to_thread(state.store.start)
-        sink = pipeline_sink(state.pipeline)
+        sink = pipeline_sink(state)
     tailer = Tailer(paths, sink, settings.protocols.mapping.tail, tail_cfg, ckpt)
     try:
         if once:
