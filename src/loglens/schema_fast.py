@@ -248,25 +248,7 @@ class FastPlan:
         return cols, ok
 
     def _timestamp_strings(self, arr: pa.Array, prop: _Prop, now_us: int, skew_us: int) -> tuple[pa.Array, np.ndarray]:
-        n = len(arr)
-        out = np.zeros(n, dtype=np.int64)
-        valid = np.zeros(n, dtype=bool)
-        str_alt = next((a for a in prop.alts if "string" in a.types), None)
-        if str_alt is not None and str_alt.format == "date-time" and arr.null_count < n:
-            match = np.asarray(
-                pc.fill_null(pc.match_substring_regex(arr, _FAST_FORMATS["date-time"]), False).to_numpy(
-                    zero_copy_only=False
-                ),
-                bool,
-            )
-            if match.any():
-                try:
-                    parsed = pc.cast(arr.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    pass  # e.g. Feb 30: leave these rows to the exact validator
-                else:
-                    out[match] = parsed.to_numpy(zero_copy_only=False)
-                    valid[match] = True
+        out, valid = _parse_rfc3339(arr) if _date_time_alt(prop) else _unparsed(len(arr))
         valid &= out <= now_us + skew_us
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
 
@@ -313,23 +295,12 @@ class FastPlan:
         is_num = np.fromiter((type(v) in (int, float) for v in values), dtype=bool, count=n)
         out = np.zeros(n, dtype=np.int64)
         valid = np.zeros(n, dtype=bool)
-        str_alt = next((a for a in prop.alts if "string" in a.types), None)
         num_alt = next((a for a in prop.alts if {"number", "integer"} & a.types), None)
-        if is_str.any() and str_alt is not None and str_alt.format == "date-time":
+        if is_str.any() and _date_time_alt(prop):
             idx = np.nonzero(is_str)[0]
-            strs = pa.array([values[i] for i in idx], pa.string())
-            match = np.asarray(
-                pc.match_substring_regex(strs, _FAST_FORMATS["date-time"]).to_numpy(zero_copy_only=False), bool
-            )
-            if match.any():
-                good = idx[match]
-                try:
-                    parsed = pc.cast(strs.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
-                except (pa.ArrowInvalid, pa.ArrowTypeError):
-                    pass  # e.g. Feb 30: leave these rows to the exact validator
-                else:
-                    out[good] = parsed.to_numpy(zero_copy_only=False)
-                    valid[good] = True
+            parsed, ok = _parse_rfc3339(pa.array([values[i] for i in idx], pa.string()))
+            out[idx[ok]] = parsed[ok]
+            valid[idx[ok]] = True
         if is_num.any() and num_alt is not None:
             idx = np.nonzero(is_num)[0]
             secs = np.array([values[i] for i in idx], dtype=np.float64)
@@ -342,6 +313,35 @@ class FastPlan:
             valid[idx[in_range]] = True
         valid &= out <= now_us + skew_us
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
+
+
+def _date_time_alt(prop: _Prop) -> bool:
+    """Whether the property accepts strings of format date-time."""
+    return any("string" in a.types and a.format == "date-time" for a in prop.alts)
+
+
+def _unparsed(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool)
+
+
+def _parse_rfc3339(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch µs of each string that surely is RFC 3339 (conservative regex + Arrow's parser), and
+    a mask of those; other rows (and a batch holding e.g. Feb 30) are left to the exact validator."""
+    out, valid = _unparsed(len(arr))
+    if arr.null_count == len(arr):
+        return out, valid
+    match = np.asarray(
+        pc.fill_null(pc.match_substring_regex(arr, _FAST_FORMATS["date-time"]), False).to_numpy(zero_copy_only=False),
+        bool,
+    )
+    if match.any():
+        try:
+            parsed = pc.cast(arr.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return out, valid
+        out[match] = parsed.to_numpy(zero_copy_only=False)
+        valid[match] = True
+    return out, valid
 
 
 def _exact_struct(arr: pa.Array) -> bool:
