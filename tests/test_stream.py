@@ -160,7 +160,11 @@ def test_commit_is_pushed_as_metrics_event(live_server: Any) -> None:
         assert totals["api"][1] + totals["db"][1] == errors
         # events published by other stages (the alerting engine) reach the client too
         live_server.state.hub.publish("alert", {"id": "x1", "rule": "error_rate", "state": "firing"})
-        assert next_event(events, "alert")["id"] == "x1"
+        # (the real engine may push its own error_rate alert for these 50 % errors first)
+        seen = [next_event(events, "alert")["id"]]
+        while seen[-1] != "x1" and len(seen) < 3:
+            seen.append(next_event(events, "alert")["id"])
+        assert seen[-1] == "x1"
         # a rejected record is reported as a dead letter count
         with live_server.client() as writer:
             writer.post("/api/v1/logs", json=[{"level": "NOPE"}])

@@ -33,6 +33,7 @@ import duckdb
 import orjson
 
 from loglens.config import AlertsConfig
+from loglens.detect.documents import to_dt
 from loglens.detect.rules import Candidate
 from loglens.models import Alert, iso
 
@@ -43,9 +44,6 @@ Notify = Callable[[Alert, str, float | None], None]
 Publish = Callable[[str, Any], None]
 
 
-def to_dt(epoch_s: float) -> datetime:
-    """Aware UTC datetime from epoch seconds."""
-    return datetime.fromtimestamp(epoch_s, UTC)
 
 
 def _naive(dt: datetime | None) -> datetime | None:

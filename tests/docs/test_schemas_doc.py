@@ -16,7 +16,8 @@ import pytest
 from loglens import demo
 from loglens.config import RulesConfig, Settings
 from loglens.detect.anomaly import METRICS, Finding
-from loglens.evaluator import AnomalyValidator, PatternFinding, finding_doc, pattern_doc
+from loglens.detect.documents import PatternFinding, finding_doc, pattern_doc
+from loglens.evaluator import AnomalyValidator
 from loglens.models import LEVELS
 from loglens.schema import LogSchema, load_schema_document
 

@@ -22,12 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from loglens import metrics
-from loglens.alerting import to_dt
 from loglens.config import Settings
 from loglens.detect import rules as rules_mod
 from loglens.detect.anomaly import AnomalyDetector, Observation
+from loglens.detect.documents import finding_doc, to_dt
 from loglens.detect.rules import Candidate, RuleWindow
-from loglens.evaluator import finding_doc
 from loglens.models import iso
 
 THRESHOLD_RULES = ("error_rate", "volume", "absence")
