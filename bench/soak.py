@@ -27,9 +27,11 @@ def main() -> int:
     ap.add_argument("--rate", type=float, default=20_000)
     ap.add_argument("--services", type=int, default=50)
     ap.add_argument("--senders", type=int, default=3)
+    ap.add_argument("--memory-limit", default=None, help="storage.memory_limit for the server (e.g. 128MB)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="loglens-soak-") as tmp:
-        result = run_soak(Path(tmp) / "soak", args.duration, args.rate, args.services, args.senders)
+        result = run_soak(Path(tmp) / "soak", args.duration, args.rate, args.services, args.senders,
+                          memory_limit=args.memory_limit)
     print("\n".join(result.lines()))
     return 1 if result.lost else 0
 

@@ -90,12 +90,15 @@ def _alert_latency(url: str, canary: str) -> float:
 
 
 def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, senders: int = 2,
-             seed: int = 1) -> SoakResult:
+             seed: int = 1, memory_limit: str | None = None) -> SoakResult:
     """Run a soak against a fresh server in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     # volume/anomaly/new-pattern rules would page on the synthetic traffic; the canary needs error_rate
     cfg = write_config(workdir, port, "alerts: {rules: {volume: {enabled: false}, anomaly: {enabled: false}}}")
+    if memory_limit:
+        text = cfg.read_text(encoding="utf-8")
+        cfg.write_text(text.replace("storage: {path: ", f"storage: {{memory_limit: {memory_limit}, path: "), encoding="utf-8")
     server = ServerProcess(cfg, port, workdir / "server.log")
     server.start()
     assert server.proc is not None
