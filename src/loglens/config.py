@@ -57,7 +57,7 @@ class StorageConfig(_Model):
     metrics_retention_days: float = Field(90, gt=0, description="Per-minute metrics kept this long.")
     retention_interval_seconds: float = Field(60, gt=0, description="How often retention runs.")
     memory_limit: str = Field(
-        "1GB",
+        "256MB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Cap on DuckDB's buffer memory (it caches up to 80 % of RAM by default); keeps the "
         "server's memory bounded.",

@@ -122,7 +122,7 @@ class Store:
         metrics_retention_days: float = 90.0,
         retention_interval_s: float = 60.0,
         commit_window_s: float = 0.02,
-        memory_limit: str = "1GB",
+        memory_limit: str = "256MB",
     ) -> None:
         self.path = Path(path)
         self.max_queue_logs = max_queue_logs
