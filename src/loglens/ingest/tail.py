@@ -236,8 +236,16 @@ class Tailer:
             nxt = self._next_rotated(f, finished_ns)
             if nxt is not None:
                 self._switch(f, nxt, 0)
-            elif not self._open(f):
-                return done
+            else:
+                if not self._open(f):
+                    return done
+                # A rotation between the scan above and the open would hand us the newest file
+                # and skip the one rotated in between: re-scan, and read any such file first.
+                missed = self._next_rotated(f, finished_ns)
+                if missed is not None:
+                    assert f.fh is not None
+                    f.fh.close()
+                    self._switch(f, missed, 0)
             done += await self._poll_file(f)
         return done
 
