@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -44,3 +46,37 @@ def start_server(tmp: Path, port: int, extra_yaml: str = "") -> subprocess.Popen
             time.sleep(0.1)
     proc.kill()
     raise SystemExit("server did not start")
+
+
+async def post_bodies(
+    url: str,
+    path: str,
+    bodies: list[bytes],
+    clients: int,
+    content_type: str,
+    accepted_of: Callable[[httpx.Response, bytes], int],
+) -> tuple[int, float]:
+    """POST every body once from `clients` concurrent connections, retrying 429/503 after
+    Retry-After; returns (records accepted, seconds)."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    accepted = 0
+
+    async def worker() -> None:
+        nonlocal accepted
+        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+            while not queue.empty():
+                body = queue.get_nowait()
+                while True:
+                    r = await client.post(path, content=body, headers={"Content-Type": content_type})
+                    if r.status_code in (429, 503):
+                        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
+                        continue
+                    r.raise_for_status()
+                    accepted += accepted_of(r, body)
+                    break
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return accepted, time.perf_counter() - t0

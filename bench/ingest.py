@@ -23,7 +23,7 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-from bench_server import free_port, start_server  # noqa: E402  (bench/ is the script directory)
+from bench_server import free_port, post_bodies, start_server  # noqa: E402  (bench/ is the script directory)
 
 sys.path.insert(0, str(REPO / "src"))
 
@@ -44,30 +44,10 @@ def chunks(path: Path, batch: int) -> list[bytes]:
 
 
 async def post_all(url: str, bodies: list[bytes], clients: int) -> tuple[int, float]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue()
-    for b in bodies:
-        queue.put_nowait(b)
-    accepted = 0
-
-    async def worker() -> None:
-        nonlocal accepted
-        async with httpx.AsyncClient(base_url=url, timeout=120) as client:
-            while not queue.empty():
-                body = queue.get_nowait()
-                while True:
-                    r = await client.post(
-                        "/api/v1/logs", content=body, headers={"Content-Type": "application/x-ndjson"}
-                    )
-                    if r.status_code == 429:
-                        await asyncio.sleep(float(r.headers.get("retry-after", "1")))
-                        continue
-                    r.raise_for_status()
-                    accepted += r.json()["accepted"]
-                    break
-
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
-    return accepted, time.perf_counter() - t0
+    """Bulk NDJSON posts; counts what the server says it accepted."""
+    return await post_bodies(
+        url, "/api/v1/logs", bodies, clients, "application/x-ndjson", lambda r, _body: r.json()["accepted"]
+    )
 
 
 async def post_singles(url: str, seconds: float, clients: int) -> tuple[int, float]:

@@ -28,6 +28,14 @@ class AppState:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+def component(state: AppState, name: str, what: str) -> Any:
+    """The running component `state.extras[name]`, or 503 naming `what` when it is not running."""
+    found = state.extras.get(name)
+    if found is None:
+        raise HTTPException(503, f"{what} is not running")
+    return found
+
+
 def get_state(request: Request) -> AppState:
     """The AppState of the app serving this request."""
     return request.app.state.loglens

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loglens.alerting import AlertEngine, alert_json, to_dt
-from loglens.api.deps import State
+from loglens.api.deps import State, component
 from loglens.evaluator import Evaluator
 from loglens.models import iso
 
@@ -18,10 +18,7 @@ router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 
 def _engine(state: Any) -> AlertEngine:
-    engine = state.extras.get("alerting")
-    if engine is None:
-        raise HTTPException(503, "alerting is not running")
-    return engine
+    return component(state, "alerting", "alerting")
 
 
 @router.get("/alerts")

@@ -7,16 +7,13 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query
 
-from loglens.api.deps import AppState, State, require_admin
+from loglens.api.deps import AppState, State, component, require_admin
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 
 def _service(state: AppState) -> Any:
-    service = state.extras.get("notifier")
-    if service is None:
-        raise HTTPException(503, "the notification service is not running")
-    return service
+    return component(state, "notifier", "the notification service")
 
 
 @router.get("/notifications")

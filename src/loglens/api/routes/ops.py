@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from loglens import deadletter, status
-from loglens.api.deps import State, require_admin
+from loglens.api.deps import State, component, require_admin
 from loglens.config import mask_secrets
 from loglens.reload import ReloadManager
 from loglens.selfmetrics import CONTENT_TYPE, SelfMetrics
@@ -23,9 +23,7 @@ Admin = [Depends(require_admin)]
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
 async def metrics(state: State) -> Response:
     """loglens's own metrics in Prometheus text format."""
-    registry: SelfMetrics | None = state.extras.get("selfmetrics")
-    if registry is None:
-        raise HTTPException(503, "self-metrics are not running")
+    registry: SelfMetrics = component(state, "selfmetrics", "self-metrics")
     body = await anyio.to_thread.run_sync(registry.render)
     return Response(body, media_type=CONTENT_TYPE)
 
@@ -46,9 +44,7 @@ async def get_config(state: State) -> dict[str, Any]:
 @router.post("/api/v1/admin/reload", dependencies=Admin)
 async def reload_config(state: State) -> JSONResponse:
     """Re-read the config file; 200 when applied, 400 with `file:line` issues when rejected."""
-    manager: ReloadManager | None = state.extras.get("reload")
-    if manager is None:
-        raise HTTPException(503, "reload is not running")
+    manager: ReloadManager = component(state, "reload", "reload")
     result = await manager.reload("api")
     return JSONResponse(result.to_json(), status_code=200 if result.ok else 400)
 
