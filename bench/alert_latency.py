@@ -80,11 +80,18 @@ class Receiver:
 
 def _logs(service: str, n: int, errors: int) -> bytes:
     ts = datetime.now(UTC).isoformat()
-    return orjson.dumps([
-        {"timestamp": ts, "level": "ERROR" if i < errors else "INFO", "service": service,
-         "message": f"request {i} served", "response_time_ms": 12.5}
-        for i in range(n)
-    ])
+    return orjson.dumps(
+        [
+            {
+                "timestamp": ts,
+                "level": "ERROR" if i < errors else "INFO",
+                "service": service,
+                "message": f"request {i} served",
+                "response_time_ms": 12.5,
+            }
+            for i in range(n)
+        ]
+    )
 
 
 def background(url: str, rate: float, stop: threading.Event, sent: list[int]) -> None:
@@ -113,8 +120,12 @@ def run(breaches: int, rate: float) -> dict[str, float]:
         f"notifiers: [{{name: hook, type: webhook, settings: {{url: '{receiver.url}'}}}}]\n"
     )
     exe = Path(sys.executable).with_name("loglens")
-    proc = subprocess.Popen([str(exe), "serve", "--config", str(cfg)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(exe), "serve", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     stop = threading.Event()
     sent = [0]
@@ -177,8 +188,10 @@ def main() -> None:
     args = ap.parse_args()
     res = run(args.breaches, args.background_rate)
     print(json.dumps(res))
-    print(f"alert latency (response → webhook): p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
-          f"max {res['max_ms']} ms; {res['notified']}/{res['breaches']} notified")
+    print(
+        f"alert latency (response → webhook): p50 {res['p50_ms']} ms, p99 {res['p99_ms']} ms, "
+        f"max {res['max_ms']} ms; {res['notified']}/{res['breaches']} notified"
+    )
     if args.write:
         doc = REPO / "docs" / "benchmarks.md"
         head = "" if doc.exists() else "# loglens benchmarks\n\nMeasured on the project machine (2 cores).\n"

@@ -65,8 +65,18 @@ def time_duckdb(path: Path) -> tuple[float, int]:
 
 
 def time_engine(path: Path, engine: str, out: Path) -> tuple[float, dict]:
-    cmd = [str(REPO / ".venv" / "bin" / "loglens"), "analyze", str(path), "--engine", engine, "--no-progress",
-           "--out", str(out), "--config", str(REPO / "config.yaml")]
+    cmd = [
+        str(REPO / ".venv" / "bin" / "loglens"),
+        "analyze",
+        str(path),
+        "--engine",
+        engine,
+        "--no-progress",
+        "--out",
+        str(out),
+        "--config",
+        str(REPO / "config.yaml"),
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, cwd=REPO)
     return time.perf_counter() - started, json.loads(out.read_text())
@@ -92,8 +102,7 @@ def main() -> None:
             assert s["accepted"] == args.logs, s
             rows.append((f"loglens analyze --engine {engine}", total_s, s["elapsed_s"]))
     lines = [
-        f"### `loglens analyze`, {args.logs:,} logs ({size_mb:.0f} MB NDJSON) — "
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"### `loglens analyze`, {args.logs:,} logs ({size_mb:.0f} MB NDJSON) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
         f"load average at start {os.getloadavg()[0]:.1f}. Wall time of the whole command (process start, "
@@ -103,8 +112,10 @@ def main() -> None:
         "|---|---:|---:|---:|---:|",
     ]
     for name, wall, inner in rows:
-        lines.append(f"| {name} | {wall:.2f} | {'' if inner is None else f'{inner:.2f}'} | "
-                     f"{args.logs / wall:,.0f} | {wall / base_s:.2f} |")
+        lines.append(
+            f"| {name} | {wall:.2f} | {'' if inner is None else f'{inner:.2f}'} | "
+            f"{args.logs / wall:,.0f} | {wall / base_s:.2f} |"
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:

@@ -35,10 +35,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="loglens-crash-") as tmp:
         run = run_crash_trials(Path(tmp) / "crash", args.trials, args.clients, args.seed)
     print(f"trials {run.trials} in {time.monotonic() - started:.0f} s (mean restart {run.mean_restart_s:.2f} s)")
-    print(f"requests acknowledged {run.requests_ok}, cut off by kill -9 {run.requests_failed}, "
-          f"keyed retries {run.keyed_retries}")
-    print(f"logs acknowledged {run.acked_logs}, stored {run.stored_logs} "
-          f"(unacknowledged but committed {run.unacked_stored})")
+    print(
+        f"requests acknowledged {run.requests_ok}, cut off by kill -9 {run.requests_failed}, "
+        f"keyed retries {run.keyed_retries}"
+    )
+    print(
+        f"logs acknowledged {run.acked_logs}, stored {run.stored_logs} "
+        f"(unacknowledged but committed {run.unacked_stored})"
+    )
     for p in run.problems[:20]:
         print("PROBLEM:", p)
     print("OK: no acknowledged log lost or duplicated" if not run.problems else f"{len(run.problems)} problems")

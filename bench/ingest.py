@@ -110,15 +110,21 @@ def main() -> None:
     http_rate = accepted / http_s
     base_rate = args.logs / base_s
     ratio = http_rate / base_rate
-    print(f"loglens HTTP ingest : {accepted:,} logs in {http_s:.2f} s = {http_rate:,.0f} logs/s "
-          f"({args.clients} clients, {args.batch} logs/request, validated + durable + aggregated)")
+    print(
+        f"loglens HTTP ingest : {accepted:,} logs in {http_s:.2f} s = {http_rate:,.0f} logs/s "
+        f"({args.clients} clients, {args.batch} logs/request, validated + durable + aggregated)"
+    )
     print(f"DuckDB read_json    : {args.logs:,} logs in {base_s:.2f} s = {base_rate:,.0f} logs/s")
     print(f"ratio               : {ratio:.2f}")
-    print(f"single-log POSTs    : {singles:,} requests in {single_s:.2f} s = {singles / single_s:,.0f} req/s "
-          "(32 keep-alive clients, each answered after its commit)")
+    print(
+        f"single-log POSTs    : {singles:,} requests in {single_s:.2f} s = {singles / single_s:,.0f} req/s "
+        "(32 keep-alive clients, each answered after its commit)"
+    )
     if args.markdown:
         print("\n| what | logs | seconds | logs/s |\n|---|---|---|---|")
-        print(f"| loglens HTTP bulk ingest ({args.clients} clients × {args.batch}) | {accepted:,} | {http_s:.2f} | {http_rate:,.0f} |")
+        print(
+            f"| loglens HTTP bulk ingest ({args.clients} clients × {args.batch}) | {accepted:,} | {http_s:.2f} | {http_rate:,.0f} |"
+        )
         print(f"| DuckDB read_json → table | {args.logs:,} | {base_s:.2f} | {base_rate:,.0f} |")
         print(f"| ratio | | | {ratio:.2f} |")
         print(f"| single-log POSTs (32 clients) | {singles:,} | {single_s:.2f} | {singles / single_s:,.0f} req/s |")

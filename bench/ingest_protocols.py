@@ -58,7 +58,11 @@ def otlp_bodies(n: int, batch: int) -> list[bytes]:
 async def post_otlp(url: str, bodies: list[bytes], clients: int) -> tuple[int, float]:
     """OTLP export requests; every record in them is valid, so a 2xx accepts them all."""
     return await post_bodies(
-        url, "/v1/logs", bodies, clients, "application/x-protobuf",
+        url,
+        "/v1/logs",
+        bodies,
+        clients,
+        "application/x-protobuf",
         lambda _r, body: body.count(b"handled"),  # records in this request
     )
 
@@ -155,12 +159,27 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     rows = [
-        ("OTLP/HTTP protobuf", f"{accepted:,}", f"{secs:.2f} s", f"{otlp_rate:,.0f}",
-         f"{args.clients} clients, {args.batch} records/request, answered after commit"),
-        ("syslog TCP (RFC 5424)", f"{got:,}", f"{tcp_secs:.2f} s", f"{tcp_rate:,.0f}",
-         f"{args.clients} connections, newline framing, until committed"),
-        ("syslog UDP (RFC 5424)", f"{udp_got:,} of {udp_n:,}", f"{udp_secs:.2f} s",
-         f"{udp_got / udp_secs:,.0f}", f"offered at {args.udp_rate:,.0f} datagrams/s"),
+        (
+            "OTLP/HTTP protobuf",
+            f"{accepted:,}",
+            f"{secs:.2f} s",
+            f"{otlp_rate:,.0f}",
+            f"{args.clients} clients, {args.batch} records/request, answered after commit",
+        ),
+        (
+            "syslog TCP (RFC 5424)",
+            f"{got:,}",
+            f"{tcp_secs:.2f} s",
+            f"{tcp_rate:,.0f}",
+            f"{args.clients} connections, newline framing, until committed",
+        ),
+        (
+            "syslog UDP (RFC 5424)",
+            f"{udp_got:,} of {udp_n:,}",
+            f"{udp_secs:.2f} s",
+            f"{udp_got / udp_secs:,.0f}",
+            f"offered at {args.udp_rate:,.0f} datagrams/s",
+        ),
     ]
     if args.markdown:
         print("| protocol | logs committed | time | logs/s | how |")

@@ -32,8 +32,12 @@ from loglens.demo import make_log  # noqa: E402
 
 SERVICES = ("checkout", "payments", "search", "auth", "inventory")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 
 
@@ -93,7 +97,8 @@ def main() -> None:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page(
-                    viewport={"width": args.width, "height": 1000}, color_scheme="dark" if args.dark else "light",
+                    viewport={"width": args.width, "height": 1000},
+                    color_scheme="dark" if args.dark else "light",
                     device_scale_factor=1,
                 )
                 page.goto(url + "/")

@@ -30,8 +30,9 @@ def main() -> int:
     ap.add_argument("--memory-limit", default=None, help="storage.memory_limit for the server (e.g. 128MB)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="loglens-soak-") as tmp:
-        result = run_soak(Path(tmp) / "soak", args.duration, args.rate, args.services, args.senders,
-                          memory_limit=args.memory_limit)
+        result = run_soak(
+            Path(tmp) / "soak", args.duration, args.rate, args.services, args.senders, memory_limit=args.memory_limit
+        )
     print("\n".join(result.lines()))
     return 1 if result.lost else 0
 

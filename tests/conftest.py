@@ -36,5 +36,7 @@ def live_server_factory() -> Iterator[Callable[[Settings], LiveServer]]:
 
 
 @pytest.fixture
-def live_server(settings_factory: Callable[..., Settings], live_server_factory: Callable[[Settings], LiveServer]) -> LiveServer:
+def live_server(
+    settings_factory: Callable[..., Settings], live_server_factory: Callable[[Settings], LiveServer]
+) -> LiveServer:
     return live_server_factory(settings_factory())

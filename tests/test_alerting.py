@@ -154,16 +154,38 @@ def test_meta_alerts_and_a_failing_notifier_do_not_break_alerting() -> None:
 
 
 def test_silence_matching_and_json() -> None:
-    a = Alert("x", "volume", "api", "warning", "firing", 1.0, 2.0, "s", started_at=__import__("datetime").datetime.now(),
-              labels={"team": "core"})
+    a = Alert(
+        "x",
+        "volume",
+        "api",
+        "warning",
+        "firing",
+        1.0,
+        2.0,
+        "s",
+        started_at=__import__("datetime").datetime.now(),
+        labels={"team": "core"},
+    )
     s = Silence("1", {"team": "core", "severity": "warning"}, T0, T0 + 10)
     assert s.matches(a) and s.active(T0) and not s.active(T0 + 10)
     assert not Silence("2", {"service": "web"}, T0, T0 + 10).matches(a)
     j = s.to_json()
     assert j["expires_at"].endswith("Z") and j["matchers"] == {"team": "core", "severity": "warning"}
     aj = alert_json(a)
-    assert set(aj) >= {"id", "rule", "service", "severity", "state", "value", "threshold", "summary",
-                       "started_at", "fired_at", "resolved_at", "labels"}
+    assert set(aj) >= {
+        "id",
+        "rule",
+        "service",
+        "severity",
+        "state",
+        "value",
+        "threshold",
+        "summary",
+        "started_at",
+        "fired_at",
+        "resolved_at",
+        "labels",
+    }
 
 
 def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
@@ -177,8 +199,10 @@ def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
         eng.add_silence({"service": "old"}, T0 + 1)
         eng.observe([cand("absence", "db", True)])  # silenced: firing but not notified
         assert len(rec.calls) == 1
-        db.save_anomaly({"id": "a" * 32, "type": "volume_spike", "severity": "warning", "service": "api",
-                         "score": 4.0}, __import__("datetime").datetime.now())
+        db.save_anomaly(
+            {"id": "a" * 32, "type": "volume_spike", "severity": "warning", "service": "api", "score": 4.0},
+            __import__("datetime").datetime.now(),
+        )
         db.close()
 
     clock.t += 30
@@ -189,7 +213,10 @@ def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
         assert eng2.restore() == 3
         assert rec2.calls == []  # a restart re-notifies nothing
         assert {(a.rule, a.service, a.state) for a in eng2.active()} == {
-            ("error_rate", "api", "firing"), ("volume", "web", "pending"), ("absence", "db", "firing")}
+            ("error_rate", "api", "firing"),
+            ("volume", "web", "pending"),
+            ("absence", "db", "firing"),
+        }
         assert eng2.observe([cand("error_rate", "api", True)]) == []  # still the same alert
         assert [x.id for x in eng2.silences()] == [s.id]
         clock.t += 30

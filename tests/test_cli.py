@@ -75,7 +75,9 @@ def test_serve_process_binds_loopback_and_stops_cleanly(tmp_path: Path) -> None:
     cfg = write_config(tmp_path, port)
     proc = subprocess.Popen(
         [sys.executable, "-m", "loglens.cli", "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ},
     )
     try:
         deadline = time.monotonic() + 30

@@ -99,7 +99,9 @@ def test_empty_file_gives_defaults() -> None:
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TOK", "s3cret-value")
-    s = parse_settings("server:\n  api_token: ${TOK}\nnotifiers:\n  - {name: w, type: webhook, settings: {url: http://x, secret: abc}}\n")
+    s = parse_settings(
+        "server:\n  api_token: ${TOK}\nnotifiers:\n  - {name: w, type: webhook, settings: {url: http://x, secret: abc}}\n"
+    )
     masked = mask_secrets(s)
     assert masked["server"]["api_token"] == "***"
     assert masked["notifiers"][0]["settings"] == {"url": "***", "secret": "***"}

@@ -23,7 +23,11 @@ def test_dask_distributed_local_cluster_runs_a_task() -> None:
 
     assert dask.__version__ == distributed.__version__ == "2026.8.0"
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard; health routes on a free port
     )
     client = Client(cluster)
@@ -47,6 +51,7 @@ def test_ray_local_cluster_runs_a_task() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         assert ray.cluster_resources()["CPU"] == 2
+
         def pid_squared(x: int) -> tuple[int, int]:  # defined here: pickled by value, no test import on workers
             return os.getpid(), x * x
 

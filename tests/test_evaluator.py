@@ -85,8 +85,13 @@ def _alert_of(body: dict[str, Any]) -> dict[str, Any]:
 def logs_now(service: str, n: int, errors: int, message: str = "request served in 5 ms") -> bytes:
     now = datetime.now(UTC).isoformat()
     recs = [
-        {"timestamp": now, "level": "ERROR" if i < errors else "INFO", "service": service,
-         "message": message, "response_time_ms": 20.0}
+        {
+            "timestamp": now,
+            "level": "ERROR" if i < errors else "INFO",
+            "service": service,
+            "message": message,
+            "response_time_ms": 20.0,
+        }
         for i in range(n)
     ]
     return orjson.dumps(recs)
@@ -122,14 +127,20 @@ notifiers:
             rules = {r["name"]: r for r in c.get("/api/v1/rules").json()["rules"]}
         assert rules["new_pattern"]["mining"]["processed"] == 60 and rules["new_pattern"]["mining"]["dropped"] == 0
         # silences CRUD
-        created = c.post("/api/v1/silences", json={"matchers": {"service": "web"}, "duration_seconds": 60,
-                                                    "comment": "deploy", "created_by": "me"})
+        created = c.post(
+            "/api/v1/silences",
+            json={"matchers": {"service": "web"}, "duration_seconds": 60, "comment": "deploy", "created_by": "me"},
+        )
         assert created.status_code == 201
         sid = created.json()["id"]
         assert [s["id"] for s in c.get("/api/v1/silences").json()["silences"]] == [sid]
         assert c.post("/api/v1/silences", json={"matchers": {"service": "web"}}).status_code == 422
-        assert c.post("/api/v1/silences", json={"matchers": {"service": "web"},
-                                                "expires_at": "2001-01-01T00:00:00Z"}).status_code == 422
+        assert (
+            c.post(
+                "/api/v1/silences", json={"matchers": {"service": "web"}, "expires_at": "2001-01-01T00:00:00Z"}
+            ).status_code
+            == 422
+        )
         assert c.delete(f"/api/v1/silences/{sid}").status_code == 200
         assert c.delete(f"/api/v1/silences/{sid}").status_code == 404
         assert c.get("/api/v1/anomalies").json() == {"anomalies": []}
@@ -147,21 +158,23 @@ notifiers:
 
 def table(rows: list[tuple[float, str, str, str]], arrival: float, first_id: int = 1) -> pa.Table:
     n = len(rows)
-    return pa.table({
-        "id": pa.array(range(first_id, first_id + n), pa.int64()),
-        "ts": pa.array([int(r[0] * 1e6) for r in rows], pa.int64()).cast(pa.timestamp("us")),
-        "received_at": pa.array([int(arrival * 1e6)] * n, pa.int64()).cast(pa.timestamp("us")),
-        "level": pa.array([r[1] for r in rows], pa.string()),
-        "service": pa.array([r[2] for r in rows], pa.string()),
-        "message": pa.array([r[3] for r in rows], pa.string()),
-        "user_id": pa.nulls(n, pa.string()),
-        "ip_address": pa.nulls(n, pa.string()),
-        "response_time_ms": pa.array([10.0] * n, pa.float64()),
-        "trace_id": pa.nulls(n, pa.string()),
-        "metadata": pa.nulls(n, pa.string()),
-        "late": pa.array([False] * n),
-        "source": pa.array(["test"] * n),
-    })
+    return pa.table(
+        {
+            "id": pa.array(range(first_id, first_id + n), pa.int64()),
+            "ts": pa.array([int(r[0] * 1e6) for r in rows], pa.int64()).cast(pa.timestamp("us")),
+            "received_at": pa.array([int(arrival * 1e6)] * n, pa.int64()).cast(pa.timestamp("us")),
+            "level": pa.array([r[1] for r in rows], pa.string()),
+            "service": pa.array([r[2] for r in rows], pa.string()),
+            "message": pa.array([r[3] for r in rows], pa.string()),
+            "user_id": pa.nulls(n, pa.string()),
+            "ip_address": pa.nulls(n, pa.string()),
+            "response_time_ms": pa.array([10.0] * n, pa.float64()),
+            "trace_id": pa.nulls(n, pa.string()),
+            "metadata": pa.nulls(n, pa.string()),
+            "late": pa.array([False] * n),
+            "source": pa.array(["test"] * n),
+        }
+    )
 
 
 def event(rows: list[tuple[float, str, str, str]], arrival: float, first_id: int = 1) -> CommitEvent:
@@ -177,10 +190,10 @@ class Clock:
         return self.t
 
 
-def make_evaluator(settings: Settings, clock: Clock, calls: list[tuple[str, str, str]],
-                   db: AlertDB | None = None) -> Evaluator:
-    eng = AlertEngine(settings.alerts, clock=clock, db=db,
-                      notify=lambda a, k, d: calls.append((a.rule, a.service, k)))
+def make_evaluator(
+    settings: Settings, clock: Clock, calls: list[tuple[str, str, str]], db: AlertDB | None = None
+) -> Evaluator:
+    eng = AlertEngine(settings.alerts, clock=clock, db=db, notify=lambda a, k, d: calls.append((a.rule, a.service, k)))
     return Evaluator(settings, eng, clock=clock, validator=AnomalyValidator(REPO / "schemas" / "anomaly_schema.yaml"))
 
 
@@ -227,8 +240,13 @@ def test_new_error_pattern_anomaly_is_valid_and_persisted(
 ) -> None:
     settings = settings_factory()
     rule = settings.alerts.rules.new_pattern.model_copy(update={"warmup_seconds": 60, "resolve_after_seconds": 30})
-    settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(
-        update={"rules": settings.alerts.rules.model_copy(update={"new_pattern": rule})})})
+    settings = settings.model_copy(
+        update={
+            "alerts": settings.alerts.model_copy(
+                update={"rules": settings.alerts.rules.model_copy(update={"new_pattern": rule})}
+            )
+        }
+    )
     clock, calls = Clock(), []
     with Store(tmp_path / "p.duckdb") as store:
         ev = make_evaluator(settings, clock, calls, AlertDB(store.cursor()))
@@ -237,11 +255,17 @@ def test_new_error_pattern_anomaly_is_valid_and_persisted(
         # during warm-up every template is learned silently
         assert pw.process(table([(T0, "ERROR", "api", "timeout calling db after 30 ms")], T0)) == []
         clock.t = T0 + 120
-        found = pw.process(table([
-            (clock.t, "INFO", "api", "user 7 logged in"),
-            (clock.t, "ERROR", "api", "timeout calling db after 31 ms"),
-            (clock.t, "ERROR", "api", "disk /var/lib/x full on node 12"),
-        ], clock.t, first_id=10))
+        found = pw.process(
+            table(
+                [
+                    (clock.t, "INFO", "api", "user 7 logged in"),
+                    (clock.t, "ERROR", "api", "timeout calling db after 31 ms"),
+                    (clock.t, "ERROR", "api", "disk /var/lib/x full on node 12"),
+                ],
+                clock.t,
+                first_id=10,
+            )
+        )
         assert [(f.kind, f.template) for f in found] == [("new_pattern", "disk <PATH> full on node <NUM>")]
         ev.handle_pattern(found[0])
         assert calls == [("new_pattern", "api", "firing")]
@@ -278,9 +302,18 @@ def test_anomaly_documents_are_validated(settings_factory: Callable[..., Setting
     with pytest.raises(ValueError, match="schema"):
         ev.write_anomaly({"id": "nope"})
     good = {
-        "id": "a" * 32, "detected_at": "2026-01-01T00:00:00.000Z", "type": "x-custom", "severity": "info",
-        "service": "s", "description": "d", "score": 1.0, "confidence": 0.5, "observed": None, "expected": None,
-        "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:01:00Z"}, "related_log_ids": [],
+        "id": "a" * 32,
+        "detected_at": "2026-01-01T00:00:00.000Z",
+        "type": "x-custom",
+        "severity": "info",
+        "service": "s",
+        "description": "d",
+        "score": 1.0,
+        "confidence": 0.5,
+        "observed": None,
+        "expected": None,
+        "window": {"start": "2026-01-01T00:00:00Z", "end": "2026-01-01T00:01:00Z"},
+        "related_log_ids": [],
     }
     v.check(good)
     with pytest.raises(ValueError):
@@ -338,11 +371,13 @@ alerts:
     ev = make_evaluator(settings, clock, calls)
     assert ev.windows.horizon_s == 125
     ev.patterns = PatternWorker(settings.alerts, ev.on_pattern)
-    ev._handle([
-        event([(T0, "INFO", "big", "a")] * 6, T0),
-        event([(T0, "INFO", "big", "b")] * 6, T0, first_id=7),
-        CommitEvent(pa.table({}), metrics.Partials.empty(), 1, 0),
-    ])
+    ev._handle(
+        [
+            event([(T0, "INFO", "big", "a")] * 6, T0),
+            event([(T0, "INFO", "big", "b")] * 6, T0, first_id=7),
+            CommitEvent(pa.table({}), metrics.Partials.empty(), 1, 0),
+        ]
+    )
     assert ("volume", "big", "firing") in calls
     stricter = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"overrides": {}})})
     assert ev.reconfigure(stricter) is True

@@ -53,8 +53,11 @@ def test_single_object_and_mixed_batch(live_server: LiveServer) -> None:
 def test_ndjson_and_gzip(live_server: LiveServer) -> None:
     lines = b"\n".join(orjson.dumps(x) for x in generate_logs(20)) + b"\n{broken json\n"
     with live_server.client() as c:
-        r = c.post("/api/v1/logs", content=gzip.compress(lines),
-                   headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"})
+        r = c.post(
+            "/api/v1/logs",
+            content=gzip.compress(lines),
+            headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"},
+        )
     assert r.status_code == 200
     assert (r.json()["accepted"], r.json()["rejected"]) == (20, 1)
     assert r.json()["errors"][0]["index"] == 20

@@ -25,7 +25,9 @@ def batch(records: list[dict]) -> pa.Table:
     return vb.table
 
 
-def rec(second: float, level: str = "INFO", service: str = "a", rt: float | None = None, user: str | None = None) -> dict:
+def rec(
+    second: float, level: str = "INFO", service: str = "a", rt: float | None = None, user: str | None = None
+) -> dict:
     r = {"timestamp": T0.timestamp() + second, "level": level, "service": service, "message": "m"}
     if rt is not None:
         r["response_time_ms"] = rt
@@ -81,8 +83,13 @@ def test_quantile_edge_cases() -> None:
 def test_merge_of_partitions_equals_aggregate_of_all() -> None:
     rnd = random.Random(5)
     recs = [
-        rec(rnd.uniform(0, 600), rnd.choice(["INFO", "ERROR", "WARN"]), rnd.choice("abc"),
-            rt=rnd.uniform(1, 500) if rnd.random() < 0.8 else None, user=rnd.choice(["u1", "u2", None]))
+        rec(
+            rnd.uniform(0, 600),
+            rnd.choice(["INFO", "ERROR", "WARN"]),
+            rnd.choice("abc"),
+            rt=rnd.uniform(1, 500) if rnd.random() < 0.8 else None,
+            user=rnd.choice(["u1", "u2", None]),
+        )
         for _ in range(2000)
     ]
     whole = metrics.aggregate(batch(recs))

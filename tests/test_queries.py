@@ -35,8 +35,14 @@ def at(minutes_ago: int, second: int = 0) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
-def log(ts: str, level: str = "INFO", service: str = "web", rt: float | None = None, user: str | None = None,
-        message: str = "ok") -> dict[str, Any]:
+def log(
+    ts: str,
+    level: str = "INFO",
+    service: str = "web",
+    rt: float | None = None,
+    user: str | None = None,
+    message: str = "ok",
+) -> dict[str, Any]:
     r: dict[str, Any] = {"timestamp": ts, "level": level, "service": service, "message": message}
     if rt is not None:
         r["response_time_ms"] = rt
@@ -47,18 +53,24 @@ def log(ts: str, level: str = "INFO", service: str = "web", rt: float | None = N
 
 @pytest.fixture
 def loaded(store: Store) -> Store:
-    put(store, [
-        log(at(0, 5), rt=100, user="alice"), log(at(0, 10), "ERROR", rt=300, user="alice"),
-        log(at(0, 20), rt=200, user="bob"), log(at(0, 25), "FATAL", user="bob"),
-        log(at(2), "INFO", "db", rt=10, user="alice"), log(at(2, 1), "ERROR", "db", rt=30),
-        log(at(70), "INFO", "web"),  # outside the last hour
-    ])
+    put(
+        store,
+        [
+            log(at(0, 5), rt=100, user="alice"),
+            log(at(0, 10), "ERROR", rt=300, user="alice"),
+            log(at(0, 20), rt=200, user="bob"),
+            log(at(0, 25), "FATAL", user="bob"),
+            log(at(2), "INFO", "db", rt=10, user="alice"),
+            log(at(2, 1), "ERROR", "db", rt=30),
+            log(at(70), "INFO", "web"),  # outside the last hour
+        ],
+    )
     return store
 
 
 def test_volume_series_has_one_point_per_minute_with_zeros(loaded: Store) -> None:
     ts = queries.timeseries(loaded, "volume", None, 5, NOW)
-    assert ts["start"] == at(4) .replace("Z", ".000Z") and ts["end"] == at(0).replace("Z", ".000Z")
+    assert ts["start"] == at(4).replace("Z", ".000Z") and ts["end"] == at(0).replace("Z", ".000Z")
     by = {s["service"]: [p["v"] for p in s["points"]] for s in ts["series"]}
     assert by == {"db": [0, 0, 2, 0, 0], "web": [0, 0, 0, 0, 4]}
 

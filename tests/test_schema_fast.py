@@ -17,17 +17,32 @@ SCHEMA = LogSchema.from_file(REPO / "schemas" / "log_schema.yaml")
 NOW_US = int(datetime(2026, 11, 23, 12, 0, tzinfo=UTC).timestamp()) * 1_000_000
 
 timestamps = st.one_of(
-    st.sampled_from(["2026-11-23T11:59:00Z", "2026-11-23T12:59:00.123456+01:00", "2026-11-23T11:00:00.5Z",
-                     "2026-02-30T10:00:00Z", "2026-11-23T11:59:00", "2026-11-23 11:59:00Z", "2026-11-23T11:59:00.1234567Z",
-                     "2026-11-23t11:59:00z", "", "2099-01-01T00:00:00Z"]),
-    st.integers(-5, 2_000_000_000_000), st.floats(allow_nan=False, allow_infinity=False),
-    st.booleans(), st.none(),
+    st.sampled_from(
+        [
+            "2026-11-23T11:59:00Z",
+            "2026-11-23T12:59:00.123456+01:00",
+            "2026-11-23T11:00:00.5Z",
+            "2026-02-30T10:00:00Z",
+            "2026-11-23T11:59:00",
+            "2026-11-23 11:59:00Z",
+            "2026-11-23T11:59:00.1234567Z",
+            "2026-11-23t11:59:00z",
+            "",
+            "2099-01-01T00:00:00Z",
+        ]
+    ),
+    st.integers(-5, 2_000_000_000_000),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+    st.none(),
 )
 levels = st.sampled_from(["INFO", "info", "Warning", "err", "FATAL", "loud", "", "DEBUG", "crit"]) | st.integers()
 strings = st.text(max_size=8) | st.none() | st.integers(0, 3)
 services = st.sampled_from(["api", "db-1", "-bad", "", "a" * 129, "svc.x/y:z"]) | st.none() | st.integers()
 ips = st.sampled_from(["10.0.0.1", "256.1.1.1", "::1", "2001:db8::2", "x", "01.2.3.4"]) | st.none()
-rts = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-3, 10**9) | st.none() | st.booleans() | st.just("5")
+rts = (
+    st.floats(allow_nan=False, allow_infinity=False) | st.integers(-3, 10**9) | st.none() | st.booleans() | st.just("5")
+)
 metas = st.none() | st.dictionaries(st.text(max_size=3), st.integers(), max_size=2) | st.just([1]) | st.just("m")
 
 
@@ -36,9 +51,17 @@ def records(draw: Any) -> Any:
     if draw(st.integers(0, 30)) == 0:
         return draw(st.sampled_from([[1], "x", None, 5]))
     rec: dict[str, Any] = {}
-    for name, strat in (("timestamp", timestamps), ("level", levels), ("service", services),
-                        ("message", strings), ("user_id", strings), ("ip_address", ips),
-                        ("response_time_ms", rts), ("trace_id", strings), ("metadata", metas)):
+    for name, strat in (
+        ("timestamp", timestamps),
+        ("level", levels),
+        ("service", services),
+        ("message", strings),
+        ("user_id", strings),
+        ("ip_address", ips),
+        ("response_time_ms", rts),
+        ("trace_id", strings),
+        ("metadata", metas),
+    ):
         if draw(st.integers(0, 9)) > (0 if name in ("timestamp", "level", "service", "message") else 4):
             rec[name] = draw(strat)
     if draw(st.integers(0, 10)) == 0:
@@ -73,21 +96,40 @@ def test_unsupported_keywords_disable_the_fast_path() -> None:
     assert FastPlan.from_schema({**doc, "additionalProperties": False}) is None
     # and validation still works (exact path) with such a schema
     strict = LogSchema({**doc, "additionalProperties": False})
-    batch = strict.validate(parse_values([{"timestamp": "2026-11-23T11:59:00Z", "level": "INFO", "service": "a",
-                                           "message": "m", "x": 1}] * 20), "t", NOW_US)
+    batch = strict.validate(
+        parse_values(
+            [{"timestamp": "2026-11-23T11:59:00Z", "level": "INFO", "service": "a", "message": "m", "x": 1}] * 20
+        ),
+        "t",
+        NOW_US,
+    )
     assert len(batch.rejections) == 20
 
 
-valid_ts = st.sampled_from(["2026-11-23T11:59:00Z", "2026-11-23T12:59:00.123456+01:00", "2026-02-30T10:00:00Z",
-                            "2026-11-23T11:59:00", "2099-01-01T00:00:00Z", "2026-11-23T11:00:00.1234567Z"])
+valid_ts = st.sampled_from(
+    [
+        "2026-11-23T11:59:00Z",
+        "2026-11-23T12:59:00.123456+01:00",
+        "2026-02-30T10:00:00Z",
+        "2026-11-23T11:59:00",
+        "2099-01-01T00:00:00Z",
+        "2026-11-23T11:00:00.1234567Z",
+    ]
+)
 near_valid = st.fixed_dictionaries(
-    {"timestamp": valid_ts | st.integers(0, 2_000_000_000_000),
-     "level": st.sampled_from(["INFO", "warning", "ERR", "loud", "Fatal"]),
-     "service": st.sampled_from(["api", "db-1", "-bad", "", "x" * 129]),
-     "message": st.text(max_size=5)},
-    optional={"user_id": st.text(max_size=3) | st.none(), "ip_address": st.sampled_from(["10.0.0.1", "256.0.0.1", "::1"]),
-              "response_time_ms": st.floats(-1, 1e9, allow_nan=False) | st.none(), "metadata": st.none() | st.just({"a": 1}),
-              "trace_id": st.just("t" * 129) | st.just("abc")},
+    {
+        "timestamp": valid_ts | st.integers(0, 2_000_000_000_000),
+        "level": st.sampled_from(["INFO", "warning", "ERR", "loud", "Fatal"]),
+        "service": st.sampled_from(["api", "db-1", "-bad", "", "x" * 129]),
+        "message": st.text(max_size=5),
+    },
+    optional={
+        "user_id": st.text(max_size=3) | st.none(),
+        "ip_address": st.sampled_from(["10.0.0.1", "256.0.0.1", "::1"]),
+        "response_time_ms": st.floats(-1, 1e9, allow_nan=False) | st.none(),
+        "metadata": st.none() | st.just({"a": 1}),
+        "trace_id": st.just("t" * 129) | st.just("abc"),
+    },
 )
 
 
@@ -123,12 +165,21 @@ def _normalised(batch: Any) -> list[Any]:
 
 
 nd_records = st.fixed_dictionaries(
-    {"timestamp": valid_ts, "level": st.sampled_from(["INFO", "warning", "loud"]),
-     "service": st.sampled_from(["api", "-bad", "db"]), "message": st.text(max_size=5)},
-    optional={"user_id": st.text(max_size=3) | st.none(), "ip_address": st.sampled_from(["10.0.0.1", "::1", "1.2.3"]),
-              "response_time_ms": st.floats(-1, 1e6, allow_nan=False) | st.none() | st.integers(-1, 10),
-              "metadata": st.none() | st.fixed_dictionaries({"a": st.integers(0, 3), "b": st.text(max_size=2)})
-              | st.just({}) | st.just({"a": {"x": 1}})},
+    {
+        "timestamp": valid_ts,
+        "level": st.sampled_from(["INFO", "warning", "loud"]),
+        "service": st.sampled_from(["api", "-bad", "db"]),
+        "message": st.text(max_size=5),
+    },
+    optional={
+        "user_id": st.text(max_size=3) | st.none(),
+        "ip_address": st.sampled_from(["10.0.0.1", "::1", "1.2.3"]),
+        "response_time_ms": st.floats(-1, 1e6, allow_nan=False) | st.none() | st.integers(-1, 10),
+        "metadata": st.none()
+        | st.fixed_dictionaries({"a": st.integers(0, 3), "b": st.text(max_size=2)})
+        | st.just({})
+        | st.just({"a": {"x": 1}}),
+    },
 )
 
 

@@ -51,8 +51,19 @@ def _commit(rows: list[tuple[str, datetime, int, int, int]], dead: int = 0) -> C
     minute = pa.Table.from_pylist(
         [
             {
-                "service": s, "minute": m, "count": c, "debug": 0, "info": c - e - f, "warn": 0, "error": e,
-                "fatal": f, "late": 0, "rt_count": c, "rt_sum": 10.0 * c, "rt_min": 1.0, "rt_max": 20.0,
+                "service": s,
+                "minute": m,
+                "count": c,
+                "debug": 0,
+                "info": c - e - f,
+                "warn": 0,
+                "error": e,
+                "fatal": f,
+                "late": 0,
+                "rt_count": c,
+                "rt_sum": 10.0 * c,
+                "rt_min": 1.0,
+                "rt_max": 20.0,
             }
             for s, m, c, e, f in rows
         ],
@@ -95,7 +106,14 @@ def test_publisher_coalesces_commits_and_limits_rate() -> None:
     first, second = asyncio.run(scenario())
     assert first[0] == "metrics"
     assert first[1]["services"] == [
-        {"service": "a", "minute": "2026-01-01T12:00:00.000Z", "count": 10, "errors": 3, "rt_sum": 100.0, "rt_count": 10}
+        {
+            "service": "a",
+            "minute": "2026-01-01T12:00:00.000Z",
+            "count": 10,
+            "errors": 3,
+            "rt_sum": 100.0,
+            "rt_count": 10,
+        }
     ]
     assert second[1]["dead_letters"] == 3
     assert [(r["service"], r["count"], r["errors"]) for r in second[1]["services"]] == [("a", 10, 1), ("b", 1, 1)]
@@ -261,9 +279,14 @@ def test_dashboard_served_with_strict_csp(live_server: Any) -> None:
 
 def test_every_asset_is_local_and_packaged() -> None:
     assets = load_assets()
-    assert {"index.html", "app.js", "app.css", "favicon.svg", "vendor/uPlot.iife.min.js", "vendor/uPlot.LICENSE"} <= set(
-        assets
-    )
+    assert {
+        "index.html",
+        "app.js",
+        "app.css",
+        "favicon.svg",
+        "vendor/uPlot.iife.min.js",
+        "vendor/uPlot.LICENSE",
+    } <= set(assets)
     for name, asset in assets.items():
         if name.endswith((".html", ".js", ".css")):
             text = asset.body.decode()

@@ -82,7 +82,6 @@ def start_server(settings: Settings) -> LiveServer:
     return LiveServer(settings, server, thread, app)
 
 
-
 def count_rows(server: LiveServer, table: str) -> int:
     """Rows in `table` of the server's store, read through an independent cursor."""
     return int(server.state.store.query(f"SELECT count(*) FROM {table}")[0][0])

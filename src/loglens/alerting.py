@@ -44,8 +44,6 @@ Notify = Callable[[Alert, str, float | None], None]
 Publish = Callable[[str, Any], None]
 
 
-
-
 def _naive(dt: datetime | None) -> datetime | None:
     return dt.astimezone(UTC).replace(tzinfo=None) if dt is not None and dt.tzinfo else dt
 
@@ -134,9 +132,20 @@ class AlertDB:
             self.cur.execute(
                 "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    alert.id, alert.rule, alert.service, alert.severity, alert.state, alert.value, alert.threshold,
-                    alert.summary, _naive(alert.started_at), _naive(alert.fired_at), _naive(alert.resolved_at),
-                    orjson.dumps(alert.labels).decode(), notified, _naive(to_dt(now)),
+                    alert.id,
+                    alert.rule,
+                    alert.service,
+                    alert.severity,
+                    alert.state,
+                    alert.value,
+                    alert.threshold,
+                    alert.summary,
+                    _naive(alert.started_at),
+                    _naive(alert.fired_at),
+                    _naive(alert.resolved_at),
+                    orjson.dumps(alert.labels).decode(),
+                    notified,
+                    _naive(to_dt(now)),
                 ],
             )
 
@@ -168,8 +177,17 @@ class AlertDB:
     @staticmethod
     def _alert(r: tuple[Any, ...]) -> Alert:
         return Alert(
-            id=r[0], rule=r[1], service=r[2], severity=r[3], state=r[4], value=r[5], threshold=r[6], summary=r[7],
-            started_at=_aware(r[8]) or to_dt(0), fired_at=_aware(r[9]), resolved_at=_aware(r[10]),
+            id=r[0],
+            rule=r[1],
+            service=r[2],
+            severity=r[3],
+            state=r[4],
+            value=r[5],
+            threshold=r[6],
+            summary=r[7],
+            started_at=_aware(r[8]) or to_dt(0),
+            fired_at=_aware(r[9]),
+            resolved_at=_aware(r[10]),
             labels=orjson.loads(r[11]),
         )
 
@@ -178,8 +196,15 @@ class AlertDB:
         with self.lock:
             self.cur.execute(
                 "INSERT OR REPLACE INTO anomalies VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [doc["id"], _naive(detected_at), doc["type"], doc["severity"], doc["service"], doc["score"],
-                 orjson.dumps(doc).decode()],
+                [
+                    doc["id"],
+                    _naive(detected_at),
+                    doc["type"],
+                    doc["severity"],
+                    doc["service"],
+                    doc["score"],
+                    orjson.dumps(doc).decode(),
+                ],
             )
 
     def list_anomalies(self, limit: int, service: str | None = None) -> list[dict[str, Any]]:
@@ -199,8 +224,15 @@ class AlertDB:
         with self.lock:
             self.cur.execute(
                 "INSERT OR REPLACE INTO silences VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [s.id, orjson.dumps(s.matchers).decode(), _naive(to_dt(s.starts_at)), _naive(to_dt(s.expires_at)),
-                 s.comment, s.created_by, _naive(to_dt(s.created_at))],
+                [
+                    s.id,
+                    orjson.dumps(s.matchers).decode(),
+                    _naive(to_dt(s.starts_at)),
+                    _naive(to_dt(s.expires_at)),
+                    s.comment,
+                    s.created_by,
+                    _naive(to_dt(s.created_at)),
+                ],
             )
 
     def delete_silence(self, silence_id: str) -> None:
@@ -214,9 +246,7 @@ class AlertDB:
             rows = self.cur.execute(
                 "SELECT id, matchers, starts_at, expires_at, comment, created_by, created_at FROM silences"
             ).fetchall()
-        return [
-            Silence(r[0], orjson.loads(r[1]), _epoch(r[2]), _epoch(r[3]), r[4], r[5], _epoch(r[6])) for r in rows
-        ]
+        return [Silence(r[0], orjson.loads(r[1]), _epoch(r[2]), _epoch(r[3]), r[4], r[5], _epoch(r[6])) for r in rows]
 
 
 def _epoch(dt: datetime) -> float:
@@ -309,8 +339,15 @@ class AlertEngine:
         if c.breach:
             if entry is None:
                 alert = Alert(
-                    id=uuid.uuid4().hex, rule=c.rule, service=c.service, severity=c.severity, state="pending",
-                    value=c.value, threshold=c.threshold, summary=c.summary, started_at=to_dt(now),
+                    id=uuid.uuid4().hex,
+                    rule=c.rule,
+                    service=c.service,
+                    severity=c.severity,
+                    state="pending",
+                    value=c.value,
+                    threshold=c.threshold,
+                    summary=c.summary,
+                    started_at=to_dt(now),
                     labels=dict(c.labels),
                 )
                 entry = self._active[key] = _Active(alert)
@@ -372,8 +409,10 @@ class AlertEngine:
         """Notify firing alerts whose silence expired or whose inhibiting alert resolved."""
         out = []
         for entry in list(self._active.values()):
-            if entry.alert.state == "firing" and not entry.notified and not (
-                self._silenced(entry.alert, now) or self._inhibited(entry.alert)
+            if (
+                entry.alert.state == "firing"
+                and not entry.notified
+                and not (self._silenced(entry.alert, now) or self._inhibited(entry.alert))
             ):
                 entry.notified = True
                 self._persist(entry, now)
@@ -448,7 +487,11 @@ class AlertEngine:
 
     # ---- silences --------------------------------------------------------------------------
     def add_silence(
-        self, matchers: dict[str, str], expires_at: float, comment: str = "", created_by: str = "",
+        self,
+        matchers: dict[str, str],
+        expires_at: float,
+        comment: str = "",
+        created_by: str = "",
         starts_at: float | None = None,
     ) -> Silence:
         """Create a silence (persisted); returns it."""

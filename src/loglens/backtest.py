@@ -55,9 +55,15 @@ class BacktestResult:
         for t in self.transitions:
             a = t.alert
             if t.kind == "firing" and a.id not in rows:
-                rows[a.id] = {"rule": a.rule, "service": a.service, "severity": a.severity,
-                              "fired_at": iso(a.fired_at), "resolved_at": None, "duration_seconds": None,
-                              "summary": a.summary}
+                rows[a.id] = {
+                    "rule": a.rule,
+                    "service": a.service,
+                    "severity": a.severity,
+                    "fired_at": iso(a.fired_at),
+                    "resolved_at": None,
+                    "duration_seconds": None,
+                    "summary": a.summary,
+                }
             elif t.kind == "resolved" and a.id in rows:
                 rows[a.id]["resolved_at"] = iso(a.resolved_at)
                 rows[a.id]["duration_seconds"] = t.duration_seconds

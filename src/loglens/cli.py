@@ -50,9 +50,7 @@ def load_or_exit(path: Path | None) -> Settings:
 
 
 def _with_overrides(settings: Settings, host: str | None, port: int | None, data_dir: Path | None) -> Settings:
-    server = settings.server.model_copy(
-        update={k: v for k, v in (("host", host), ("port", port)) if v is not None}
-    )
+    server = settings.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     storage = settings.storage
     if data_dir is not None:
         storage = storage.model_copy(update={"path": data_dir / "loglens.duckdb"})
@@ -165,7 +163,9 @@ def demo(
 def analyze(
     paths: Annotated[list[str], typer.Argument(help="Files, globs or directories: NDJSON, JSON, .gz, Parquet, store.")],
     engine: Annotated[str, typer.Option(help="local | dask | ray")] = "local",
-    address: Annotated[str | None, typer.Option(help="Existing cluster: tcp://HOST:8786 (dask), HOST:6379 (ray).")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Existing cluster: tcp://HOST:8786 (dask), HOST:6379 (ray).")
+    ] = None,
     partitions: Annotated[int | None, typer.Option(help="Number of partitions (default: one per CPU, ≥ 2).")] = None,
     since: Annotated[str | None, typer.Option(help="Only logs at/after this ISO 8601 time (UTC if no offset).")] = None,
     until: Annotated[str | None, typer.Option(help="Only logs before this ISO 8601 time.")] = None,
@@ -178,8 +178,18 @@ def analyze(
     from loglens.analyze.command import analyze_command
 
     raise typer.Exit(
-        analyze_command(load_or_exit(config), paths, engine=engine, address=address, partitions=partitions,
-                        since=since, until=until, service=service, out=out, progress=progress)
+        analyze_command(
+            load_or_exit(config),
+            paths,
+            engine=engine,
+            address=address,
+            partitions=partitions,
+            since=since,
+            until=until,
+            service=service,
+            out=out,
+            progress=progress,
+        )
     )
 
 

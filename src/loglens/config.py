@@ -39,13 +39,16 @@ class ServerConfig(_Model):
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
     cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
     watch_config: bool = Field(
-        False, description="Reload the config file automatically when it changes on disk (SIGHUP and "
-        "POST /api/v1/admin/reload always work)."
+        False,
+        description="Reload the config file automatically when it changes on disk (SIGHUP and "
+        "POST /api/v1/admin/reload always work).",
     )
     watch_interval_seconds: float = Field(2.0, gt=0, description="How often the watched config file is checked.")
     shutdown_timeout_seconds: float = Field(
-        10.0, ge=0, description="On SIGTERM, how long to drain the ingest queue and the notification outbox "
-        "(new ingest gets 503 with Retry-After meanwhile) before exiting."
+        10.0,
+        ge=0,
+        description="On SIGTERM, how long to drain the ingest queue and the notification outbox "
+        "(new ingest gets 503 with Retry-After meanwhile) before exiting.",
     )
 
 
@@ -468,8 +471,9 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
             sec[key] = str(p if p.is_absolute() else base / p)
     ingest = data.get("ingest")
     if isinstance(ingest, dict) and isinstance(ingest.get("files"), list):
-        ingest["files"] = [str(base / f) if isinstance(f, str) and not Path(f).is_absolute() else f
-                           for f in ingest["files"]]
+        ingest["files"] = [
+            str(base / f) if isinstance(f, str) and not Path(f).is_absolute() else f for f in ingest["files"]
+        ]
     tail = (data.get("protocols") or {}).get("tail") if isinstance(data.get("protocols"), dict) else None
     if isinstance(tail, dict) and isinstance(tail.get("checkpoint_path"), str):
         p = Path(tail["checkpoint_path"])
@@ -492,7 +496,9 @@ def parse_settings(text: str, file: str = "config.yaml", base_dir: Path | None =
     if root is None:
         root = CommentedMap()
     if not isinstance(root, CommentedMap):
-        raise ConfigError([ConfigIssue(file, 1, "", "the top level must be a mapping of sections (server:, storage:, ...)")])
+        raise ConfigError(
+            [ConfigIssue(file, 1, "", "the top level must be a mapping of sections (server:, storage:, ...)")]
+        )
     issues: list[ConfigIssue] = []
     root = _interpolate(root, file, issues)
     if issues:
@@ -526,7 +532,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([ConfigIssue(str(path), None, "", "file not found (pass --config PATH or create config.yaml)")]) from None
+        raise ConfigError(
+            [ConfigIssue(str(path), None, "", "file not found (pass --config PATH or create config.yaml)")]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([ConfigIssue(str(path), None, "", f"cannot read file: {exc}")]) from None
     settings = parse_settings(text, file=str(path), base_dir=path.resolve().parent)

@@ -116,9 +116,7 @@ def _submodels(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in _submodels(arg)]
 
 
-def _rows(
-    model: type[BaseModel], prefix: str, out: list[str], seen: set[str], parent: BaseModel | None = None
-) -> None:
+def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set[str], parent: BaseModel | None = None) -> None:
     for name, field in model.model_fields.items():
         if field.exclude:
             continue

@@ -57,8 +57,7 @@ def _naive(dt: datetime) -> datetime:
 
 
 def _row_json(r: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": r[0], "received_at": iso(r[1]), "source": r[2], "reason": r[3], "raw": r[4],
-            "replayed_at": iso(r[5])}
+    return {"id": r[0], "received_at": iso(r[1]), "source": r[2], "reason": r[3], "raw": r[4], "replayed_at": iso(r[5])}
 
 
 def get(store: Store, dead_id: int) -> dict[str, Any] | None:
@@ -166,8 +165,15 @@ def replay(
             raise
     result.replayed = len(valid)
     result.replayed_ids = sorted(valid)
-    log.info("dead letters replayed", extra={"matched": result.matched, "replayed": result.replayed,
-                                             "still_invalid": result.still_invalid, "skipped": result.skipped})
+    log.info(
+        "dead letters replayed",
+        extra={
+            "matched": result.matched,
+            "replayed": result.replayed,
+            "still_invalid": result.still_invalid,
+            "skipped": result.skipped,
+        },
+    )
     return result
 
 

@@ -55,8 +55,13 @@ def make_log(rng: random.Random, service: str, level: str, ts: float | None = No
 
 
 def generate_logs(
-    n: int, *, services: tuple[str, ...] = DEMO_SERVICES, error_ratio: float = 0.02, seed: int = 7,
-    start: float | None = None, spacing_s: float = 0.0,
+    n: int,
+    *,
+    services: tuple[str, ...] = DEMO_SERVICES,
+    error_ratio: float = 0.02,
+    seed: int = 7,
+    start: float | None = None,
+    spacing_s: float = 0.0,
 ) -> Iterator[dict[str, Any]]:
     """`n` logs round-robin over `services`, ~`error_ratio` of them errors; deterministic per seed."""
     rng = random.Random(seed)
@@ -100,8 +105,9 @@ def demo_settings(settings: Settings, fast: bool) -> Settings:
     """The demo's own thresholds (code-only overrides): new patterns are only judged after the
     learning phase, and --fast shrinks every window so the whole story fits in ~40 s."""
     rules = settings.alerts.rules
-    np_rule = rules.new_pattern.model_copy(update={"warmup_seconds": 2.0 if fast else 5.0,
-                                                   "resolve_after_seconds": 8.0 if fast else 45.0})
+    np_rule = rules.new_pattern.model_copy(
+        update={"warmup_seconds": 2.0 if fast else 5.0, "resolve_after_seconds": 8.0 if fast else 45.0}
+    )
     update: dict[str, Any] = {"new_pattern": np_rule}
     if fast:
         update["error_rate"] = rules.error_rate.model_copy(update={"window_seconds": 10, "min_events": 10})
@@ -145,9 +151,7 @@ def _history(rng: random.Random, tl: _Timeline, now: float, minutes: int = 15) -
         for svc in DEMO_SERVICES
     ]
     # every everyday error line once, so only the scripted FATAL line is a *new* pattern later
-    for i, (template, target) in enumerate(
-        (t, target) for t in _MESSAGES["ERROR"] for target in DEMO_SERVICES
-    ):
+    for i, (template, target) in enumerate((t, target) for t in _MESSAGES["ERROR"] for target in DEMO_SERVICES):
         rec = make_log(rng, DEMO_SERVICES[i % len(DEMO_SERVICES)], "ERROR", now - 60 + i)
         rec["message"] = template.format(service=target, n=rng.randint(1, 99999))
         out.append(rec)
@@ -178,8 +182,11 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
     server, thread = _start_server(settings)
     url = f"http://{settings.server.host}:{settings.server.port}"
     print(f"loglens demo running — dashboard: {url}/   API docs: {url}/docs", flush=True)
-    print("timeline: auth goes silent, payments error spike, search volume burst, inventory latency "
-          "anomaly, a new FATAL pattern in checkout; each alert resolves afterwards", flush=True)
+    print(
+        "timeline: auth goes silent, payments error spike, search volume burst, inventory latency "
+        "anomaly, a new FATAL pattern in checkout; each alert resolves afterwards",
+        flush=True,
+    )
     rng = random.Random(1)
     headers = {"Authorization": f"Bearer {settings.server.api_token}"} if settings.server.api_token else {}
     seen: set[tuple[str, str]] = set()
@@ -198,8 +205,12 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
                 last = t
                 if not pattern_sent and t >= tl.pattern:
                     pattern_sent = True
-                    batch.append({**make_log(rng, "checkout", "FATAL"),
-                                  "message": "database connection pool exhausted on shard 7 after 5000 ms"})
+                    batch.append(
+                        {
+                            **make_log(rng, "checkout", "FATAL"),
+                            "message": "database connection pool exhausted on shard 7 after 5000 ms",
+                        }
+                    )
                 if batch:
                     client.post("/api/v1/logs", content=orjson.dumps(batch), **post)
                 if t >= next_poll:

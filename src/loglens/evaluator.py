@@ -81,6 +81,8 @@ class AnomalyValidator:
 # ---- template mining off the hot path -----------------------------------------------------------
 _MINE_CACHE_ENTRIES = 100_000
 _MINE_REST_FACTOR = 2.0
+
+
 class PatternWorker:
     """Mines templates from committed logs on its own thread, behind a bounded queue.
 
@@ -151,7 +153,7 @@ class PatternWorker:
         if backlog > self.max_queue_logs // 4:
             # Falling behind: keep the rows new_pattern alerts on (level >= min_level) and shed the
             # rest first, so a flood of INFO lines cannot hide a new error.
-            keep = pc.is_in(logs["level"], value_set=pa.array(list(LEVELS[self._min_level:])))
+            keep = pc.is_in(logs["level"], value_set=pa.array(list(LEVELS[self._min_level :])))
             kept = logs.filter(keep)
             self.dropped += n - kept.num_rows
             logs, n = kept, kept.num_rows
@@ -260,10 +262,20 @@ class PatternWorker:
         templates = {tid: text for tid, text, _ in self.miner.templates()} if jumps else {}
         for j in jumps:
             svc, example, lid = self._examples.get(j.template_id, ("unknown", "", None))
-            out.append(PatternFinding(
-                "pattern_rate", svc, j.template_id, templates.get(j.template_id, j.template_id), example, "INFO",
-                lid, j.minute_s + 60, float(j.observed), j.expected,
-            ))
+            out.append(
+                PatternFinding(
+                    "pattern_rate",
+                    svc,
+                    j.template_id,
+                    templates.get(j.template_id, j.template_id),
+                    example,
+                    "INFO",
+                    lid,
+                    j.minute_s + 60,
+                    float(j.observed),
+                    j.expected,
+                )
+            )
         for f in out:
             self.on_finding(f)
         return out
@@ -351,9 +363,7 @@ class Evaluator:
             return
         tail = logs.slice(max(0, logs.num_rows - 2000))
         errors = pc.is_in(tail["level"], pa.array(["ERROR", "FATAL"]))
-        for svc, lid, err in zip(
-            tail["service"].to_pylist(), tail["id"].to_pylist(), errors.to_pylist(), strict=True
-        ):
+        for svc, lid, err in zip(tail["service"].to_pylist(), tail["id"].to_pylist(), errors.to_pylist(), strict=True):
             d = self._recent_ids.get(svc)
             if d is None:
                 d = self._recent_ids[svc] = deque(maxlen=5)
@@ -373,7 +383,10 @@ class Evaluator:
                 window_s = getattr(rule, "window_seconds", 0)
                 counts = self.windows.counts(svc, now, window_s) if window_s else None
                 w = RuleWindow(
-                    svc, now, counts.total if counts else 0, counts.errors if counts else 0,
+                    svc,
+                    now,
+                    counts.total if counts else 0,
+                    counts.errors if counts else 0,
                     self.windows.last_seen.get(svc),
                 )
                 candidates.extend(rules_mod.evaluate(rule, w))  # type: ignore[arg-type]
@@ -435,10 +448,18 @@ class Evaluator:
             active = [f for (s, _m), f in self.detector.active.items() if s == svc]
             if active:
                 top = max(active, key=lambda f: abs(f.score))
-                out.append(Candidate(
-                    "anomaly", svc, True, round(top.observed, 6), round(top.high, 6), rule.severity,
-                    top.description, labels={"metric": top.metric},
-                ))
+                out.append(
+                    Candidate(
+                        "anomaly",
+                        svc,
+                        True,
+                        round(top.observed, 6),
+                        round(top.high, 6),
+                        rule.severity,
+                        top.description,
+                        labels={"metric": top.metric},
+                    )
+                )
             else:
                 out.append(Candidate("anomaly", svc, False, None, None, rule.severity, ""))
         return out
@@ -454,10 +475,20 @@ class Evaluator:
             else f"{p.service}: pattern '{clip(p.template, 120)}' {p.observed:.0f}/min (usually {p.expected}/min)"
         )
         self.stats["new_pattern"].last_evaluated_at = self.clock()
-        self.engine.observe([Candidate(
-            "new_pattern", p.service, True, p.observed, p.expected, rule.severity, summary,
-            labels={"template_id": p.template_id, "kind": p.kind},
-        )])
+        self.engine.observe(
+            [
+                Candidate(
+                    "new_pattern",
+                    p.service,
+                    True,
+                    p.observed,
+                    p.expected,
+                    rule.severity,
+                    summary,
+                    labels={"template_id": p.template_id, "kind": p.kind},
+                )
+            ]
+        )
 
     def write_anomaly(self, doc: dict[str, Any]) -> None:
         """Validate, persist and publish one anomaly document."""
@@ -589,7 +620,10 @@ def build(state: Any, *, clock: Callable[[], float] = time.time) -> Evaluator:
     # the notifier service groups bursts per channel (alerts.group_wait_seconds) in its outbox;
     # holding them here as well would make people wait twice
     engine = AlertEngine(
-        settings.alerts.model_copy(update={"group_wait_seconds": 0.0}), clock=clock, db=db, notify=notify,
+        settings.alerts.model_copy(update={"group_wait_seconds": 0.0}),
+        clock=clock,
+        db=db,
+        notify=notify,
         publish=state.hub.publish,
     )
     engine.restore()

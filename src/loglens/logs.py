@@ -22,9 +22,9 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             extras["exception"] = self.formatException(record.exc_info)
         doc = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace(
-                "+00:00", "Z"
-            ),
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
             "level": _LEVELS.get(record.levelname, record.levelname),
             "service": "loglens",
             "message": record.getMessage(),

@@ -116,8 +116,15 @@ def aggregate(logs: pa.Table) -> Partials:
     cols["rt"] = rt
     table = pa.table(cols)
     grouped = table.group_by(["service", "minute"], use_threads=False).aggregate(
-        [("one", "sum"), *[(n, "sum") for n in LEVEL_COLUMNS], ("late", "sum"),
-         ("rt", "count"), ("rt", "sum"), ("rt", "min"), ("rt", "max")]
+        [
+            ("one", "sum"),
+            *[(n, "sum") for n in LEVEL_COLUMNS],
+            ("late", "sum"),
+            ("rt", "count"),
+            ("rt", "sum"),
+            ("rt", "min"),
+            ("rt", "max"),
+        ]
     )
     minute_table = pa.table(
         {
@@ -167,15 +174,19 @@ def merge(parts: Iterable[Partials]) -> Partials:
     g = minute.group_by(["service", "minute"], use_threads=False).aggregate(
         [*[(c, "sum") for c in sums], ("rt_min", "min"), ("rt_max", "max")]
     )
-    merged_minute = pa.table(
-        {
-            "service": g["service"],
-            "minute": g["minute"],
-            **{c: g[f"{c}_sum"] for c in sums},
-            "rt_min": g["rt_min_min"],
-            "rt_max": g["rt_max_max"],
-        }
-    ).select(MINUTE_SCHEMA.names).cast(MINUTE_SCHEMA)
+    merged_minute = (
+        pa.table(
+            {
+                "service": g["service"],
+                "minute": g["minute"],
+                **{c: g[f"{c}_sum"] for c in sums},
+                "rt_min": g["rt_min_min"],
+                "rt_max": g["rt_max_max"],
+            }
+        )
+        .select(MINUTE_SCHEMA.names)
+        .cast(MINUTE_SCHEMA)
+    )
     sketch = (
         pa.concat_tables([p.sketch for p in parts])
         .group_by(["service", "minute", "bucket"], use_threads=False)

@@ -14,7 +14,14 @@ import pyarrow as pa
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
 # Scalar fields of a log record (log_schema.yaml's properties besides `metadata`).
 SCHEMA_FIELDS: tuple[str, ...] = (
-    "timestamp", "level", "service", "message", "user_id", "ip_address", "response_time_ms", "trace_id",
+    "timestamp",
+    "level",
+    "service",
+    "message",
+    "user_id",
+    "ip_address",
+    "response_time_ms",
+    "trace_id",
 )
 ERROR_LEVELS: frozenset[str] = frozenset({"ERROR", "FATAL"})
 

@@ -176,7 +176,11 @@ def _print_replay(doc: dict[str, Any]) -> None:
 
 
 def dead_letter_replay(
-    settings: Settings, url: str | None, token: str | None, reason: str | None, since: str | None,
+    settings: Settings,
+    url: str | None,
+    token: str | None,
+    reason: str | None,
+    since: str | None,
     ids: list[int] | None,
 ) -> int:
     """`loglens dead-letter replay`: re-validate with the current schema and ingest what is valid now."""

@@ -288,7 +288,14 @@ def dead_letters(
     return {
         "total": int(total),
         "dead_letters": [
-            {"id": r[0], "received_at": iso(r[1]), "source": r[2], "reason": r[3], "raw": r[4], "replayed_at": iso(r[5])}
+            {
+                "id": r[0],
+                "received_at": iso(r[1]),
+                "source": r[2],
+                "reason": r[3],
+                "raw": r[4],
+                "replayed_at": iso(r[5]),
+            }
             for r in rows
         ],
         "next_cursor": encode_cursor(rows[-1][0]) if more and rows else None,

@@ -132,15 +132,19 @@ class ReloadManager:
         self.last = result
         if result.ok:
             self.successes += 1
-            log.info("config reloaded", extra={"trigger": trigger, "changed": result.changed,
-                                               "restart_required": result.restart_required})
+            log.info(
+                "config reloaded",
+                extra={"trigger": trigger, "changed": result.changed, "restart_required": result.restart_required},
+            )
             if self._meta_raised:
                 self._meta_raised = False
                 self._meta("resolve_meta", META_NAME)
         else:
             self.failures += 1
-            log.error("config reload rejected; keeping the running config",
-                      extra={"trigger": trigger, "issues": result.issues})
+            log.error(
+                "config reload rejected; keeping the running config",
+                extra={"trigger": trigger, "issues": result.issues},
+            )
             self._meta_raised = True
             self._meta("raise_meta", META_NAME, "config reload rejected: " + "; ".join(result.issues)[:500], "warning")
         return result
@@ -188,8 +192,12 @@ class ReloadManager:
         except ConfigError as exc:
             # name the schema file in every issue so the caller knows which file to fix
             raise ConfigError(
-                [ConfigIssue(i.file if i.file != "log schema" else str(settings.schemas.log), i.line, i.key, i.message)
-                 for i in exc.issues]
+                [
+                    ConfigIssue(
+                        i.file if i.file != "log schema" else str(settings.schemas.log), i.line, i.key, i.message
+                    )
+                    for i in exc.issues
+                ]
             ) from None
 
     def _apply_core(self, new: Settings) -> None:
@@ -281,4 +289,3 @@ async def stop_component(state: Any) -> None:
         return
     manager.remove_sighup()
     await manager.stop_watch()
-

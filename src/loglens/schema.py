@@ -33,7 +33,14 @@ _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAST_MIN_ROWS = 16  # below this the per-record path is as fast and simpler
 _FAST_COLUMNS = (
-    "level", "service", "message", "user_id", "ip_address", "response_time_ms", "trace_id", "metadata",
+    "level",
+    "service",
+    "message",
+    "user_id",
+    "ip_address",
+    "response_time_ms",
+    "trace_id",
+    "metadata",
 )
 _MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
 _MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z: beyond it no calendar date exists
@@ -163,7 +170,9 @@ def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dic
         desc = str(schema_props[top].get("description", "")).split(".")[0]
         message = f"invalid value {_short(exc.value)}" + (f"; expected {desc[0].lower()}{desc[1:]}" if desc else "")
     elif exc.rule == "required":
-        missing = [f for f in exc.definition.get("required", []) if not isinstance(exc.value, dict) or f not in exc.value]
+        missing = [
+            f for f in exc.definition.get("required", []) if not isinstance(exc.value, dict) or f not in exc.value
+        ]
         return "missing required field" + ("s: " if len(missing) > 1 else ": ") + ", ".join(missing)
     elif exc.rule in ("type", "enum", "minimum", "maximum", "pattern", "minLength", "maxLength"):
         message = f"{message} (got {_short(exc.value)})"
@@ -278,7 +287,9 @@ class LogSchema:
             return None
         return self._combine(parsed, *result, source, now_us)
 
-    def _combine(self, parsed: Parsed, cols: dict[str, pa.Array], ok: np.ndarray, source: str, now_us: int) -> ValidatedBatch:
+    def _combine(
+        self, parsed: Parsed, cols: dict[str, pa.Array], ok: np.ndarray, source: str, now_us: int
+    ) -> ValidatedBatch:
         """Rows the fast path accepted, plus the exact path's verdict on the others."""
         n = len(ok)
         mask = pa.array(ok)

@@ -22,12 +22,32 @@ import pyarrow.compute as pc
 
 # Keywords a property may use for the fast path to stay exact; anything else disables it.
 _PROP_KEYWORDS = {
-    "type", "enum", "minLength", "maxLength", "pattern", "minimum", "maximum", "format", "anyOf",
-    "description", "examples", "title", "default", "$comment",
+    "type",
+    "enum",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "minimum",
+    "maximum",
+    "format",
+    "anyOf",
+    "description",
+    "examples",
+    "title",
+    "default",
+    "$comment",
 }
 _TOP_KEYWORDS = {
-    "$schema", "$id", "title", "description", "type", "required", "properties", "additionalProperties",
-    "examples", "$comment",
+    "$schema",
+    "$id",
+    "title",
+    "description",
+    "type",
+    "required",
+    "properties",
+    "additionalProperties",
+    "examples",
+    "$comment",
 }
 # Conservative regexes: a match means the value certainly satisfies the format. Values that do
 # not match may still be valid (e.g. IPv6, 7-digit fractions) and go to the exact validator.
@@ -136,7 +156,9 @@ class FastPlan:
         return cls(props)
 
     # ------------------------------------------------------------------------------------------
-    def run(self, records: list[Any], now_us: int, skew_us: int, late_us: int) -> tuple[dict[str, pa.Array], np.ndarray] | None:
+    def run(
+        self, records: list[Any], now_us: int, skew_us: int, late_us: int
+    ) -> tuple[dict[str, pa.Array], np.ndarray] | None:
         """Check `records` column-wise.
 
         Returns (columns, ok) where `ok[i]` marks rows accepted by the fast path (their
@@ -144,9 +166,7 @@ class FastPlan:
         """
         n = len(records)
         known = self.props.keys()
-        simple = np.fromiter(
-            (type(r) is dict and r.keys() <= known for r in records), dtype=bool, count=n
-        )
+        simple = np.fromiter((type(r) is dict and r.keys() <= known for r in records), dtype=bool, count=n)
         ok = simple.copy()
         cols: dict[str, pa.Array] = {}
         if not simple.all():

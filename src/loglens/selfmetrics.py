@@ -64,12 +64,16 @@ class SelfMetrics:
             "loglens_logs_accepted", "Log records stored, by source.", ["source"], registry=self.registry
         )
         self.rejected = Counter(
-            "loglens_logs_rejected", "Log records sent to dead-letter, by source and reason class.",
-            ["source", "reason"], registry=self.registry,
+            "loglens_logs_rejected",
+            "Log records sent to dead-letter, by source and reason class.",
+            ["source", "reason"],
+            registry=self.registry,
         )
         self.commit_seconds = Histogram(
-            "loglens_store_commit_seconds", "Duration of one group commit (logs, dead letters, metrics).",
-            buckets=_COMMIT_BUCKETS, registry=self.registry,
+            "loglens_store_commit_seconds",
+            "Duration of one group commit (logs, dead letters, metrics).",
+            buckets=_COMMIT_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(LoglensCollector(state))
 
@@ -109,22 +113,28 @@ class LoglensCollector(Collector):
         info = GaugeMetricFamily("loglens_build_info", "Version of the running loglens.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        yield GaugeMetricFamily("loglens_uptime_seconds", "Seconds since the server started.",
-                                value=time.time() - state.started_at)
-        yield GaugeMetricFamily("loglens_sse_clients", "Connected live-stream (SSE) clients.",
-                                value=state.hub.subscriber_count)
-        yield GaugeMetricFamily("loglens_draining", "1 while the server drains before exiting.",
-                                value=1 if state.pipeline.draining else 0)
+        yield GaugeMetricFamily(
+            "loglens_uptime_seconds", "Seconds since the server started.", value=time.time() - state.started_at
+        )
+        yield GaugeMetricFamily(
+            "loglens_sse_clients", "Connected live-stream (SSE) clients.", value=state.hub.subscriber_count
+        )
+        yield GaugeMetricFamily(
+            "loglens_draining", "1 while the server drains before exiting.", value=1 if state.pipeline.draining else 0
+        )
 
     def _store(self) -> Iterator[Metric]:
         store = self.state.store
-        yield GaugeMetricFamily("loglens_ingest_queue_depth", "Logs submitted and not yet committed.",
-                                value=store.queue_depth)
+        yield GaugeMetricFamily(
+            "loglens_ingest_queue_depth", "Logs submitted and not yet committed.", value=store.queue_depth
+        )
         yield CounterMetricFamily("loglens_store_commits", "Group commits since start.", value=store.commits)
-        yield GaugeMetricFamily("loglens_store_size_bytes", "Size of the DuckDB file and its WAL.",
-                                value=store.size_bytes())
-        yield GaugeMetricFamily("loglens_store_healthy", "0 when the last commit failed.",
-                                value=0 if store.last_error else 1)
+        yield GaugeMetricFamily(
+            "loglens_store_size_bytes", "Size of the DuckDB file and its WAL.", value=store.size_bytes()
+        )
+        yield GaugeMetricFamily(
+            "loglens_store_healthy", "0 when the last commit failed.", value=0 if store.last_error else 1
+        )
         rows = GaugeMetricFamily("loglens_store_rows", "Rows per table.", labels=["table"])
         for table, n in table_rows(store).items():
             rows.add_metric([table], n)
@@ -134,8 +144,9 @@ class LoglensCollector(Collector):
         extras = self.state.extras
         engine = extras.get("alerting")
         evaluator = extras.get("evaluator")
-        firing = GaugeMetricFamily("loglens_alerts_firing", "Firing alerts by rule and severity.",
-                                   labels=["rule", "severity"])
+        firing = GaugeMetricFamily(
+            "loglens_alerts_firing", "Firing alerts by rule and severity.", labels=["rule", "severity"]
+        )
         pending = GaugeMetricFamily("loglens_alerts_pending", "Pending alerts by rule.", labels=["rule"])
         if engine is not None:
             counts: dict[tuple[str, str], int] = {}
@@ -149,37 +160,47 @@ class LoglensCollector(Collector):
                 firing.add_metric([rule, severity], n)
             for rule, n in sorted(waiting.items()):
                 pending.add_metric([rule], n)
-            yield CounterMetricFamily("loglens_alert_notifications", "Alert transitions handed to notifiers.",
-                                      value=engine.notifications)
+            yield CounterMetricFamily(
+                "loglens_alert_notifications", "Alert transitions handed to notifiers.", value=engine.notifications
+            )
         yield firing
         yield pending
         if evaluator is None:
             return
-        last = GaugeMetricFamily("loglens_rule_evaluation_seconds", "Duration of the last evaluation of a rule.",
-                                 labels=["rule"])
+        last = GaugeMetricFamily(
+            "loglens_rule_evaluation_seconds", "Duration of the last evaluation of a rule.", labels=["rule"]
+        )
         for name, st in sorted(evaluator.stats.items()):
             if st.last_duration_ms is not None:
                 last.add_metric([name], st.last_duration_ms / 1000.0)
         yield last
-        yield CounterMetricFamily("loglens_rule_evaluations", "Evaluation passes over the rules.",
-                                  value=evaluator.evaluations)
+        yield CounterMetricFamily(
+            "loglens_rule_evaluations", "Evaluation passes over the rules.", value=evaluator.evaluations
+        )
         patterns = getattr(evaluator, "patterns", None)
         if patterns is not None:
-            yield CounterMetricFamily("loglens_pattern_logs_dropped", "Logs the template miner skipped (behind).",
-                                      value=patterns.dropped)
+            yield CounterMetricFamily(
+                "loglens_pattern_logs_dropped", "Logs the template miner skipped (behind).", value=patterns.dropped
+            )
 
     def _notifier(self) -> Iterator[Metric]:
         notifier = self.state.extras.get("notifier")
         if notifier is None:
             return
-        sent = CounterMetricFamily("loglens_notifications_sent", "Successful deliveries by channel.",
-                                   labels=["channel"])
-        failed = CounterMetricFamily("loglens_notifications_failed", "Failed delivery attempts by channel.",
-                                     labels=["channel"])
-        retrying = GaugeMetricFamily("loglens_notifications_retrying",
-                                     "Notifications waiting in the outbox (pending or retrying).", labels=["channel"])
-        dead = GaugeMetricFamily("loglens_notifications_dead", "Notifications that gave up, by channel.",
-                                 labels=["channel"])
+        sent = CounterMetricFamily(
+            "loglens_notifications_sent", "Successful deliveries by channel.", labels=["channel"]
+        )
+        failed = CounterMetricFamily(
+            "loglens_notifications_failed", "Failed delivery attempts by channel.", labels=["channel"]
+        )
+        retrying = GaugeMetricFamily(
+            "loglens_notifications_retrying",
+            "Notifications waiting in the outbox (pending or retrying).",
+            labels=["channel"],
+        )
+        dead = GaugeMetricFamily(
+            "loglens_notifications_dead", "Notifications that gave up, by channel.", labels=["channel"]
+        )
         healthy = GaugeMetricFamily("loglens_notifier_healthy", "0 while a channel keeps failing.", labels=["channel"])
         for ch in notifier.health():
             name = ch["name"]
@@ -198,8 +219,11 @@ class LoglensCollector(Collector):
         reloads.add_metric(["success"], manager.successes)
         reloads.add_metric(["failure"], manager.failures)
         yield reloads
-        yield GaugeMetricFamily("loglens_config_last_reload_successful", "1 when the last reload was applied.",
-                                value=1 if manager.last_ok else 0)
+        yield GaugeMetricFamily(
+            "loglens_config_last_reload_successful",
+            "1 when the last reload was applied.",
+            value=1 if manager.last_ok else 0,
+        )
 
 
 def table_rows(store: Any) -> dict[str, int]:

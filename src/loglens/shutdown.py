@@ -70,12 +70,15 @@ class DrainingServer(uvicorn.Server):
         if self._deadline is None:
             self._deadline = time.monotonic() + self.timeout_s
             state.pipeline.draining = True
-            log.info("draining before shutdown", extra={"timeout_s": self.timeout_s,
-                                                         "queue_depth": state.store.queue_depth})
+            log.info(
+                "draining before shutdown", extra={"timeout_s": self.timeout_s, "queue_depth": state.store.queue_depth}
+            )
         if await asyncio.to_thread(drained, state):
             log.info("drained; shutting down")
             self.should_exit = True
         elif time.monotonic() >= self._deadline:
-            log.warning("drain timeout reached; shutting down with work pending",
-                        extra={"queue_depth": state.store.queue_depth, "in_flight": state.pipeline.in_flight})
+            log.warning(
+                "drain timeout reached; shutting down with work pending",
+                extra={"queue_depth": state.store.queue_depth, "in_flight": state.pipeline.in_flight},
+            )
             self.should_exit = True

@@ -36,8 +36,9 @@ def _rates(query: Any, now_s: float) -> dict[str, float]:
 
 def _rows(query: Any) -> dict[str, int]:
     present = {r[0] for r in query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'", [])}
-    return {t: int(query(f"SELECT count(*) FROM {t}", [])[0][0]) for t in (*STORE_TABLES, *OPTIONAL_TABLES)
-            if t in present}
+    return {
+        t: int(query(f"SELECT count(*) FROM {t}", [])[0][0]) for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present
+    }
 
 
 def _file_size(path: Path) -> int:
@@ -75,15 +76,28 @@ def server_status(state: Any) -> dict[str, Any]:
     out["rates"] = _rates(state.store.query, now)
     engine = state.extras.get("alerting")
     out["firing_alerts"] = (
-        [{"rule": a.rule, "service": a.service, "severity": a.severity, "summary": a.summary,
-          "fired_at": iso(a.fired_at)} for a in engine.active() if a.state == "firing"]
-        if engine is not None else []
+        [
+            {
+                "rule": a.rule,
+                "service": a.service,
+                "severity": a.severity,
+                "summary": a.summary,
+                "fired_at": iso(a.fired_at),
+            }
+            for a in engine.active()
+            if a.state == "firing"
+        ]
+        if engine is not None
+        else []
     )
     notifier = state.extras.get("notifier")
     out["notifiers"] = (
-        [{k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
-         for ch in notifier.health()]
-        if notifier is not None else []
+        [
+            {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
+            for ch in notifier.health()
+        ]
+        if notifier is not None
+        else []
     )
     manager = state.extras.get("reload")
     out["last_reload"] = manager.last.to_json() if manager is not None and manager.last is not None else None
@@ -103,6 +117,7 @@ def store_status(settings: Settings) -> dict[str, Any]:
         return out
     db = duckdb.connect(str(path), read_only=True)
     try:
+
         def query(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
             return db.execute(sql, params).fetchall()
 
@@ -110,21 +125,31 @@ def store_status(settings: Settings) -> dict[str, Any]:
         out["store"]["rows"] = rows
         out["rates"] = _rates(query, time.time())
         out["firing_alerts"] = (
-            [{"rule": r[0], "service": r[1], "severity": r[2], "summary": r[3], "fired_at": iso(r[4])}
-             for r in query("SELECT rule, service, severity, summary, fired_at FROM alerts WHERE state = 'firing' "
-                            "ORDER BY fired_at", [])]
-            if "alerts" in rows else []
+            [
+                {"rule": r[0], "service": r[1], "severity": r[2], "summary": r[3], "fired_at": iso(r[4])}
+                for r in query(
+                    "SELECT rule, service, severity, summary, fired_at FROM alerts WHERE state = 'firing' "
+                    "ORDER BY fired_at",
+                    [],
+                )
+            ]
+            if "alerts" in rows
+            else []
         )
         counts: dict[str, dict[str, int]] = {}
         if "notification_outbox" in rows:
-            for channel, state, n in query(
-                "SELECT channel, state, count(*) FROM notification_outbox GROUP BY ALL", []
-            ):
+            for channel, state, n in query("SELECT channel, state, count(*) FROM notification_outbox GROUP BY ALL", []):
                 counts.setdefault(channel, {})[state] = int(n)
         out["notifiers"] = [
-            {"name": n.name, "type": n.type, "status": "stopped" if n.enabled else "disabled",
-             "pending": counts.get(n.name, {}).get("pending", 0), "delivered": counts.get(n.name, {}).get("delivered", 0),
-             "dead": counts.get(n.name, {}).get("dead", 0), "last_error": None}
+            {
+                "name": n.name,
+                "type": n.type,
+                "status": "stopped" if n.enabled else "disabled",
+                "pending": counts.get(n.name, {}).get("pending", 0),
+                "delivered": counts.get(n.name, {}).get("delivered", 0),
+                "dead": counts.get(n.name, {}).get("dead", 0),
+                "last_error": None,
+            }
             for n in settings.notifiers
         ]
     finally:
@@ -143,9 +168,13 @@ def _size(n: int) -> str:
 
 def render(status: dict[str, Any]) -> str:
     """Human-readable status for the terminal."""
-    lines = [f"loglens {status['version']} ({'running server' if status['source'] == 'server' else 'not running; from the store file'})"]
+    lines = [
+        f"loglens {status['version']} ({'running server' if status['source'] == 'server' else 'not running; from the store file'})"
+    ]
     if status.get("uptime_seconds") is not None:
-        lines.append(f"uptime:     {status['uptime_seconds']:.0f} s" + ("  [DRAINING]" if status.get("draining") else ""))
+        lines.append(
+            f"uptime:     {status['uptime_seconds']:.0f} s" + ("  [DRAINING]" if status.get("draining") else "")
+        )
     lines.append(f"config:     {status['config_path'] or '(built-in defaults)'}")
     store = status["store"]
     lines.append(f"store:      {store['path']} ({_size(store['size_bytes'])})")

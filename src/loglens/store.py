@@ -253,9 +253,7 @@ class Store:
         item = _Item(table, rejections, received_us, idempotency_key)
         with self._pending_lock:
             if self._pending and self._pending + item.size > self.max_queue_logs:
-                raise Backpressure(
-                    f"ingest queue full ({self._pending} logs waiting for commit)", self.retry_after()
-                )
+                raise Backpressure(f"ingest queue full ({self._pending} logs waiting for commit)", self.retry_after())
             self._pending += item.size
         self._queue.put(item)
         return item.future
@@ -368,9 +366,7 @@ class Store:
 
         self._finish(items, resolve)
         if self.listeners and (logs is not None or dead):
-            event = CommitEvent(
-                logs if logs is not None else pa.table({}), partials, len(dead), int(time.time() * 1e6)
-            )
+            event = CommitEvent(logs if logs is not None else pa.table({}), partials, len(dead), int(time.time() * 1e6))
             for listener in list(self.listeners):
                 try:
                     listener(event)

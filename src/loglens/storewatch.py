@@ -35,8 +35,9 @@ class StoreWatch:
         if error is not None and not self.raised:
             self.raised = True
             log.error("store is failing writes; ingest answers 503", extra={"error": error})
-            await self._call("raise_meta", META_NAME, f"store cannot commit (ingest answers 503): {error}"[:500],
-                             "critical")
+            await self._call(
+                "raise_meta", META_NAME, f"store cannot commit (ingest answers 503): {error}"[:500], "critical"
+            )
         elif error is None and self.raised:
             self.raised = False
             log.warning("store recovered; writes succeed again")

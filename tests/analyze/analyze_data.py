@@ -34,7 +34,9 @@ def write_ndjson(path: Path, records: list[Any], *, broken: dict[int, bytes] | N
 BROKEN_KINDS: list[tuple[str, Callable[[dict[str, Any]], bytes]]] = [
     ("malformed JSON", lambda r: orjson.dumps(r)[:-7]),
     ("missing required field: service", lambda r: orjson.dumps({k: v for k, v in r.items() if k != "service"})),
-    ("level: must be one of ['DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']",
-     lambda r: orjson.dumps({**r, "level": "LOUD"})),
+    (
+        "level: must be one of ['DEBUG', 'INFO', 'WARN', 'ERROR', 'FATAL']",
+        lambda r: orjson.dumps({**r, "level": "LOUD"}),
+    ),
     ("response_time_ms: must be bigger than or equal to 0", lambda r: orjson.dumps({**r, "response_time_ms": -5})),
 ]

@@ -50,9 +50,23 @@ def test_html_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
 
 def test_filters_from_the_command_line(clean_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["analyze", str(clean_file), "--no-progress", "--service", "auth",
-                                 "--since", "2023-11-14T22:20:00Z", "--until", "2023-11-14T22:25:00",
-                                 "--out", str(out), *CONFIG])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(clean_file),
+            "--no-progress",
+            "--service",
+            "auth",
+            "--since",
+            "2023-11-14T22:20:00Z",
+            "--until",
+            "2023-11-14T22:25:00",
+            "--out",
+            str(out),
+            *CONFIG,
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = orjson.loads(out.read_bytes())
     assert [s["service"] for s in report["services"]] == ["auth"]
@@ -96,8 +110,21 @@ def test_parse_time_and_make_engine() -> None:
 @pytest.mark.parametrize("engine", ["dask", "ray"])
 def test_cli_starts_and_stops_its_own_cluster(clean_file: Path, tmp_path: Path, engine: str) -> None:
     out = tmp_path / "r.json"
-    result = runner.invoke(app, ["analyze", str(clean_file), "--engine", engine, "--partitions", "4",
-                                 "--no-progress", "--out", str(out), *CONFIG])
+    result = runner.invoke(
+        app,
+        [
+            "analyze",
+            str(clean_file),
+            "--engine",
+            engine,
+            "--partitions",
+            "4",
+            "--no-progress",
+            "--out",
+            str(out),
+            *CONFIG,
+        ],
+    )
     assert result.exit_code == 0, result.output
     report = orjson.loads(out.read_bytes())
     assert report["summary"]["engine"] == engine and report["summary"]["accepted"] == 20_000

@@ -23,7 +23,11 @@ def dask_client() -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None,
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
         scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # no dashboard; health routes on a free port
     )
     client = Client(cluster)
@@ -43,13 +47,18 @@ def ray_session() -> Iterator[None]:
 
 def numbers(report: dict[str, Any]) -> dict[str, Any]:
     s = report["summary"]
-    totals = {k: s[k] for k in ("records", "accepted", "rejected", "errors", "avg_ms", "p50_ms", "p95_ms", "p99_ms",
-                                "partitions")}
+    totals = {
+        k: s[k]
+        for k in ("records", "accepted", "rejected", "errors", "avg_ms", "p50_ms", "p95_ms", "p99_ms", "partitions")
+    }
     return {**{k: v for k, v in report.items() if k != "summary"}, "totals": totals}
 
 
 def test_local_dask_and_ray_give_identical_results(
-    settings: Settings, clean_file: Path, broken_file: tuple[Path, dict[str, int]], dask_client: Any,
+    settings: Settings,
+    clean_file: Path,
+    broken_file: tuple[Path, dict[str, int]],
+    dask_client: Any,
     ray_session: None,
 ) -> None:
     paths = [clean_file, broken_file[0]]

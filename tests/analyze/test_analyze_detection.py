@@ -14,8 +14,14 @@ from loglens.config import Settings, parse_settings
 
 def _log(t: float, level: str = "INFO", service: str = "api", rt: float = 50.0) -> dict[str, Any]:
     ts = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"timestamp": ts, "level": level, "service": service, "message": "m", "user_id": "u-1",
-            "response_time_ms": rt}
+    return {
+        "timestamp": ts,
+        "level": level,
+        "service": service,
+        "message": "m",
+        "user_id": "u-1",
+        "response_time_ms": rt,
+    }
 
 
 def incident_logs() -> list[dict[str, Any]]:
@@ -52,8 +58,10 @@ def test_backtest_raises_error_rate_volume_absence_and_anomalies(tmp_path: Path)
 
 
 def test_disabled_rules_and_for_seconds(tmp_path: Path) -> None:
-    text = ("alerts:\n  rules:\n    volume: {enabled: false}\n    absence: {enabled: false}\n"
-            "    anomaly: {enabled: false}\n    error_rate: {for_seconds: 3000}\n")
+    text = (
+        "alerts:\n  rules:\n    volume: {enabled: false}\n    absence: {enabled: false}\n"
+        "    anomaly: {enabled: false}\n    error_rate: {for_seconds: 3000}\n"
+    )
     settings = parse_settings(text, base_dir=Path(__file__).resolve().parents[2])
     path = write_ndjson(tmp_path / "incident.ndjson", incident_logs())
     report = run_analysis(settings, AnalyzeOptions(paths=[path], progress=False))

@@ -113,7 +113,9 @@ def test_server_store_file_is_analysed_with_its_dead_letters(tmp_path: Path, set
     assert got["summary"]["partitions"] == 3
     assert got["minutes"] == expected["minutes"]
     assert {b["reason"]: b["count"] for b in got["bad_lines"]["by_reason"]} == {
-        "missing required fields: timestamp, service, message": 1, "log: must be a JSON object, got str": 1}
+        "missing required fields: timestamp, service, message": 1,
+        "log: must be a JSON object, got str": 1,
+    }
     assert got["bad_lines"]["by_reason"][0]["samples"][0]["location"].startswith(f"{copy}#dead_letter")
 
 
@@ -159,12 +161,14 @@ def test_every_kind_in_process_with_filters(tmp_path: Path, settings: Settings) 
     results = [run_partition(PartitionTask(p, doc, 300, 4096, 1_800_000_000_000_000, filters)) for p in parts]
     assert sum(r.records for r in results) == 1_201
     assert sum(r.accepted + r.filtered_out for r in results) == 1_200
-    wanted = [r for r in records
-              if r["service"] == "auth" and "2023-11-14T22:13:30" <= r["timestamp"] < "2023-11-14T22:14"]
+    wanted = [
+        r for r in records if r["service"] == "auth" and "2023-11-14T22:13:30" <= r["timestamp"] < "2023-11-14T22:14"
+    ]
     assert sum(r.accepted for r in results) == len(wanted) > 0
     assert sum(int(x.seconds["count"].to_numpy().sum()) for x in results) == len(wanted)
     assert [k for r in results for k in r.rejected] == ["malformed JSON"]
     assert _plain(date(2026, 1, 2)) == "2026-01-02T00:00:00Z"
     assert reason_key("timestamp: 700 s in the future, beyond the allowed clock skew of 300 s") == (
-        "timestamp: N s in the future, beyond the allowed clock skew of N s")
+        "timestamp: N s in the future, beyond the allowed clock skew of N s"
+    )
     assert to_us(datetime(1970, 1, 1, 0, 0, 1)) == 1_000_000  # naive = UTC

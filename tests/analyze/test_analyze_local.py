@@ -24,8 +24,23 @@ def numbers(report: dict[str, Any]) -> dict[str, Any]:
     """Everything computed from the data (not timings, engine names or worker ids)."""
     out = {k: v for k, v in report.items() if k != "summary"}
     s = report["summary"]
-    out["totals"] = {k: s[k] for k in ("records", "accepted", "rejected", "filtered_out", "errors", "avg_ms",
-                                       "p50_ms", "p95_ms", "p99_ms", "start", "end", "services")}
+    out["totals"] = {
+        k: s[k]
+        for k in (
+            "records",
+            "accepted",
+            "rejected",
+            "filtered_out",
+            "errors",
+            "avg_ms",
+            "p50_ms",
+            "p95_ms",
+            "p99_ms",
+            "start",
+            "end",
+            "services",
+        )
+    }
     return out
 
 
@@ -55,11 +70,13 @@ def test_local_matches_hand_written_duckdb_sql(settings: Settings, clean_file: P
     s = report["summary"]
     assert s["records"] == s["accepted"] == 20_000 and s["rejected"] == 0
     per_service = {r["service"]: r["count"] for r in report["services"]}
-    assert per_service == dict(duckdb.execute(
-        "SELECT service, count(*) FROM read_json(?) GROUP BY service", [str(clean_file)]).fetchall())
+    assert per_service == dict(
+        duckdb.execute("SELECT service, count(*) FROM read_json(?) GROUP BY service", [str(clean_file)]).fetchall()
+    )
     users = duckdb.execute(
         "SELECT user_id, count(*) AS n FROM read_json(?) GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
-        [str(clean_file)]).fetchall()
+        [str(clean_file)],
+    ).fetchall()
     assert [(u["user_id"], u["count"]) for u in report["requests_per_user"][:5]] == users
     assert report["most_active_services"][0]["count"] == max(per_service.values())
 
@@ -73,8 +90,7 @@ def test_quantiles_equal_metrics_quantile(settings: Settings, clean_file: Path) 
     from loglens.schema import load_schema_document
 
     doc = load_schema_document(settings.schemas.log)
-    tasks = [PartitionTask(p, doc, 300, 4096, to_us(datetime.now(UTC)) or 0)
-             for p in plan(discover([clean_file]), 2)]
+    tasks = [PartitionTask(p, doc, 300, 4096, to_us(datetime.now(UTC)) or 0) for p in plan(discover([clean_file]), 2)]
     merged = merge_results([run_partition(t) for t in tasks], 5).partials
     table = merged.sketch.to_pylist()
     qs = sketch_quantiles(merged.sketch, ["service", "minute"])

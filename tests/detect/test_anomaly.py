@@ -119,8 +119,10 @@ def test_volume_drop_is_an_anomaly(warm: Replay) -> None:
     replay = warm
     now = T0 + 15 * 60
     for s in range(60):  # every service but "auth" keeps sending
-        replay.feed([r for r in generate_logs(10, start=now + s, spacing_s=0.1, seed=s) if r["service"] != "auth"],
-                    now + s + 0.999)
+        replay.feed(
+            [r for r in generate_logs(10, start=now + s, spacing_s=0.1, seed=s) if r["service"] != "auth"],
+            now + s + 0.999,
+        )
     drops = [f for f in replay.started if f.service == "auth" and f.metric == "volume"]
     assert drops and drops[0].observed < drops[0].low
     assert "below its usual" in drops[0].description

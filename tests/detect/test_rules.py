@@ -163,8 +163,11 @@ def test_latency_quantile_in_window() -> None:
     w = SlidingWindows()
     rows = spread(100, 0, T0, 50)
     t = batch(rows, rt=None)
-    t = t.set_column(t.column_names.index("response_time_ms"), "response_time_ms",
-                     pa.array([float(i + 1) for i in range(100)], pa.float64()))
+    t = t.set_column(
+        t.column_names.index("response_time_ms"),
+        "response_time_ms",
+        pa.array([float(i + 1) for i in range(100)], pa.float64()),
+    )
     w.add(t)
     p95, n = w.quantile("api", T0 + 55, 60, 0.95)
     assert n == 100 and p95 == pytest.approx(95, rel=0.03)

@@ -86,13 +86,26 @@ def test_architecture_names_every_stage_module() -> None:
         for p in (PKG / pkg).glob("*.py")
         if p.name != "__init__.py"
     }
-    wanted |= {"schema.py", "schema_fast.py", "store.py", "metrics.py", "evaluator.py", "alerting.py",
-               "deadletter.py", "queries.py", "api/app.py", "api/events.py", "api/routes/ingest.py"}
+    wanted |= {
+        "schema.py",
+        "schema_fast.py",
+        "store.py",
+        "metrics.py",
+        "evaluator.py",
+        "alerting.py",
+        "deadletter.py",
+        "queries.py",
+        "api/app.py",
+        "api/events.py",
+        "api/routes/ingest.py",
+    }
     assert not sorted(wanted - refs), f"system_architecture.dot misses: {sorted(wanted - refs)}"
 
 
 def test_module_regex_reads_paths_not_prose() -> None:
-    refs = _module_refs('<font>ingest/otlp.py · sql/*.sql · detect/* · dashboard/static</font> schema.py, x.y "loglens.notifiers"')
+    refs = _module_refs(
+        '<font>ingest/otlp.py · sql/*.sql · detect/* · dashboard/static</font> schema.py, x.y "loglens.notifiers"'
+    )
     assert refs == {"ingest/otlp.py", "sql/*.sql", "detect/*", "dashboard/static", "schema.py"}
     assert not _exists("ingest/nope.py") and _exists("schemas/log_schema.yaml")
 

@@ -32,8 +32,11 @@ _CMD_RE = re.compile(r"(?:^|[\s`/(])loglens[ \t]+([a-z][a-z0-9-]*)((?:[ \t]+[^\s
 
 def _code(text: str) -> str:
     """Shell blocks and inline code spans: where commands are written to be typed."""
-    fenced = [body for lang, body in re.findall(r"```([^\n]*)\n(.*?)```", text, re.S)
-              if lang.strip() in ("", "bash", "sh", "shell", "console", "text")]
+    fenced = [
+        body
+        for lang, body in re.findall(r"```([^\n]*)\n(.*?)```", text, re.S)
+        if lang.strip() in ("", "bash", "sh", "shell", "console", "text")
+    ]
     rest = re.sub(r"```.*?```", "", text, flags=re.S)
     return "\n".join([*fenced, *re.findall(r"`([^`\n]+)`", rest)])
 
@@ -175,7 +178,7 @@ def _readme_block(lang: str, contains: str) -> str:
 
 def test_plugin_example_in_the_readme_is_a_working_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pyproject = tomllib.loads(_readme_block("toml", "loglens.notifiers"))
-    (ep_name, target), = pyproject["project"]["entry-points"]["loglens.notifiers"].items()
+    ((ep_name, target),) = pyproject["project"]["entry-points"]["loglens.notifiers"].items()
     module_name, cls_name = target.split(":")
     assert pyproject["tool"]["setuptools"]["py-modules"] == [module_name]
     assert f"`loglens-jsonl-notifier/{module_name}.py`" in README.read_text(encoding="utf-8")

@@ -144,10 +144,27 @@ def test_every_anomaly_the_detectors_produce_is_a_documented_type_and_valid() ->
     now = time.time()
     docs = [finding_doc(f, "warning", [1, 2], now) for f in _findings(now)]
     docs += [
-        pattern_doc(PatternFinding("new_pattern", "checkout", "t1", "ledger <*> out of sync", "ledger 7", "FATAL",
-                                   42, now), "warning", 10.0),
-        pattern_doc(PatternFinding("pattern_rate", "checkout", "t2", "retry <*>", "retry 3", "WARN", None, now,
-                                   observed=300.0, expected=4.0), "warning", 10.0),
+        pattern_doc(
+            PatternFinding("new_pattern", "checkout", "t1", "ledger <*> out of sync", "ledger 7", "FATAL", 42, now),
+            "warning",
+            10.0,
+        ),
+        pattern_doc(
+            PatternFinding(
+                "pattern_rate",
+                "checkout",
+                "t2",
+                "retry <*>",
+                "retry 3",
+                "WARN",
+                None,
+                now,
+                observed=300.0,
+                expected=4.0,
+            ),
+            "warning",
+            10.0,
+        ),
     ]
     for d in docs:
         runtime.check(d)

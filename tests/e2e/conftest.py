@@ -65,7 +65,12 @@ def open_dashboard(browser: Browser) -> Iterator[Callable[..., Dashboard]]:
     opened: list[tuple[Dashboard, bool]] = []
 
     def opener(
-        base_url: str, *, query: str = "", width: int = 1366, height: int = 900, check_console: bool = True,
+        base_url: str,
+        *,
+        query: str = "",
+        width: int = 1366,
+        height: int = 900,
+        check_console: bool = True,
         color_scheme: str = "light",
     ) -> Dashboard:
         context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
@@ -90,4 +95,3 @@ def open_dashboard(browser: Browser) -> Iterator[Callable[..., Dashboard]]:
             failures += dash.errors
         dash.page.context.close()
     assert not failures, f"console errors: {failures}"
-

@@ -107,15 +107,19 @@ def test_filters_tabs_paging_and_legend(live_server: Any, open_dashboard: Callab
     dash.wait("window.__loglens.filter === 'db'")
     dash.wait("[...document.querySelectorAll('#log-rows tr.log')].every(r => r.dataset.service === 'db')")
     assert dash.page.is_visible("#filter-chip")
-    shown = dash.state("(() => { const u = document.querySelector('#chart-volume .u-legend'); "
-                       "return [...u.querySelectorAll('.u-series')].slice(1).map(r => !r.classList.contains('u-off')); })()")
+    shown = dash.state(
+        "(() => { const u = document.querySelector('#chart-volume .u-legend'); "
+        "return [...u.querySelectorAll('.u-series')].slice(1).map(r => !r.classList.contains('u-off')); })()"
+    )
     assert shown == [False, True]  # api hidden, db shown
     dash.page.click("#filter-clear")
     dash.wait("window.__loglens.filter === null")
 
     # a service can be toggled from a chart legend, in every chart
     dash.page.locator("#chart-volume .u-legend .u-series").nth(1).click()
-    dash.wait("document.querySelector('#chart-p95_response_time .u-legend .u-series:nth-child(2)').classList.contains('u-off')")
+    dash.wait(
+        "document.querySelector('#chart-p95_response_time .u-legend .u-series:nth-child(2)').classList.contains('u-off')"
+    )
 
     # text and level filters
     dash.page.select_option("#f-level", "ERROR,FATAL")
@@ -177,7 +181,9 @@ def test_silent_service_turns_grey(
 def test_error_rate_breach_shows_red_alert(
     settings_factory: Callable[..., Any], live_server_factory: Callable[[Any], Any], open_dashboard: Callable[..., Any]
 ) -> None:
-    settings = settings_factory("alerts:\n  rules:\n    error_rate: {threshold: 0.1, min_events: 5, window_seconds: 60}\n")
+    settings = settings_factory(
+        "alerts:\n  rules:\n    error_rate: {threshold: 0.1, min_events: 5, window_seconds: 60}\n"
+    )
     srv = live_server_factory(settings)
     post_logs(srv.url, [log("pay") for _ in range(5)])
     dash = open_dashboard(srv.url)

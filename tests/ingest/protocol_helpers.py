@@ -18,14 +18,22 @@ def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1,
 
 def logs(state: Any, source: str, n: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
     """Stored logs of one source as dicts, ordered by id, once at least `n` are there."""
-    cols = ["ts", "level", "service", "message", "user_id", "ip_address", "response_time_ms", "trace_id",
-            "metadata", "source"]
-    rows = wait_rows(state, f"SELECT {', '.join(cols)} FROM logs WHERE source = ? ORDER BY id", [source], n,
-                     timeout)
+    cols = [
+        "ts",
+        "level",
+        "service",
+        "message",
+        "user_id",
+        "ip_address",
+        "response_time_ms",
+        "trace_id",
+        "metadata",
+        "source",
+    ]
+    rows = wait_rows(state, f"SELECT {', '.join(cols)} FROM logs WHERE source = ? ORDER BY id", [source], n, timeout)
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
 def dead(state: Any, source: str, n: int = 1, timeout: float = 15) -> list[tuple[str, str]]:
     """(reason, raw) of dead-letter records of one source, once at least `n` are there."""
-    return wait_rows(state, "SELECT reason, raw FROM dead_letter WHERE source = ? ORDER BY id", [source], n,
-                     timeout)
+    return wait_rows(state, "SELECT reason, raw FROM dead_letter WHERE source = ? ORDER BY id", [source], n, timeout)

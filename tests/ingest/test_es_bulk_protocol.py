@@ -22,11 +22,19 @@ def test_official_client_helpers_bulk_lands_logs(live_server):
     assert info["version"]["number"] and info["tagline"] == "You Know, for Search"
     now = datetime.now(UTC).replace(microsecond=0)
     docs = [
-        {"_index": "logs-app", "_source": {"@timestamp": (now - timedelta(seconds=i)).isoformat(),
-                                           "log": {"level": "error" if i % 2 else "info"},
-                                           "service": {"name": "payments"}, "message": f"event {i}",
-                                           "user": {"id": f"u-{i}"}, "client": {"ip": "203.0.113.9"},
-                                           "trace": {"id": "abc123"}, "http": {"status": 502}}}
+        {
+            "_index": "logs-app",
+            "_source": {
+                "@timestamp": (now - timedelta(seconds=i)).isoformat(),
+                "log": {"level": "error" if i % 2 else "info"},
+                "service": {"name": "payments"},
+                "message": f"event {i}",
+                "user": {"id": f"u-{i}"},
+                "client": {"ip": "203.0.113.9"},
+                "trace": {"id": "abc123"},
+                "http": {"status": 502},
+            },
+        }
         for i in range(50)
     ]
     ok, errors = helpers.bulk(es, docs, chunk_size=20)
@@ -41,8 +49,10 @@ def test_official_client_helpers_bulk_lands_logs(live_server):
     assert rows[1]["level"] == "ERROR"
 
     # A bad document fails its own item only: helpers.bulk reports it, the others are stored.
-    bad = [{"_index": "svc-a", "_source": {"@timestamp": now.isoformat(), "message": "ok"}},
-           {"_index": "svc-a", "_source": {"@timestamp": "yesterday-ish", "message": "bad time"}}]
+    bad = [
+        {"_index": "svc-a", "_source": {"@timestamp": now.isoformat(), "message": "ok"}},
+        {"_index": "svc-a", "_source": {"@timestamp": "yesterday-ish", "message": "bad time"}},
+    ]
     ok, errors = helpers.bulk(es, bad, raise_on_error=False)
     assert ok == 1
     assert errors[0]["index"]["status"] == 400
@@ -54,17 +64,22 @@ def test_official_client_helpers_bulk_lands_logs(live_server):
 
 def test_raw_bulk_actions_statuses_headers_and_garbage(live_server):
     now = datetime.now(UTC).isoformat()
-    body = b"\n".join([
-        orjson.dumps({"create": {"_id": "given-id"}}),
-        orjson.dumps({"@timestamp": now, "level": "warn", "service": "cart", "message": "low stock"}),
-        orjson.dumps({"update": {"_id": "1"}}),
-        orjson.dumps({"doc": {"x": 1}}),
-        orjson.dumps({"delete": {"_id": "1"}}),
-        orjson.dumps({"index": {}}),
-        b"{not json",
-        orjson.dumps({"index": {}}),
-        b"[1]",
-    ]) + b"\n"
+    body = (
+        b"\n".join(
+            [
+                orjson.dumps({"create": {"_id": "given-id"}}),
+                orjson.dumps({"@timestamp": now, "level": "warn", "service": "cart", "message": "low stock"}),
+                orjson.dumps({"update": {"_id": "1"}}),
+                orjson.dumps({"doc": {"x": 1}}),
+                orjson.dumps({"delete": {"_id": "1"}}),
+                orjson.dumps({"index": {}}),
+                b"{not json",
+                orjson.dumps({"index": {}}),
+                b"[1]",
+            ]
+        )
+        + b"\n"
+    )
     with live_server.client() as client:
         r = client.post("/inventory/_bulk", content=body, headers={"Content-Type": "application/x-ndjson"})
         assert r.status_code == 200
@@ -115,8 +130,7 @@ def test_parse_bulk_units():
     mapping = MappingsConfig().es_bulk
     with pytest.raises(ParseError, match="no document line"):
         es_bulk.parse_bulk(b'{"index":{"_index":"a"}}\n', None, mapping)
-    req = es_bulk.parse_bulk(b'{"index":{"_index":"a"}}\n{"message":"m","fields":{"service":"s"}}\n', None,
-                             mapping)
+    req = es_bulk.parse_bulk(b'{"index":{"_index":"a"}}\n{"message":"m","fields":{"service":"s"}}\n', None, mapping)
     assert req.parsed.values[0]["service"] == "s"
     assert req.parsed.raw(0).startswith('{"message"')
     assert es_bulk.es_root_document()["version"]["build_flavor"] == "default"

@@ -43,22 +43,43 @@ def test_python_logging_loki_handler_lands_logs(live_server):
 
 def test_json_gzip_legacy_and_partial_rejection(live_server):
     ns = time.time_ns()
-    push = {"streams": [
-        {"stream": {"job": "api", "detected_level": "info"},
-         "values": [[str(ns), "plain line"],
+    push = {
+        "streams": [
+            {
+                "stream": {"job": "api", "detected_level": "info"},
+                "values": [
+                    [str(ns), "plain line"],
                     [str(ns + 1), '{"level": "error", "message": "boom", "trace_id": "t1"}', {"pod": "p-1"}],
-                    [str(ns + 2), "{broken json is just text"]]},
-    ]}
+                    [str(ns + 2), "{broken json is just text"],
+                ],
+            },
+        ]
+    }
     with live_server.client() as client:
-        r = client.post("/loki/api/v1/push", content=gzip.compress(orjson.dumps(push)),
-                        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        r = client.post(
+            "/loki/api/v1/push",
+            content=gzip.compress(orjson.dumps(push)),
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
         assert r.status_code == 204
-        legacy = {"streams": [{"labels": '{app="legacy", level="warn"}',
-                               "entries": [{"ts": datetime.now(UTC).isoformat(), "line": "old api"}]}]}
+        legacy = {
+            "streams": [
+                {
+                    "labels": '{app="legacy", level="warn"}',
+                    "entries": [{"ts": datetime.now(UTC).isoformat(), "line": "old api"}],
+                }
+            ]
+        }
         assert client.post("/loki/api/v1/push", json=legacy).status_code == 204
-        bad = {"streams": [{"stream": {"level": "info"},  # no service label at all
-                            "values": [[str(ns), "orphan"], ["yesterday", "x"], [str(ns), 5], "nope"]},
-                           {"stream": {"service": "ok"}, "values": [[str(ns), "fine"]]}]}
+        bad = {
+            "streams": [
+                {
+                    "stream": {"level": "info"},  # no service label at all
+                    "values": [[str(ns), "orphan"], ["yesterday", "x"], [str(ns), 5], "nope"],
+                },
+                {"stream": {"service": "ok"}, "values": [[str(ns), "fine"]]},
+            ]
+        }
         r = client.post("/loki/api/v1/push", json=bad)
         assert r.status_code == 400
         text = r.text
@@ -68,8 +89,13 @@ def test_json_gzip_legacy_and_partial_rejection(live_server):
         assert "string line" in text
     rows = logs(live_server.state, "loki", 5)
     got = [(r["service"], r["level"], r["message"]) for r in rows]
-    assert got == [("api", "INFO", "plain line"), ("api", "ERROR", "boom"),
-                   ("api", "INFO", "{broken json is just text"), ("legacy", "WARN", "old api"), ("ok", "INFO", "fine")]
+    assert got == [
+        ("api", "INFO", "plain line"),
+        ("api", "ERROR", "boom"),
+        ("api", "INFO", "{broken json is just text"),
+        ("legacy", "WARN", "old api"),
+        ("ok", "INFO", "fine"),
+    ]
     assert rows[1]["trace_id"] == "t1"
     assert orjson.loads(rows[1]["metadata"])["structured_metadata"] == {"pod": "p-1"}
     assert len(dead(live_server.state, "loki", 4)) == 4
@@ -77,10 +103,16 @@ def test_json_gzip_legacy_and_partial_rejection(live_server):
 
 def test_garbage_protobuf_and_limits(live_server, monkeypatch):
     with live_server.client() as client:
-        for body in (os.urandom(300), b"[1,2]", b'{"streams": 5}', b'{"streams": [5]}',
-                     b'{"streams": [{"stream": [], "values": []}]}', b'{"streams": [{"stream": {}, "values": 3}]}',
-                     b'{"streams": [{"labels": "garbage", "entries": []}]}',
-                     b'{"streams": [{"labels": "{}", "entries": 1}]}'):
+        for body in (
+            os.urandom(300),
+            b"[1,2]",
+            b'{"streams": 5}',
+            b'{"streams": [5]}',
+            b'{"streams": [{"stream": [], "values": []}]}',
+            b'{"streams": [{"stream": {}, "values": 3}]}',
+            b'{"streams": [{"labels": "garbage", "entries": []}]}',
+            b'{"streams": [{"labels": "{}", "entries": 1}]}',
+        ):
             r = client.post("/loki/api/v1/push", content=body, headers={"Content-Type": "application/json"})
             assert r.status_code == 400, body
         r = client.post("/loki/api/v1/push", content=b"\x00snappy", headers={"Content-Type": "application/x-protobuf"})
@@ -106,7 +138,7 @@ def test_label_parsing_and_listing_units():
     assert loki.parse_label_string('{a="1",b="x\\"y", c = "z"}') == {"a": "1", "b": 'x"y', "c": "z"}
     assert loki.parse_label_string("{}") == {}
     with pytest.raises(ValueError):
-        loki.parse_label_string('{a=1}')
+        loki.parse_label_string("{a=1}")
     with pytest.raises(ParseError):
         loki.decode_push(b'{"streams": {}}', MappingsConfig().loki)
     parsed, _ = loki.decode_push(b'{"streams": [{"labels": "{a=\\"1\\"}", "entries": ["x"]}]}', MappingsConfig().loki)

@@ -64,24 +64,35 @@ def test_sdk_logging_handler_lands_with_service_level_message_time(live_server):
 
 def _json_request(records: list[dict], service: str | None = "billing") -> bytes:
     resource = {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]} if service else {}
-    return orjson.dumps({"resourceLogs": [{"resource": resource, "scopeLogs": [{"scope": {"name": "s"},
-                                                                                 "logRecords": records}]}]})
+    return orjson.dumps(
+        {"resourceLogs": [{"resource": resource, "scopeLogs": [{"scope": {"name": "s"}, "logRecords": records}]}]}
+    )
 
 
 def test_json_partial_success_and_protobuf_gzip(live_server):
     ns = time.time_ns()
-    body = _json_request([
-        {"timeUnixNano": str(ns), "severityNumber": 17, "body": {"stringValue": "db down"},
-         "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
-         "attributes": [{"key": "enduser.id", "value": {"stringValue": "u-1"}},
-                        {"key": "duration_ms", "value": {"doubleValue": 3.5}},
-                        {"key": "tags", "value": {"arrayValue": {"values": [{"intValue": "1"},
-                                                                            {"boolValue": True}]}}},
-                        {"key": "kv", "value": {"kvlistValue": {"values": [{"key": "a",
-                                                                            "value": {"bytesValue": "AQI="}}]}}}]},
-        {"observedTimeUnixNano": str(ns), "severityText": "bogus", "body": {"stringValue": "x"}},
-        {"severityNumber": 9, "body": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "5"}}]}}},
-    ])
+    body = _json_request(
+        [
+            {
+                "timeUnixNano": str(ns),
+                "severityNumber": 17,
+                "body": {"stringValue": "db down"},
+                "traceId": "5b8efff798038103d269b633813fc60c",
+                "spanId": "eee19b7ec3c1b174",
+                "attributes": [
+                    {"key": "enduser.id", "value": {"stringValue": "u-1"}},
+                    {"key": "duration_ms", "value": {"doubleValue": 3.5}},
+                    {"key": "tags", "value": {"arrayValue": {"values": [{"intValue": "1"}, {"boolValue": True}]}}},
+                    {
+                        "key": "kv",
+                        "value": {"kvlistValue": {"values": [{"key": "a", "value": {"bytesValue": "AQI="}}]}},
+                    },
+                ],
+            },
+            {"observedTimeUnixNano": str(ns), "severityText": "bogus", "body": {"stringValue": "x"}},
+            {"severityNumber": 9, "body": {"kvlistValue": {"values": [{"key": "k", "value": {"intValue": "5"}}]}}},
+        ]
+    )
     with live_server.client() as client:
         resp = client.post("/v1/logs", content=body, headers={"Content-Type": "application/json"})
         assert resp.status_code == 200
@@ -98,8 +109,11 @@ def test_json_partial_success_and_protobuf_gzip(live_server):
         rec = rl.scope_logs.add().log_records.add()
         rec.time_unix_nano, rec.severity_number = ns, 13
         rec.body.string_value = "cache miss"
-        resp = client.post("/v1/logs", content=gzip.compress(req.SerializeToString()),
-                           headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"})
+        resp = client.post(
+            "/v1/logs",
+            content=gzip.compress(req.SerializeToString()),
+            headers={"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"},
+        )
         assert resp.status_code == 200
         assert resp.headers["content-type"] == "application/x-protobuf"
         parsed = ExportLogsServiceResponse.FromString(resp.content)
@@ -146,8 +160,9 @@ def test_garbage_is_rejected_dead_lettered_and_server_keeps_serving(live_server)
         assert r.status_code == 400
         r = client.post("/v1/logs", content=b"{not json", headers={"Content-Type": "application/json"})
         assert r.status_code == 400
-        r = client.post("/v1/logs", content=_json_request([{"traceId": "zz"}]),
-                        headers={"Content-Type": "application/json"})
+        r = client.post(
+            "/v1/logs", content=_json_request([{"traceId": "zz"}]), headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 400 and "hex" in r.json()["message"]
         r = client.post("/v1/logs", content=b"x" * (10 * 1024 * 1024 + 1), headers=proto)
         assert r.status_code == 413

@@ -56,13 +56,15 @@ def test_python_sysloghandler_udp_and_tcp(syslog_server):
     tcp.close()
     rows = logs(srv.state, "syslog", 5)
     got = sorted((r["service"], r["level"], r["message"]) for r in rows)
-    assert got == sorted([
-        ("orders", "ERROR", "card declined"),
-        ("orders", "INFO", "order placed"),
-        ("payments", "FATAL", "ledger corrupt"),
-        ("payments", "WARN", "retrying"),
-        ("payments", "DEBUG", "detail"),
-    ])
+    assert got == sorted(
+        [
+            ("orders", "ERROR", "card declined"),
+            ("orders", "INFO", "order placed"),
+            ("payments", "FATAL", "ledger corrupt"),
+            ("payments", "WARN", "retrying"),
+            ("payments", "DEBUG", "detail"),
+        ]
+    )
     assert all(before <= r["ts"] <= datetime.now(UTC).replace(tzinfo=None) for r in rows)
     meta = orjson.loads(next(r for r in rows if r["service"] == "payments")["metadata"])
     assert meta == {"facility": "user", "syslog": "rfc3164", "procid": "42"}
@@ -71,17 +73,60 @@ def test_python_sysloghandler_udp_and_tcp(syslog_server):
 def test_util_linux_logger_rfc5424_octet_counted_and_rfc3164(syslog_server):
     srv, server = syslog_server
     base = ["logger", "--server", "127.0.0.1"]
-    subprocess.run([*base, "--port", str(server.tcp_port), "--tcp", "--rfc5424", "--octet-count", "-t", "shipping",
-                    "-p", "local0.warning", "--sd-id", "meta@1", "--sd-param", 'user_id="u-5"', "--sd-param",
-                    'response_time_ms="12.5"', "--msgid", "SHIP", "label printed"], check=True, timeout=10)
-    subprocess.run([*base, "--port", str(server.udp_port), "--udp", "--rfc5424", "-t", "shipping", "-p",
-                    "daemon.err", "printer offline"], check=True, timeout=10)
-    subprocess.run([*base, "--port", str(server.tcp_port), "--tcp", "--rfc3164", "-t", "legacy", "-p", "user.notice",
-                    "old style"], check=True, timeout=10)
+    subprocess.run(
+        [
+            *base,
+            "--port",
+            str(server.tcp_port),
+            "--tcp",
+            "--rfc5424",
+            "--octet-count",
+            "-t",
+            "shipping",
+            "-p",
+            "local0.warning",
+            "--sd-id",
+            "meta@1",
+            "--sd-param",
+            'user_id="u-5"',
+            "--sd-param",
+            'response_time_ms="12.5"',
+            "--msgid",
+            "SHIP",
+            "label printed",
+        ],
+        check=True,
+        timeout=10,
+    )
+    subprocess.run(
+        [
+            *base,
+            "--port",
+            str(server.udp_port),
+            "--udp",
+            "--rfc5424",
+            "-t",
+            "shipping",
+            "-p",
+            "daemon.err",
+            "printer offline",
+        ],
+        check=True,
+        timeout=10,
+    )
+    subprocess.run(
+        [*base, "--port", str(server.tcp_port), "--tcp", "--rfc3164", "-t", "legacy", "-p", "user.notice", "old style"],
+        check=True,
+        timeout=10,
+    )
     rows = {r["message"]: r for r in logs(srv.state, "syslog", 3)}
     shipped = rows["label printed"]
     assert (shipped["service"], shipped["level"], shipped["user_id"], shipped["response_time_ms"]) == (
-        "shipping", "WARN", "u-5", 12.5)
+        "shipping",
+        "WARN",
+        "u-5",
+        12.5,
+    )
     assert abs((shipped["ts"] - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 30
     meta = orjson.loads(shipped["metadata"])
     assert meta["facility"] == "local0" and meta["msgid"] == "SHIP"
@@ -95,7 +140,7 @@ def test_garbage_framing_and_oversize_go_to_dead_letter(syslog_server):
     with socket.create_connection(("127.0.0.1", server.tcp_port)) as s:
         s.sendall(b"this is not syslog\n\xff" + os.urandom(64).replace(b"\n", b"").replace(b"\x00", b"") + b"\n")
         s.sendall(b"<999>1 - - - - - - bad pri\n")
-        s.sendall(b"<13>1 2026-11-23T14:00:00Z h app - - [unclosed x=\"1\" tail\n")
+        s.sendall(b'<13>1 2026-11-23T14:00:00Z h app - - [unclosed x="1" tail\n')
         s.sendall(b"x" * (10 * 1024 * 1024) + b"\n")  # a 10 MB single line
         s.sendall(b"<13>1 - h survivor - - - still here\n")
     with socket.create_connection(("127.0.0.1", server.tcp_port)) as s:
@@ -118,13 +163,25 @@ def test_parse_message_units():
     m = MappingsConfig().syslog
     rec = syslog.parse_message(
         '<165>1 2026-11-23T14:00:00.5Z web01 nginx 77 ID47 [req@1 ip="203.0.113.5" trace_id="t-9" a="x\\"y\\]"]'
-        '[other@2] \ufeffGET /',
-        m, NOW)
+        "[other@2] \ufeffGET /",
+        m,
+        NOW,
+    )
     assert rec == {
-        "level": "INFO", "message": "GET /", "timestamp": "2026-11-23T14:00:00.5Z", "service": "nginx",
-        "ip_address": "203.0.113.5", "trace_id": "t-9",
-        "metadata": {"facility": "local4", "syslog": "rfc5424", "hostname": "web01", "procid": "77", "msgid": "ID47",
-                     "sd": {"req@1": {"ip": "203.0.113.5", "trace_id": "t-9", "a": 'x"y]'}, "other@2": {}}},
+        "level": "INFO",
+        "message": "GET /",
+        "timestamp": "2026-11-23T14:00:00.5Z",
+        "service": "nginx",
+        "ip_address": "203.0.113.5",
+        "trace_id": "t-9",
+        "metadata": {
+            "facility": "local4",
+            "syslog": "rfc5424",
+            "hostname": "web01",
+            "procid": "77",
+            "msgid": "ID47",
+            "sd": {"req@1": {"ip": "203.0.113.5", "trace_id": "t-9", "a": 'x"y]'}, "other@2": {}},
+        },
     }
     nil = syslog.parse_message("<14>1 - - - - - -", FieldMapping(default_service="dflt"), NOW)
     assert (nil["service"], nil["message"], nil["timestamp"]) == ("dflt", "", NOW.isoformat())
@@ -133,11 +190,18 @@ def test_parse_message_units():
     assert (old["service"], old["level"], old["message"]) == ("cron", "INFO", "job done")
     assert old["timestamp"].startswith("2026-11-23T13:59:58")
     assert syslog.parse_message("<30>Dec 31 23:00:00 h cron: x", m, NOW)["timestamp"].startswith("2025-12-31")
-    for bad in ("<14>1 - - - - - x y", "<14>1 - - - - - [a b]", "<14>1 - - - - - [a b=c]", "<14>1 - - - - - [",
-                "<30>Nov 31 00:00:00 h t: x", "hello", "<14>no tag here"):
+    for bad in (
+        "<14>1 - - - - - x y",
+        "<14>1 - - - - - [a b]",
+        "<14>1 - - - - - [a b=c]",
+        "<14>1 - - - - - [",
+        "<30>Nov 31 00:00:00 h t: x",
+        "hello",
+        "<14>no tag here",
+    ):
         with pytest.raises(syslog.SyslogFormatError):
             syslog.parse_message(bad, m, NOW)
-    assert syslog.parse_message("<14>1 - - a - - [x@1 response_time_ms=\"slow\"]", m, NOW)["response_time_ms"] == "slow"
+    assert syslog.parse_message('<14>1 - - a - - [x@1 response_time_ms="slow"]', m, NOW)["response_time_ms"] == "slow"
 
 
 def test_tcp_framer_units():

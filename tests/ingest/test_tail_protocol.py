@@ -22,9 +22,15 @@ from loglens.schema import Parsed
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return orjson.dumps({"time": datetime.fromtimestamp(record.created, UTC).isoformat(),
-                             "levelname": record.levelname, "logger": "billing",
-                             "msg": record.getMessage(), "user": {"id": "u-1"}}).decode()
+        return orjson.dumps(
+            {
+                "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+                "levelname": record.levelname,
+                "logger": "billing",
+                "msg": record.getMessage(),
+                "user": {"id": "u-1"},
+            }
+        ).decode()
 
 
 def test_rotating_file_handler_tailed_across_rotations(tmp_path, settings_factory, live_server_factory):
@@ -82,8 +88,7 @@ def _line(msg: str) -> bytes:
 
 def _tailer(path: Path, sink: Collect, tmp_path: Path, **cfg) -> Tailer:
     config = TailConfig(**cfg)
-    return Tailer([path], sink, _mapping(), config,
-                  tmp_path / "ckpt" / "offsets.json")
+    return Tailer([path], sink, _mapping(), config, tmp_path / "ckpt" / "offsets.json")
 
 
 def _mapping():
@@ -189,8 +194,9 @@ def test_cli_tail_posts_to_a_server(tmp_path, live_server):
 
     path = tmp_path / "cli.log"
     path.write_bytes(_line("via-cli") + b"broken\n")
-    result = CliRunner().invoke(app, ["tail", str(path), "--url", live_server.url, "--once",
-                                      "--checkpoint", str(tmp_path / "cli.json")])
+    result = CliRunner().invoke(
+        app, ["tail", str(path), "--url", live_server.url, "--once", "--checkpoint", str(tmp_path / "cli.json")]
+    )
     assert result.exit_code == 0, result.output
     assert "2 lines" in result.output
     assert logs(live_server.state, "http")[0]["message"] == "via-cli"

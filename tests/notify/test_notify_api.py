@@ -14,8 +14,9 @@ from notify_receivers import Reply, free_port
 from loglens.notify import registry
 
 
-def _wait(client: httpx.Client, pred: Callable[[list[dict[str, Any]]], bool], query: str = "state=all",
-          timeout: float = 10.0) -> list[dict[str, Any]]:
+def _wait(
+    client: httpx.Client, pred: Callable[[list[dict[str, Any]]], bool], query: str = "state=all", timeout: float = 10.0
+) -> list[dict[str, Any]]:
     """Poll the outbox API; meta-alerts the alerting engine raises about failing channels are left out."""
     deadline = time.monotonic() + timeout
     while True:
@@ -34,9 +35,9 @@ def test_example_plugin_is_discovered_through_entry_points() -> None:
     assert ep.dist is not None and ep.dist.name == "loglens-example-notifier"
 
 
-def test_api_lists_outbox_and_channel_health_without_secrets(settings_factory, live_server_factory,
-                                                              receiver_factory, alert_factory, tmp_path: Path,
-                                                              monkeypatch) -> None:
+def test_api_lists_outbox_and_channel_health_without_secrets(
+    settings_factory, live_server_factory, receiver_factory, alert_factory, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("HOOK_SECRET_T1", "very-secret-hmac-key")
     good, broken = receiver_factory(), receiver_factory(default=Reply(404, body=b"gone"))
     out = tmp_path / "example.jsonl"
@@ -94,8 +95,9 @@ outbox: {{initial_backoff_seconds: 0.01, max_backoff_seconds: 0.05}}
     assert good.requests[0].headers["x-loglens-signature"].startswith("sha256=")
 
 
-def test_server_restart_resumes_undelivered_exactly_once(settings_factory, live_server_factory,
-                                                         receiver_factory, alert_factory) -> None:
+def test_server_restart_resumes_undelivered_exactly_once(
+    settings_factory, live_server_factory, receiver_factory, alert_factory
+) -> None:
     port = free_port()
     settings = settings_factory(f"""
 notifiers:

@@ -33,22 +33,28 @@ def test_notify_test_reports_the_exact_error(tmp_path: Path, receiver_factory) -
     cfg = _config(tmp_path, f"  - {{name: ops, type: webhook, settings: {{url: '{r.url}'}}}}\n")
     result = runner.invoke(app, ["notify", "test", "ops", "--config", str(cfg)])
     assert result.exit_code == 1
-    assert f"ops: delivery failed (transient): http://127.0.0.1:{r.port} answered HTTP 500: upstream exploded" \
+    assert (
+        f"ops: delivery failed (transient): http://127.0.0.1:{r.port} answered HTTP 500: upstream exploded"
         in result.output
+    )
     assert "secret-path-token" not in result.output
 
 
 def test_notify_test_permanent_and_timeout(tmp_path: Path, receiver_factory) -> None:
     slow = receiver_factory(default=Reply(delay=1.0))
-    cfg = _config(tmp_path, f"""  - {{name: gone, type: email, settings: {{port: {free_port()}, to: [a@b.c],
+    cfg = _config(
+        tmp_path,
+        f"""  - {{name: gone, type: email, settings: {{port: {free_port()}, to: [a@b.c],
         username: u, password_env: LOGLENS_TEST_UNSET_PW}}}}
   - {{name: slow, type: webhook, settings: {{url: '{slow.url}'}}}}
 outbox: {{timeout_seconds: 0.2}}
-""")
+""",
+    )
     result = runner.invoke(app, ["notify", "test", "gone", "--config", str(cfg)])
     assert result.exit_code == 1
-    assert "gone: delivery failed (permanent): email password: environment variable LOGLENS_TEST_UNSET_PW" \
-        in result.output
+    assert (
+        "gone: delivery failed (permanent): email password: environment variable LOGLENS_TEST_UNSET_PW" in result.output
+    )
     result = runner.invoke(app, ["notify", "test", "slow", "--config", str(cfg)])
     assert result.exit_code == 1 and "slow: delivery failed (transient): timed out after 0.2s" in result.output
 

@@ -89,8 +89,13 @@ def smtp_starttls(ca: trustme.CA) -> Iterator[tuple[Sink, Auth, int]]:
     sink, auth = Sink(), Auth()
     port = free_port()
     ctl = Controller(
-        sink, hostname="127.0.0.1", port=port, tls_context=_server_ctx(ca), require_starttls=True,
-        authenticator=auth, auth_require_tls=True,
+        sink,
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=_server_ctx(ca),
+        require_starttls=True,
+        authenticator=auth,
+        auth_require_tls=True,
     )
     ctl.start()
     yield sink, auth, port
@@ -136,22 +141,26 @@ async def test_email_resolved_says_how_long_it_fired(smtp, alert_factory) -> Non
     assert "Fired for: 1h 5s" in _parts(msg)["text/plain"]
 
 
-async def test_email_starttls_and_auth_with_password_from_env(smtp_starttls, ca_file, alert_factory,
-                                                              monkeypatch) -> None:
+async def test_email_starttls_and_auth_with_password_from_env(
+    smtp_starttls, ca_file, alert_factory, monkeypatch
+) -> None:
     sink, auth, port = smtp_starttls
     monkeypatch.setenv("SMTP_PASS", "pa55word")
-    cfg = EmailNotifier.Config(port=port, to=["ops@example.com"], starttls=True, ca_file=ca_file,
-                               username="loglens", password_env="SMTP_PASS")
+    cfg = EmailNotifier.Config(
+        port=port, to=["ops@example.com"], starttls=True, ca_file=ca_file, username="loglens", password_env="SMTP_PASS"
+    )
     await EmailNotifier(cfg).send(_note(alert_factory()))
     assert auth.logins == ["loglens"] and len(sink.messages) == 1
 
 
-async def test_email_wrong_password_is_permanent_and_not_echoed(smtp_starttls, ca_file, alert_factory,
-                                                                monkeypatch) -> None:
+async def test_email_wrong_password_is_permanent_and_not_echoed(
+    smtp_starttls, ca_file, alert_factory, monkeypatch
+) -> None:
     _, _, port = smtp_starttls
     monkeypatch.setenv("SMTP_PASS", "wrong-password")
-    cfg = EmailNotifier.Config(port=port, to=["ops@example.com"], starttls=True, ca_file=ca_file,
-                               username="loglens", password_env="SMTP_PASS")
+    cfg = EmailNotifier.Config(
+        port=port, to=["ops@example.com"], starttls=True, ca_file=ca_file, username="loglens", password_env="SMTP_PASS"
+    )
     with pytest.raises(PermanentNotifierError, match="authentication failed") as info:
         await EmailNotifier(cfg).send(_note(alert_factory()))
     assert "wrong-password" not in str(info.value)
@@ -186,8 +195,9 @@ async def test_email_implicit_tls(ca, ca_file, alert_factory) -> None:
     assert len(sink.messages) == 1
 
 
-@pytest.mark.parametrize(("rcpt", "error"), [("bad@example.com", PermanentNotifierError),
-                                             ("later@example.com", TransientNotifierError)])
+@pytest.mark.parametrize(
+    ("rcpt", "error"), [("bad@example.com", PermanentNotifierError), ("later@example.com", TransientNotifierError)]
+)
 async def test_email_refused_recipient(smtp, alert_factory, rcpt, error) -> None:
     _, port = smtp
     with pytest.raises(error, match="recipients refused"):

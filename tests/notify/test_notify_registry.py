@@ -31,15 +31,23 @@ from loglens.notify.webhook import WebhookNotifier
 
 def test_builtins_load_through_the_same_entry_points() -> None:
     found = registry.available()
-    for name, cls in [("console", ConsoleNotifier), ("webhook", WebhookNotifier), ("slack", SlackNotifier),
-                      ("email", EmailNotifier)]:
+    for name, cls in [
+        ("console", ConsoleNotifier),
+        ("webhook", WebhookNotifier),
+        ("slack", SlackNotifier),
+        ("email", EmailNotifier),
+    ]:
         assert found[name].load() is cls and cls.name == name
         assert isinstance(cls(cls.Config.model_validate(_minimal(name))), Notifier)
 
 
 def _minimal(name: str) -> dict[str, object]:
-    return {"console": {}, "webhook": {"url": "http://127.0.0.1:1/x"}, "slack": {"webhook_url_env": "X"},
-            "email": {"to": ["a@example.com"]}}[name]
+    return {
+        "console": {},
+        "webhook": {"url": "http://127.0.0.1:1/x"},
+        "slack": {"webhook_url_env": "X"},
+        "email": {"to": ["a@example.com"]},
+    }[name]
 
 
 def test_unknown_type_names_the_key_and_lists_known_types() -> None:
@@ -71,10 +79,16 @@ def test_invalid_settings_point_at_file_line_and_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         registry.build_all(settings)
     issues = {i.key: i for i in info.value.issues}
-    assert set(issues) == {"notifiers[1].settings.urll", "notifiers[1].settings.url",
-                           "notifiers[2].settings.to", "notifiers[2].settings.port"}
+    assert set(issues) == {
+        "notifiers[1].settings.urll",
+        "notifiers[1].settings.url",
+        "notifiers[2].settings.to",
+        "notifiers[2].settings.port",
+    }
     assert issues["notifiers[1].settings.urll"].line == 7
-    assert "unknown key for notifier type 'webhook' (allowed: url, secret" in issues["notifiers[1].settings.urll"].message
+    assert (
+        "unknown key for notifier type 'webhook' (allowed: url, secret" in issues["notifiers[1].settings.urll"].message
+    )
     assert issues["notifiers[1].settings.url"].line == 6  # missing: points at the settings block
     assert issues["notifiers[2].settings.port"].line == 12
     assert str(issues["notifiers[2].settings.port"]).startswith(f"{cfg.resolve()}:12: notifiers[2].settings.port:")
@@ -101,21 +115,34 @@ def test_broken_plugins_are_config_errors(monkeypatch) -> None:
 def test_notification_round_trip_and_idempotency_key(alert_factory) -> None:
     alert = alert_factory()
     resolved = alert_factory(state="resolved", resolved_at=alert.started_at + timedelta(minutes=5))
-    n = Notification(notification_id(resolved, "resolved", "hook"), "hook", "resolved", resolved,
-                     alert.started_at, 300.0)
+    n = Notification(
+        notification_id(resolved, "resolved", "hook"), "hook", "resolved", resolved, alert.started_at, 300.0
+    )
     assert notification_from_dict(notification_to_dict(n)) == n
     assert notification_id(alert, "firing", "hook") == notification_id(alert, "firing", "hook")
-    assert len({notification_id(alert, "firing", "hook"), notification_id(alert, "firing", "mail"),
-                notification_id(resolved, "resolved", "hook")}) == 3
+    assert (
+        len(
+            {
+                notification_id(alert, "firing", "hook"),
+                notification_id(alert, "firing", "mail"),
+                notification_id(resolved, "resolved", "hook"),
+            }
+        )
+        == 3
+    )
     text = render_text(n)
     assert text.splitlines()[0] == "[RESOLVED] critical error_rate on checkout"
     assert "Fired for: 5m 0s" in text and "label env: test" in text
 
 
 def test_small_helpers(monkeypatch) -> None:
-    assert format_duration(None) == "unknown" and format_duration(59.6) == "1m 0s" and format_duration(7322) == "2h 2m 2s"
-    assert redact_url("https://user:pw@hooks.example.com:8443/services/T0/B1/xyz?token=1") == \
-        "https://hooks.example.com:8443"
+    assert (
+        format_duration(None) == "unknown" and format_duration(59.6) == "1m 0s" and format_duration(7322) == "2h 2m 2s"
+    )
+    assert (
+        redact_url("https://user:pw@hooks.example.com:8443/services/T0/B1/xyz?token=1")
+        == "https://hooks.example.com:8443"
+    )
     monkeypatch.delenv("NOT_SET_ANYWHERE", raising=False)
     with pytest.raises(PermanentNotifierError, match="NOT_SET_ANYWHERE is not set"):
         resolve_secret(None, "NOT_SET_ANYWHERE", "thing")

@@ -52,8 +52,9 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Notificati
         store.close()
 
 
-async def wait_rows(svc: NotificationService, pred: Callable[[list[dict[str, Any]]], bool],
-                    timeout: float = 10.0) -> list[dict[str, Any]]:
+async def wait_rows(
+    svc: NotificationService, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+) -> list[dict[str, Any]]:
     """Poll the outbox table until `pred(rows)` holds."""
     deadline = time.monotonic() + timeout
     while True:
@@ -83,12 +84,17 @@ class MetaRecorder:
 
 
 async def test_routing_by_severity_rule_and_service(settings_factory, alert_factory) -> None:
-    settings = settings_factory(_yaml([
-        {"name": "crit", "severities": ["critical"]},
-        {"name": "payments", "severities": ["critical", "warning"], "services": ["payments"]},
-        {"name": "absence_only", "rules": ["absence"]},
-        {"name": "off", "enabled": False},
-    ], group_wait=60))
+    settings = settings_factory(
+        _yaml(
+            [
+                {"name": "crit", "severities": ["critical"]},
+                {"name": "payments", "severities": ["critical", "warning"], "services": ["payments"]},
+                {"name": "absence_only", "rules": ["absence"]},
+                {"name": "off", "enabled": False},
+            ],
+            group_wait=60,
+        )
+    )
     async with running(settings) as svc:
         svc.submit(alert_factory(alert_id="1", severity="critical", rule="error_rate", service="checkout"), "firing")
         svc.submit(alert_factory(alert_id="2", severity="warning", rule="volume", service="payments"), "firing")
@@ -99,8 +105,9 @@ async def test_routing_by_severity_rule_and_service(settings_factory, alert_fact
     assert {r["state"] for r in rows} == {"pending"}
 
 
-async def test_fails_n_times_then_succeeds_with_exponential_backoff(settings_factory, receiver_factory,
-                                                                    alert_factory) -> None:
+async def test_fails_n_times_then_succeeds_with_exponential_backoff(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
     r = receiver_factory(script=[Reply(500), Reply(502), Reply(503)])
     settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
     async with running(settings, rng=lambda: 1.0) as svc:  # jitter factor 1.0: delays 0.05, 0.1, 0.2
@@ -118,8 +125,12 @@ async def test_fails_n_times_then_succeeds_with_exponential_backoff(settings_fac
 
 async def test_retry_after_is_honoured(settings_factory, receiver_factory, alert_factory) -> None:
     r = receiver_factory(script=[Reply(429, {"Retry-After": "1"})])
-    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}],
-                                      outbox="outbox: {initial_backoff_seconds: 0.01, max_backoff_seconds: 0.02}"))
+    settings = settings_factory(
+        _yaml(
+            [{"name": "hook", "url": r.url}],
+            outbox="outbox: {initial_backoff_seconds: 0.01, max_backoff_seconds: 0.02}",
+        )
+    )
     async with running(settings) as svc:
         svc.submit(alert_factory(), "firing")
         await wait_rows(svc, _delivered())
@@ -127,8 +138,9 @@ async def test_retry_after_is_honoured(settings_factory, receiver_factory, alert
     assert second.at - first.at >= 0.95  # not the 0.01-0.02 s backoff
 
 
-async def test_connection_refused_then_delivered_once_receiver_starts(settings_factory, receiver_factory,
-                                                                      alert_factory) -> None:
+async def test_connection_refused_then_delivered_once_receiver_starts(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/hook"
     settings = settings_factory(_yaml([{"name": "hook", "url": url}]))
@@ -141,12 +153,16 @@ async def test_connection_refused_then_delivered_once_receiver_starts(settings_f
     assert len(r.requests) == 1 and rows[0]["attempts"] >= 3
 
 
-async def test_gives_up_into_dead_and_raises_then_resolves_meta_alert(settings_factory, receiver_factory,
-                                                                      alert_factory) -> None:
+async def test_gives_up_into_dead_and_raises_then_resolves_meta_alert(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
     r = receiver_factory(default=Reply(500, body=b"down"))
-    settings = settings_factory(_yaml(
-        [{"name": "hook", "url": r.url}],
-        outbox="outbox: {max_attempts: 3, initial_backoff_seconds: 0.01, max_backoff_seconds: 0.02}"))
+    settings = settings_factory(
+        _yaml(
+            [{"name": "hook", "url": r.url}],
+            outbox="outbox: {max_attempts: 3, initial_backoff_seconds: 0.01, max_backoff_seconds: 0.02}",
+        )
+    )
     meta = MetaRecorder()
     async with running(settings, alerting=lambda: meta) as svc:
         svc.submit(alert_factory(), "firing")
@@ -196,9 +212,12 @@ async def test_slow_channel_does_not_stall_another(settings_factory, receiver_fa
 
 async def test_attempt_timeout_counts_as_transient(settings_factory, receiver_factory, alert_factory) -> None:
     r = receiver_factory(default=Reply(delay=1.0))
-    settings = settings_factory(_yaml(
-        [{"name": "hook", "url": r.url}],
-        outbox="outbox: {max_attempts: 2, initial_backoff_seconds: 0.01, timeout_seconds: 0.2}"))
+    settings = settings_factory(
+        _yaml(
+            [{"name": "hook", "url": r.url}],
+            outbox="outbox: {max_attempts: 2, initial_backoff_seconds: 0.01, timeout_seconds: 0.2}",
+        )
+    )
     async with running(settings) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
@@ -220,8 +239,9 @@ async def test_same_transition_is_stored_and_sent_once(settings_factory, receive
     assert bodies == [("firing", None), ("resolved", 300.0)]
 
 
-async def test_restart_between_enqueue_and_delivery_delivers_exactly_once(settings_factory, receiver_factory,
-                                                                          alert_factory) -> None:
+async def test_restart_between_enqueue_and_delivery_delivers_exactly_once(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
     r = receiver_factory()
     settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
     # Process 1 writes the outbox row and dies before any worker ran (never started, never stopped).
@@ -355,16 +375,18 @@ async def test_submit_with_a_closed_store_is_logged_not_raised(settings_factory,
     assert "cannot write notification to outbox" in caplog.text
 
 
-async def test_a_broken_meta_hook_never_breaks_delivery(settings_factory, receiver_factory, alert_factory,
-                                                        monkeypatch, caplog) -> None:
+async def test_a_broken_meta_hook_never_breaks_delivery(
+    settings_factory, receiver_factory, alert_factory, monkeypatch, caplog
+) -> None:
     class Exploding:
         def raise_meta(self, *args: Any) -> None:
             raise RuntimeError("alerting engine bug")
 
     monkeypatch.setenv("LOGLENS_T_HOOK_SECRET", "env-provided-secret")
     r = receiver_factory(default=Reply(500, body=b"env-provided-secret leaked by receiver"))
-    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}],
-                                      outbox="outbox: {max_attempts: 1, initial_backoff_seconds: 0.01}"))
+    settings = settings_factory(
+        _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {max_attempts: 1, initial_backoff_seconds: 0.01}")
+    )
     plugin = WebhookNotifier(WebhookNotifier.Config(url=r.url, secret_env="LOGLENS_T_HOOK_SECRET"))
     async with running(settings, channels={"hook": plugin}, alerting=lambda: Exploding()) as svc:
         svc.submit(alert_factory(), "firing")
@@ -373,11 +395,13 @@ async def test_a_broken_meta_hook_never_breaks_delivery(settings_factory, receiv
     assert "env-provided-secret" not in rows[0]["last_error"] and "*** leaked" in rows[0]["last_error"]
 
 
-async def test_config_reload_swaps_channels_and_keeps_pending(settings_factory, receiver_factory,
-                                                              alert_factory) -> None:
+async def test_config_reload_swaps_channels_and_keeps_pending(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
     a, b = receiver_factory(default=Reply(500)), receiver_factory()
-    settings = settings_factory(_yaml([{"name": "a", "url": a.url}],
-                                      outbox="outbox: {initial_backoff_seconds: 5, max_backoff_seconds: 5}"))
+    settings = settings_factory(
+        _yaml([{"name": "a", "url": a.url}], outbox="outbox: {initial_backoff_seconds: 5, max_backoff_seconds: 5}")
+    )
     async with running(settings) as svc:
         svc.submit(alert_factory(alert_id="1"), "firing")
         await wait_rows(svc, lambda rows: rows[0]["attempts"] == 1)  # failing, next try in ~5 s
@@ -391,5 +415,8 @@ async def test_config_reload_swaps_channels_and_keeps_pending(settings_factory, 
         svc.submit(alert_factory(alert_id="2"), "firing")
         rows = await wait_rows(svc, _delivered(2))
     assert sorted((r["channel"], r["alert"]["id"], r["state"]) for r in rows) == [
-        ("a", "1", "pending"), ("a", "2", "delivered"), ("b", "2", "delivered")]
+        ("a", "1", "pending"),
+        ("a", "2", "delivered"),
+        ("b", "2", "delivered"),
+    ]
     assert sorted(q.json()["alert"]["id"] for q in b.requests) == ["2", "2"]

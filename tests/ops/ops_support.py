@@ -73,7 +73,10 @@ def start_process(config: Path) -> ServerProcess:
     with stderr_path.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL, stderr=err, env=env, cwd=config.parent,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+            cwd=config.parent,
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60

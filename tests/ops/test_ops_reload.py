@@ -110,7 +110,9 @@ def test_reload_needs_the_admin_token_and_config_masks_secrets(
     tmp_path: Path, live_server_factory: Callable[..., LiveServer]
 ) -> None:
     config = write_config(tmp_path, "")
-    config.write_text(config.read_text().replace("server:\n", "server:\n  api_token: tok-api\n  admin_token: tok-admin\n"))
+    config.write_text(
+        config.read_text().replace("server:\n", "server:\n  api_token: tok-api\n  admin_token: tok-admin\n")
+    )
     srv = live_server_factory(load_settings(config))
     with srv.client() as c:
         assert c.post("/api/v1/admin/reload").status_code == 401
@@ -141,8 +143,11 @@ def test_reload_adds_and_removes_notifier_channels(
         r = c.post("/api/v1/admin/reload")
         assert r.status_code == 400 and any("url" in i for i in r.json()["issues"])
         assert [n["name"] for n in c.get("/api/v1/notifiers").json()["notifiers"]] == ["hook"]
-        config.write_text(config.read_text().replace(hook.replace("http://127.0.0.1:9/x", "not a url"),
-                                                     "notifiers:\n  - name: console\n    type: console\n"))
+        config.write_text(
+            config.read_text().replace(
+                hook.replace("http://127.0.0.1:9/x", "not a url"), "notifiers:\n  - name: console\n    type: console\n"
+            )
+        )
         assert c.post("/api/v1/admin/reload").status_code == 200
         assert [n["name"] for n in c.get("/api/v1/notifiers").json()["notifiers"]] == ["console"]
 
@@ -151,7 +156,9 @@ def test_watch_config_reloads_on_change_and_restart_keys_are_kept(
     tmp_path: Path, live_server_factory: Callable[..., LiveServer]
 ) -> None:
     config = write_config(tmp_path, "logging:\n  level: INFO\n")
-    config.write_text(config.read_text().replace("server:\n", "server:\n  watch_config: true\n  watch_interval_seconds: 0.05\n"))
+    config.write_text(
+        config.read_text().replace("server:\n", "server:\n  watch_config: true\n  watch_interval_seconds: 0.05\n")
+    )
     settings = load_settings(config)
     srv = live_server_factory(settings)
     port = settings.server.port

@@ -34,8 +34,13 @@ def test_reload_under_load_loses_nothing(tmp_path: Path, server_process: Callabl
         load.wait_acked(300)
         with sp.client() as c:
             deadline = time.monotonic() + 10
-            while not (firing := [a for a in c.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
-                                  if a["rule"] == "volume"]):
+            while not (
+                firing := [
+                    a
+                    for a in c.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
+                    if a["rule"] == "volume"
+                ]
+            ):
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             # 1. POST reload while logs flow: error_rate threshold changes, the volume alert keeps firing
@@ -43,8 +48,11 @@ def test_reload_under_load_loses_nothing(tmp_path: Path, server_process: Callabl
             r = c.post("/api/v1/admin/reload")
             assert r.status_code == 200, r.text
             assert _threshold(sp, "error_rate") == 0.4
-            still = [a["id"] for a in c.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
-                     if a["rule"] == "volume"]
+            still = [
+                a["id"]
+                for a in c.get("/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
+                if a["rule"] == "volume"
+            ]
             assert still == [firing[0]["id"]]
             # 2. SIGHUP: the volume threshold changes
             config.write_text(config.read_text().replace("threshold: 50", "threshold: 7777"))

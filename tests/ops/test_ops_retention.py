@@ -17,7 +17,10 @@ from tests_support import REPO, LiveServer
 
 
 def _iso_us(epoch_us: int) -> str:
-    return datetime.fromtimestamp(epoch_us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S") + f".{epoch_us % 1_000_000:06d}Z"
+    return (
+        datetime.fromtimestamp(epoch_us // 1_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        + f".{epoch_us % 1_000_000:06d}Z"
+    )
 
 
 def test_apply_retention_deletes_exactly_the_rows_before_the_cutoff(tmp_path: Path) -> None:
@@ -54,15 +57,19 @@ def test_apply_retention_deletes_exactly_the_rows_before_the_cutoff(tmp_path: Pa
 
 def test_retention_in_a_running_server(tmp_path: Path, live_server_factory: Callable[..., LiveServer]) -> None:
     config = write_config(tmp_path, "")
-    config.write_text(config.read_text().replace(
-        "storage:\n", "storage:\n  retention_days: 1\n  retention_interval_seconds: 0.2\n  metrics_retention_days: 30\n"
-    ))
+    config.write_text(
+        config.read_text().replace(
+            "storage:\n",
+            "storage:\n  retention_days: 1\n  retention_interval_seconds: 0.2\n  metrics_retention_days: 30\n",
+        )
+    )
     srv = live_server_factory(load_settings(config))
     now = time.time()
     ages = {"two-days": 2 * 86400, "a-day-and-10-min": 86400 + 600, "a-day-less-10-min": 86400 - 600, "fresh": 0}
     logs = [
         {"timestamp": _iso_us(int((now - age) * 1e6)), "level": "INFO", "service": "ret", "message": f"{name}-{i}"}
-        for name, age in ages.items() for i in range(10)
+        for name, age in ages.items()
+        for i in range(10)
     ]
     with srv.client() as c:
         assert c.post("/api/v1/logs", json=logs).json()["accepted"] == 40

@@ -59,8 +59,10 @@ def test_metrics_move_with_logs_alerts_and_clients(
         assert val(m0, "loglens_logs_accepted_total", source="http") == 0
         assert val(m0, "loglens_notifications_sent_total", channel="console") == 0
         logs = [{"timestamp": now_iso(), "level": "INFO", "service": "api", "message": f"m{i}"} for i in range(30)]
-        bad = [{"level": "INFO", "service": "api", "message": "no ts"}, {"timestamp": now_iso(), "level": "LOUD",
-                                                                         "service": "api", "message": "x"}]
+        bad = [
+            {"level": "INFO", "service": "api", "message": "no ts"},
+            {"timestamp": now_iso(), "level": "LOUD", "service": "api", "message": "x"},
+        ]
         assert c.post("/api/v1/logs", json=logs + bad).json()["accepted"] == 30
         c.post("/api/v1/logs", content=b"[{", headers={"content-type": "application/json"})
         m1 = scrape(c)
@@ -75,8 +77,14 @@ def test_metrics_move_with_logs_alerts_and_clients(
         assert val(m1, "loglens_store_size_bytes") > 0
         assert val(m1, "loglens_ingest_queue_depth") == 0
         # the volume alert fires, and the console channel delivers it
-        m2 = _wait(lambda: (m := scrape(c)) and val(m, "loglens_alerts_firing", rule="volume", severity="warning") == 1
-                   and val(m, "loglens_notifications_sent_total", channel="console") >= 1 and m)
+        m2 = _wait(
+            lambda: (
+                (m := scrape(c))
+                and val(m, "loglens_alerts_firing", rule="volume", severity="warning") == 1
+                and val(m, "loglens_notifications_sent_total", channel="console") >= 1
+                and m
+            )
+        )
         assert val(m2, "loglens_alert_notifications_total") >= 1
         assert val(m2, "loglens_notifier_healthy", channel="console") == 1
         assert val(m2, "loglens_rule_evaluations_total") > 0

@@ -45,8 +45,9 @@ def test_sigterm_under_load_stores_every_acknowledged_log(
 
 
 def _run_in_thread(settings: Settings, timeout_s: float) -> tuple[DrainingServer, threading.Thread]:
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.server.port,
-                            log_level="warning", loop="asyncio")
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=settings.server.port, log_level="warning", loop="asyncio"
+    )
     server = DrainingServer(config, timeout_s)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

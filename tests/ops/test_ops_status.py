@@ -21,7 +21,9 @@ RULES = "alerts:\n  rules:\n    volume:\n      threshold: 3\n    anomaly:\n     
 
 def test_status_from_a_running_server(tmp_path: Path, live_server_factory: Callable[..., LiveServer]) -> None:
     config = write_config(tmp_path, RULES)
-    config.write_text(config.read_text().replace("notifiers: []\n", "notifiers:\n  - name: console\n    type: console\n"))
+    config.write_text(
+        config.read_text().replace("notifiers: []\n", "notifiers:\n  - name: console\n    type: console\n")
+    )
     srv = live_server_factory(load_settings(config))
     logs = [{"timestamp": now_iso(), "level": "ERROR", "service": "pay", "message": f"m{i}"} for i in range(10)]
     with srv.client() as c:
@@ -29,7 +31,7 @@ def test_status_from_a_running_server(tmp_path: Path, live_server_factory: Calla
     # no --url: the CLI finds the server at the config's host:port
     result = runner.invoke(app, ["status", "--config", str(config), "--json"])
     assert result.exit_code == 0, result.output
-    doc = json.loads(result.output[result.output.index("{\n"):])  # the in-process console channel prints too
+    doc = json.loads(result.output[result.output.index("{\n") :])  # the in-process console channel prints too
     assert doc["source"] == "server" and doc["config_path"] == str(config.resolve())
     assert doc["store"]["rows"]["logs"] == 10 and doc["store"]["rows"]["dead_letter"] == 1
     assert doc["rates"]["accepted_per_second"] > 0 and doc["rates"]["rejected_per_second"] > 0
@@ -48,11 +50,28 @@ def test_status_errors_and_rendering(tmp_path: Path) -> None:
     config = write_config(tmp_path, "")
     text = runner.invoke(app, ["status", "--config", str(config)]).output
     assert "not running" in text and "notifiers: none" in text
-    doc = {"version": "0", "source": "server", "uptime_seconds": 5, "draining": True, "config_path": None,
-           "store": {"path": "x", "size_bytes": 3 * 1024 * 1024, "rows": {}},
-           "retention": {"logs_days": 7, "metrics_days": 90}, "rates": None,
-           "firing_alerts": [], "notifiers": [{"name": "n", "type": "webhook", "status": "failing", "pending": 1,
-                                               "delivered": 0, "dead": 2, "last_error": "HTTP 500"}]}
+    doc = {
+        "version": "0",
+        "source": "server",
+        "uptime_seconds": 5,
+        "draining": True,
+        "config_path": None,
+        "store": {"path": "x", "size_bytes": 3 * 1024 * 1024, "rows": {}},
+        "retention": {"logs_days": 7, "metrics_days": 90},
+        "rates": None,
+        "firing_alerts": [],
+        "notifiers": [
+            {
+                "name": "n",
+                "type": "webhook",
+                "status": "failing",
+                "pending": 1,
+                "delivered": 0,
+                "dead": 2,
+                "last_error": "HTTP 500",
+            }
+        ],
+    }
     out = render(doc)
     assert "[DRAINING]" in out and "3.0 MiB" in out and "HTTP 500" in out and "(built-in defaults)" in out
 

@@ -73,7 +73,10 @@ class ServerProcess:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "loglens.cli", "serve", "--config", str(self.config)],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=str(self.config.parent),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=str(self.config.parent),
             )
         deadline = started + timeout
         with httpx.Client(timeout=2) as client:
@@ -171,13 +174,21 @@ def _client(url: str, cid: str, stop: threading.Event, ledger: Ledger, rng: rand
                 return  # the server is gone; this client's trial is over
 
 
-def traffic_then_kill(server: ServerProcess, ledger: Ledger, trial: int, clients: int, rng: random.Random,
-                      min_s: float = 0.3, max_s: float = 1.0) -> float:
+def traffic_then_kill(
+    server: ServerProcess,
+    ledger: Ledger,
+    trial: int,
+    clients: int,
+    rng: random.Random,
+    min_s: float = 0.3,
+    max_s: float = 1.0,
+) -> float:
     """Run `clients` concurrent senders and SIGKILL the server after a random delay."""
     stop = threading.Event()
     threads = [
-        threading.Thread(target=_client, args=(server.url, f"t{trial}c{c}", stop, ledger,
-                                               random.Random(rng.random())), daemon=True)
+        threading.Thread(
+            target=_client, args=(server.url, f"t{trial}c{c}", stop, ledger, random.Random(rng.random())), daemon=True
+        )
         for c in range(clients)
     ]
     for t in threads:
@@ -200,7 +211,8 @@ def retry_keyed(server: ServerProcess, ledger: Ledger) -> int:
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for key in list(ledger.acked_keyed)[-2:]:
             resp = client.post(
-                "/api/v1/logs", content=ledger.acked_keyed.pop(key),
+                "/api/v1/logs",
+                content=ledger.acked_keyed.pop(key),
                 headers={"content-type": "application/x-ndjson", "idempotency-key": key},
             )
             assert resp.status_code == 200, resp.text
@@ -208,7 +220,8 @@ def retry_keyed(server: ServerProcess, ledger: Ledger) -> int:
             retried += 1
         for key, body in list(ledger.pending_keyed.items()):
             resp = client.post(
-                "/api/v1/logs", content=body,
+                "/api/v1/logs",
+                content=body,
                 headers={"content-type": "application/x-ndjson", "idempotency-key": key},
             )
             assert resp.status_code == 200, resp.text
@@ -237,9 +250,7 @@ def verify_store(db_path: Path, ledger: Ledger) -> Verdict:
     problems: list[str] = []
     con = duckdb.connect(str(db_path))
     try:
-        stored = Counter(
-            dict(con.execute("SELECT trace_id, count(*) FROM logs GROUP BY trace_id").fetchall())
-        )
+        stored = Counter(dict(con.execute("SELECT trace_id, count(*) FROM logs GROUP BY trace_id").fetchall()))
         for trace, copies in ledger.acked.items():
             if stored.get(trace, 0) != copies:
                 problems.append(f"acknowledged {trace}: {copies} acked, {stored.get(trace, 0)} stored")
@@ -297,8 +308,9 @@ class CrashRun:
     problems: list[str]
 
 
-def run_crash_trials(workdir: Path, trials: int, clients: int = 4, seed: int = 0,
-                     min_s: float = 0.3, max_s: float = 1.0) -> CrashRun:
+def run_crash_trials(
+    workdir: Path, trials: int, clients: int = 4, seed: int = 0, min_s: float = 0.3, max_s: float = 1.0
+) -> CrashRun:
     """`trials` × (traffic, kill -9, restart, retry keyed); then verify the store file."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -317,6 +329,13 @@ def run_crash_trials(workdir: Path, trials: int, clients: int = 4, seed: int = 0
         server.kill()
     verdict = verify_store(workdir / "store" / "loglens.duckdb", ledger)
     return CrashRun(
-        trials, verdict.acked_logs, verdict.stored_logs, verdict.unacked_stored, ledger.requests_ok,
-        ledger.requests_failed, retries, sum(restarts) / len(restarts), verdict.problems,
+        trials,
+        verdict.acked_logs,
+        verdict.stored_logs,
+        verdict.unacked_stored,
+        ledger.requests_ok,
+        ledger.requests_failed,
+        retries,
+        sum(restarts) / len(restarts),
+        verdict.problems,
     )

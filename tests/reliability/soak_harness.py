@@ -61,11 +61,16 @@ _TS = b'"@TS@"'
 def _template(rng: random.Random, services: int, n: int) -> bytes:
     """An NDJSON batch whose timestamps are a placeholder: senders stamp it per request (cheap)."""
     return b"\n".join(
-        orjson.dumps({
-            "timestamp": "@TS@", "level": "ERROR" if rng.random() < 0.02 else "INFO",
-            "service": f"soak-{rng.randrange(services):02d}", "message": f"request {rng.randrange(10**6)} served",
-            "user_id": f"u{rng.randrange(5000)}", "response_time_ms": round(rng.expovariate(1 / 80), 2),
-        })
+        orjson.dumps(
+            {
+                "timestamp": "@TS@",
+                "level": "ERROR" if rng.random() < 0.02 else "INFO",
+                "service": f"soak-{rng.randrange(services):02d}",
+                "message": f"request {rng.randrange(10**6)} served",
+                "user_id": f"u{rng.randrange(5000)}",
+                "response_time_ms": round(rng.expovariate(1 / 80), 2),
+            }
+        )
         for _ in range(n)
     )
 
@@ -89,8 +94,15 @@ def _alert_latency(url: str, canary: str) -> float:
     raise AssertionError(f"no error_rate alert for {canary} within 30 s")
 
 
-def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, senders: int = 2,
-             seed: int = 1, memory_limit: str | None = None) -> SoakResult:
+def run_soak(
+    workdir: Path,
+    duration_s: float,
+    rate: float,
+    services: int = 50,
+    senders: int = 2,
+    seed: int = 1,
+    memory_limit: str | None = None,
+) -> SoakResult:
     """Run a soak against a fresh server in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -98,7 +110,9 @@ def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, 
     cfg = write_config(workdir, port, "alerts: {rules: {volume: {enabled: false}, anomaly: {enabled: false}}}")
     if memory_limit:
         text = cfg.read_text(encoding="utf-8")
-        cfg.write_text(text.replace("storage: {path: ", f"storage: {{memory_limit: {memory_limit}, path: "), encoding="utf-8")
+        cfg.write_text(
+            text.replace("storage: {path: ", f"storage: {{memory_limit: {memory_limit}, path: "), encoding="utf-8"
+        )
     server = ServerProcess(cfg, port, workdir / "server.log")
     server.start()
     assert server.proc is not None
@@ -128,8 +142,7 @@ def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, 
                         time.sleep(min(ahead, 0.2))
                         continue
                     body = templates[sent // BATCH % len(templates)].replace(_TS, b"%.6f" % time.time())
-                    resp = client.post("/api/v1/logs", content=body,
-                                       headers={"content-type": "application/x-ndjson"})
+                    resp = client.post("/api/v1/logs", content=body, headers={"content-type": "application/x-ndjson"})
                     with lock:
                         if resp.status_code == 200:
                             acked += resp.json()["accepted"]
@@ -157,6 +170,18 @@ def run_soak(workdir: Path, duration_s: float, rate: float, services: int = 50, 
         stored = int(con.execute("SELECT count(*) FROM logs WHERE service LIKE 'soak-%'").fetchone()[0])
     finally:
         con.close()
-    return SoakResult(elapsed, rate, acked / elapsed, services, acked, stored, max(0, acked - stored), failed,
-                      rss_start, rss_end, max([*rss, rss_end]), latencies,
-                      [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in (1, 2, 3, 4)] if rss else [])
+    return SoakResult(
+        elapsed,
+        rate,
+        acked / elapsed,
+        services,
+        acked,
+        stored,
+        max(0, acked - stored),
+        failed,
+        rss_start,
+        rss_end,
+        max([*rss, rss_end]),
+        latencies,
+        [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in (1, 2, 3, 4)] if rss else [],
+    )

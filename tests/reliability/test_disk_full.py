@@ -55,8 +55,15 @@ def fill(disk: Path, leave_bytes: int = 0) -> Path:
 def _logs(n: int, tag: str) -> bytes:
     now = time.time()
     return b"\n".join(
-        orjson.dumps({"timestamp": now, "level": "ERROR" if i % 5 == 0 else "INFO", "service": f"s{i % 3}",
-                      "message": f"{tag} {i} " + os.urandom(64).hex(), "trace_id": f"{tag}-{i}"})
+        orjson.dumps(
+            {
+                "timestamp": now,
+                "level": "ERROR" if i % 5 == 0 else "INFO",
+                "service": f"s{i % 3}",
+                "message": f"{tag} {i} " + os.urandom(64).hex(),
+                "trace_id": f"{tag}-{i}",
+            }
+        )
         for i in range(n)
     )
 
@@ -120,8 +127,15 @@ def test_full_disk_answers_503_raises_meta_alert_and_recovers(
 
 
 def _table(schema: LogSchema, n: int, tag: str) -> Any:
-    vals = [{"timestamp": time.time(), "level": "INFO", "service": f"svc{i % 7}",
-             "message": f"{tag} {i} " + os.urandom(100).hex()} for i in range(n)]
+    vals = [
+        {
+            "timestamp": time.time(),
+            "level": "INFO",
+            "service": f"svc{i % 7}",
+            "message": f"{tag} {i} " + os.urandom(100).hex(),
+        }
+        for i in range(n)
+    ]
     return schema.validate(parse_values(vals), "test", now_us()).table
 
 

@@ -40,8 +40,9 @@ def _fuzz_operation(op: Any, base_url: str, examples: int) -> list[str]:
     strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
 
     @given(case=strategy)
-    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-              database=None)
+    @settings(
+        max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+    )
     def run(case: Any) -> None:
         response = case.call(base_url=base_url, timeout=30)
         try:
@@ -69,9 +70,7 @@ def test_no_operation_answers_5xx(fuzz_server: LiveServer) -> None:
 
 
 def test_stream_starts_cleanly(fuzz_server: LiveServer) -> None:
-    with httpx.Client(base_url=fuzz_server.url, timeout=10) as client, client.stream(
-        "GET", "/api/v1/stream"
-    ) as resp:
+    with httpx.Client(base_url=fuzz_server.url, timeout=10) as client, client.stream("GET", "/api/v1/stream") as resp:
         assert resp.status_code == 200
         assert resp.headers["content-type"].startswith("text/event-stream")
 
@@ -79,8 +78,14 @@ def test_stream_starts_cleanly(fuzz_server: LiveServer) -> None:
 def test_schema_lists_every_ingest_and_query_route(fuzz_server: LiveServer) -> None:
     """The fuzzed schema really covers the API: a route missing from it would escape fuzzing."""
     paths = httpx.get(f"{fuzz_server.url}/openapi.json").json()["paths"]
-    for path in ("/api/v1/logs", "/api/v1/dead-letter", "/api/v1/services", "/api/v1/timeseries",
-                 "/api/v1/metrics/summary", "/healthz"):
+    for path in (
+        "/api/v1/logs",
+        "/api/v1/dead-letter",
+        "/api/v1/services",
+        "/api/v1/timeseries",
+        "/api/v1/metrics/summary",
+        "/healthz",
+    ):
         assert path in paths
 
 
@@ -114,8 +119,9 @@ def test_protocol_endpoints_survive_raw_bytes(fuzz_server: LiveServer) -> None:
     with httpx.Client(base_url=fuzz_server.url, timeout=30) as client:
 
         @given(target=st.sampled_from(_RAW_TARGETS), body=bodies, gz=st.booleans())
-        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True,
-                  database=None)
+        @settings(
+            max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+        )
         def run(target: tuple[str, str], body: bytes, gz: bool) -> None:
             import gzip
 

@@ -19,9 +19,9 @@ NOW = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _log(message: str = '"m"', ts: str | None = None, extra: str = "", service: str = '"api"') -> bytes:
-    return (
-        f'{{"timestamp":"{ts or NOW}","level":"INFO","service":{service},"message":{message}{extra}}}'
-    ).encode("utf-8", "surrogatepass")
+    return (f'{{"timestamp":"{ts or NOW}","level":"INFO","service":{service},"message":{message}{extra}}}').encode(
+        "utf-8", "surrogatepass"
+    )
 
 
 def _deep(levels: int) -> str:
@@ -34,13 +34,26 @@ JSON = "application/json"
 # (id, body, content type, accepted, rejected, reason fragment of the rejection or None)
 CORPUS: list[tuple[str, bytes, str, int, int, str | None]] = [
     ("invalid-utf8", _log('"bad \\u00e9"').replace(b"\\u00e9", b"\xff\xfe"), JSON, 0, 1, "not valid UTF-8"),
-    ("invalid-utf8-one-ndjson-line", _log() + b"\n" + _log('"x\\u00e9"').replace(b"\\u00e9", b"\xff"),
-     NDJSON, 1, 1, "not valid UTF-8"),
+    (
+        "invalid-utf8-one-ndjson-line",
+        _log() + b"\n" + _log('"x\\u00e9"').replace(b"\\u00e9", b"\xff"),
+        NDJSON,
+        1,
+        1,
+        "not valid UTF-8",
+    ),
     ("message-1mb", _log(json.dumps("x" * 1_000_000)), JSON, 0, 1, "message: must be shorter than or equal to 65536"),
     ("message-64kb-limit", _log(json.dumps("x" * 65536)), JSON, 1, 0, None),
     ("metadata-1mb-string", _log(extra=',"metadata":{"blob":' + json.dumps("y" * 1_000_000) + "}"), JSON, 1, 0, None),
     ("metadata-nested-200", _log(extra=',"metadata":' + _deep(200)), JSON, 1, 0, None),
-    ("metadata-nested-1000", _log(extra=',"metadata":' + _deep(1000)), JSON, 0, 1, "metadata: cannot be stored as JSON"),
+    (
+        "metadata-nested-1000",
+        _log(extra=',"metadata":' + _deep(1000)),
+        JSON,
+        0,
+        1,
+        "metadata: cannot be stored as JSON",
+    ),
     ("metadata-nested-100000", _log(extra=',"metadata":' + _deep(100_000)), JSON, 0, 1, "depth limit exceeded"),
     ("nan", _log(extra=',"response_time_ms":NaN'), JSON, 0, 1, "malformed JSON"),
     ("infinity", _log(extra=',"response_time_ms":Infinity'), JSON, 0, 1, "malformed JSON"),
@@ -49,8 +62,14 @@ CORPUS: list[tuple[str, bytes, str, int, int, str | None]] = [
     ("year-1", _log(ts="0001-01-01T00:00:00Z"), JSON, 1, 0, None),
     ("year-9999", _log(ts="9999-12-31T23:59:59Z"), JSON, 0, 1, "in the future, beyond the allowed clock skew"),
     ("epoch-negative", b'{"timestamp":-5,"level":"INFO","service":"api","message":"m"}', JSON, 0, 1, "timestamp:"),
-    ("response-time-negative", _log(extra=',"response_time_ms":-1'), JSON, 0, 1,
-     "response_time_ms: must be bigger than or equal to 0"),
+    (
+        "response-time-negative",
+        _log(extra=',"response_time_ms":-1'),
+        JSON,
+        0,
+        1,
+        "response_time_ms: must be bigger than or equal to 0",
+    ),
     ("duplicate-keys", _log(extra=',"level":"ERROR"'), JSON, 1, 0, None),
     ("bom-json", b"\xef\xbb\xbf" + _log(), JSON, 1, 0, None),
     ("bom-ndjson", b"\xef\xbb\xbf" + _log() + b"\n" + _log(), NDJSON, 2, 0, None),
@@ -74,10 +93,12 @@ def nasty_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
     server.stop()
 
 
-@pytest.mark.parametrize(("body", "ctype", "accepted", "rejected", "reason"),
-                         [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS])
-def test_nasty_input(nasty_server: LiveServer, body: bytes, ctype: str, accepted: int, rejected: int,
-                     reason: str | None) -> None:
+@pytest.mark.parametrize(
+    ("body", "ctype", "accepted", "rejected", "reason"), [c[1:] for c in CORPUS], ids=[c[0] for c in CORPUS]
+)
+def test_nasty_input(
+    nasty_server: LiveServer, body: bytes, ctype: str, accepted: int, rejected: int, reason: str | None
+) -> None:
     store = nasty_server.state.store
     dead_before = store.query("SELECT count(*) FROM dead_letter")[0][0]
     with nasty_server.client() as client:
@@ -87,8 +108,7 @@ def test_nasty_input(nasty_server: LiveServer, body: bytes, ctype: str, accepted
     assert (out["accepted"], out["rejected"]) == (accepted, rejected), out
     if reason is not None:
         assert reason in out["errors"][0]["reason"], out
-        rows = store.query("SELECT reason, raw FROM dead_letter WHERE id > ? ORDER BY id",
-                           [dead_before])
+        rows = store.query("SELECT reason, raw FROM dead_letter WHERE id > ? ORDER BY id", [dead_before])
         assert len(rows) == rejected and reason in rows[0][0]
         assert len(rows[0][1]) <= 4096 + 40  # raw text kept, bounded
 

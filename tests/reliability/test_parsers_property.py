@@ -31,15 +31,20 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=list(Heal
 
 # values a field may take: well-formed ones and every kind of wrong one
 _scalar = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
-    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=30),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=30),
 )
 _json = st.recursive(
-    _scalar, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    _scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
     max_leaves=8,
 )
 _timestamp = st.one_of(
-    st.floats(min_value=0, max_value=4e9), st.integers(min_value=-10, max_value=10**15),
+    st.floats(min_value=0, max_value=4e9),
+    st.integers(min_value=-10, max_value=10**15),
     st.datetimes(timezones=st.just(UTC)).map(lambda d: d.isoformat()),
     st.sampled_from(["0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z", "2026-13-40T99:00:00Z", "yesterday", ""]),
     _json,
@@ -83,8 +88,11 @@ def test_schema_validate_never_raises_and_accounts_for_every_record(values: list
 
 
 @FAST
-@given(body=st.binary(max_size=600), ctype=st.sampled_from(["application/json", "application/x-ndjson", None]),
-       gz=st.booleans())
+@given(
+    body=st.binary(max_size=600),
+    ctype=st.sampled_from(["application/json", "application/x-ndjson", None]),
+    gz=st.booleans(),
+)
 def test_decode_any_bytes(body: bytes, ctype: str | None, gz: bool) -> None:
     payload = gzip.compress(body) if gz else body
     try:
@@ -96,10 +104,16 @@ def test_decode_any_bytes(body: bytes, ctype: str | None, gz: bool) -> None:
 
 
 @FAST
-@given(values=st.lists(_value, min_size=1, max_size=30), ndjson=st.booleans(), crlf=st.booleans(),
-       bom=st.booleans(), garbage=st.lists(st.binary(min_size=1, max_size=20), max_size=3))
-def test_decode_json_and_ndjson_bodies(values: list[Any], ndjson: bool, crlf: bool, bom: bool,
-                                       garbage: list[bytes]) -> None:
+@given(
+    values=st.lists(_value, min_size=1, max_size=30),
+    ndjson=st.booleans(),
+    crlf=st.booleans(),
+    bom=st.booleans(),
+    garbage=st.lists(st.binary(min_size=1, max_size=20), max_size=3),
+)
+def test_decode_json_and_ndjson_bodies(
+    values: list[Any], ndjson: bool, crlf: bool, bom: bool, garbage: list[bytes]
+) -> None:
     encoded = [orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS) if _encodable(v) else b"{bad" for v in values]
     if ndjson:
         sep = b"\r\n" if crlf else b"\n"
@@ -123,9 +137,14 @@ def _encodable(v: Any) -> bool:
 
 
 @FAST
-@given(text=st.text(max_size=200) | st.builds(
-    lambda pri, rest: f"<{pri}>1 2026-01-01T00:00:00Z host app - - - {rest}", st.integers(0, 300), st.text(max_size=80)
-))
+@given(
+    text=st.text(max_size=200)
+    | st.builds(
+        lambda pri, rest: f"<{pri}>1 2026-01-01T00:00:00Z host app - - - {rest}",
+        st.integers(0, 300),
+        st.text(max_size=80),
+    )
+)
 def test_syslog_parse_message_raises_only_its_format_error(text: str) -> None:
     try:
         record = syslog.parse_message(text, MAPPINGS.syslog, datetime.now(UTC))

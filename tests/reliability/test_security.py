@@ -40,8 +40,9 @@ def test_defaults_bind_loopback_and_cors_is_off() -> None:
     assert shipped.server.cors_origins == []
 
 
-def test_every_api_route_needs_the_token(settings_factory: Callable[..., Settings],
-                                         live_server_factory: Callable[..., LiveServer]) -> None:
+def test_every_api_route_needs_the_token(
+    settings_factory: Callable[..., Settings], live_server_factory: Callable[..., LiveServer]
+) -> None:
     server = live_server_factory(settings_factory(server={"api_token": TOKEN, "admin_token": TOKEN + "-admin"}))
     routes = _routes(server.app)
     assert len(routes) >= 20
@@ -71,8 +72,9 @@ def test_cors_preflight_is_refused_by_default(live_server: LiveServer) -> None:
     assert "access-control-allow-origin" not in resp.headers
 
 
-def test_body_limit_answers_413_and_keeps_a_dead_letter(settings_factory: Callable[..., Settings],
-                                                        live_server_factory: Callable[..., LiveServer]) -> None:
+def test_body_limit_answers_413_and_keeps_a_dead_letter(
+    settings_factory: Callable[..., Settings], live_server_factory: Callable[..., LiveServer]
+) -> None:
     server = live_server_factory(settings_factory(ingest={"max_body_bytes": 10_000}))
     with server.client() as client:
         resp = client.post("/api/v1/logs", content=b"[" + b" " * 20_000 + b"]")
@@ -85,12 +87,15 @@ def test_body_limit_answers_413_and_keeps_a_dead_letter(settings_factory: Callab
     assert server.state.store.query("SELECT count(*) FROM dead_letter WHERE reason LIKE '%limit%'")[0][0] == 2
 
 
-def test_secrets_never_in_api_answers(tmp_path: Path, monkeypatch: Any,
-                                      live_server_factory: Callable[..., LiveServer]) -> None:
+def test_secrets_never_in_api_answers(
+    tmp_path: Path, monkeypatch: Any, live_server_factory: Callable[..., LiveServer]
+) -> None:
     from tests_support import make_settings
 
     monkeypatch.setenv("SOAK_SMTP_PASSWORD", "smtp-pass-99e1")
-    settings = make_settings(tmp_path, f"""
+    settings = make_settings(
+        tmp_path,
+        f"""
 server: {{api_token: {TOKEN}}}
 notifiers:
   - name: hook
@@ -100,7 +105,8 @@ notifiers:
     type: email
     settings: {{host: 127.0.0.1, port: 9, from_addr: a@example.com, to: [b@example.com], username: u,
                 password_env: SOAK_SMTP_PASSWORD}}
-""")
+""",
+    )
     server = live_server_factory(settings)
     secrets = [TOKEN, SECRET_URL_TOKEN, "smtp-pass-99e1"]
     leaks = []

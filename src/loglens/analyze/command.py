@@ -48,8 +48,13 @@ def analyze_command(
         if out is not None and out.suffix.lower() not in (".json", ".html", ".htm"):
             raise ValueError(f"--out: {out} must end in .json or .html")
         options = AnalyzeOptions(
-            paths=paths, engine=engine, address=address, partitions=partitions,
-            since=parse_time(since, "--since"), until=parse_time(until, "--until"), service=service,
+            paths=paths,
+            engine=engine,
+            address=address,
+            partitions=partitions,
+            since=parse_time(since, "--since"),
+            until=parse_time(until, "--until"),
+            service=service,
             progress=progress,
         )
         report = run_analysis(settings, options)

@@ -60,9 +60,16 @@ class _Episodes:
             if self._fired is None and now - self._start >= c.for_seconds:
                 self._fired = {
                     "id": _stable_id(c.rule, c.service, self._start),
-                    "rule": c.rule, "service": c.service, "severity": c.severity, "state": "firing",
-                    "value": c.value, "threshold": c.threshold, "summary": c.summary,
-                    "started_at": iso(to_dt(self._start)), "fired_at": iso(to_dt(now)), "resolved_at": None,
+                    "rule": c.rule,
+                    "service": c.service,
+                    "severity": c.severity,
+                    "state": "firing",
+                    "value": c.value,
+                    "threshold": c.threshold,
+                    "summary": c.summary,
+                    "started_at": iso(to_dt(self._start)),
+                    "fired_at": iso(to_dt(now)),
+                    "resolved_at": None,
                     "labels": dict(c.labels),
                 }
             elif self._fired is not None and c.value is not None and (self._fired["value"] or 0) < c.value:
@@ -113,7 +120,10 @@ def _threshold_alerts(seconds: pa.Table, settings: Settings) -> list[dict[str, A
                 j = max(0, i + 1 - window) if window else i + 1
                 last = int(last_seen[i])
                 w = RuleWindow(
-                    svc, float(lo + i), int(cs_total[i + 1] - cs_total[j]), int(cs_err[i + 1] - cs_err[j]),
+                    svc,
+                    float(lo + i),
+                    int(cs_total[i + 1] - cs_total[j]),
+                    int(cs_err[i + 1] - cs_err[j]),
                     float(last) + 1.0 if last >= 0 else None,  # the end of the last second with logs
                 )
                 for c in rules_mod.evaluate(rule, w):  # type: ignore[arg-type]
@@ -131,15 +141,22 @@ def _anomalies(partials: metrics.Partials, settings: Settings) -> tuple[list[dic
     detector.add_partials(partials)
     counts: dict[tuple[str, int], tuple[int, int]] = {}
     for svc, minute, n, e, f in zip(
-        m["service"].to_pylist(), (m["minute"].cast(pa.int64()).to_numpy() // 1_000_000).tolist(),
-        m["count"].to_pylist(), m["error"].to_pylist(), m["fatal"].to_pylist(), strict=True,
+        m["service"].to_pylist(),
+        (m["minute"].cast(pa.int64()).to_numpy() // 1_000_000).tolist(),
+        m["count"].to_pylist(),
+        m["error"].to_pylist(),
+        m["fatal"].to_pylist(),
+        strict=True,
     ):
         counts[(svc, minute)] = (n, e + f)
     sketches: dict[tuple[str, int], tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
     s = partials.sketch
     for svc, minute, b, c in zip(
-        s["service"].to_pylist(), (s["minute"].cast(pa.int64()).to_numpy() // 1_000_000).tolist(),
-        s["bucket"].to_pylist(), s["count"].to_pylist(), strict=True,
+        s["service"].to_pylist(),
+        (s["minute"].cast(pa.int64()).to_numpy() // 1_000_000).tolist(),
+        s["bucket"].to_pylist(),
+        s["count"].to_pylist(),
+        strict=True,
     ):
         sketches[(svc, minute)][0].append(b)
         sketches[(svc, minute)][1].append(c)
@@ -163,8 +180,16 @@ def _anomalies(partials: metrics.Partials, settings: Settings) -> tuple[list[dic
             active = [f for (sv, _m), f in detector.active.items() if sv == svc]
             if active:
                 top = max(active, key=lambda f: abs(f.score))
-                c = Candidate("anomaly", svc, True, round(top.observed, 6), round(top.high, 6), rule.severity,
-                              top.description, labels={"metric": top.metric})
+                c = Candidate(
+                    "anomaly",
+                    svc,
+                    True,
+                    round(top.observed, 6),
+                    round(top.high, 6),
+                    rule.severity,
+                    top.description,
+                    labels={"metric": top.metric},
+                )
             else:
                 c = Candidate("anomaly", svc, False, None, None, rule.severity, "")
             folds[svc].observe(c, now)

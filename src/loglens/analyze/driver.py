@@ -119,8 +119,9 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
         if own_engine:
             eng.__enter__()
         engine_detail = eng.describe()
-        with tqdm(total=len(tasks), desc=f"analyze ({eng.name})", unit="partition",
-                  disable=not options.progress) as bar:
+        with tqdm(
+            total=len(tasks), desc=f"analyze ({eng.name})", unit="partition", disable=not options.progress
+        ) as bar:
             for res in eng.run(run_partition, tasks):
                 results.append(res)
                 bar.update(1)

@@ -47,9 +47,7 @@ def sketch_quantiles(sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QU
     finally:
         con.close()
     n = len(by)
-    return {
-        tuple(r[:n]): [None if b is None else metrics.bucket_value(int(b)) for b in r[n:]] for r in rows
-    }
+    return {tuple(r[:n]): [None if b is None else metrics.bucket_value(int(b)) for b in r[n:]] for r in rows}
 
 
 def _rate(errors: int, count: int) -> float:
@@ -68,8 +66,10 @@ def build_report(
     minute = p.minute.sort_by([("service", "ascending"), ("minute", "ascending")]).to_pylist()
     q_minute = sketch_quantiles(p.sketch, ["service", "minute"])
     q_service = sketch_quantiles(p.sketch, ["service"])
-    q_all = sketch_quantiles(p.sketch.drop_columns(["service"]).append_column(
-        "grp", pa.array([""] * p.sketch.num_rows, pa.string())), ["grp"])
+    q_all = sketch_quantiles(
+        p.sketch.drop_columns(["service"]).append_column("grp", pa.array([""] * p.sketch.num_rows, pa.string())),
+        ["grp"],
+    )
 
     minutes_out = []
     per_service: dict[str, dict[str, Any]] = {}
@@ -77,14 +77,22 @@ def build_report(
         svc, m, count = row["service"], row["minute"], int(row["count"])
         errors = int(row["error"] + row["fatal"])
         qs = q_minute.get((svc, m), [None] * len(QUANTILES))
-        minutes_out.append({
-            "service": svc, "minute": iso(m), "count": count, "errors": errors,
-            "error_rate": _round(_rate(errors, count), 6),
-            "avg_ms": _round(row["rt_sum"] / row["rt_count"]) if row["rt_count"] else None,
-            "p50_ms": _round(qs[0]), "p95_ms": _round(qs[1]), "p99_ms": _round(qs[2]),
-        })
-        agg = per_service.setdefault(svc, {"count": 0, "errors": 0, "rt_sum": 0.0, "rt_count": 0,
-                                           "first": m, "last": m, "minutes": 0})
+        minutes_out.append(
+            {
+                "service": svc,
+                "minute": iso(m),
+                "count": count,
+                "errors": errors,
+                "error_rate": _round(_rate(errors, count), 6),
+                "avg_ms": _round(row["rt_sum"] / row["rt_count"]) if row["rt_count"] else None,
+                "p50_ms": _round(qs[0]),
+                "p95_ms": _round(qs[1]),
+                "p99_ms": _round(qs[2]),
+            }
+        )
+        agg = per_service.setdefault(
+            svc, {"count": 0, "errors": 0, "rt_sum": 0.0, "rt_count": 0, "first": m, "last": m, "minutes": 0}
+        )
         agg["count"] += count
         agg["errors"] += errors
         agg["rt_sum"] += row["rt_sum"]
@@ -109,15 +117,22 @@ def build_report(
     for svc, agg in per_service.items():
         span_min = (agg["last"] - agg["first"]).total_seconds() / 60 + 1
         qs = q_service.get((svc,), [None] * len(QUANTILES))
-        services.append({
-            "service": svc, "count": agg["count"], "errors": agg["errors"],
-            "error_rate": _round(_rate(agg["errors"], agg["count"]), 6),
-            "volume_per_min": _round(agg["count"] / span_min, 2),
-            "avg_ms": _round(agg["rt_sum"] / agg["rt_count"]) if agg["rt_count"] else None,
-            "p50_ms": _round(qs[0]), "p95_ms": _round(qs[1]), "p99_ms": _round(qs[2]),
-            "distinct_users": users_by_service.get(svc, 0),
-            "first_minute": iso(agg["first"]), "last_minute": iso(agg["last"]),
-        })
+        services.append(
+            {
+                "service": svc,
+                "count": agg["count"],
+                "errors": agg["errors"],
+                "error_rate": _round(_rate(agg["errors"], agg["count"]), 6),
+                "volume_per_min": _round(agg["count"] / span_min, 2),
+                "avg_ms": _round(agg["rt_sum"] / agg["rt_count"]) if agg["rt_count"] else None,
+                "p50_ms": _round(qs[0]),
+                "p95_ms": _round(qs[1]),
+                "p99_ms": _round(qs[2]),
+                "distinct_users": users_by_service.get(svc, 0),
+                "first_minute": iso(agg["first"]),
+                "last_minute": iso(agg["last"]),
+            }
+        )
     services.sort(key=lambda s: (-s["count"], s["service"]))
 
     workers: Counter[str] = Counter(r.worker for r in analysis.results)
@@ -139,7 +154,9 @@ def build_report(
         "end": iso(max(all_minutes)) if all_minutes else None,
         "errors": sum(s["errors"] for s in services),
         "avg_ms": _round(sum(a["rt_sum"] for a in per_service.values()) / total_rt) if total_rt else None,
-        "p50_ms": _round(overall[0]), "p95_ms": _round(overall[1]), "p99_ms": _round(overall[2]),
+        "p50_ms": _round(overall[0]),
+        "p95_ms": _round(overall[1]),
+        "p99_ms": _round(overall[2]),
         "logs_per_s": round(records / meta["elapsed_s"]) if meta.get("elapsed_s") else None,
     }
     return {
@@ -156,8 +173,13 @@ def build_report(
         "bad_lines": {
             "total": rejected_total,
             "by_reason": [
-                {"reason": key, "count": n,
-                 "samples": [{"reason": r, "raw": raw, "location": loc} for r, raw, loc in analysis.samples.get(key, [])]}
+                {
+                    "reason": key,
+                    "count": n,
+                    "samples": [
+                        {"reason": r, "raw": raw, "location": loc} for r, raw, loc in analysis.samples.get(key, [])
+                    ],
+                }
                 for key, n in sorted(analysis.rejected.items(), key=lambda x: (-x[1], x[0]))
             ],
         },
@@ -183,8 +205,10 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
     out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            for r in cells]
+    out += [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in cells
+    ]
     return "\n".join(out)
 
 
@@ -199,18 +223,41 @@ def render_text(rep: dict[str, Any]) -> str:
         "",
         _table(
             ["service", "logs", "errors", "err rate", "logs/min", "avg ms", "p50 ms", "p95 ms", "p99 ms", "users"],
-            [[x["service"], x["count"], x["errors"], x["error_rate"], x["volume_per_min"], x["avg_ms"],
-              x["p50_ms"], x["p95_ms"], x["p99_ms"], x["distinct_users"]] for x in rep["services"]],
+            [
+                [
+                    x["service"],
+                    x["count"],
+                    x["errors"],
+                    x["error_rate"],
+                    x["volume_per_min"],
+                    x["avg_ms"],
+                    x["p50_ms"],
+                    x["p95_ms"],
+                    x["p99_ms"],
+                    x["distinct_users"],
+                ]
+                for x in rep["services"]
+            ],
         ),
     ]
     if rep["requests_per_user"]:
-        lines += ["", f"top users (of {rep['distinct_users']:,}):",
-                  _table(["user", "requests"], [[u["user_id"], u["count"]] for u in rep["requests_per_user"][:10]])]
+        lines += [
+            "",
+            f"top users (of {rep['distinct_users']:,}):",
+            _table(["user", "requests"], [[u["user_id"], u["count"]] for u in rep["requests_per_user"][:10]]),
+        ]
     if rep["bad_lines"]["total"]:
-        lines += ["", f"bad lines: {rep['bad_lines']['total']:,}",
-                  _table(["reason", "count", "e.g. at"],
-                         [[b["reason"], b["count"], b["samples"][0]["location"] if b["samples"] else ""]
-                          for b in rep["bad_lines"]["by_reason"]])]
+        lines += [
+            "",
+            f"bad lines: {rep['bad_lines']['total']:,}",
+            _table(
+                ["reason", "count", "e.g. at"],
+                [
+                    [b["reason"], b["count"], b["samples"][0]["location"] if b["samples"] else ""]
+                    for b in rep["bad_lines"]["by_reason"]
+                ],
+            ),
+        ]
     lines += ["", f"alerts: {len(rep['alerts'])}   anomalies: {len(rep['anomalies'])}"]
     lines += [f"note: {n}" for n in rep["detection_notes"]]
     return "\n".join(lines)
@@ -239,24 +286,30 @@ def _svg_chart(title: str, series: dict[str, list[tuple[float, float | None]]], 
     def xy(x: float, y: float) -> str:
         return f"{left + (x - x0) * sx:.1f},{h - bottom - y * sy:.1f}"
 
-    parts = [f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{esc(title)}">',
-             f'<text x="{left}" y="18" font-weight="bold">{esc(title)}</text>',
-             f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#999"/>',
-             f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#999"/>']
+    parts = [
+        f'<svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{esc(title)}">',
+        f'<text x="{left}" y="18" font-weight="bold">{esc(title)}</text>',
+        f'<line x1="{left}" y1="{h - bottom}" x2="{w - right}" y2="{h - bottom}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{h - bottom}" stroke="#999"/>',
+    ]
     for frac in (0.0, 0.5, 1.0):
         label = f"{y1 * frac:.1%}" if percent else f"{y1 * frac:,.1f}"
-        parts.append(f'<text x="{left - 4}" y="{h - bottom - frac * (h - top - bottom) + 4:.1f}" '
-                     f'text-anchor="end" font-size="11">{label}</text>')
+        parts.append(
+            f'<text x="{left - 4}" y="{h - bottom - frac * (h - top - bottom) + 4:.1f}" '
+            f'text-anchor="end" font-size="11">{label}</text>'
+        )
     for x, anchor in ((x0, "start"), (x1, "end")):
         stamp = iso_from_epoch(x)
-        parts.append(f'<text x="{xy(x, 0).split(",")[0]}" y="{h - 10}" text-anchor="{anchor}" '
-                     f'font-size="11">{esc(stamp)}</text>')
+        parts.append(
+            f'<text x="{xy(x, 0).split(",")[0]}" y="{h - 10}" text-anchor="{anchor}" font-size="11">{esc(stamp)}</text>'
+        )
     for i, (name, ps) in enumerate(sorted(series.items())):
         color = _PALETTE[i % len(_PALETTE)]
         coords = " ".join(xy(x, y) for x, y in ps if y is not None)
         parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
-        parts.append(f'<text x="{w - right + 8}" y="{top + 14 * i + 10}" font-size="12" fill="{color}">'
-                     f'{esc(name)}</text>')
+        parts.append(
+            f'<text x="{w - right + 8}" y="{top + 14 * i + 10}" font-size="12" fill="{color}">{esc(name)}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
 
@@ -300,38 +353,86 @@ def render_html(rep: dict[str, Any]) -> str:
         "<h2>services (most active first)</h2>",
         _html_table(
             ["service", "logs", "errors", "error rate", "logs/min", "avg ms", "p50 ms", "p95 ms", "p99 ms", "users"],
-            [[x["service"], x["count"], x["errors"], x["error_rate"], x["volume_per_min"], x["avg_ms"],
-              x["p50_ms"], x["p95_ms"], x["p99_ms"], x["distinct_users"]] for x in rep["services"]],
+            [
+                [
+                    x["service"],
+                    x["count"],
+                    x["errors"],
+                    x["error_rate"],
+                    x["volume_per_min"],
+                    x["avg_ms"],
+                    x["p50_ms"],
+                    x["p95_ms"],
+                    x["p99_ms"],
+                    x["distinct_users"],
+                ]
+                for x in rep["services"]
+            ],
         ),
         f"<h2>requests per user (top {len(rep['requests_per_user'])} of {rep['distinct_users']:,})</h2>",
         _html_table(["user", "requests"], [[u["user_id"], u["count"]] for u in rep["requests_per_user"]]),
         f"<h2>alerts ({len(rep['alerts'])})</h2>",
-        _html_table(["rule", "service", "severity", "value", "threshold", "summary", "started"],
-                    [[a.get("rule"), a.get("service"), a.get("severity"), a.get("value"), a.get("threshold"),
-                      a.get("summary"), a.get("started_at")] for a in rep["alerts"]]),
+        _html_table(
+            ["rule", "service", "severity", "value", "threshold", "summary", "started"],
+            [
+                [
+                    a.get("rule"),
+                    a.get("service"),
+                    a.get("severity"),
+                    a.get("value"),
+                    a.get("threshold"),
+                    a.get("summary"),
+                    a.get("started_at"),
+                ]
+                for a in rep["alerts"]
+            ],
+        ),
         f"<h2>anomalies ({len(rep['anomalies'])})</h2>",
-        _html_table(["type", "service", "severity", "description", "score"],
-                    [[a.get("type"), a.get("service"), a.get("severity"), a.get("description"), a.get("score")]
-                     for a in rep["anomalies"]]),
+        _html_table(
+            ["type", "service", "severity", "description", "score"],
+            [
+                [a.get("type"), a.get("service"), a.get("severity"), a.get("description"), a.get("score")]
+                for a in rep["anomalies"]
+            ],
+        ),
         "".join(f"<p class=note>{esc(n)}</p>" for n in rep["detection_notes"]),
         f"<h2>bad lines ({rep['bad_lines']['total']:,})</h2>",
     ]
     for b in rep["bad_lines"]["by_reason"]:
         sections.append(f"<h3>{esc(b['reason'])} — {b['count']:,}</h3>")
-        sections.append(_html_table(["where", "reason", "raw"],
-                                    [[x["location"], x["reason"], x["raw"]] for x in b["samples"]]))
+        sections.append(
+            _html_table(["where", "reason", "raw"], [[x["location"], x["reason"], x["raw"]] for x in b["samples"]])
+        )
     sections.append("<h2>per service and minute</h2>")
-    sections.append(_html_table(
-        ["service", "minute", "logs", "errors", "error rate", "avg ms", "p50 ms", "p95 ms", "p99 ms"],
-        [[m["service"], m["minute"], m["count"], m["errors"], m["error_rate"], m["avg_ms"], m["p50_ms"],
-          m["p95_ms"], m["p99_ms"]] for m in rep["minutes"]],
-    ))
-    style = ("body{font:14px system-ui,sans-serif;margin:24px;color:#111}table{border-collapse:collapse;"
-             "margin:8px 0 20px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
-             "td:first-child,th:first-child{text-align:left}td{font-variant-numeric:tabular-nums;"
-             "max-width:600px;overflow-wrap:anywhere}.note{color:#92400e}svg{display:block;margin:12px 0}")
-    return (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>loglens analysis</title>"
-            f"<style>{style}</style></head><body>{''.join(sections)}</body></html>")
+    sections.append(
+        _html_table(
+            ["service", "minute", "logs", "errors", "error rate", "avg ms", "p50 ms", "p95 ms", "p99 ms"],
+            [
+                [
+                    m["service"],
+                    m["minute"],
+                    m["count"],
+                    m["errors"],
+                    m["error_rate"],
+                    m["avg_ms"],
+                    m["p50_ms"],
+                    m["p95_ms"],
+                    m["p99_ms"],
+                ]
+                for m in rep["minutes"]
+            ],
+        )
+    )
+    style = (
+        "body{font:14px system-ui,sans-serif;margin:24px;color:#111}table{border-collapse:collapse;"
+        "margin:8px 0 20px}td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}"
+        "td:first-child,th:first-child{text-align:left}td{font-variant-numeric:tabular-nums;"
+        "max-width:600px;overflow-wrap:anywhere}.note{color:#92400e}svg{display:block;margin:12px 0}"
+    )
+    return (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>loglens analysis</title>"
+        f"<style>{style}</style></head><body>{''.join(sections)}</body></html>"
+    )
 
 
 def write_report(rep: dict[str, Any], out: Path) -> None:

@@ -91,9 +91,7 @@ def worker_id() -> str:
 
 
 def _schema(task: PartitionTask) -> LogSchema:
-    key = orjson.dumps(
-        [task.schema_document, task.max_future_skew_s, task.raw_limit], option=orjson.OPT_SORT_KEYS
-    )
+    key = orjson.dumps([task.schema_document, task.max_future_skew_s, task.raw_limit], option=orjson.OPT_SORT_KEYS)
     schema = _SCHEMAS.get(key)
     if schema is None:
         # Archives are old by nature: lateness is meaningless in a backtest, so nothing is flagged late.
@@ -142,8 +140,10 @@ def merge_seconds(tables: list[pa.Table]) -> pa.Table:
     """Sum per-second counts of several partitions."""
     if not tables:
         return SECONDS_SCHEMA.empty_table()
-    g = pa.concat_tables(tables).group_by(["service", "second"], use_threads=False).aggregate(
-        [("count", "sum"), ("errors", "sum")]
+    g = (
+        pa.concat_tables(tables)
+        .group_by(["service", "second"], use_threads=False)
+        .aggregate([("count", "sum"), ("errors", "sum")])
     )
     return pa.table(
         {"service": g["service"], "second": g["second"], "count": g["count_sum"], "errors": g["errors_sum"]},

@@ -130,14 +130,18 @@ class AnomalyDetector:
         if m.num_rows:
             minutes = m["minute"].cast("int64").to_pylist()
             errors = [a + b for a, b in zip(m["error"].to_pylist(), m["fatal"].to_pylist(), strict=True)]
-            for svc, minute, count, err in zip(m["service"].to_pylist(), minutes, m["count"].to_pylist(), errors,
-                                               strict=True):
+            for svc, minute, count, err in zip(
+                m["service"].to_pylist(), minutes, m["count"].to_pylist(), errors, strict=True
+            ):
                 self.add_minute(svc, minute // 1_000_000, count, err)
         s = partials.sketch
         if s.num_rows:
             for svc, minute, bucket, count in zip(
-                s["service"].to_pylist(), s["minute"].cast("int64").to_pylist(), s["bucket"].to_pylist(),
-                s["count"].to_pylist(), strict=True,
+                s["service"].to_pylist(),
+                s["minute"].cast("int64").to_pylist(),
+                s["bucket"].to_pylist(),
+                s["count"].to_pylist(),
+                strict=True,
             ):
                 self.add_minute(svc, minute // 1_000_000, 0, 0, {bucket: count})
 
@@ -253,7 +257,14 @@ class AnomalyDetector:
 
     @staticmethod
     def _finding(
-        service: str, metric: str, observed: float, med: float, sd: float, rule: AnomalyRule, n: int, now: float,
+        service: str,
+        metric: str,
+        observed: float,
+        med: float,
+        sd: float,
+        rule: AnomalyRule,
+        n: int,
+        now: float,
         both: bool = False,
     ) -> Finding:
         score = (observed - med) / sd
@@ -284,7 +295,11 @@ class TemplateRates:
     """Per-template per-minute counts with a mean baseline; reports jumps of `factor` × or more."""
 
     def __init__(
-        self, factor: float = 10.0, history_minutes: int = 60, warmup_minutes: int = 10, min_count: int = 20,
+        self,
+        factor: float = 10.0,
+        history_minutes: int = 60,
+        warmup_minutes: int = 10,
+        min_count: int = 20,
         close_grace_s: float = 5.0,
     ) -> None:
         self.factor = factor

@@ -14,8 +14,11 @@ from typing import Any
 from loglens.detect.anomaly import Finding
 from loglens.models import iso
 
-_ANOMALY_TYPES = {"volume": ("volume_spike", "volume_drop"), "error_rate": ("error_rate",) * 2,
-                  "p95_latency": ("latency",) * 2}
+_ANOMALY_TYPES = {
+    "volume": ("volume_spike", "volume_drop"),
+    "error_rate": ("error_rate",) * 2,
+    "p95_latency": ("latency",) * 2,
+}
 
 
 def to_dt(epoch_s: float) -> datetime:

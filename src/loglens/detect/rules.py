@@ -81,8 +81,15 @@ def _error_rate(rule: ErrorRateRule, w: RuleWindow) -> Candidate:
         else f"{w.service}: error rate {rate:.1%} ({w.errors}/{w.total}) within {rule.threshold:.1%}"
     )
     return Candidate(
-        "error_rate", w.service, breach, round(rate, 6), rule.threshold, rule.severity, summary,
-        rule.for_seconds, {"window_seconds": str(rule.window_seconds), "errors": str(w.errors), "total": str(w.total)},
+        "error_rate",
+        w.service,
+        breach,
+        round(rate, 6),
+        rule.threshold,
+        rule.severity,
+        summary,
+        rule.for_seconds,
+        {"window_seconds": str(rule.window_seconds), "errors": str(w.errors), "total": str(w.total)},
     )
 
 
@@ -94,8 +101,15 @@ def _volume(rule: VolumeRule, w: RuleWindow) -> Candidate:
         else f"{w.service}: {w.total} logs in {rule.window_seconds} s"
     )
     return Candidate(
-        "volume", w.service, breach, float(w.total), float(rule.threshold), rule.severity, summary,
-        rule.for_seconds, {"window_seconds": str(rule.window_seconds)},
+        "volume",
+        w.service,
+        breach,
+        float(w.total),
+        float(rule.threshold),
+        rule.severity,
+        summary,
+        rule.for_seconds,
+        {"window_seconds": str(rule.window_seconds)},
     )
 
 
@@ -109,6 +123,4 @@ def _absence(rule: AbsenceRule, w: RuleWindow) -> Candidate:
         if breach
         else f"{w.service}: last log {silent:.0f} s ago"
     )
-    return Candidate(
-        "absence", w.service, breach, round(silent, 3), rule.threshold_seconds, rule.severity, summary
-    )
+    return Candidate("absence", w.service, breach, round(silent, 3), rule.threshold_seconds, rule.severity, summary)

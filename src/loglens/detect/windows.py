@@ -114,7 +114,10 @@ class SlidingWindows:
         g = t.group_by(["service", "sec", "bucket"], use_threads=False).aggregate([("bucket", "count")])
         per_second: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
         for svc, s, b, c in zip(
-            g["service"].to_pylist(), g["sec"].to_pylist(), g["bucket"].to_pylist(), g["bucket_count"].to_pylist(),
+            g["service"].to_pylist(),
+            g["sec"].to_pylist(),
+            g["bucket"].to_pylist(),
+            g["bucket_count"].to_pylist(),
             strict=True,
         ):
             if s > floor:

@@ -70,8 +70,10 @@ def es_root_document(state: Any = None) -> dict[str, Any]:
 
 def es_error(status: int, kind: str, reason: str) -> dict[str, Any]:
     """An Elasticsearch-shaped error body."""
-    return {"error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
-            "status": status}
+    return {
+        "error": {"root_cause": [{"type": kind, "reason": reason}], "type": kind, "reason": reason},
+        "status": status,
+    }
 
 
 def _new_id() -> str:
@@ -94,7 +96,7 @@ def parse_bulk(body: bytes, default_index: str | None, mapping: FieldMapping) ->
             raise ParseError(f"line {i + 1}: malformed action/metadata line: {exc}") from None
         if not isinstance(action_doc, dict) or len(action_doc) != 1 or next(iter(action_doc)) not in _ACTIONS:
             raise ParseError(
-                f"line {i + 1}: expected an action line like {{\"index\":{{...}}}} "
+                f'line {i + 1}: expected an action line like {{"index":{{...}}}} '
                 f"(one of {', '.join(_ACTIONS)}), got {lines[i][:80]!r}"
             )
         action, meta = next(iter(action_doc.items()))
@@ -163,4 +165,3 @@ def bulk_response(request: BulkRequest, rejections: list[Rejection], took_ms: in
             }
         items.append({item.action: body})
     return {"took": took_ms, "errors": errors, "items": items}
-

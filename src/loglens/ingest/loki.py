@@ -162,4 +162,3 @@ def ignored_message(rejected: int, rejections: list[Rejection], total: int, stre
     if rejected > len(rejections):
         lines.append(f"... and {rejected - len(rejections)} more (see GET /api/v1/dead-letter?source=loki)")
     return "\n".join(lines) + "\n"
-

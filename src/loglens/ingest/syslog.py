@@ -39,9 +39,7 @@ FACILITIES = (
     "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3",
     "local4", "local5", "local6", "local7",
 )  # fmt: skip
-_RFC5424 = re.compile(
-    r"<(\d{1,3})>([1-9]\d?) (\S+) (\S+) (\S+) (\S+) (\S+) ?(.*)", re.DOTALL
-)
+_RFC5424 = re.compile(r"<(\d{1,3})>([1-9]\d?) (\S+) (\S+) (\S+) (\S+) (\S+) ?(.*)", re.DOTALL)
 _RFC3164 = re.compile(
     r"<(\d{1,3})>(?:([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?:(\S+) )?)?"
     r"([A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)",
@@ -49,8 +47,9 @@ _RFC3164 = re.compile(
 )
 _SD_PARAM = re.compile(r' ([^= \]"]{1,32})="((?:[^"\\]|\\.)*)"')
 _SD_UNESCAPE = re.compile(r'\\(["\\\]])')
-_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
-                                       "Nov", "Dec"), 1)}
+_MONTHS = {
+    m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
 
 
 class SyslogFormatError(ValueError):
@@ -339,9 +338,7 @@ class TcpFramer:
                     return messages, failures, True
                 length = int(length_text)
                 if length > self.max_bytes:
-                    failures.append(
-                        (bytes(buf[:4096]), f"syslog: frame of {length} bytes exceeds max_message_bytes")
-                    )
+                    failures.append((bytes(buf[:4096]), f"syslog: frame of {length} bytes exceeds max_message_bytes"))
                     return messages, failures, True
                 if len(buf) < space + 1 + length:
                     break

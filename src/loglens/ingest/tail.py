@@ -314,8 +314,7 @@ def http_sink(url: str, token: str | None = None) -> tuple[Sink, Callable[[], Aw
 
     async def sink(parsed: Parsed) -> Any:
         body = b"\n".join(
-            parsed.raw(i).encode() if i in parsed.failures else orjson.dumps(v)
-            for i, v in enumerate(parsed.values)
+            parsed.raw(i).encode() if i in parsed.failures else orjson.dumps(v) for i, v in enumerate(parsed.values)
         )
         while True:
             resp = await client.post("/api/v1/logs", content=body)

@@ -181,8 +181,9 @@ def sample_notification(channel: str) -> Notification:
         fired_at=now,
         labels={"test": "true"},
     )
-    return Notification(id=notification_id(alert, "test", channel), channel=channel, kind="test",
-                        alert=alert, created_at=now)
+    return Notification(
+        id=notification_id(alert, "test", channel), channel=channel, kind="test", alert=alert, created_at=now
+    )
 
 
 def resolve_secret(value: SecretStr | None, env_name: str | None, what: str) -> str | None:

@@ -62,9 +62,7 @@ class EmailNotifier:
     def html(self, n: Notification) -> str:
         """The HTML part; every value is escaped."""
         e = html.escape
-        rows = "".join(
-            f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in detail_lines(n)
-        )
+        rows = "".join(f"<tr><th align='left'>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in detail_lines(n))
         return (
             "<!doctype html><html><body>"
             f"<h2 style='color:{e(color_of(n))}'>{e(title_of(n))}</h2>"

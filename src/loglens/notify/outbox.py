@@ -54,8 +54,19 @@ class Outbox:
             INSERT INTO notification_outbox VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, NULL, ?, ?, ?, NULL)
             ON CONFLICT (id) DO NOTHING RETURNING id
             """,
-            [n.id, n.channel, n.kind, a.id, a.rule, a.service, a.severity,
-             orjson.dumps(notification_to_dict(n)).decode(), now, _naive(next_attempt_at), now],
+            [
+                n.id,
+                n.channel,
+                n.kind,
+                a.id,
+                a.rule,
+                a.service,
+                a.severity,
+                orjson.dumps(notification_to_dict(n)).decode(),
+                now,
+                _naive(next_attempt_at),
+                now,
+            ],
         )
         return bool(rows)
 

@@ -203,8 +203,15 @@ class NotificationService:
                 ch = _Channel(cfg, plugins[cfg.name])
                 if cfg.name in old:  # keep the channel's health history across the reload
                     prev = old[cfg.name]
-                    for key in ("consecutive_failures", "attempts", "failures", "last_error", "last_attempt_at",
-                                "last_success_at", "meta_raised"):
+                    for key in (
+                        "consecutive_failures",
+                        "attempts",
+                        "failures",
+                        "last_error",
+                        "last_attempt_at",
+                        "last_success_at",
+                        "meta_raised",
+                    ):
                         setattr(ch, key, getattr(prev, key))
                 channels[cfg.name] = ch
             self._channels = channels
@@ -342,8 +349,13 @@ class NotificationService:
             await asyncio.to_thread(self.outbox.mark_retry, n.id, attempts, error, next_at, now)
             log.warning(
                 "notification attempt failed",
-                extra={"channel": ch.cfg.name, "id": n.id, "attempts": attempts, "retry_in_s": round(delay, 3),
-                       "error": error},
+                extra={
+                    "channel": ch.cfg.name,
+                    "id": n.id,
+                    "attempts": attempts,
+                    "retry_in_s": round(delay, 3),
+                    "error": error,
+                },
             )
             self._schedule(OutboxEntry(n, attempts, next_at.replace(tzinfo=None)))
         if not ch.meta_raised and (dead or ch.consecutive_failures >= META_AFTER_FAILURES):
@@ -442,9 +454,7 @@ async def send_test(settings: Settings, channel: str) -> Notification:
 
 async def start_component(state: Any) -> None:
     """App component: build the service, publish it as state.extras['notifier'] and start it."""
-    service = NotificationService(
-        state.settings, state.store, alerting=lambda: state.extras.get("alerting")
-    )
+    service = NotificationService(state.settings, state.store, alerting=lambda: state.extras.get("alerting"))
     state.extras["notifier"] = service
     # config reload (SIGHUP / admin API) swaps channels through this two-phase hook
     state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)

@@ -122,19 +122,23 @@ async def list_rules(state: State) -> dict[str, Any]:
     for name, threshold in thresholds.items():
         rule = getattr(cfg, name)
         st = evaluator.stats.get(name) if evaluator else None
-        out.append({
-            "name": name,
-            "severity": rule.severity,
-            "enabled": rule.enabled,
-            "threshold": threshold,
-            "overrides": sorted(s for s, o in state.settings.alerts.overrides.items() if getattr(o, name, None)),
-            "last_evaluated_at": _iso(st.last_evaluated_at) if st else None,
-            "last_duration_ms": st.last_duration_ms if st else None,
-        })
+        out.append(
+            {
+                "name": name,
+                "severity": rule.severity,
+                "enabled": rule.enabled,
+                "threshold": threshold,
+                "overrides": sorted(s for s, o in state.settings.alerts.overrides.items() if getattr(o, name, None)),
+                "last_evaluated_at": _iso(st.last_evaluated_at) if st else None,
+                "last_duration_ms": st.last_duration_ms if st else None,
+            }
+        )
         if name == "new_pattern" and evaluator is not None and evaluator.patterns is not None:
             pw = evaluator.patterns
             out[-1]["mining"] = {  # template mining runs off the hot path: how it keeps up
-                "processed": pw.processed, "dropped": pw.dropped, "lines_per_second": round(pw.lines_per_second),
+                "processed": pw.processed,
+                "dropped": pw.dropped,
+                "lines_per_second": round(pw.lines_per_second),
                 "templates": len(pw.miner),
             }
     return {"rules": out}

@@ -99,8 +99,14 @@ class MetricsPublisher:
         with self._lock:
             if cols is not None:
                 for svc, m, count, err, fatal, rt_sum, rt_count in zip(
-                    cols["service"], cols["minute"], cols["count"], cols["error"], cols["fatal"],
-                    cols["rt_sum"], cols["rt_count"], strict=True,
+                    cols["service"],
+                    cols["minute"],
+                    cols["count"],
+                    cols["error"],
+                    cols["fatal"],
+                    cols["rt_sum"],
+                    cols["rt_count"],
+                    strict=True,
                 ):
                     acc = self._pending.setdefault((svc, m), [0, 0, 0.0, 0])
                     acc[0] += count
