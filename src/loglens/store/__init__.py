@@ -219,7 +219,7 @@ class Store:
         db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name VARCHAR)")
         done = {r[0] for r in db.execute("SELECT version FROM schema_migrations").fetchall()}
         files = sorted(
-            (f for f in resources.files("loglens.sql").iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
+            (f for f in resources.files("loglens.store.sql").iterdir() if f.name.endswith(".sql")), key=lambda f: f.name
         )
         for f in files:
             version = int(f.name.split("_", 1)[0])
