@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from loglens import metrics
 from loglens.analyze import detection, report
+from loglens.analyze.aggregate import merge_seconds
 from loglens.analyze.engines import Engine, cpu_count, make_engine
 from loglens.analyze.inputs import discover, plan, store_dead_letters, total_bytes
 from loglens.analyze.worker import (
     Filters,
     PartitionResult,
     PartitionTask,
-    merge_seconds,
     reason_key,
     run_partition,
 )
