@@ -53,12 +53,18 @@ def cpu_count() -> int:
 
 
 class LocalEngine:
-    """A process pool on this machine; one task runs in-process (no pool start-up cost)."""
+    """This process, or a process pool when asked for several workers.
+
+    By default partitions run in this process one after the other: DuckDB already spreads each
+    one over every CPU, and there is no pool to start. `workers=N` (N > 1) runs them in N
+    processes instead.
+    """
 
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or cpu_count()
+        self.in_process = workers is None or workers <= 1
+        self.workers = 1 if self.in_process else int(workers or 1)
         self._pool: Executor | None = None
 
     def __enter__(self) -> LocalEngine:
@@ -70,6 +76,8 @@ class LocalEngine:
             self._pool = None
 
     def describe(self) -> str:
+        if self.in_process:
+            return f"local (in-process, DuckDB on {cpu_count()} CPUs)"
         return f"local ({self.workers} processes)"
 
     def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:

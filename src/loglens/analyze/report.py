@@ -136,7 +136,7 @@ def build_report(
     services.sort(key=lambda s: (-s["count"], s["service"]))
 
     workers: Counter[str] = Counter(r.worker for r in analysis.results)
-    records = sum(r.records for r in analysis.results)
+    records = sum(r.records for r in analysis.results) + analysis.dead_letters
     accepted = sum(r.accepted for r in analysis.results)
     rejected_total = sum(analysis.rejected.values())
     all_minutes = [r["minute"] for r in minute]
