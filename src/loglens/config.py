@@ -67,6 +67,29 @@ class StorageConfig(_Model):
     )
 
 
+class ArchiveConfig(_Model):
+    """Hourly Parquet archive of the live store, written by `serve` (and `loglens export`)."""
+
+    enabled: bool = Field(False, description="Archive closed hours automatically while serving.")
+    directory: Path = Field(
+        Path("data/archive"),
+        description="Archive root: date=YYYY-MM-DD/hour=HH/service=NAME/*.parquet (zstd) plus manifest.json.",
+    )
+    delay_seconds: float = Field(
+        900,
+        ge=0,
+        description="An hour is archived this long after it ends, so late logs (ingest.allowed_lateness_seconds) "
+        "land first; an hour that still gains logs later is rewritten atomically.",
+    )
+    live_retention_hours: float | None = Field(
+        None,
+        gt=0,
+        description="Once archived, raw logs stay in the live store this many hours (never longer than "
+        "storage.retention_days); unset = storage.retention_days alone decides.",
+    )
+    interval_seconds: float = Field(60, gt=0, description="How often the archiver looks for closed hours.")
+
+
 class SchemasConfig(_Model):
     """Paths of the JSON Schemas enforced at run time."""
 
@@ -352,6 +375,7 @@ class Settings(_Model):
     notifiers: list[NotifierConfig] = Field(default_factory=lambda: [NotifierConfig(name="console", type="console")])
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
 
     @field_validator("notifiers")
@@ -464,7 +488,7 @@ def _issues_from_validation(exc: ValidationError, root: Any, file: str) -> list[
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    for section, key in (("storage", "path"), ("schemas", "log"), ("schemas", "anomaly")):
+    for section, key in (("storage", "path"), ("schemas", "log"), ("schemas", "anomaly"), ("archive", "directory")):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             p = Path(sec[key])

@@ -70,6 +70,9 @@ class Partition:
     end: int = -1  # exclusive; -1 = to the end
     row_groups: tuple[int, ...] = ()
     files: tuple[str, ...] = ()  # archive: the Parquet files of this partition
+    # store: (hour start µs, highest archived id) of hours also given as archive inputs: their
+    # logs up to that id are read from the archive, not twice (later, late ones from the store)
+    archived_hours: tuple[tuple[int, int], ...] = ()
 
     def describe(self) -> str:
         """Short human name, e.g. `logs.ndjson[0:1048576]`."""
@@ -184,6 +187,40 @@ def hive_values(path: Path) -> dict[str, str]:
     return out
 
 
+def archived_ids(files: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    """(hour start µs, highest log id archived) of each hour the archive files hold.
+
+    The ids come from the archive's manifest.json (`loglens export`); without one, a whole hour
+    counts as archived (max id unbounded).
+    """
+    from loglens.store.archive import MANIFEST, load_manifest
+
+    manifests: dict[Path, dict[str, dict[str, int | str]]] = {}
+    out: dict[int, int] = {}
+    for f in files:
+        hour = hour_of(f)
+        if hour is None:
+            continue
+        root = f.parents[3] if len(f.parents) > 3 else f.parent  # DIR/date=/hour=/service=/file
+        if root not in manifests:
+            manifests[root] = load_manifest(root) if (root / MANIFEST).exists() else {}
+        entry = manifests[root].get(datetime.fromtimestamp(hour / 1e6, UTC).strftime("%Y-%m-%dT%H"))
+        max_id = entry.get("max_id") if entry else None
+        out[hour] = max(out.get(hour, 0), int(max_id) if isinstance(max_id, int) else 2**62)
+    return tuple(sorted(out.items()))
+
+
+def hour_of(path: Path) -> int | None:
+    """Start (epoch µs) of the hour a `date=/hour=` archive file holds, None if not that layout."""
+    values = hive_values(path)
+    try:
+        day = date.fromisoformat(values["date"])
+        hour = int(values["hour"])
+    except (KeyError, ValueError):
+        return None
+    return int(datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp()) * 1_000_000
+
+
 def prune(path: Path, since_us: int | None, until_us: int | None, service: str | None) -> bool:
     """False when the file's hive directories prove it holds no log inside the filters."""
     values = hive_values(path)
@@ -218,7 +255,9 @@ def plan(
     """
     partitions = max(1, partitions)
     kinds = [(f, _kind_of(f)) for f in files]
-    archive = [f for f, k in kinds if k == "archive" and prune(f, since_us, until_us, service)]
+    all_archive = [f for f, k in kinds if k == "archive"]
+    archive = [f for f in all_archive if prune(f, since_us, until_us, service)]
+    archived_hours = archived_ids(all_archive)
     kinds = [(f, k) for f, k in kinds if k != "archive"]
     splittable = sum(f.stat().st_size for f, k in kinds if k == "ndjson")
     chunk = max(1, math.ceil(splittable / partitions))
@@ -243,7 +282,7 @@ def plan(
             lo, hi = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, -1)
             step = max(1, math.ceil((hi - lo + 1) / partitions))
             for s in range(lo, hi + 1, step):
-                add("store", f, start=s, end=min(hi + 1, s + step))
+                add("store", f, start=s, end=min(hi + 1, s + step), archived_hours=archived_hours)
             if hi < lo:
                 add("store", f, start=0, end=0)
         elif kind == "json_array":
@@ -413,10 +452,19 @@ def archive_source(part: Partition) -> tuple[str, list[object]]:
 
 def store_source(part: Partition) -> tuple[str, list[object]]:
     """SQL (and parameters) of the logs in a store partition (an id range)."""
-    return (
-        "SELECT ts, level, service, user_id, response_time_ms, late FROM logs WHERE id >= ? AND id < ?",
-        [part.start, part.end],
-    )
+    sql = "SELECT ts, level, service, user_id, response_time_ms, late FROM logs WHERE id >= ? AND id < ?"
+    params: list[object] = [part.start, part.end]
+    if part.archived_hours:
+        # An archive and the live store given together: a log of an archived hour is read from
+        # the archive if its id was archived, else (it arrived late) from the store. Never twice.
+        sql += (
+            " AND CASE WHEN list_contains(?::BIGINT[], epoch_us(date_trunc('hour', ts))) "
+            "THEN id > list_extract(?::BIGINT[], list_position(?::BIGINT[], epoch_us(date_trunc('hour', ts)))) "
+            "ELSE true END"
+        )
+        hours = [h for h, _ in part.archived_hours]
+        params += [hours, [m for _, m in part.archived_hours], hours]
+    return sql, params
 
 
 def read_store(part: Partition) -> pa.Table:

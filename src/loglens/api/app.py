@@ -112,7 +112,7 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
 
 def default_components() -> list[Component]:
     """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    from loglens import evaluator, reload, selfmetrics, storewatch
+    from loglens import archiver, evaluator, reload, selfmetrics, storewatch
     from loglens.api.routes import protocols, stream
     from loglens.notify import service as notify_service
 
@@ -125,6 +125,7 @@ def default_components() -> list[Component]:
         ("protocols", protocols.start_protocols, protocols.stop_protocols),
         ("selfmetrics", selfmetrics.start_component, selfmetrics.stop_component),
         ("reload", reload.start_component, reload.stop_component),
+        ("archiver", archiver.start_component, archiver.stop_component),
     ]
 
 
