@@ -111,7 +111,9 @@ def dask_runs(path: Path, tmp: Path) -> list[tuple[int, dict]]:
 
 def ray_runs(path: Path, tmp: Path) -> list[tuple[int, dict]]:
     (tmp / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    # not the RAY_* variables an in-process ray.init of another test may have left in os.environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp / "home"), RAY_USAGE_STATS_ENABLED="0")
 
     def ports() -> list[str]:
         names = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc")

@@ -167,7 +167,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     """
     tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # short: Ray's socket paths are length-limited
     (tmp / "home").mkdir()
-    env = {**os.environ, "HOME": str(tmp / "home"), "RAY_USAGE_STATS_ENABLED": "0"}
+    # not the RAY_* variables an in-process ray.init of another test may have left in os.environ
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(tmp / "home"), RAY_USAGE_STATS_ENABLED="0")
 
     def node_ports() -> list[str]:
         names = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc")

@@ -177,3 +177,45 @@ def test_serve_archiver_archives_closed_hours_and_trims_the_live_store(
         assert deleted == 8_000  # everything before 00:40
     both = analyse(settings, [tmp_path / "auto", store_file])
     assert both["summary"]["accepted"] == 9_000  # trimmed store + archive: every log once
+
+
+def test_archiver_component_runs_on_the_event_loop(store_file: Path, tmp_path: Path) -> None:
+    import asyncio
+
+    from loglens.archiver import start_component, stop_component
+
+    cfg = parse_settings(
+        f"archive:\n  enabled: true\n  directory: {tmp_path / 'loop'}\n  interval_seconds: 0.05\n", base_dir=REPO
+    )
+    disabled = SimpleNamespace(settings=parse_settings("{}", base_dir=REPO), extras={})
+
+    async def run() -> Archiver:
+        await start_component(disabled)
+        assert "archiver" not in disabled.extras  # archive.enabled is false by default
+        with Store(store_file, retention_days=1e5, metrics_retention_days=1e5) as store:
+            state = SimpleNamespace(settings=cfg, store=store, extras={})
+            await start_component(state)
+            archiver: Archiver = state.extras["archiver"]
+            deadline = time.monotonic() + 60
+            while archiver.runs == 0 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await stop_component(state)
+            assert "archiver" not in state.extras
+        return archiver
+
+    archiver = asyncio.run(run())
+    assert archiver.runs >= 1 and archiver.last_error is None
+    assert set(load_manifest(tmp_path / "loop")) == {"2023-11-14T22", "2023-11-14T23", "2023-11-15T00"}
+
+
+def test_archive_without_manifest_counts_whole_hours_as_archived(tmp_path: Path) -> None:
+    from loglens.analyze.inputs import archived_ids, hour_of, prune
+
+    f = tmp_path / "date=2023-11-14" / "hour=22" / "service=a%2Fb" / "part-1.parquet"
+    assert hour_of(f) == HOUR_22 * 1_000_000
+    assert archived_ids([f]) == ((HOUR_22 * 1_000_000, 2**62),)
+    assert hour_of(tmp_path / "x.parquet") is None
+    assert prune(f, None, None, "a/b") and not prune(f, None, None, "c")
+    assert not prune(f, (HOUR_22 + 3600) * 1_000_000, None, None)
+    assert not prune(f, None, HOUR_22 * 1_000_000, None)
+    assert prune(tmp_path / "date=bad" / "hour=1" / "f.parquet", 0, 1, None)  # not our layout: read it

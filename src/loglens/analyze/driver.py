@@ -111,7 +111,8 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
     )
     document = load_schema_document(settings.schemas.log)
     filters = Filters(to_us(options.since), to_us(options.until), options.service)
-    clock = to_us(options.now) if options.now else now_us()
+    given = to_us(options.now)
+    clock = given if given is not None else now_us()
     tasks = [
         PartitionTask(
             p,

@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def sketch_quantiles(sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES) -> dict[tuple, list]:
+def sketch_quantiles(
+    sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES
+) -> dict[tuple[Any, ...], list[float | None]]:
     """{group key: [value per q]} from sketch rows, identical to `metrics.quantile` per group."""
     if sketch.num_rows == 0:
         return {}
