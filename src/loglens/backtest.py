@@ -1,10 +1,12 @@
 """`loglens backtest`: replay archived logs through the live rules and state machine, in event time.
 
-The same `Evaluator` (windows, rules, anomaly baselines, pattern mining) and `AlertEngine` as
-the server run here with a clock that follows the logs' own timestamps and no store or
-notifier: each second of the archive is fed as one batch (arrival time = event time), then the
-1-s timer runs. The result is the list of alerts that would have fired, when, and for how long,
-so thresholds can be tuned before they page anyone.
+The archive is validated, counted per (service, second) and aggregated per minute, then handed
+to `loglens.alerting.replay` — the same evaluator, candidate builders and `AlertEngine` as the
+server and as `loglens analyze`, with a clock that follows the logs' own timestamps and no store
+or notifier. Here the replay also sees response times (p95 latency anomalies) and mines log
+templates (new_pattern alerts), which `analyze` cannot: it only has aggregates. The result is
+the list of alerts that would have fired, when, and for how long, so thresholds can be tuned
+before they page anyone.
 """
 
 from __future__ import annotations
@@ -22,20 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loglens import metrics
-from loglens.alerting import AlertEngine, Transition, to_dt
+from loglens.alerting.engine import Transition, to_dt
+from loglens.alerting.evaluator import Evaluator
+from loglens.alerting.replay import per_second, replay
 from loglens.config import Settings
-from loglens.evaluator import AnomalyValidator, Evaluator, PatternWorker
+from loglens.detect.pattern_worker import PatternWorker
+from loglens.detect.validator import AnomalyValidator
 from loglens.models import iso
 from loglens.schema import LogSchema, parse_values
-from loglens.store import CommitEvent
-
-
-class _Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
 
 
 @dataclass
@@ -48,6 +44,7 @@ class BacktestResult:
     end: float | None = None
     transitions: list[Transition] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def episodes(self) -> list[dict[str, Any]]:
         """One row per alert that fired: rule, service, severity, fired/resolved times, duration."""
@@ -71,7 +68,9 @@ class BacktestResult:
 
 
 def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
+    if path.suffix == ".gz":
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes] at run time
+    return path.open("rb")
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[Any]:
@@ -113,30 +112,33 @@ def run_backtest(settings: Settings, paths: list[Path], *, patterns: bool = True
     if table.num_rows == 0:
         return result
     secs = pc.divide(pc.cast(table["ts"], pa.int64()), 1_000_000).to_numpy()
-    start, end = int(secs[0]), int(secs[-1])
-    result.start, result.end = float(start), float(end + 1)
-    clock = _Clock(float(start))
-    engine = AlertEngine(settings.alerts, clock=clock)
-    engine.keep_history = True
-    validator = AnomalyValidator(settings.schemas.anomaly)
-    ev = Evaluator(settings, engine, clock=clock, validator=validator)
-    miner = PatternWorker(settings.alerts, ev.handle_pattern, clock=clock) if patterns else None
-    table = table.add_column(0, "id", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
-    bounds = np.searchsorted(secs, np.arange(start, end + 2), side="left")
-    # the replay stops with the archive: alerts still firing then are reported as such (running the
-    # timer on would only page for the archive's end, which is not an outage)
-    for i, sec in enumerate(range(start, end + 1)):
-        lo, hi = bounds[i], bounds[i + 1]
-        clock.t = sec + 1 - 1e-6  # the end of this second
-        if hi > lo:
-            batch = table.slice(lo, hi - lo)
-            ev.fold(CommitEvent(batch, metrics.aggregate(batch.drop_columns(["id"])), 0, 0))
-            if miner is not None:
-                miner.process(batch)
-        ev.tick()  # evaluates every rule for every service at the end of each second
-    ev.engine.flush()
-    result.transitions = [t for t in engine.history if t.kind in ("firing", "resolved")]
-    result.anomalies = list(reversed(ev.anomalies))
+    start = int(secs[0])
+    bounds = np.searchsorted(secs, np.arange(start, int(secs[-1]) + 2), side="left")
+    with_ids = table.add_column(0, "id", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
+    miner: list[PatternWorker] = []
+
+    def on_second(ev: Evaluator, sec: int) -> None:
+        lo, hi = int(bounds[sec - start]), int(bounds[sec - start + 1])
+        if hi <= lo:
+            return
+        batch = with_ids.slice(lo, hi - lo)
+        ev.windows.add_latency(batch)
+        if patterns:
+            if not miner:
+                miner.append(PatternWorker(settings.alerts, ev.handle_pattern, clock=ev.clock))
+            miner[0].process(batch)
+
+    found = replay(
+        settings,
+        per_second(table),
+        metrics.aggregate(table),
+        validator=AnomalyValidator(settings.schemas.anomaly),
+        on_second=on_second,
+    )
+    result.start, result.end = found.start, found.end
+    result.transitions = found.transitions
+    result.anomalies = found.anomalies
+    result.alerts = found.alerts()
     return result
 
 

@@ -112,14 +112,15 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
 
 def default_components() -> list[Component]:
     """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    from loglens import evaluator, reload, selfmetrics, storewatch
+    from loglens import reload, selfmetrics, storewatch
+    from loglens.alerting import component as alerting
     from loglens.api.routes import protocols, stream
     from loglens.notify import service as notify_service
 
     # The notifier starts first (and stops last) so alerting finds state.extras["notifier"].
     return [
         ("notifier", notify_service.start_component, notify_service.stop_component),
-        ("alerting", evaluator.start_component, evaluator.stop_component),
+        ("alerting", alerting.start_component, alerting.stop_component),
         ("storewatch", storewatch.start_component, storewatch.stop_component),
         ("stream", stream.start_stream, stream.stop_stream),
         ("protocols", protocols.start_protocols, protocols.stop_protocols),

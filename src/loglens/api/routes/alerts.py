@@ -6,19 +6,35 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loglens.alerting import AlertEngine, alert_json, to_dt
-from loglens.api.deps import State, component
-from loglens.evaluator import Evaluator
+from loglens.alerting.component import AlertingComponent
+from loglens.api.deps import AppState, State, component
 from loglens.models import iso
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (bounded).")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip: the `next_offset` of the last page.")]
 
-def _engine(state: Any) -> AlertEngine:
-    return component(state, "alerting", "alerting")
+
+def _engine(state: AppState) -> AlertEngine:
+    engine: AlertEngine = component(state, "alerting", "alerting")
+    return engine
+
+
+def _alerting(state: AppState) -> AlertingComponent:
+    found: AlertingComponent = component(state, "evaluator", "alerting")
+    return found
+
+
+async def _json(body: dict[str, Any]) -> Response:
+    """Encode off the event loop: a page of 1000 alerts must not stall other clients' ingest."""
+    return Response(await anyio.to_thread.run_sync(orjson.dumps, body), media_type="application/json")
 
 
 @router.get("/alerts")
@@ -27,32 +43,32 @@ async def list_alerts(
     state_filter: Annotated[
         Literal["pending", "firing", "resolved", "all"], Query(alias="state", description="Which alerts")
     ] = "all",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> dict[str, Any]:
-    """Alerts newest first: pending/firing ones and the resolved history."""
+    limit: Limit = 200,
+    offset: Offset = 0,
+) -> Response:
+    """Alerts newest first: pending/firing ones and the resolved history, one page at a time.
+
+    Read from a snapshot of the store (its own connection): never waits for an evaluation."""
     engine = _engine(state)
+    repo = _alerting(state).repo
     wanted = None if state_filter == "all" else state_filter
-    if engine.db is not None:
-        alerts = await anyio.to_thread.run_sync(engine.db.list_alerts, wanted, limit)
-    else:
-        alerts = [a for a in engine.active() if wanted in (None, a.state)][:limit]
-    return {"alerts": [alert_json(a, a.state == "firing" and engine.is_suppressed(a)) for a in alerts]}
+    page = await anyio.to_thread.run_sync(repo.list_alerts, wanted, limit, offset)
+    now = engine.clock()
+    alerts = [alert_json(a, a.state == "firing" and engine.is_suppressed(a, now)) for a in page.items]
+    return await _json({"alerts": alerts, "next_offset": page.next_offset})
 
 
 @router.get("/anomalies")
 async def list_anomalies(
     state: State,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    service: str | None = None,
-) -> dict[str, Any]:
-    """Anomalies newest first, each valid against schemas/anomaly_schema.yaml."""
-    engine = _engine(state)
-    if engine.db is not None:
-        docs = await anyio.to_thread.run_sync(engine.db.list_anomalies, limit, service)
-    else:
-        evaluator: Evaluator = state.extras["evaluator"]
-        docs = [d for d in evaluator.anomalies if service in (None, d["service"])][:limit]
-    return {"anomalies": docs}
+    limit: Limit = 100,
+    offset: Offset = 0,
+    service: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """Anomalies newest first (one document per episode), each valid against schemas/anomaly_schema.yaml."""
+    repo = _alerting(state).repo
+    page = await anyio.to_thread.run_sync(repo.list_anomalies, limit, service, offset)
+    return await _json({"anomalies": page.items, "next_offset": page.next_offset})
 
 
 class SilenceIn(BaseModel):
@@ -93,9 +109,12 @@ async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
 
 
 @router.get("/silences")
-async def list_silences(state: State) -> dict[str, Any]:
-    """Silences that have not expired."""
-    return {"silences": [s.to_json() for s in _engine(state).silences()]}
+async def list_silences(state: State, limit: Limit = 200, offset: Offset = 0) -> Response:
+    """Silences that have not expired, oldest first, one page at a time (from the engine's snapshot)."""
+    silences = _engine(state).silences()
+    page = silences[offset : offset + limit]
+    next_offset = offset + limit if len(silences) > offset + limit else None
+    return await _json({"silences": [s.to_json() for s in page], "next_offset": next_offset})
 
 
 @router.delete("/silences/{silence_id}")
@@ -110,7 +129,7 @@ async def delete_silence(state: State, silence_id: str) -> dict[str, Any]:
 async def list_rules(state: State) -> dict[str, Any]:
     """Each built-in rule with its threshold and last evaluation."""
     cfg = state.settings.alerts.rules
-    evaluator: Evaluator | None = state.extras.get("evaluator")
+    evaluator: AlertingComponent | None = state.extras.get("evaluator")
     thresholds = {
         "error_rate": cfg.error_rate.threshold,
         "absence": cfg.absence.threshold_seconds,
@@ -141,7 +160,18 @@ async def list_rules(state: State) -> dict[str, Any]:
                 "lines_per_second": round(pw.lines_per_second),
                 "templates": len(pw.miner),
             }
-    return {"rules": out}
+    series = None
+    if evaluator is not None:
+        cap = evaluator.series
+        series = {
+            "tracked": cap.tracked,
+            "max_series": state.settings.alerts.max_series,
+            "rejected_logs": cap.rejected_logs,
+            "rejected_names": cap.rejected_names,
+            "expired": cap.expired,
+            "evaluator_dropped_logs": evaluator.scheduler.dropped,
+        }
+    return {"rules": out, "series": series}
 
 
 def _iso(epoch: float | None) -> str | None:
