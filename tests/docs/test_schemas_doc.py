@@ -12,7 +12,7 @@ from typing import Any
 
 import fastjsonschema
 import pytest
-from loglens.evaluator import AnomalyValidator
+from loglens.detect.validator import AnomalyValidator
 
 from loglens import demo
 from loglens.config import RulesConfig, Settings

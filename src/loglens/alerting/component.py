@@ -21,7 +21,7 @@ from loglens.alerting.engine import AlertEngine
 from loglens.alerting.evaluator import Evaluator, RuleStats, SeriesStats
 from loglens.alerting.ports import NotificationSink, Publish
 from loglens.alerting.scheduler import Scheduler
-from loglens.config import Settings
+from loglens.config import AlertsConfig, Settings
 from loglens.detect.pattern_worker import PatternWorker
 from loglens.detect.validator import AnomalyValidator
 from loglens.store import Store
@@ -46,6 +46,11 @@ class AlertingComponent:
     writer: AlertWriter
 
     # what /metrics and GET /api/v1/rules read
+    @property
+    def alerts(self) -> AlertsConfig:
+        """The alert rules in force (after a reload: the new ones)."""
+        return self.evaluator.alerts
+
     @property
     def stats(self) -> dict[str, RuleStats]:
         """Last evaluation of each rule."""
