@@ -12,12 +12,12 @@ from typing import Any
 
 import fastjsonschema
 import pytest
-from loglens.detect.validator import AnomalyValidator
 
 from loglens import demo
 from loglens.config import RulesConfig, Settings
 from loglens.detect.anomaly import METRICS, Finding
 from loglens.detect.documents import PatternFinding, finding_doc, pattern_doc
+from loglens.detect.validator import AnomalyValidator
 from loglens.models import LEVELS
 from loglens.schema import LogSchema, load_schema_document
 

@@ -142,6 +142,7 @@ class _Snapshot:
     active: tuple[Alert, ...] = ()
     silences: tuple[Silence, ...] = ()
     absent: frozenset[str] = frozenset()  # services with a firing absence alert
+    by_rule: dict[str, frozenset[str]] = field(default_factory=dict)  # rule -> services with an open alert
 
 
 @dataclass(slots=True)
@@ -230,7 +231,15 @@ class AlertEngine:
     def _snap(self) -> None:
         active = tuple(e.alert for e in self._active.values())
         absent = frozenset(a.service for a in active if a.rule == "absence" and a.state == "firing")
-        self._snapshot = _Snapshot(active, tuple(self._silences.values()), absent)
+        by_rule: dict[str, set[str]] = {}
+        for a in active:
+            by_rule.setdefault(a.rule, set()).add(a.service)
+        frozen = {rule: frozenset(services) for rule, services in by_rule.items()}
+        self._snapshot = _Snapshot(active, tuple(self._silences.values()), absent, frozen)
+
+    def open_services(self, rule: str) -> frozenset[str]:
+        """Services with a pending or firing alert of `rule` (from the snapshot)."""
+        return self._snapshot.by_rule.get(rule, frozenset())
 
     # ---- lifecycle -------------------------------------------------------------------------
     def observe(self, candidates: Iterable[Candidate]) -> list[Transition]:

@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from loglens import metrics
 from loglens.alerting.engine import AlertEngine
 from loglens.alerting.ports import AlertPersistence, Publish
-from loglens.config import AlertsConfig, AnomalyRule, Settings
+from loglens.config import AbsenceRule, AlertsConfig, AnomalyRule, ErrorRateRule, Settings, VolumeRule
 from loglens.detect import rules as rules_mod
 from loglens.detect.anomaly import AnomalyDetector, Observation, anomaly_candidate
 from loglens.detect.documents import PatternFinding, clip, finding_doc, pattern_doc
@@ -168,35 +168,58 @@ class Evaluator:
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, services: list[str] | None = None, *, anomalies: bool = True) -> None:
-        """Run the threshold rules (and anomaly detection) for `services` (None: all that can change)."""
+        """Run the threshold rules (and anomaly detection) for `services` (None: every service).
+
+        Only services whose outcome can differ from "quiet, no alert" are judged: one that could
+        breach (cheap upper bounds from the windows) or that has an alert open to resolve.
+        """
         now = self.clock()
         candidates: list[Candidate] = []
         for name in THRESHOLD_RULES:
             started = time.perf_counter()
-            targets = services if services is not None else self._due(name, now)
+            targets = self._due(name, now, services)
             candidates.extend(rules_mod.threshold_candidates(self.alerts, name, self.windows, targets, now))
             self._record(name, now, started)
         if anomalies:
             started = time.perf_counter()
-            targets = services if services is not None else self._anomaly_due()
-            candidates.extend(self._anomalies(targets, now))
+            candidates.extend(self._anomalies(self._anomaly_due(services), now))
             self._record("anomaly", now, started)
         self.engine.observe(candidates)
         self.evaluations += 1
 
-    def _open(self, rule: str) -> set[str]:
-        return {a.service for a in self.engine.active() if a.rule == rule}
+    def _limits(self, name: str) -> list[object]:
+        rules = [getattr(self.alerts.rules, name)]
+        rules += [getattr(o, name) for o in self.alerts.overrides.values() if getattr(o, name) is not None]
+        return [r for r in rules if r.enabled]
 
-    def _due(self, name: str, now: float) -> Iterable[str]:
+    def _due(self, name: str, now: float, services: list[str] | None) -> list[str]:
         """Services whose outcome of threshold rule `name` can differ from a quiet non-breach."""
+        open_ = self.engine.open_services(name)
+        rules = self._limits(name)
+        if not rules:
+            return sorted(open_)
         if name == "absence":
-            limits = [self.alerts.rules.absence.threshold_seconds]
-            limits += [o.absence.threshold_seconds for o in self.alerts.overrides.values() if o.absence]
-            return set(self.windows.idle(now - min(limits))) | self._open(name)
-        return set(self.windows.busy) | self._open(name)
+            # silent past the smallest threshold and not yet alerting, or alerting and back
+            least = min(r.threshold_seconds for r in rules if isinstance(r, AbsenceRule))
+            idle = set(self.windows.idle(now - least))
+            if services is not None:
+                idle &= set(services)
+            return sorted(idle ^ (open_ if services is None else open_ & set(services)))
+        pool = self.windows.busy if services is None else services
+        if name == "error_rate":
+            least_events = min(r.min_events for r in rules if isinstance(r, ErrorRateRule))
+            held = self.windows.held
+            could = {s for s in pool if (h := held(s))[1] > 0 and h[0] >= least_events}
+        else:
+            least_volume = min(r.threshold for r in rules if isinstance(r, VolumeRule))
+            could = {s for s in pool if self.windows.held(s)[0] > least_volume}
+        return sorted(could | (open_ if services is None else open_ & set(services)))
 
-    def _anomaly_due(self) -> Iterable[str]:
-        return set(self.windows.busy) | self._open("anomaly")
+    def _anomaly_due(self, services: list[str] | None) -> list[str]:
+        pool = self.windows.busy if services is None else services
+        open_ = self.engine.open_services("anomaly")
+        ready = {s for s in pool if self.detector.judgeable(s, self._anomaly_rule(s))}
+        return sorted(ready | (open_ if services is None else open_ & set(services)) | self.detector.active_services)
 
     # ---- reload ------------------------------------------------------------------------------
     def apply_settings(self, settings: Settings) -> None:

@@ -313,6 +313,18 @@ class AnomalyDetector:
             high = min(1.0, high)
         return Finding(service, metric, observed, med, low, high, round(score, 3), n, now)
 
+    def judgeable(self, service: str, rule: AnomalyRule) -> bool:
+        """Whether `service` has the history to be judged at all (warm-up, minimum volume)."""
+        base = self._base.get(service)
+        if not rule.enabled or base is None or len(base.volume) < rule.warmup_minutes:
+            return False
+        return base.median_mad("volume")[0] >= rule.min_baseline_volume
+
+    @property
+    def active_services(self) -> set[str]:
+        """Services with an anomaly episode under way."""
+        return set(self._by_service)
+
     def is_active(self, service: str) -> bool:
         """Whether any metric of `service` is in an anomaly episode."""
         return bool(self._by_service.get(service))

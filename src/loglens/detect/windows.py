@@ -50,6 +50,9 @@ class SlidingWindows:
         self._seconds: dict[str, dict[int, _Second]] = {}
         self.last_seen: dict[str, float] = {}  # arrival time (epoch s) of each service's newest log
         self._newest = 0
+        # per service: [logs, errors] over every second still held, kept up to date on add and
+        # prune, so "could this service breach anything?" is answered in O(1)
+        self._held: dict[str, list[int]] = {}
 
     @property
     def services(self) -> list[str]:
@@ -59,7 +62,7 @@ class SlidingWindows:
     @property
     def busy(self) -> list[str]:
         """Services with logs inside the horizon: the only ones whose window sums can be non-zero."""
-        return [svc for svc, secs in self._seconds.items() if secs]
+        return list(self._held)
 
     def __contains__(self, service: object) -> bool:
         return service in self.last_seen
@@ -85,6 +88,9 @@ class SlidingWindows:
             bucket = self._seconds[service][second] = _Second()
         bucket.total += total
         bucket.errors += errors
+        held = self._held.setdefault(service, [0, 0])
+        held[0] += total
+        held[1] += errors
 
     def touch(self, service: str, arrival_s: float) -> None:
         """Record that `service` sent logs at `arrival_s` (used when restoring from the store)."""
@@ -131,6 +137,9 @@ class SlidingWindows:
                 bucket = self._seconds[svc][s] = _Second()
             bucket.total += n
             bucket.errors += e
+            held = self._held.setdefault(svc, [0, 0])
+            held[0] += n
+            held[1] += e
         self._add_latency(logs, sec, floor)
         return sorted(set(services))
 
@@ -205,12 +214,25 @@ class SlidingWindows:
         """Forget seconds that no window ending at or after `now` can contain."""
         self._newest = max(self._newest, int(now // 1))
         floor = self._newest - self.horizon_s
-        for secs in self._seconds.values():
-            if secs and min(secs) <= floor:
-                for s in [s for s in secs if s <= floor]:
-                    del secs[s]
+        for svc in [svc for svc, held in self._held.items() if held[0] or held[1]]:
+            secs = self._seconds[svc]
+            if min(secs) > floor:
+                continue
+            held = self._held[svc]
+            for s in [s for s in secs if s <= floor]:
+                b = secs.pop(s)
+                held[0] -= b.total
+                held[1] -= b.errors
+            if not secs:
+                del self._held[svc]
+
+    def held(self, service: str) -> tuple[int, int]:
+        """(logs, errors) of `service` over everything inside the horizon: an upper bound of any window."""
+        h = self._held.get(service)
+        return (h[0], h[1]) if h else (0, 0)
 
     def forget(self, service: str) -> None:
         """Drop a service entirely."""
+        self._held.pop(service, None)
         self._seconds.pop(service, None)
         self.last_seen.pop(service, None)

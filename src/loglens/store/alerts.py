@@ -20,6 +20,7 @@ from typing import Any, Generic, TypeVar
 
 import duckdb
 import orjson
+import pyarrow as pa
 
 from loglens.models import Alert, iso
 
@@ -119,19 +120,31 @@ class AlertRepository:
                 latest: dict[str, AlertRow] = {}
                 for row in alerts:  # several changes of one alert in a batch: the last one wins
                     latest[row.alert.id] = row
-                conn.executemany(
-                    "INSERT OR REPLACE INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    [_alert_params(r) for r in latest.values()],
-                )
+                # one Arrow relation, not executemany: 20,000 rows take milliseconds, not minutes
+                batch = _alerts_table(list(latest.values()))
+                conn.register("loglens_alert_batch", batch)
+                try:
+                    conn.execute("INSERT OR REPLACE INTO alerts SELECT * FROM loglens_alert_batch")
+                finally:
+                    conn.unregister("loglens_alert_batch")
             if anomalies:
                 docs: dict[str, tuple[AnomalyDoc, float]] = {d["id"]: (d, at) for d, at in anomalies}
-                conn.executemany(
-                    "INSERT OR REPLACE INTO anomalies VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        [d["id"], _dt(at), d["type"], d["severity"], d["service"], d["score"], orjson.dumps(d).decode()]
-                        for d, at in docs.values()
-                    ],
+                table = pa.table(
+                    {
+                        "id": [d["id"] for d, _ in docs.values()],
+                        "detected_at": pa.array([_dt(at) for _, at in docs.values()], pa.timestamp("us")),
+                        "type": [d["type"] for d, _ in docs.values()],
+                        "severity": [d["severity"] for d, _ in docs.values()],
+                        "service": [d["service"] for d, _ in docs.values()],
+                        "score": pa.array([float(d["score"]) for d, _ in docs.values()], pa.float64()),
+                        "doc": [orjson.dumps(d).decode() for d, _ in docs.values()],
+                    }
                 )
+                conn.register("loglens_anomaly_batch", table)
+                try:
+                    conn.execute("INSERT OR REPLACE INTO anomalies SELECT * FROM loglens_anomaly_batch")
+                finally:
+                    conn.unregister("loglens_anomaly_batch")
             conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -207,24 +220,28 @@ class AlertRepository:
         ]
 
 
-def _alert_params(row: AlertRow) -> list[Any]:
-    a = row.alert
-    return [
-        a.id,
-        a.rule,
-        a.service,
-        a.severity,
-        a.state,
-        a.value,
-        a.threshold,
-        a.summary,
-        _naive(a.started_at),
-        _naive(a.fired_at),
-        _naive(a.resolved_at),
-        orjson.dumps(a.labels).decode(),
-        row.notified,
-        _dt(row.updated_at),
-    ]
+def _alerts_table(rows: list[AlertRow]) -> pa.Table:
+    """Alert rows in the column order of the `alerts` table."""
+    ts = pa.timestamp("us")
+    alerts = [r.alert for r in rows]
+    return pa.table(
+        {
+            "id": [a.id for a in alerts],
+            "rule": [a.rule for a in alerts],
+            "service": [a.service for a in alerts],
+            "severity": [a.severity for a in alerts],
+            "state": [a.state for a in alerts],
+            "value": pa.array([a.value for a in alerts], pa.float64()),
+            "threshold": pa.array([a.threshold for a in alerts], pa.float64()),
+            "summary": [a.summary for a in alerts],
+            "started_at": pa.array([_naive(a.started_at) for a in alerts], ts),
+            "fired_at": pa.array([_naive(a.fired_at) for a in alerts], ts),
+            "resolved_at": pa.array([_naive(a.resolved_at) for a in alerts], ts),
+            "labels": [orjson.dumps(a.labels).decode() for a in alerts],
+            "notified": pa.array([r.notified for r in rows], pa.bool_()),
+            "updated_at": pa.array([_dt(r.updated_at) for r in rows], ts),
+        }
+    )
 
 
 def _alert(r: tuple[Any, ...]) -> Alert:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 STATES = ("pending", "delivered", "dead")
 Connect = Callable[[], duckdb.DuckDBPyConnection]
@@ -76,40 +77,49 @@ class OutboxRepository:
         self._conns: list[duckdb.DuckDBPyConnection] = []
         self._lock = threading.Lock()
 
-    def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+    def _conn(self) -> duckdb.DuckDBPyConnection:
         conn: duckdb.DuckDBPyConnection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
             with self._lock:
                 self._conns.append(conn)
-        return conn.execute(sql, list(params or [])).fetchall()
+        return conn
+
+    def _run(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        return self._conn().execute(sql, list(params or [])).fetchall()
 
     def insert_many(self, rows: Sequence[OutboxRow]) -> set[str]:
         """Write rows as pending in one statement; returns the ids inserted (ids already there are
         left as they are: the same transition submitted twice is stored, and sent, once)."""
         if not rows:
             return set()
-        values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, NULL, ?, ?, ?, NULL)"] * len(rows))
-        params: list[Any] = []
-        for r in rows:
-            created = _naive(r.created_at)
-            params += [
-                r.id,
-                r.channel,
-                r.kind,
-                r.alert_id,
-                r.rule,
-                r.service,
-                r.severity,
-                r.payload,
-                created,
-                _naive(r.next_attempt_at),
-                created,
-            ]
-        done = self._run(
-            f"INSERT INTO notification_outbox VALUES {values} ON CONFLICT (id) DO NOTHING RETURNING id", params
+        ts = pa.timestamp("us")
+        created = [_naive(r.created_at) for r in rows]
+        table = pa.table(
+            {
+                "id": [r.id for r in rows],
+                "channel": [r.channel for r in rows],
+                "kind": [r.kind for r in rows],
+                "alert_id": [r.alert_id for r in rows],
+                "rule": [r.rule for r in rows],
+                "service": [r.service for r in rows],
+                "severity": [r.severity for r in rows],
+                "payload": [r.payload for r in rows],
+                "created_at": pa.array(created, ts),
+                "next_attempt_at": pa.array([_naive(r.next_attempt_at) for r in rows], ts),
+            }
         )
+        conn = self._conn()
+        conn.register("loglens_outbox_batch", table)  # one relation, not one statement per row
+        try:
+            done = conn.execute(
+                "INSERT INTO notification_outbox SELECT id, channel, kind, alert_id, rule, service, severity, "
+                "payload, 'pending', 0, NULL, created_at, next_attempt_at, created_at, NULL "
+                "FROM loglens_outbox_batch ON CONFLICT (id) DO NOTHING RETURNING id"
+            ).fetchall()
+        finally:
+            conn.unregister("loglens_outbox_batch")
         return {str(r[0]) for r in done}
 
     def pending(self) -> list[PendingRow]:
