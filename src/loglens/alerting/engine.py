@@ -175,6 +175,7 @@ class AlertEngine:
         self.id_factory = id_factory
         self._active: dict[tuple[str, str], _Active] = {}
         self._clearing: set[tuple[str, str]] = set()  # firing keys whose condition is clear (damping)
+        self._held_keys: set[tuple[str, str]] = set()  # firing, not notified (silenced or inhibited)
         self._silences: dict[str, Silence] = {}
         self._lock = threading.RLock()
         self._snapshot = _Snapshot()
@@ -189,6 +190,8 @@ class AlertEngine:
         with self._lock:
             for alert, notified in active:
                 self._active[(alert.rule, alert.service)] = _Active(alert, notified)
+                if alert.state == "firing" and not notified:
+                    self._held_keys.add((alert.rule, alert.service))
             for row in silences:
                 if row.expires_at > now:
                     self._silences[row.id] = Silence.from_row(row)
@@ -220,6 +223,8 @@ class AlertEngine:
 
     # ---- internal checks (under the lock) ---------------------------------------------------
     def _silenced(self, alert: Alert, now: float) -> bool:
+        if not self._silences:
+            return False
         return any(s.active(now) and s.matches(alert) for s in self._silences.values())
 
     def _inhibited(self, alert: Alert) -> bool:
@@ -308,6 +313,8 @@ class AlertEngine:
         entry.alert = replace(entry.alert, state="firing", fired_at=to_dt(now))
         notify = not (self._silenced(entry.alert, now) or self._inhibited(entry.alert))
         entry.notified = notify
+        if not notify:
+            self._held_keys.add((entry.alert.rule, entry.alert.service))
         self._persist(entry, now, batch)
         if notify:
             batch.sends.append((entry.alert, "firing", None))
@@ -320,6 +327,7 @@ class AlertEngine:
         key = (entry.alert.rule, entry.alert.service)
         self._active.pop(key, None)
         self._clearing.discard(key)
+        self._held_keys.discard(key)
         fired = entry.alert.fired_at.timestamp() if entry.alert.fired_at else now
         duration = round(now - fired, 3)
         entry.alert = replace(entry.alert, state="resolved", resolved_at=to_dt(now), value=value)
@@ -333,19 +341,19 @@ class AlertEngine:
 
     def _release(self, now: float, batch: _Batch) -> list[Transition]:
         """Notify firing alerts whose silence expired or whose inhibiting alert resolved."""
-        if not self._silences and not any(e.alert.rule in INHIBITED_BY_ABSENCE for e in self._held()):
-            return []
         out = []
-        for entry in self._held():
+        for key in list(self._held_keys):
+            entry = self._active.get(key)
+            if entry is None or entry.alert.state != "firing" or entry.notified:
+                self._held_keys.discard(key)
+                continue
             if not (self._silenced(entry.alert, now) or self._inhibited(entry.alert)):
+                self._held_keys.discard(key)
                 entry.notified = True
                 self._persist(entry, now, batch)
                 batch.sends.append((entry.alert, "firing", None))
                 out.append(Transition(entry.alert, "firing", True))
         return out
-
-    def _held(self) -> list[_Active]:
-        return [e for e in self._active.values() if e.alert.state == "firing" and not e.notified]
 
     def tick(self) -> list[Transition]:
         """Timer work: expire silences, finish damped resolves, release unsuppressed alerts."""
@@ -386,7 +394,7 @@ class AlertEngine:
             self._send(alert, kind, duration)
         if self.publish is not None and batch.events:
             now = self.clock()
-            for alert, notified in batch.events[-1000:]:  # a storm is summarised by the tail of it
+            for alert, notified in batch.events[-200:]:  # a storm is summarised by its tail (live view only)
                 silenced = alert.state == "firing" and not notified and self.is_suppressed(alert, now)
                 self.publish("alert", alert_json(alert, silenced))
 

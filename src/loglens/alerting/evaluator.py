@@ -201,10 +201,12 @@ class Evaluator:
         if name == "absence":
             # silent past the smallest threshold and not yet alerting, or alerting and back
             least = min(r.threshold_seconds for r in rules if isinstance(r, AbsenceRule))
-            idle = set(self.windows.idle(now - least))
-            if services is not None:
-                idle &= set(services)
-            return sorted(idle ^ (open_ if services is None else open_ & set(services)))
+            if services is None:
+                idle = set(self.windows.idle(now - least))
+                return sorted(idle ^ open_)
+            seen = self.windows.seen
+            idle = {s for s in services if (t := seen(s)) is not None and t < now - least}
+            return sorted(idle ^ (open_ & set(services)))
         pool = self.windows.busy if services is None else services
         if name == "error_rate":
             least_events = min(r.min_events for r in rules if isinstance(r, ErrorRateRule))
@@ -218,7 +220,7 @@ class Evaluator:
     def _anomaly_due(self, services: list[str] | None) -> list[str]:
         pool = self.windows.busy if services is None else services
         open_ = self.engine.open_services("anomaly")
-        ready = {s for s in pool if self.detector.judgeable(s, self._anomaly_rule(s))}
+        ready = self.detector.ready if services is None else self.detector.ready & set(pool)
         return sorted(ready | (open_ if services is None else open_ & set(services)) | self.detector.active_services)
 
     # ---- reload ------------------------------------------------------------------------------
@@ -227,6 +229,7 @@ class Evaluator:
         self.settings = settings
         self.alerts = settings.alerts
         self.engine.config = settings.alerts
+        self.detector.refresh_ready()
         self.windows.horizon_s = max(self.windows.horizon_s, _horizon(settings.alerts))
         if self.patterns is not None:
             self.patterns.reconfigure(settings.alerts.rules.new_pattern)

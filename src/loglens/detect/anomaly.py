@@ -126,6 +126,7 @@ class AnomalyDetector:
         self._by_service: dict[str, dict[str, Finding]] = {}
         self._fresh: set[str] = set()  # services added since the last close pass
         self._upto: int | None = None
+        self.ready: set[str] = set()  # services with the history to be judged (see `judgeable`)
 
     # ---- feeding ---------------------------------------------------------------------------
     def add_partials(self, partials: metrics.Partials) -> None:
@@ -209,6 +210,10 @@ class AnomalyDetector:
                     base.p95_latency.append(p95)
         base.last_closed = max(base.last_closed, upto)
         base.stats.clear()
+        if self.judgeable(service, self.rule_for(service)):
+            self.ready.add(service)
+        else:
+            self.ready.discard(service)
         for m in [m for m in minutes if m <= upto]:  # late data for closed minutes
             del minutes[m]
         if not minutes:
@@ -219,6 +224,7 @@ class AnomalyDetector:
         self._open.pop(service, None)
         self._base.pop(service, None)
         self._fresh.discard(service)
+        self.ready.discard(service)
         for metric in self._by_service.pop(service, {}):
             self.active.pop((service, metric), None)
 
@@ -319,6 +325,10 @@ class AnomalyDetector:
         if not rule.enabled or base is None or len(base.volume) < rule.warmup_minutes:
             return False
         return base.median_mad("volume")[0] >= rule.min_baseline_volume
+
+    def refresh_ready(self) -> None:
+        """Recompute `ready` for every service (after the rules changed)."""
+        self.ready = {s for s in self._base if self.judgeable(s, self.rule_for(s))}
 
     @property
     def active_services(self) -> set[str]:

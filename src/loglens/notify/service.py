@@ -54,6 +54,7 @@ PRUNE_DELIVERED_AFTER = timedelta(days=7)
 QUEUE_META = "notifier:queue"
 GROUP_LIST_MAX = 20  # services named in a grouped notification's summary
 GROUP_LABEL_MAX = 200  # services listed in its `services` label
+ROUTE_INLINE_MAX = 200  # transitions routed on the event loop; a bigger pass goes to a thread
 
 
 def routes(cfg: NotifierConfig, alert: Alert) -> bool:
@@ -154,9 +155,10 @@ def group_notification(channel: str, kind: str, items: list[tuple[Alert, float |
     )
     rank = {"critical": 0, "warning": 1, "info": 2}
     severity = min((a.severity for a in alerts), key=lambda s: rank.get(s, 3))
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(kind.encode())
     for a in sorted(alerts, key=lambda a: a.id):
-        digest.update(f"{a.id}|{iso(a.resolved_at if kind == 'resolved' else a.fired_at)}|".encode())
+        moment = a.resolved_at if kind == "resolved" else a.fired_at
+        digest.update(f"{a.id}|{moment.timestamp() if moment else ''}|".encode())
     gid = digest.hexdigest()[:32]
     summary = f"{len(alerts)} {first.rule} alerts {kind}: {shown}"
     group = Alert(
@@ -377,9 +379,31 @@ class NotificationService:
     async def _pass(self, items: list[tuple[Alert, str, float | None]], force: bool) -> None:
         """Route queued transitions into groups, send out the groups that are due."""
         now = self._clock()
+        if len(items) > ROUTE_INLINE_MAX:  # a storm: route and build off the event loop
+            urgent, ready = await asyncio.to_thread(self._route, items, now, force)
+        else:
+            urgent, ready = self._route(items, now, force)
+        for n in urgent:  # delivered from memory at once; the row follows when the disk allows
+            self._schedule(Entry(n, 0, _naive(n.created_at), durable=False))
+        if urgent:
+            self._spawn(self._persist(urgent))
+        if ready:
+            inserted = await self._persist(ready)
+            for n in ready:
+                if inserted is None or n.id in inserted:  # a row already there is sent (or resumed) once
+                    self._schedule(Entry(n, 0, _naive(n.created_at), durable=inserted is not None))
+        if self._unmarked:
+            await asyncio.to_thread(self._retry_marks)
+
+    def _route(
+        self, items: list[tuple[Alert, str, float | None]], now: float, force: bool
+    ) -> tuple[list[Notification], list[Notification]]:
+        """(meta notifications to send now, grouped notifications that are due). Only the grouping
+        task calls this, so the groups have one writer."""
         urgent: list[Notification] = []
+        channels = list(self._channels.values())
         for alert, kind, duration in items:
-            for ch in self._channels.values():
+            for ch in channels:
                 if not routes(ch.cfg, alert):
                     continue
                 if alert.rule == "meta":  # about loglens itself: never held, never grouped
@@ -401,17 +425,7 @@ class NotificationService:
             if len(group.items) > 1:
                 self.grouped += len(group.items)
                 log.info("alert group", extra={"channel": key[0], "rule": key[1], "size": len(group.items)})
-        for n in urgent:  # delivered from memory at once; the row follows when the disk allows
-            self._schedule(Entry(n, 0, _naive(n.created_at), durable=False))
-        if urgent:
-            self._spawn(self._persist(urgent))
-        if ready:
-            inserted = await self._persist(ready)
-            for n in ready:
-                if inserted is None or n.id in inserted:  # a row already there is sent (or resumed) once
-                    self._schedule(Entry(n, 0, _naive(n.created_at), durable=inserted is not None))
-        if self._unmarked:
-            await asyncio.to_thread(self._retry_marks)
+        return urgent, ready
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.ensure_future(coro)
@@ -644,7 +658,7 @@ class NotificationService:
 
     def pending(self) -> int:
         """Notifications not yet delivered or given up (in memory: queued, grouped, scheduled)."""
-        held = sum(len(g.items) for g in self._groups.values())
+        held = sum(len(g.items) for g in list(self._groups.values()))
         return len(self._inbox) + held + sum(len(ch.entries) + ch.in_flight for ch in self._channels.values())
 
     def health(self) -> list[dict[str, Any]]:
@@ -662,7 +676,7 @@ class NotificationService:
                 status = "ok"
             else:
                 status = "idle"
-            held = sum(len(g.items) for k, g in self._groups.items() if k[0] == cfg.name)
+            held = sum(len(g.items) for k, g in list(self._groups.items()) if k[0] == cfg.name)
             out.append(
                 {
                     "name": cfg.name,

@@ -52,10 +52,14 @@ async def list_alerts(
     engine = _engine(state)
     repo = _alerting(state).repo
     wanted = None if state_filter == "all" else state_filter
-    page = await anyio.to_thread.run_sync(repo.list_alerts, wanted, limit, offset)
-    now = engine.clock()
-    alerts = [alert_json(a, a.state == "firing" and engine.is_suppressed(a, now)) for a in page.items]
-    return await _json({"alerts": alerts, "next_offset": page.next_offset})
+
+    def read() -> bytes:  # query, shape and encode in a worker thread: the event loop only sends
+        page = repo.list_alerts(wanted, limit, offset)
+        now = engine.clock()
+        alerts = [alert_json(a, a.state == "firing" and engine.is_suppressed(a, now)) for a in page.items]
+        return orjson.dumps({"alerts": alerts, "next_offset": page.next_offset})
+
+    return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
 @router.get("/anomalies")
@@ -67,8 +71,12 @@ async def list_anomalies(
 ) -> Response:
     """Anomalies newest first (one document per episode), each valid against schemas/anomaly_schema.yaml."""
     repo = _alerting(state).repo
-    page = await anyio.to_thread.run_sync(repo.list_anomalies, limit, service, offset)
-    return await _json({"anomalies": page.items, "next_offset": page.next_offset})
+
+    def read() -> bytes:
+        page = repo.list_anomalies(limit, service, offset)
+        return orjson.dumps({"anomalies": page.items, "next_offset": page.next_offset})
+
+    return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
 class SilenceIn(BaseModel):
