@@ -155,11 +155,8 @@ def group_notification(channel: str, kind: str, items: list[tuple[Alert, float |
     )
     rank = {"critical": 0, "warning": 1, "info": 2}
     severity = min((a.severity for a in alerts), key=lambda s: rank.get(s, 3))
-    digest = hashlib.sha256(kind.encode())
-    for a in sorted(alerts, key=lambda a: a.id):
-        moment = a.resolved_at if kind == "resolved" else a.fired_at
-        digest.update(f"{a.id}|{moment.timestamp() if moment else ''}|".encode())
-    gid = digest.hexdigest()[:32]
+    # alert ids are unique per episode, so (kind, ids) identifies the group's transitions
+    gid = hashlib.sha256("\n".join([kind, *sorted(a.id for a in alerts)]).encode()).hexdigest()[:32]
     summary = f"{len(alerts)} {first.rule} alerts {kind}: {shown}"
     group = Alert(
         id=f"group-{gid}",
