@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-import stress  # noqa: E402  (bench/stress.py drives the scenarios)
+import stress  # bench/stress.py drives the scenarios
 
 
 def test_alert_storm_becomes_grouped_notifications_and_sigterm_exits(tmp_path: Path) -> None:
