@@ -91,7 +91,7 @@ class IngestConfig(_Model):
 
 
 class ErrorRateRule(_Model):
-    """error+fatal / total over a sliding window."""
+    """error+fatal / total over a sliding window (default: above 10 % in any 1-minute window)."""
 
     enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
@@ -180,7 +180,12 @@ class AlertsConfig(_Model):
     """Alert evaluation and lifecycle."""
 
     evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
-    group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    group_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Transitions of one rule reaching a channel within this window go out as one grouped "
+        "notification (those of one evaluation always do).",
+    )
     resolve_after_seconds: float = Field(
         0.0,
         ge=0,
