@@ -75,7 +75,10 @@ def start_server(settings: Settings) -> LiveServer:
     choosing it and listening on it (the race a "find a free port, then bind" helper has).
     """
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may rebind a port in TIME_WAIT
+    if settings.server.port:
+        # a restart rebinds the port it had, which may be in TIME_WAIT. Not for port 0: Linux may
+        # then hand out a port that another SO_REUSEADDR socket holds, and listen() fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", settings.server.port))
     settings = settings.model_copy(
         update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}

@@ -36,7 +36,10 @@ def bind_listener(host: str, port: int) -> socket.socket:
     """A TCP socket bound to (host, port); port 0 picks a free port. Raises ServerBindError."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if port:
+        # Rebinding a fixed port right after a restart must not wait out TIME_WAIT. Not for port
+        # 0: Linux may then pick a port another SO_REUSEADDR socket holds, and listen() fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
