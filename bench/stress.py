@@ -38,8 +38,6 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_server import free_port  # noqa: E402  (bench/ is the script directory)
 
 
 class Hooks:
@@ -88,45 +86,55 @@ class Hooks:
 
 @dataclass
 class Server:
-    """`loglens serve` in its own process."""
+    """`loglens serve` in its own process, on a port it binds itself (port 0, read from its log)."""
 
     workdir: Path
-    port: int
     yaml: str
     proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
     started_s: float = 0.0
     shutdown_timeout_s: float = 10.0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    log_dir: Path | None = None  # default: workdir (the disk scenario keeps it off the full disk)
 
     def start(self, timeout: float = 120.0) -> float:
         """Start and wait for /healthz; returns seconds to serving."""
         config = self.workdir / "config.yaml"
         config.write_text(
-            f"server: {{port: {self.port}, shutdown_timeout_seconds: {self.shutdown_timeout_s}}}\n"
+            f"server: {{port: 0, shutdown_timeout_seconds: {self.shutdown_timeout_s}}}\n"
             f"storage: {{path: {self.workdir / 'store' / 'loglens.duckdb'}}}\n"
             f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, "
             f"anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
-            "logging: {level: WARNING}\n" + self.yaml
+            "logging: {level: INFO}\n" + self.yaml
         )
+        log_path = (self.log_dir or self.workdir) / "server.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-            cwd=self.workdir,
-            env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-            stderr=subprocess.DEVNULL,
-        )
+        with log_path.open("ab") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
+                cwd=self.workdir,
+                env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        url = ""
         while time.monotonic() - t0 < timeout:
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    self.started_s = time.monotonic() - t0
-                    return self.started_s
-            except httpx.HTTPError:
-                pass
             if self.proc.poll() is not None:
-                raise SystemExit(f"server exited with {self.proc.returncode}")
+                raise SystemExit(f"server exited with {self.proc.returncode}: {log_path.read_text()[-2000:]}")
+            if not url:
+                with log_path.open("rb") as f:
+                    f.seek(offset)
+                    for line in f.read().decode("utf-8", "replace").splitlines():
+                        if '"loglens listening"' in line:
+                            url = orjson.loads(line)["metadata"]["url"].rstrip("/")
+            if url:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        self.url = url
+                        self.started_s = time.monotonic() - t0
+                        return self.started_s
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.05)
         self.kill()
         raise SystemExit("server did not start")
@@ -233,14 +241,14 @@ def wait_for(pred: Callable[[], Any], timeout: float, every: float = 0.02) -> fl
     return None
 
 
-def _hooks_yaml(hooks: Hooks, dead_port: int, group_wait: float) -> str:
+def _hooks_yaml(hooks: Hooks, group_wait: float) -> str:
     return (
         f"alerts: {{group_wait_seconds: {group_wait}, max_series: 50000, "
         "rules: {absence: {threshold_seconds: 10}, volume: {enabled: false}}}\n"
         "notifiers:\n"
         f"  - {{name: a, type: webhook, settings: {{url: '{hooks.url('/a')}'}}}}\n"
         f"  - {{name: b, type: webhook, settings: {{url: '{hooks.url('/b')}'}}}}\n"
-        f"  - {{name: closed, type: webhook, settings: {{url: 'http://127.0.0.1:{dead_port}/x'}}}}\n"
+        "  - {name: closed, type: webhook, settings: {url: 'http://127.0.0.1:9/x'}}\n"  # nothing listens on 9
     )
 
 
@@ -259,7 +267,7 @@ class StormResult:
 def storm(services: int, workdir: Path, group_wait: float = 0.0) -> StormResult:
     """`services` go silent at once; the live service's ingest is measured throughout."""
     hooks = Hooks()
-    srv = Server(workdir, free_port(), _hooks_yaml(hooks, free_port(), group_wait))
+    srv = Server(workdir, _hooks_yaml(hooks, group_wait))
     srv.start()
     try:
         with httpx.Client(base_url=srv.url, timeout=120) as client:
@@ -336,7 +344,6 @@ def flood(names: int, workdir: Path, max_series: int = 10_000) -> FloodResult:
     hooks = Hooks()
     srv = Server(
         workdir,
-        free_port(),
         f"alerts: {{max_series: {max_series}, rules: {{volume: {{enabled: false}}}}}}\n"
         f"notifiers: [{{name: a, type: webhook, settings: {{url: '{hooks.url('/a')}'}}}}]\n",
     )
@@ -397,7 +404,9 @@ def disk(workdir: Path) -> DiskResult:
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mnt)], check=True)
     hooks = Hooks()
-    srv = Server(mnt, free_port(), f"notifiers: [{{name: a, type: webhook, settings: {{url: '{hooks.url('/a')}'}}}}]\n")
+    srv = Server(
+        mnt, f"notifiers: [{{name: a, type: webhook, settings: {{url: '{hooks.url('/a')}'}}}}]\n", log_dir=workdir
+    )
     try:
         srv.start()
         with httpx.Client(base_url=srv.url, timeout=60) as client:
