@@ -224,7 +224,7 @@ class NotificationService:
         self.dropped = 0  # transitions dropped because the queue was full
         self.grouped = 0  # transitions that went out inside a grouped notification
         # How long stop() lets in-flight attempts finish before cancelling them (they stay pending).
-        self.stop_grace_seconds = min(self.outbox_cfg.timeout_seconds, 5.0)
+        self.stop_grace_seconds = min(self.outbox_cfg.timeout_seconds, 2.0)
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
