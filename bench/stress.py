@@ -258,6 +258,7 @@ class StormResult:
     idle_p99_ms: float
     storm_p99_ms: float
     healthz_max_ms: float
+    healthz_idle_max_ms: float
     notifications: dict[str, int] = field(default_factory=dict)
     absence_fired: int = 0
     sigterm_s: float = 0.0
@@ -316,7 +317,8 @@ def storm(services: int, workdir: Path, group_wait: float = 0.0) -> StormResult:
             services,
             idle_p99_ms=p99(ingest_poll.between(registered, storm_from)) * 1000,
             storm_p99_ms=p99(ingest_poll.between(storm_from, storm_to)) * 1000,
-            healthz_max_ms=max(lat for _, lat in health_poll.samples) * 1000,
+            healthz_max_ms=max(health_poll.between(storm_from, storm_to), default=float("nan")) * 1000,
+            healthz_idle_max_ms=max(health_poll.between(registered, storm_from), default=float("nan")) * 1000,
             notifications={"a": hooks.count("/a"), "b": hooks.count("/b")},
             absence_fired=absent,
             shutdown_timeout_s=srv.shutdown_timeout_s,
@@ -457,7 +459,13 @@ def report(storm_r: StormResult | None, flood_r: FloodResult | None, disk_r: Dis
             f"{s.storm_p99_ms:.1f} / {s.idle_p99_ms:.1f} ms = {ratio:.2f}×",
             ratio <= 2,
         )
-        row(name, "slowest /healthz", "≤ 100 ms", f"{s.healthz_max_ms:.1f} ms", s.healthz_max_ms <= 100)
+        row(
+            name,
+            "slowest /healthz storm (idle)",
+            "≤ 100 ms",
+            f"{s.healthz_max_ms:.1f} ms ({s.healthz_idle_max_ms:.1f} ms)",
+            s.healthz_max_ms <= 100,
+        )
         worst = max(s.notifications.values())
         row(
             name,

@@ -43,7 +43,9 @@ log = logging.getLogger("loglens.evaluator")
 
 SERIES_META = "series_limit"  # service label of the meta-alert raised when the series cap is hit
 EXPIRY_CHECK_SECONDS = 60.0
-EPISODE_MERGE_SECONDS = 300.0  # an anomaly of the same metric restarting within this is one episode
+EPISODE_MERGE_SECONDS = 300.0
+STORM_SLICE = 1000  # candidates per engine call in a storm
+STORM_PAUSE_SECONDS = 0.002  # an anomaly of the same metric restarting within this is one episode
 
 
 @dataclass
@@ -184,8 +186,16 @@ class Evaluator:
             started = time.perf_counter()
             candidates.extend(self._anomalies(self._anomaly_due(services), now))
             self._record("anomaly", now, started)
-        self.engine.observe(candidates)
+        self._observe(candidates)
         self.evaluations += 1
+
+    def _observe(self, candidates: list[Candidate]) -> None:
+        """Hand candidates to the engine; a storm in slices with a pause between them, so the event
+        loop's thread gets the GIL and a CPU while thousands of alerts change state."""
+        for i in range(0, len(candidates), STORM_SLICE):
+            if i:
+                time.sleep(STORM_PAUSE_SECONDS)
+            self.engine.observe(candidates[i : i + STORM_SLICE])
 
     def _limits(self, name: str) -> list[object]:
         rules = [getattr(self.alerts.rules, name)]

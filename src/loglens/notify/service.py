@@ -399,7 +399,9 @@ class NotificationService:
         task calls this, so the groups have one writer."""
         urgent: list[Notification] = []
         channels = list(self._channels.values())
-        for alert, kind, duration in items:
+        for i, (alert, kind, duration) in enumerate(items):
+            if i and i % ROUTE_INLINE_MAX == 0 and len(items) > ROUTE_INLINE_MAX:
+                time.sleep(0.001)  # a storm, on a worker thread: let the event loop have the GIL
             for ch in channels:
                 if not routes(ch.cfg, alert):
                     continue
