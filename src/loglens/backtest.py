@@ -1,6 +1,6 @@
 """`loglens backtest`: replay archived logs through the live rules and state machine, in event time.
 
-The archive is validated, counted per (service, second) and aggregated per minute, then handed
+The archive is read with `loglens analyze`'s reader (one archive reader), validated, counted per (service, second) and aggregated per minute, then handed
 to `loglens.alerting.replay` — the same evaluator, candidate builders and `AlertEngine` as the
 server and as `loglens analyze`, with a clock that follows the logs' own timestamps and no store
 or notifier. Here the replay also sees response times (p95 latency anomalies) and mines log
@@ -11,15 +11,11 @@ before they page anyone.
 
 from __future__ import annotations
 
-import gzip
-import io
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,11 +23,12 @@ from loglens import metrics
 from loglens.alerting.engine import Transition, to_dt
 from loglens.alerting.evaluator import Evaluator
 from loglens.alerting.replay import per_second, replay
+from loglens.analyze import inputs
 from loglens.config import Settings
 from loglens.detect.pattern_worker import PatternWorker
 from loglens.detect.validator import AnomalyValidator
-from loglens.models import iso
-from loglens.schema import LogSchema, parse_values
+from loglens.models import LOG_ARROW_SCHEMA, iso
+from loglens.schema import LogSchema
 
 
 @dataclass
@@ -67,42 +64,28 @@ class BacktestResult:
         return list(rows.values())
 
 
-def _open(path: Path) -> IO[bytes]:
-    if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is an IO[bytes] at run time
-    return path.open("rb")
-
-
-def read_records(paths: Iterable[Path]) -> Iterator[Any]:
-    """Decoded records of NDJSON or JSON-array files (.gz ok)."""
-    for path in paths:
-        with _open(path) as fh:
-            data = fh.read()
-        stripped = data.lstrip()
-        if stripped.startswith(b"["):
-            yield from orjson.loads(stripped)
-            continue
-        for line in io.BytesIO(data):
-            line = line.strip()
-            if line:
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield line.decode("utf-8", "replace")  # rejected by the schema, counted
-
-
 def load_table(settings: Settings, paths: list[Path]) -> tuple[pa.Table, int]:
-    """Validate every record (huge lateness/skew limits: it is an archive); sorted by event time."""
+    """Read and validate every record with `loglens analyze`'s reader (NDJSON, JSON arrays, .gz,
+    Parquet, directories and globs), with huge lateness/skew limits since it is an archive;
+    sorted by event time, arrival = event time. Returns (table, rejected records)."""
     schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12, max_future_skew_s=1e12)
-    records = list(read_records(paths))
-    batch = schema.validate(parse_values(records), "backtest", 0)
-    t = batch.table
-    order = pc.sort_indices(t, [("ts", "ascending")])
-    t = t.take(order)
-    ts = t["ts"]
-    t = t.set_column(t.column_names.index("received_at"), "received_at", ts)  # arrival = event time
+    tables: list[pa.Table] = []
+    rejected = 0
+    for part in inputs.plan(inputs.discover(paths), 1):
+        if part.kind == "store":
+            raise inputs.InputError(f"{part.path}: backtest replays archives, not a store (use loglens analyze)")
+        for block in inputs.read_blocks(part):
+            batch = schema.validate(block.parsed, "backtest", 0)
+            rejected += len(batch.rejections)
+            if batch.table.num_rows:
+                tables.append(batch.table)
+    if not tables:
+        return LOG_ARROW_SCHEMA.empty_table(), rejected
+    t = pa.concat_tables(tables)
+    t = t.take(pc.sort_indices(t, [("ts", "ascending")]))
+    t = t.set_column(t.column_names.index("received_at"), "received_at", t["ts"])  # arrival = event time
     t = t.set_column(t.column_names.index("late"), "late", pa.array(np.zeros(t.num_rows, dtype=bool)))
-    return t, len(batch.rejections)
+    return t, rejected
 
 
 def run_backtest(settings: Settings, paths: list[Path], *, patterns: bool = True) -> BacktestResult:
