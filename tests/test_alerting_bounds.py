@@ -12,9 +12,10 @@ from loglens import metrics
 from loglens.alerting import AlertEngine
 from loglens.alerting.evaluator import SERIES_META, Evaluator
 from loglens.alerting.ports import MetaAlertRelay
-from loglens.alerting.scheduler import BEHIND_META, Scheduler
+from loglens.alerting.scheduler import BEHIND_META, Scheduler, restore
 from loglens.config import Settings
 from loglens.detect.anomaly import Finding
+from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
 from loglens.models import Alert
 from loglens.store import CommitEvent, Store
@@ -173,3 +174,28 @@ def test_meta_alert_relay_keeps_early_raises_until_bound() -> None:
     relay.bind(None)
     relay.raise_meta("x", "y")  # unbound again: kept, nothing raised
     assert len(sink.calls) == 2
+
+
+def test_a_restored_new_pattern_alert_resolves(settings_factory: Callable[..., Settings], tmp_path: Path) -> None:
+    """Across a restart the miner's finding times are gone; the alert still clears and resolves."""
+    settings = settings_factory(
+        "alerts: {resolve_after_seconds: 10, rules: {new_pattern: {resolve_after_seconds: 60}}}"
+    )
+    clock, sink = Clock(), Sink()
+    before = make(settings, clock, sink)
+    before.engine.observe(
+        [
+            __import__("loglens.detect.rules", fromlist=["Candidate"]).Candidate(
+                "new_pattern", "api", True, None, None, "warning", "x"
+            )
+        ]
+    )
+    restored = make(settings, clock, sink)
+    restored.engine.restore([(a, True) for a in before.engine.active()])
+    with Store(tmp_path / "empty.duckdb") as store:
+        restore(restored, store)
+    for step in range(1, 80):
+        clock.t = T0 + step
+        restored.tick()
+    assert sink.calls[-1] == ("new_pattern", "api", "resolved")
+    assert restored.engine.get("new_pattern", "api") is None

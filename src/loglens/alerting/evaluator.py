@@ -283,6 +283,13 @@ class Evaluator:
         self._episodes[key] = (doc, None)
         self.write_anomaly(doc)
 
+    def adopt_restored(self) -> None:
+        """After a restart: restored new_pattern alerts clear like fresh ones (their last finding
+        is taken as now), so they resolve instead of firing forever."""
+        now = self.clock()
+        for svc in self.engine.open_services("new_pattern"):
+            self._pattern_last.setdefault(svc, now)
+
     def handle_pattern(self, p: PatternFinding) -> None:
         """Write a pattern anomaly and fire the service's new_pattern alert."""
         rule = self.alerts.rules.new_pattern

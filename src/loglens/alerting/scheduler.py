@@ -187,6 +187,7 @@ def restore(evaluator: Evaluator, store: Store) -> None:
     """
     alerts = evaluator.alerts
     now = evaluator.clock()
+    evaluator.adopt_restored()
     firing_absence = {a.service for a in evaluator.engine.active() if a.rule == "absence"}
     idle_floor = now - alerts.series_idle_seconds if alerts.series_idle_seconds > 0 else 0.0
     rows = store.query(
