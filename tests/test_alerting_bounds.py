@@ -183,13 +183,7 @@ def test_a_restored_new_pattern_alert_resolves(settings_factory: Callable[..., S
     )
     clock, sink = Clock(), Sink()
     before = make(settings, clock, sink)
-    before.engine.observe(
-        [
-            __import__("loglens.detect.rules", fromlist=["Candidate"]).Candidate(
-                "new_pattern", "api", True, None, None, "warning", "x"
-            )
-        ]
-    )
+    before.engine.observe([Candidate("new_pattern", "api", True, None, None, "warning", "x")])
     restored = make(settings, clock, sink)
     restored.engine.restore([(a, True) for a in before.engine.active()])
     with Store(tmp_path / "empty.duckdb") as store:
