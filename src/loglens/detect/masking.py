@@ -1,0 +1,214 @@
+"""Tokenising and masking of universal value shapes for the template miner.
+
+A message is split on whitespace and every token is classified once (results are
+cached per distinct token, so the hot path is a C-level ``map`` over dict lookups).
+Only shapes that are variable in *any* log are masked:
+
+* numbers (``42``, ``-3.5``, ``1,024``, ``2.4.1``), numbers with a unit (``35ms`` or
+  ``35 ms`` -> ``<DUR>``, ``12KB`` or ``12 KB`` -> ``<SIZE>``, ``80%`` -> ``<NUM>``);
+* IPv4 (optionally ``:port``), IPv6, MAC addresses, UUIDs;
+* ``0x`` hex and long hex strings containing a digit (hashes, ids);
+* dates and times of day (``2024-01-02``, ``2024-01-02T03:04:05Z``, ``12:34:56,789``);
+* paths (``/var/lib/x``, ``C:\\Temp\\x``) and URLs (``https://...``).
+
+Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
+``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
+one shape as a whole is cut at delimiters (``, = : ; ( ) [ ] { } < > " ' _ | @ #``) and
+each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
+``db.internal:5432`` -> ``db.internal:<NUM>``, ``blk_-42`` -> ``blk_<NUM>``).
+
+Nothing else is decided from the look of a token: ``IPV4``, ``deny(1)``, ``core.2275``
+or ``ssh2`` stay as they are, and the miner decides from the data whether their
+position is constant or variable.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["PLACEHOLDERS", "TokenMasker", "classify", "has_placeholder", "is_value", "join_units", "same_key_value", "mask", "tokenize"]
+
+PLACEHOLDERS: Final = ("<NUM>", "<DUR>", "<SIZE>", "<IP>", "<MAC>", "<UUID>", "<HEX>", "<DATE>", "<TIME>", "<PATH>", "<URL>")
+
+_LEAD: Final = "([{<\"'"
+_TRAIL: Final = ")]}>\"',;:.!?"
+_HEX4 = r"[0-9a-fA-F]{1,4}"
+# Shapes depend on where digits are, never on their values (the miner caches by digit skeleton).
+_V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+
+# One alternation, matched once per distinct token core; the group name is the placeholder.
+_SHAPES: Final = re.compile(
+    "|".join(
+        (
+            r"(?P<DUR>[-+]?\d+(?:\.\d+)?(?:ns|us|µs|ms|msecs?|millis|s|secs?|seconds|mins?|minutes|h|hrs|hours))",
+            r"(?P<SIZE>\d+(?:\.\d+)?(?:[KMGTPE]i?B|[kKMGTPE]b?|B|bytes))",
+            rf"(?P<IP>{_V4}(?::\d{{1,5}})?|\[?(?:(?:{_HEX4}:){{7}}{_HEX4}|(?:{_HEX4}:){{1,7}}:(?:(?:{_HEX4}:){{0,5}}"
+            rf"(?:{_V4}|{_HEX4}))?|::(?:{_HEX4}:){{0,5}}(?:{_V4}|{_HEX4}))(?:%[\w.]+)?\]?(?::\d{{1,5}})?)",
+            r"(?P<NUM>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)(?:[eE][-+]?\d+)?%?)",
+            r"(?P<MAC>(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2})",
+            r"(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})",
+            r"(?P<HEX>0[xX][0-9a-fA-F]+|[0-9a-fA-F]{8,})",
+            r"(?P<DATE>\d{4}-\d{1,2}-\d{1,2}(?:[T_ ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
+            r"|\d{1,4}/\d{1,2}/\d{1,4}(?:[:-]\d{1,2}:\d{2}(?::\d{2})?)?)",
+            r"(?P<TIME>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)",
+            r"(?P<URL>[A-Za-z][A-Za-z0-9+.-]*://\S+)",
+            r"(?P<PATH>(?:~|\.{1,2})?/[^\s/\"'?()\[\]{}<>,;=]+(?:/[^\s/\"'?()\[\]{}<>,;=]*)*(?:\?\S*)?"
+            r"|[A-Za-z]:\\\S*)",
+        )
+    )
+)
+# Inside a token that is not one shape as a whole, pieces between these delimiters are classified
+# on their own (``lock=12,`` -> ``lock=<NUM>,``, ``blk_-42`` -> ``blk_<NUM>``); no piece is guessed at.
+_PIECES: Final = re.compile(r"([,=:;()\[\]{}<>\"'_|@#]+)")
+_UNITS: Final = {
+    **dict.fromkeys(("B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "bytes"), "<SIZE>"),
+    **dict.fromkeys(
+        ("ns", "us", "µs", "ms", "msec", "msecs", "millis", "s", "sec", "secs", "seconds", "min", "mins", "minutes"),
+        "<DUR>",
+    ),
+}
+UNIT_MARK: Final = "\x01"
+"""Prefix of a unit word (``KB``, ``ms``) that a number before it turns into ``<SIZE>``/``<DUR>``."""
+
+
+def _classify_core(core: str) -> str:
+    """The placeholder for a whole-token shape, or `core` unchanged."""
+    m = _SHAPES.fullmatch(core)
+    if m is not None:
+        return "<" + str(m.lastgroup) + ">"
+    return core
+
+
+_has_signal = re.compile(r"[\d/\\]").search
+"""Whether a token could hold a maskable shape (a digit, a path or URL slash, a backslash)."""
+
+
+def classify(token: str) -> str:
+    """Mask one whitespace-delimited token (see the module docstring)."""
+    if token.isdigit():
+        return "<NUM>"
+    if _has_signal(token) is None:
+        core = token.rstrip(_TRAIL)
+        return UNIT_MARK + token if core in _UNITS else token
+    core = token.lstrip(_LEAD)
+    lead = token[: len(token) - len(core)]
+    stripped = core.rstrip(_TRAIL)
+    if not stripped:
+        return token
+    trail = core[len(stripped) :]
+    masked = _classify_core(stripped)
+    if masked is not stripped:
+        return lead + masked + trail
+    if "://" in token:
+        return token
+    parts = _PIECES.split(token)
+    if len(parts) == 1:
+        return token
+    changed = False
+    for i in range(0, len(parts), 2):
+        piece = parts[i]
+        if piece and _has_signal(piece) is not None:
+            m = _classify_core(piece)
+            if m is not piece:
+                parts[i] = m
+                changed = True
+    return "".join(parts) if changed else token
+
+
+def join_units(tokens: list[str]) -> list[str]:
+    """Fold unit words into the number before them (``<NUM> KB`` -> ``<SIZE>``); strip stray unit marks."""
+    out: list[str] = []
+    for tok in tokens:
+        if tok.startswith(UNIT_MARK):
+            word = tok[1:]
+            if out and out[-1].endswith("<NUM>"):
+                core = word.rstrip(_TRAIL)
+                out[-1] = out[-1][:-5] + _UNITS[core] + word[len(core) :]
+                continue
+            tok = word
+        out.append(tok)
+    return out
+
+
+_VALUES: Final = frozenset(PLACEHOLDERS)
+
+
+def has_placeholder(token: str) -> bool:
+    """Whether a masked token carries a placeholder somewhere (``size=<NUM>,``)."""
+    return "<" in token and any(p in token for p in PLACEHOLDERS)
+
+
+_KEY: Final = re.compile(r"[^=:]*[=:]+")
+
+
+def same_key_value(a: str, b: str) -> bool:
+    """Whether `a` and `b` are ``key=value`` / ``key:value`` with one key and a masked value on one side."""
+    ka, kb = _KEY.match(a), _KEY.match(b)
+    if ka is None or kb is None or ka.group() != kb.group():
+        return False
+    return has_placeholder(a[ka.end() :]) or has_placeholder(b[kb.end() :])
+
+
+def is_value(token: str) -> bool:
+    """Whether a masked token is a placeholder, give or take surrounding punctuation (``(<SIZE>),``)."""
+    return token.strip(_LEAD + _TRAIL + "<>") in _BARE
+
+
+_BARE: Final = frozenset(p[1:-1] for p in PLACEHOLDERS)
+
+
+class TokenMasker:
+    """Whitespace tokeniser + masker with a bounded per-token cache (not thread-safe on its own)."""
+
+    __slots__ = ("_cache", "_limit")
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._cache: dict[str, str] = {}
+        self._limit = limit
+
+    def tokens(self, message: str) -> list[str]:
+        """The masked tokens of `message`."""
+        return self.split(message)[0]
+
+    def split(self, message: str) -> tuple[list[str], str]:
+        """The masked tokens of `message` and the same joined by single spaces."""
+        return self.split(message)[0]
+
+    def split(self, message: str) -> tuple[list[str], str]:
+        """The masked tokens of `message` and the same joined by single spaces."""
+        cache = self._cache
+        raw = message.split()
+        try:
+            out = list(map(cache.__getitem__, raw))
+        except KeyError:
+            if len(cache) > self._limit:
+                cache.clear()
+            out = []
+            for tok in raw:
+                m = cache.get(tok)
+                if m is None:
+                    m = cache[tok] = classify(tok)
+                out.append(m)
+        key = " ".join(out)
+        if UNIT_MARK in key:
+            out = join_units(out)
+            key = " ".join(out)
+        return out, key
+
+
+_DEFAULT = TokenMasker()
+
+
+def tokenize(message: str) -> list[str]:
+    """The masked tokens of `message` (whitespace split, universal shapes masked)."""
+    return _DEFAULT.tokens(message)
+
+
+def mask(message: str) -> str:
+    """`message` with universal variable shapes masked, tokens joined by single spaces.
+
+    >>> mask("connect to 10.0.0.1:8080 took 35ms id=0xdeadbeef")
+    'connect to <IP> took <DUR> id=<HEX>'
+    """
+    return " ".join(_DEFAULT.tokens(message))
