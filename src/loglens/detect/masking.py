@@ -14,7 +14,7 @@ Only shapes that are variable in *any* log are masked:
 Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
 ``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
 one shape as a whole is cut at delimiters (``, = : ; ( ) [ ] { } < > " ' _ | @ #``) and
-each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
+dots, and each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
 ``db.internal:5432`` -> ``db.internal:<NUM>``, ``blk_-42`` -> ``blk_<NUM>``).
 
 Nothing else is decided from the look of a token: ``IPV4``, ``deny(1)``, ``core.2275``
@@ -46,7 +46,7 @@ _SHAPES: Final = re.compile(
             rf"(?P<IP>{_V4}(?::\d{{1,5}})?|\[?(?:(?:{_HEX4}:){{7}}{_HEX4}|(?:{_HEX4}:){{1,7}}:(?:(?:{_HEX4}:){{0,5}}"
             rf"(?:{_V4}|{_HEX4}))?|::(?:{_HEX4}:){{0,5}}(?:{_V4}|{_HEX4}))(?:%[\w.]+)?\]?(?::\d{{1,5}})?)",
             r"(?P<NUM>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)(?:[eE][-+]?\d+)?%?)",
-            r"(?P<MAC>(?:[0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2})",
+            r"(?P<MAC>(?:[0-9a-fA-F]{2}[:-]){5,}[0-9a-fA-F]{2})",
             r"(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})",
             r"(?P<HEX>0[xX][0-9a-fA-F]+|[0-9a-fA-F]{8,})",
             r"(?P<DATE>\d{4}-\d{1,2}-\d{1,2}(?:[T_ ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
@@ -60,7 +60,7 @@ _SHAPES: Final = re.compile(
 )
 # Inside a token that is not one shape as a whole, pieces between these delimiters are classified
 # on their own (``lock=12,`` -> ``lock=<NUM>,``, ``blk_-42`` -> ``blk_<NUM>``); no piece is guessed at.
-_PIECES: Final = re.compile(r"([,=:;()\[\]{}<>\"'_|@#]+)")
+_PIECES: Final = re.compile(r"([,=:;()\[\]{}<>\"'_|@#.]+)")
 _UNITS: Final = {
     **dict.fromkeys(("B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "bytes"), "<SIZE>"),
     **dict.fromkeys(

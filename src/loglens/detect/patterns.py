@@ -74,7 +74,7 @@ __all__ = [
 
 DEFAULT_MAX_CLUSTERS = 10_000
 """Live templates kept before the least recently used ones are evicted."""
-DEFAULT_MIN_VALUES = 4
+DEFAULT_MIN_VALUES = 6
 """Distinct plain values a position must show before it can be judged variable."""
 DEFAULT_MAX_REPEAT = 2.0
 """A position is variable only if its values average at most this many lines each."""
@@ -425,19 +425,19 @@ class TemplateMiner:
 
         A masked value on either side (or the same ``key=`` with a masked value on one side) makes
         it variable. Otherwise it must show `min_values` distinct values that are rarely repeated
-        (at most `max_repeat` lines per value), and at least two constants must remain.
+        (at most `max_repeat` lines per value); twice as many when only one constant would remain.
         """
         mine = t.tokens[p]
         if is_value(mine) or any(is_value(u.tokens[p]) or same_key_value(mine, u.tokens[p]) for u in members):
             return True
-        if len(t.tokens) - len(pset) < 2:
-            return False  # one constant left is too little to call the rest one event
         values: dict[str, int] = {t.tokens[p]: 1}
         for u in members:
             v = u.tokens[p]
             values[v] = values.get(v, 0) + u.count
         distinct = len(values)
-        return distinct >= self.min_values and sum(values.values()) <= self.max_repeat * distinct
+        # With a single constant left, "the rest is one event" needs twice the evidence.
+        needed = self.min_values if len(t.tokens) - len(pset) >= 2 else 2 * self.min_values
+        return distinct >= needed and sum(values.values()) <= self.max_repeat * distinct
 
     def _merge(self, t: _Template, members: Sequence[_Template], pset: set[int], bucket: _Bucket) -> _Template:
         everyone = [t, *members]
