@@ -109,7 +109,18 @@ def config_line() -> str:
     )
 
 
-HEAD = ("dataset", "lines", "true tpl", "mined tpl", "GA", "GA raw", "lines/s", "Drain3 GA", "Drain3 lines/s", "speed ratio")
+HEAD = (
+    "dataset",
+    "lines",
+    "true tpl",
+    "mined tpl",
+    "GA",
+    "GA raw",
+    "lines/s",
+    "Drain3 GA",
+    "Drain3 lines/s",
+    "speed ratio",
+)
 
 
 def _rows(results: list[Result]) -> list[tuple[str, ...]]:

@@ -15,7 +15,6 @@ behind, batches are dropped and counted — ingest never waits for it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import queue
 import threading
@@ -243,17 +242,7 @@ class PatternWorker:
     def _mine(self, messages: list[str]) -> list[Any]:
         """Template of each message; identical messages are mined once (Drain maps equal input
         to the same cluster), which removes most of the regex/tokenising work on real traffic."""
-        cache = self._cache
-        out: list[Any] = []
-        for msg in messages:
-            hit = cache.get(msg)
-            if hit is None:
-                hit = self.miner.add(msg)
-                if len(cache) >= _MINE_CACHE_ENTRIES:
-                    cache.clear()
-                cache[msg] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
-            out.append(hit)
-        return out
+        return list(self.miner.add_many(messages))  # the miner caches by message; ids can merge, so none here
 
     def close_minutes(self, now: float) -> list[PatternFinding]:
         """Report templates whose last closed minute jumped far above their own rate."""

@@ -27,9 +27,31 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["PLACEHOLDERS", "TokenMasker", "classify", "has_placeholder", "is_value", "join_units", "same_key_value", "mask", "tokenize"]
+__all__ = [
+    "PLACEHOLDERS",
+    "TokenMasker",
+    "classify",
+    "has_placeholder",
+    "is_value",
+    "join_units",
+    "mask",
+    "same_key_value",
+    "tokenize",
+]
 
-PLACEHOLDERS: Final = ("<NUM>", "<DUR>", "<SIZE>", "<IP>", "<MAC>", "<UUID>", "<HEX>", "<DATE>", "<TIME>", "<PATH>", "<URL>")
+PLACEHOLDERS: Final = (
+    "<NUM>",
+    "<DUR>",
+    "<SIZE>",
+    "<IP>",
+    "<MAC>",
+    "<UUID>",
+    "<HEX>",
+    "<DATE>",
+    "<TIME>",
+    "<PATH>",
+    "<URL>",
+)
 
 _LEAD: Final = "([{<\"'"
 _TRAIL: Final = ")]}>\"',;:.!?"
@@ -48,7 +70,7 @@ _SHAPES: Final = re.compile(
             r"(?P<NUM>[-+]?(?:\d+(?:[.,]\d+)*|\.\d+)(?:[eE][-+]?\d+)?%?)",
             r"(?P<MAC>(?:[0-9a-fA-F]{2}[:-]){5,}[0-9a-fA-F]{2})",
             r"(?P<UUID>[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})",
-            r"(?P<HEX>0[xX][0-9a-fA-F]+|[0-9a-fA-F]{8,})",
+            r"(?P<HEX>0[xX][0-9a-fA-F]+|(?=[a-fA-F]*\d)[0-9a-fA-F]{8,})",
             r"(?P<DATE>\d{4}-\d{1,2}-\d{1,2}(?:[T_ ]\d{1,2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?"
             r"|\d{1,4}/\d{1,2}/\d{1,4}(?:[:-]\d{1,2}:\d{2}(?::\d{2})?)?)",
             r"(?P<TIME>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)",
@@ -169,10 +191,6 @@ class TokenMasker:
 
     def tokens(self, message: str) -> list[str]:
         """The masked tokens of `message`."""
-        return self.split(message)[0]
-
-    def split(self, message: str) -> tuple[list[str], str]:
-        """The masked tokens of `message` and the same joined by single spaces."""
         return self.split(message)[0]
 
     def split(self, message: str) -> tuple[list[str], str]:
