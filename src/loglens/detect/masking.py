@@ -82,7 +82,12 @@ _SHAPES: Final = re.compile(
 )
 # Inside a token that is not one shape as a whole, pieces between these delimiters are classified
 # on their own (``lock=12,`` -> ``lock=<NUM>,``, ``blk_-42`` -> ``blk_<NUM>``); no piece is guessed at.
-_PIECES: Final = re.compile(r"([,=:;()\[\]{}<>\"'_|@#.]+)")
+_DELIMS = r",=:;()\[\]{}<>\"'_|@#."
+_HEX_PIECE: Final = re.compile(
+    rf"(?<![^{_DELIMS}])(?:0[xX][0-9a-fA-F]+|(?=\d*[a-fA-F])(?=[a-fA-F]*\d)[0-9a-fA-F]{{8,}})(?![^{_DELIMS}])"
+)
+_KEY_SEP: Final = re.compile(r"[:(]").search
+_NUM_PIECE: Final = re.compile(rf"(?<![^{_DELIMS}])[-+]?\d+(?![^{_DELIMS}])")
 _UNITS: Final = {
     **dict.fromkeys(("B", "KB", "MB", "GB", "TB", "PB", "KiB", "MiB", "GiB", "TiB", "kB", "bytes"), "<SIZE>"),
     **dict.fromkeys(
@@ -90,8 +95,19 @@ _UNITS: Final = {
         "<DUR>",
     ),
 }
+_CALENDAR: Final = frozenset(
+    (
+        *("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"),
+        *("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"),
+        *("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+        *("January", "February", "March", "April", "June", "July", "August", "September"),
+        *("October", "November", "December"),
+    )
+)
+_DATE_PARTS: Final = ("<NUM>", "<TIME>", "<DATE>")
+_CALENDAR_NEXT: Final = frozenset(_DATE_PARTS) | _CALENDAR
 UNIT_MARK: Final = "\x01"
-"""Prefix of a unit word (``KB``, ``ms``) that a number before it turns into ``<SIZE>``/``<DUR>``."""
+"""Prefix of a unit word (``KB``, ``ms``) or calendar name (``Aug``) whose neighbours decide its mask."""
 
 
 def _classify_core(core: str) -> str:
@@ -112,7 +128,7 @@ def classify(token: str) -> str:
         return "<NUM>"
     if _has_signal(token) is None:
         core = token.rstrip(_TRAIL)
-        return UNIT_MARK + token if core in _UNITS else token
+        return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
     core = token.lstrip(_LEAD)
     lead = token[: len(token) - len(core)]
     stripped = core.rstrip(_TRAIL)
@@ -124,30 +140,47 @@ def classify(token: str) -> str:
         return lead + masked + trail
     if "://" in token:
         return token
-    parts = _PIECES.split(token)
-    if len(parts) == 1:
-        return token
-    changed = False
-    for i in range(0, len(parts), 2):
-        piece = parts[i]
-        if piece and _has_signal(piece) is not None:
-            m = _classify_core(piece)
-            if m is not piece:
-                parts[i] = m
-                changed = True
-    return "".join(parts) if changed else token
+    eq = token.find("=", 1)
+    if eq < 0:
+        sep = _KEY_SEP(token, 1)
+        eq = -1 if sep is None else sep.start()
+    if 0 < eq < len(token) - 1:
+        # key=value (else key:value, call(value): the value may be any shape as a whole (an IP, a path).
+        value = token[eq + 1 :]
+        vcore = value.lstrip(_LEAD)
+        vstripped = vcore.rstrip(_TRAIL)
+        if vstripped:
+            vmasked = _classify_core(vstripped)
+            if vmasked is not vstripped:
+                lead_v = value[: len(value) - len(vcore)]
+                return _pieces(token[: eq + 1]) + lead_v + vmasked + vcore[len(vstripped) :]
+    return _pieces(token)
+
+
+def _pieces(text: str) -> str:
+    """Mask hex pieces and digit runs between delimiters (one substitution each)."""
+    return _NUM_PIECE.sub("<NUM>", _HEX_PIECE.sub("<HEX>", text))
 
 
 def join_units(tokens: list[str]) -> list[str]:
-    """Fold unit words into the number before them (``<NUM> KB`` -> ``<SIZE>``); strip stray unit marks."""
+    """Resolve marked words: a unit after a number folds into it (``<NUM> KB`` -> ``<SIZE>``), a
+    month or weekday next to a number or time is part of a date (``Thu Aug 4 12:00:00`` ->
+    ``<DATE> <DATE> <NUM> <TIME>``); any other marked word is left as it was."""
     out: list[str] = []
-    for tok in tokens:
+    n = len(tokens)
+    for i, tok in enumerate(tokens):
         if tok.startswith(UNIT_MARK):
             word = tok[1:]
-            if out and out[-1].endswith("<NUM>"):
-                core = word.rstrip(_TRAIL)
-                out[-1] = out[-1][:-5] + _UNITS[core] + word[len(core) :]
+            core = word.rstrip(_TRAIL)
+            prev = out[-1] if out else ""
+            if core in _UNITS and prev.endswith("<NUM>"):
+                out[-1] = prev[:-5] + _UNITS[core] + word[len(core) :]
                 continue
+            if core in _CALENDAR:
+                after = tokens[i + 1] if i + 1 < n else ""
+                if prev.endswith(_DATE_PARTS) or after.lstrip(UNIT_MARK).rstrip(",;.") in _CALENDAR_NEXT:
+                    out.append("<DATE>" + word[len(core) :])
+                    continue
             tok = word
         out.append(tok)
     return out
@@ -161,7 +194,7 @@ def has_placeholder(token: str) -> bool:
     return "<" in token and any(p in token for p in PLACEHOLDERS)
 
 
-_KEY: Final = re.compile(r"[^=:]*[=:]+")
+_KEY: Final = re.compile(r"[^=:(]*[=:(]+")
 
 
 def same_key_value(a: str, b: str) -> bool:
