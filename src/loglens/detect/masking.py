@@ -14,7 +14,7 @@ Only shapes that are variable in *any* log are masked:
 Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
 ``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
 one shape as a whole is cut at delimiters (``, = : ; ( ) [ ] { } < > " ' _ | @ #``) and
-dots, and each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
+dots, slashes and dashes, and each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
 ``db.internal:5432`` -> ``db.internal:<NUM>``, ``blk_-42`` -> ``blk_<NUM>``).
 
 Nothing else is decided from the look of a token: ``IPV4``, ``deny(1)``, ``core.2275``
@@ -29,6 +29,7 @@ from typing import Final
 
 __all__ = [
     "PLACEHOLDERS",
+    "ZERO_DIGITS",
     "TokenMasker",
     "classify",
     "has_placeholder",
@@ -82,7 +83,7 @@ _SHAPES: Final = re.compile(
 )
 # Inside a token that is not one shape as a whole, pieces between these delimiters are classified
 # on their own (``lock=12,`` -> ``lock=<NUM>,``, ``blk_-42`` -> ``blk_<NUM>``); no piece is guessed at.
-_DELIMS = r",=:;()\[\]{}<>\"'_|@#."
+_DELIMS = r",=:;()\[\]{}<>\"'_|@#./-"
 _HEX_PIECE: Final = re.compile(
     rf"(?<![^{_DELIMS}])(?:0[xX][0-9a-fA-F]+|(?=\d*[a-fA-F])(?=[a-fA-F]*\d)[0-9a-fA-F]{{8,}})(?![^{_DELIMS}])"
 )
@@ -112,11 +113,22 @@ UNIT_MARK: Final = "\x01"
 
 def _classify_core(core: str) -> str:
     """The placeholder for a whole-token shape, or `core` unchanged."""
+    first = core[0]
+    if first in _NO_SHAPE_START and "://" not in core and not core.startswith(_DRIVE, 1):
+        return core  # every shape starts with a digit, sign, dot, slash, bracket, hex letter or ~
     m = _SHAPES.fullmatch(core)
     if m is not None:
         return "<" + str(m.lastgroup) + ">"
     return core
 
+
+_NO_SHAPE_START: Final = frozenset("ghijklmnopqrstuvwxyzGHIJKLMNOPQRSTUVWXYZ_")
+_DRIVE: Final = ":\\"
+
+
+ZERO_DIGITS: Final = bytes.maketrans(b"123456789", b"000000000")
+"""Byte table mapping every ASCII digit to 0: the digit skeleton of a UTF-8 string."""
+_DIGIT: Final = re.compile(r"\d").search
 
 _has_signal = re.compile(r"[\d/\\]").search
 """Whether a token could hold a maskable shape (a digit, a path or URL slash, a backslash)."""
@@ -159,7 +171,9 @@ def classify(token: str) -> str:
 
 def _pieces(text: str) -> str:
     """Mask hex pieces and digit runs between delimiters (one substitution each)."""
-    return _NUM_PIECE.sub("<NUM>", _HEX_PIECE.sub("<HEX>", text))
+    if len(text) >= 8 or "0x" in text or "0X" in text:  # a hex piece needs 8 digits or 0x
+        text = _HEX_PIECE.sub("<HEX>", text)
+    return _NUM_PIECE.sub("<NUM>", text)
 
 
 def join_units(tokens: list[str]) -> list[str]:
@@ -213,13 +227,35 @@ def is_value(token: str) -> bool:
 _BARE: Final = frozenset(p[1:-1] for p in PLACEHOLDERS)
 
 
+class _TokenCache(dict[str, str]):
+    """Token -> mask; a miss is classified (or answered by its digit skeleton) and remembered."""
+
+    __slots__ = ("by_skeleton",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Shapes depend on where digits are, not on their values: a token whose mask keeps no
+        # digit answers every token with the same digit skeleton (core.4505 ~ core.2790).
+        self.by_skeleton: dict[bytes, str] = {}
+
+    def __missing__(self, tok: str) -> str:
+        skeleton = tok.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+        m = self.by_skeleton.get(skeleton)
+        if m is None:
+            m = classify(tok)
+            if _DIGIT(m) is None:
+                self.by_skeleton[skeleton] = m
+        self[tok] = m
+        return m
+
+
 class TokenMasker:
     """Whitespace tokeniser + masker with a bounded per-token cache (not thread-safe on its own)."""
 
     __slots__ = ("_cache", "_limit")
 
     def __init__(self, limit: int = 200_000) -> None:
-        self._cache: dict[str, str] = {}
+        self._cache = _TokenCache()
         self._limit = limit
 
     def tokens(self, message: str) -> list[str]:
@@ -229,18 +265,11 @@ class TokenMasker:
     def split(self, message: str) -> tuple[list[str], str]:
         """The masked tokens of `message` and the same joined by single spaces."""
         cache = self._cache
-        raw = message.split()
-        try:
-            out = list(map(cache.__getitem__, raw))
-        except KeyError:
-            if len(cache) > self._limit:
-                cache.clear()
-            out = []
-            for tok in raw:
-                m = cache.get(tok)
-                if m is None:
-                    m = cache[tok] = classify(tok)
-                out.append(m)
+        if len(cache) > self._limit:
+            cache.clear()
+            cache.by_skeleton.clear()
+        # A C-level map over dict lookups; only unseen tokens reach Python (__missing__).
+        out = list(map(cache.__getitem__, message.split()))
         key = " ".join(out)
         if UNIT_MARK in key:
             out = join_units(out)

@@ -56,7 +56,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loglens.detect.masking import PLACEHOLDERS, TokenMasker, has_placeholder, is_value, mask, same_key_value, tokenize
+from loglens.detect.masking import (
+    PLACEHOLDERS,
+    ZERO_DIGITS,
+    TokenMasker,
+    has_placeholder,
+    is_value,
+    mask,
+    same_key_value,
+    tokenize,
+)
 from loglens.errors import LoglensError
 
 __all__ = [
@@ -85,7 +94,6 @@ _GAP = "<*...>"
 """Internal marker of a variable-length gap (rendered as ``<*>``)."""
 
 _CACHE_LIMIT = 100_000
-_ZERO_DIGITS = bytes.maketrans(b"123456789", b"000000000")
 _has_digit = re.compile(r"\d").search
 STATE_FORMAT = "loglens.template-miner"
 STATE_VERSION = 2
@@ -163,14 +171,15 @@ class _Template:
 
 
 class _Bucket:
-    """Fixed-length templates of one token count, indexed by first token."""
+    """Fixed-length templates of one token count, indexed by first token (and in `ends`)."""
 
-    __slots__ = ("by_first", "templates", "wild_first")
+    __slots__ = ("by_first", "ends", "templates", "wild_first")
 
-    def __init__(self) -> None:
+    def __init__(self, ends: _Ends) -> None:
         self.templates: list[_Template] = []
         self.by_first: dict[str, list[_Template]] = {}
         self.wild_first: list[_Template] = []
+        self.ends = ends
 
     def add(self, t: _Template) -> None:
         self.templates.append(t)
@@ -179,6 +188,7 @@ class _Bucket:
             self.wild_first.append(t)
         else:
             self.by_first.setdefault(first, []).append(t)
+        self.ends.add(t)
 
     def remove(self, t: _Template) -> None:
         self.templates.remove(t)
@@ -186,10 +196,48 @@ class _Bucket:
         if first == WILD:
             self.wild_first.remove(t)
         else:
-            lst = self.by_first[first]
-            lst.remove(t)
-            if not lst:
-                del self.by_first[first]
+            _drop(self.by_first, first, t)
+        self.ends.remove(t)
+
+
+class _Ends:
+    """Fixed-length templates of every length by first and by last token (``<*>`` included)."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self) -> None:
+        self.first: dict[str, list[_Template]] = {}
+        self.last: dict[str, list[_Template]] = {}
+
+    def add(self, t: _Template) -> None:
+        if t.tokens:
+            self.first.setdefault(t.tokens[0], []).append(t)
+            self.last.setdefault(t.tokens[-1], []).append(t)
+
+    def remove(self, t: _Template) -> None:
+        if t.tokens:
+            _drop(self.first, t.tokens[0], t)
+            _drop(self.last, t.tokens[-1], t)
+
+    def sharing_an_end(self, first: str, last: str) -> list[_Template]:
+        """Templates whose first token is `first` or ``<*>``, or whose last token is `last` or ``<*>``."""
+        found: dict[int, _Template] = {}
+        for group in (
+            self.first.get(first, ()),
+            self.first.get(WILD, ()),
+            self.last.get(last, ()),
+            self.last.get(WILD, ()),
+        ):
+            for u in group:
+                found[id(u)] = u
+        return list(found.values())
+
+
+def _drop(index: dict[str, list[_Template]], key: str, t: _Template) -> None:
+    lst = index[key]
+    lst.remove(t)
+    if not lst:
+        del index[key]
 
 
 def _matches(tokens: Sequence[str], toks: Sequence[str]) -> bool:
@@ -289,6 +337,7 @@ class TemplateMiner:
         self.max_repeat = float(max_repeat)
         self._masker = TokenMasker()
         self._lock = threading.RLock()
+        self._ends = _Ends()
         self._buckets: dict[int, _Bucket] = {}
         self._varlen: list[_Template] = []
         self._by_id: dict[str, _Template] = {}  # live and alias ids -> template object
@@ -335,7 +384,7 @@ class TemplateMiner:
         # Masking depends on where digits are, not on their values, so a message whose masked
         # form keeps no digit is answered by its skeleton (digits -> 0) without masking again.
         # (bytes.translate is a 256-entry table lookup, twenty times faster than str.translate)
-        skeleton = message.encode("utf-8", "surrogatepass").translate(_ZERO_DIGITS)
+        skeleton = message.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
         t = self._by_skeleton.get(skeleton)
         if t is not None and t.merged_into is not None:
             t = t.live()
@@ -392,7 +441,7 @@ class TemplateMiner:
         self._live += 1
         bucket = self._buckets.get(len(toks))
         if bucket is None:
-            bucket = self._buckets[len(toks)] = _Bucket()
+            bucket = self._buckets[len(toks)] = _Bucket(self._ends)
         bucket.add(t)
         target = self._merge_siblings(t, bucket) or self._merge_lengths(t, bucket)
         if self.max_clusters is not None and self._live > self.max_clusters:
@@ -411,18 +460,17 @@ class TemplateMiner:
             return None
         max_diff = max(1, n // 3)
         groups: dict[tuple[int, ...], list[_Template]] = {}
+        ne = str.__ne__
         for u in bucket.templates:
             if u is t:
                 continue
-            diff: list[int] = []
-            for p, (a, b) in enumerate(zip(u.tokens, toks, strict=True)):
-                if a != b and a != WILD:
-                    diff.append(p)
-                    if len(diff) > max_diff:
-                        break
-            else:
-                if diff:
-                    groups.setdefault(tuple(diff), []).append(u)
+            ut = u.tokens
+            # C-speed pre-filter: unequal tokens minus u's wildcards bound the differences from below.
+            if sum(map(ne, ut, toks)) - (n - u.nconst) > max_diff:
+                continue
+            diff = tuple(p for p, a, b in zip(range(n), ut, toks, strict=True) if a != b and a != WILD)
+            if diff and len(diff) <= max_diff:
+                groups.setdefault(diff, []).append(u)
         if not groups:
             return None
         # Try the difference sets with the most support first; members may differ at a subset.
@@ -509,14 +557,9 @@ class TemplateMiner:
                 families.setdefault(key, []).append(u)
                 if is_soft:
                     soft.add(key)
-        for m, other in self._buckets.items():
-            if m == n:
-                continue
-            for u in other.templates:
-                ut = u.tokens
-                if ut[0] != first and ut[0] != WILD and ut[-1] != last and ut[-1] != WILD:
-                    continue  # neither a shared prefix nor a shared suffix
-                found = _gap(ut, toks)
+        for u in self._ends.sharing_an_end(first, last):
+            if len(u.tokens) != n:
+                found = _gap(u.tokens, toks)
                 if found is not None:
                     key, is_soft = found
                     families.setdefault(key, []).append(u)
@@ -672,7 +715,7 @@ class TemplateMiner:
             else:
                 bucket = miner._buckets.get(len(tokens))
                 if bucket is None:
-                    bucket = miner._buckets[len(tokens)] = _Bucket()
+                    bucket = miner._buckets[len(tokens)] = _Bucket(miner._ends)
                 bucket.add(t)
         miner._seq = seq
         return miner
