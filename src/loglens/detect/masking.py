@@ -87,6 +87,9 @@ _DELIMS = r",=:;()\[\]{}<>\"'_|@#./-"
 _HEX_PIECE: Final = re.compile(
     rf"(?<![^{_DELIMS}])(?:0[xX][0-9a-fA-F]+|(?=\d*[a-fA-F])(?=[a-fA-F]*\d)[0-9a-fA-F]{{8,}})(?![^{_DELIMS}])"
 )
+_WHOLE: Final = re.compile(
+    "[" + re.escape(_LEAD) + "]*(?:" + _SHAPES.pattern + ")(?=[" + re.escape(_TRAIL) + "]*\\Z)"
+).match
 _KEY_SEP: Final = re.compile(r"[:(]").search
 _NUM_PIECE: Final = re.compile(rf"(?<![^{_DELIMS}])[-+]?\d+(?![^{_DELIMS}])")
 _UNITS: Final = {
@@ -141,15 +144,11 @@ def classify(token: str) -> str:
     if _has_signal(token) is None:
         core = token.rstrip(_TRAIL)
         return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
-    core = token.lstrip(_LEAD)
-    lead = token[: len(token) - len(core)]
-    stripped = core.rstrip(_TRAIL)
-    if not stripped:
-        return token
-    trail = core[len(stripped) :]
-    masked = _classify_core(stripped)
-    if masked is not stripped:
-        return lead + masked + trail
+    # One match for lead punctuation + a whole shape + trail punctuation (``(12.8``, ``0x1f,``).
+    m = _WHOLE(token)
+    if m is not None:
+        kind = str(m.lastgroup)
+        return token[: m.start(kind)] + "<" + kind + ">" + token[m.end() :]
     if "://" in token:
         return token
     eq = token.find("=", 1)
@@ -239,6 +238,9 @@ class _TokenCache(dict[str, str]):
         self.by_skeleton: dict[bytes, str] = {}
 
     def __missing__(self, tok: str) -> str:
+        if _has_signal(tok) is None:
+            m = self[tok] = classify(tok)
+            return m
         skeleton = tok.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
         m = self.by_skeleton.get(skeleton)
         if m is None:

@@ -219,18 +219,14 @@ class _Ends:
             _drop(self.first, t.tokens[0], t)
             _drop(self.last, t.tokens[-1], t)
 
-    def sharing_an_end(self, first: str, last: str) -> list[_Template]:
-        """Templates whose first token is `first` or ``<*>``, or whose last token is `last` or ``<*>``."""
-        found: dict[int, _Template] = {}
-        for group in (
-            self.first.get(first, ()),
-            self.first.get(WILD, ()),
-            self.last.get(last, ()),
-            self.last.get(WILD, ()),
-        ):
-            for u in group:
-                found[id(u)] = u
-        return list(found.values())
+    def sharing_both_ends(self, first: str, last: str) -> list[_Template]:
+        """Templates whose first token is `first` or ``<*>`` and whose last token is `last` or ``<*>``."""
+        return [
+            u
+            for group in (self.first.get(first, ()), self.first.get(WILD, ()))
+            for u in group
+            if u.tokens[-1] == last or u.tokens[-1] == WILD
+        ]
 
 
 def _drop(index: dict[str, list[_Template]], key: str, t: _Template) -> None:
@@ -359,9 +355,23 @@ class TemplateMiner:
 
     def add_many(self, messages: Iterable[str]) -> list[MatchResult]:
         """`add` for each message, in order."""
+        out: list[MatchResult] = []
+        append = out.append
         with self._lock:
-            add = self._add
-            return [add(m) for m in messages]
+            by_skeleton = self._by_skeleton
+            slow = self._add
+            for message in messages:
+                # The common case inlined: a message whose digit skeleton was seen before.
+                skeleton = message.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+                t = by_skeleton.get(skeleton)
+                if t is not None and t.merged_into is None and t.count > 0:
+                    self._seq += 1
+                    t.count += 1
+                    t.used = self._seq
+                    append(MatchResult(t.tid, t.text, False, t.count))
+                else:
+                    append(slow(message, skeleton))
+        return out
 
     def resolve(self, template_id: str) -> str | None:
         """The id of the live template that `template_id` names now (itself, or the template it
@@ -379,12 +389,13 @@ class TemplateMiner:
                 return None
             return MatchResult(t.tid, t.text, False, t.count)
 
-    def _add(self, message: str) -> MatchResult:
+    def _add(self, message: str, skeleton: bytes | None = None) -> MatchResult:
         self._seq += 1
         # Masking depends on where digits are, not on their values, so a message whose masked
         # form keeps no digit is answered by its skeleton (digits -> 0) without masking again.
         # (bytes.translate is a 256-entry table lookup, twenty times faster than str.translate)
-        skeleton = message.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
+        if skeleton is None:
+            skeleton = message.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
         t = self._by_skeleton.get(skeleton)
         if t is not None and t.merged_into is not None:
             t = t.live()
@@ -557,7 +568,7 @@ class TemplateMiner:
                 families.setdefault(key, []).append(u)
                 if is_soft:
                     soft.add(key)
-        for u in self._ends.sharing_an_end(first, last):
+        for u in self._ends.sharing_both_ends(first, last):
             if len(u.tokens) != n:
                 found = _gap(u.tokens, toks)
                 if found is not None:
