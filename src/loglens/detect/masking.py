@@ -239,16 +239,16 @@ class _TokenCache(dict[str, str]):
 
     def __missing__(self, tok: str) -> str:
         if _has_signal(tok) is None:
-            m = self[tok] = classify(tok)
-            return m
+            plain = self[tok] = classify(tok)
+            return plain
         skeleton = tok.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
-        m = self.by_skeleton.get(skeleton)
-        if m is None:
-            m = classify(tok)
-            if _DIGIT(m) is None:
-                self.by_skeleton[skeleton] = m
-        self[tok] = m
-        return m
+        known = self.by_skeleton.get(skeleton)
+        if known is None:
+            known = classify(tok)
+            if _DIGIT(known) is None:
+                self.by_skeleton[skeleton] = known
+        self[tok] = known
+        return known
 
 
 class TokenMasker:
