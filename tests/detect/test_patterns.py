@@ -81,6 +81,13 @@ def test_plain_word_variable_gives_one_template(n_users: int) -> None:
     assert_grouping(lines, lambda line: line.split()[0])
 
 
+def test_plain_word_variable_whose_values_recur_merges_once_there_are_many() -> None:
+    names = [f"{a}{b}" for a in ("ann", "ben", "cat", "dan") for b in ("", "y", "ie")]  # 12 users
+    lines = [f"Accepted publickey for {u} from 10.0.0.{i}" for i in range(4) for u in names]
+    lines += [f"Accepted password for {u} from 10.0.0.{i}" for i in range(4) for u in names]
+    assert_grouping(lines, lambda line: line.split()[1])
+
+
 def test_plain_word_variable_template_text_and_stable_id() -> None:
     miner = TemplateMiner()
     first = miner.add("session opened for user root")

@@ -18,11 +18,13 @@
 
    - a position of P holds a universal shape on one side (``<IP>`` against
      ``db.internal``): a masked value is evidence of a variable position; or
-   - the siblings show at least `min_values` distinct values at P, and those values
-     are rarely repeated (on average at most `max_repeat` lines per value). A plain-word
+   - the siblings show at least `min_values` distinct values at each position of P, and
+     those values are rarely repeated (on average at most `max_repeat` lines per value), or
+     they show twice as many distinct values however often each recurs. A plain-word
      variable (user names) keeps producing new values; a small set of words repeated
      many times (``GET``/``POST``, ``IPV4``/``IPV6``, ``deny(1) file-read``/``network``)
-     is a set of different events and stays split.
+     is a set of different events and stays split. With a single constant left the
+     counts double (``<*> called`` needs more evidence than ``session opened for <*>``).
 
    Templates whose lengths differ merge into a variable-length template
    (``<*> bytes <*> sent``) when they share a prefix and a suffix covering most of the
@@ -503,7 +505,8 @@ class TemplateMiner:
 
         A masked value on either side (or the same ``key=`` with a masked value on one side) makes
         it variable. Otherwise it must show `min_values` distinct values that are rarely repeated
-        (at most `max_repeat` lines per value); twice as many when only one constant would remain.
+        (at most `max_repeat` lines per value), or twice as many distinct values however often
+        they recur; all counts double when only one constant would remain.
         """
         mine = t.tokens[p]
         if is_value(mine) or any(is_value(u.tokens[p]) or same_key_value(mine, u.tokens[p]) for u in members):
@@ -515,6 +518,8 @@ class TemplateMiner:
         distinct = len(values)
         # With a single constant left, "the rest is one event" needs twice the evidence.
         needed = self.min_values if len(t.tokens) - len(pset) >= 2 else 2 * self.min_values
+        if distinct >= 2 * needed:
+            return True  # many distinct values: a variable even if each one recurs (user names, hosts)
         return distinct >= needed and sum(values.values()) <= self.max_repeat * distinct
 
     def _merge(self, t: _Template, members: Sequence[_Template], pset: set[int], bucket: _Bucket) -> _Template:
