@@ -455,6 +455,21 @@ def test_same_first_template_twice_gets_distinct_ids() -> None:
     assert len({t for t, _, _ in miner.templates()}) == 2
 
 
+def test_sibling_index_gives_the_same_result_as_a_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 80 unrelated 6-token events (the bucket is indexed from 64 templates), then a variable
+    rng = random.Random(5)
+    vocabulary = ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(7)) for _ in range(400)]
+    lines = [" ".join(rng.sample(vocabulary, 6)) for _ in range(80)]
+    lines += [f"disk sda failed on {h} now" for h in ("alpha", "beta", "gamma", "delta", "eps", "zeta", "eta")]
+    miner = TemplateMiner()
+    indexed = mine(lines, miner)
+    assert miner._buckets[6].indexed
+    monkeypatch.setattr("loglens.detect.patterns._INDEX_FROM", 10**9)
+    other = TemplateMiner()
+    assert mine(lines, other) == indexed and not other._buckets[6].indexed
+    assert len(set(indexed)) == 81  # the 80 events, and the host lines as one template
+
+
 @pytest.mark.parametrize(
     "kwargs",
     [{"max_clusters": 0}, {"max_clusters": True}, {"min_values": 1}, {"min_values": 2.5}, {"max_repeat": 0.5}],

@@ -238,6 +238,9 @@ class _TokenCache(dict[str, str]):
         self.by_skeleton: dict[bytes, str] = {}
 
     def __missing__(self, tok: str) -> str:
+        if tok.isdigit():
+            self[tok] = "<NUM>"
+            return "<NUM>"
         if _has_signal(tok) is None:
             plain = self[tok] = classify(tok)
             return plain

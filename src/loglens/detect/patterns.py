@@ -56,7 +56,7 @@ from collections import Counter
 from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from loglens.detect.masking import (
     PLACEHOLDERS,
@@ -96,6 +96,9 @@ _GAP = "<*...>"
 """Internal marker of a variable-length gap (rendered as ``<*>``)."""
 
 _CACHE_LIMIT = 100_000
+_K = TypeVar("_K")
+_INDEX_FROM = 64
+"""Templates of one length from which sibling search uses the block index instead of a scan."""
 _has_digit = re.compile(r"\d").search
 STATE_FORMAT = "loglens.template-miner"
 STATE_VERSION = 2
@@ -155,11 +158,13 @@ class _Template:
 
     def set_tokens(self, tokens: list[str]) -> None:
         self.tokens = tokens
-        self.nconst = sum(1 for t in tokens if t != WILD and t != _GAP)
-        if _GAP in tokens:
+        gaps = tokens.count(_GAP)
+        self.nconst = len(tokens) - tokens.count(WILD) - gaps
+        self.text = " ".join(tokens)
+        if gaps:
             i = tokens.index(_GAP)
             self.head, self.tail = tokens[:i], tokens[i + 1 :]
-        self.text = " ".join(tokens).replace(_GAP, WILD)
+            self.text = self.text.replace(_GAP, WILD)
 
     @property
     def varlen(self) -> bool:
@@ -172,34 +177,83 @@ class _Template:
         return t
 
 
+def max_diff(n: int) -> int:
+    """How many positions of an `n`-token template may differ from a sibling."""
+    return max(1, n // 3)
+
+
 class _Bucket:
-    """Fixed-length templates of one token count, indexed by first token (and in `ends`)."""
+    """Fixed-length templates of one token count, indexed for exact matching and sibling search.
 
-    __slots__ = ("by_first", "ends", "templates", "wild_first")
+    `by_first` serves matching. Sibling search uses the pigeonhole principle: cut the positions
+    into ``max_diff(n) + 1`` blocks; a template that differs from a line in at most `max_diff`
+    positions agrees with it on all of some block. Templates are indexed by the tokens of each
+    block, apart per set of ``<*>`` positions (a ``<*>`` agrees with anything, so it is left out).
+    """
 
-    def __init__(self, ends: _Ends) -> None:
-        self.templates: list[_Template] = []
+    __slots__ = ("blocks", "by_first", "by_wilds", "ends", "indexed", "templates", "wild_first")
+
+    def __init__(self, n: int, ends: _Ends) -> None:
+        self.templates: dict[int, _Template] = {}
         self.by_first: dict[str, list[_Template]] = {}
         self.wild_first: list[_Template] = []
         self.ends = ends
+        k = max_diff(n) + 1
+        # Fewer positions than blocks (one-token lines): no index, every template is a candidate.
+        self.blocks: list[range] = [range(i * n // k, (i + 1) * n // k) for i in range(k)] if n >= k else []
+        self.by_wilds: dict[frozenset[int], list[dict[tuple[str, ...], list[_Template]]]] = {}
+        self.indexed = False
+
+    def _block_keys(self, tokens: Sequence[str], wilds: frozenset[int]) -> list[tuple[str, ...]]:
+        return [tuple(tokens[p] for p in block if p not in wilds) for block in self.blocks]
 
     def add(self, t: _Template) -> None:
-        self.templates.append(t)
+        self.templates[id(t)] = t
         first = t.tokens[0] if t.tokens else WILD
         if first == WILD:
             self.wild_first.append(t)
         else:
             self.by_first.setdefault(first, []).append(t)
         self.ends.add(t)
+        if self.indexed:
+            self._index(t)
+        elif self.blocks and len(self.templates) >= _INDEX_FROM:
+            self.indexed = True  # from now on (a scan is cheaper while the bucket is small)
+            for u in self.templates.values():
+                self._index(u)
+
+    def _index(self, t: _Template) -> None:
+        wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+        index = self.by_wilds.setdefault(wilds, [{} for _ in self.blocks])
+        for b, key in enumerate(self._block_keys(t.tokens, wilds)):
+            index[b].setdefault(key, []).append(t)
 
     def remove(self, t: _Template) -> None:
-        self.templates.remove(t)
+        del self.templates[id(t)]
         first = t.tokens[0] if t.tokens else WILD
         if first == WILD:
             self.wild_first.remove(t)
         else:
             _drop(self.by_first, first, t)
         self.ends.remove(t)
+        if self.indexed:
+            wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+            index = self.by_wilds[wilds]
+            for b, key in enumerate(self._block_keys(t.tokens, wilds)):
+                _drop(index[b], key, t)
+            if not any(index):
+                del self.by_wilds[wilds]
+
+    def sibling_candidates(self, tokens: Sequence[str]) -> Iterable[_Template]:
+        """Every template that may differ from `tokens` in at most ``max_diff(n)`` positions (and more)."""
+        if not self.indexed:
+            return self.templates.values()
+        found: dict[int, _Template] = {}
+        for wilds, index in self.by_wilds.items():
+            for b, key in enumerate(self._block_keys(tokens, wilds)):
+                for u in index[b].get(key, ()):
+                    found[id(u)] = u
+        return found.values()
 
 
 class _Ends:
@@ -231,7 +285,7 @@ class _Ends:
         ]
 
 
-def _drop(index: dict[str, list[_Template]], key: str, t: _Template) -> None:
+def _drop(index: dict[_K, list[_Template]], key: _K, t: _Template) -> None:
     lst = index[key]
     lst.remove(t)
     if not lst:
@@ -454,7 +508,7 @@ class TemplateMiner:
         self._live += 1
         bucket = self._buckets.get(len(toks))
         if bucket is None:
-            bucket = self._buckets[len(toks)] = _Bucket(self._ends)
+            bucket = self._buckets[len(toks)] = _Bucket(len(toks), self._ends)
         bucket.add(t)
         target = self._merge_siblings(t, bucket) or self._merge_lengths(t, bucket)
         if self.max_clusters is not None and self._live > self.max_clusters:
@@ -471,18 +525,18 @@ class TemplateMiner:
         n = len(toks)
         if n == 0:
             return None
-        max_diff = max(1, n // 3)
+        limit = max_diff(n)
         groups: dict[tuple[int, ...], list[_Template]] = {}
         ne = str.__ne__
-        for u in bucket.templates:
+        for u in bucket.sibling_candidates(toks):
             if u is t:
                 continue
             ut = u.tokens
             # C-speed pre-filter: unequal tokens minus u's wildcards bound the differences from below.
-            if sum(map(ne, ut, toks)) - (n - u.nconst) > max_diff:
+            if sum(map(ne, ut, toks)) - (n - u.nconst) > limit:
                 continue
             diff = tuple(p for p, a, b in zip(range(n), ut, toks, strict=True) if a != b and a != WILD)
-            if diff and len(diff) <= max_diff:
+            if diff and len(diff) <= limit:
                 groups.setdefault(diff, []).append(u)
         if not groups:
             return None
@@ -509,11 +563,13 @@ class TemplateMiner:
         they recur; all counts double when only one constant would remain.
         """
         mine = t.tokens[p]
-        if is_value(mine) or any(is_value(u.tokens[p]) or same_key_value(mine, u.tokens[p]) for u in members):
+        others = [u.tokens[p] for u in members]
+        if is_value(mine) or any(map(is_value, others)):
             return True
-        values: dict[str, int] = {t.tokens[p]: 1}
-        for u in members:
-            v = u.tokens[p]
+        if ("=" in mine or ":" in mine or "(" in mine) and any(same_key_value(mine, o) for o in others):
+            return True
+        values: dict[str, int] = {mine: 1}
+        for u, v in zip(members, others, strict=True):
             values[v] = values.get(v, 0) + u.count
         distinct = len(values)
         # With a single constant left, "the rest is one event" needs twice the evidence.
@@ -731,7 +787,7 @@ class TemplateMiner:
             else:
                 bucket = miner._buckets.get(len(tokens))
                 if bucket is None:
-                    bucket = miner._buckets[len(tokens)] = _Bucket(miner._ends)
+                    bucket = miner._buckets[len(tokens)] = _Bucket(len(tokens), miner._ends)
                 bucket.add(t)
         miner._seq = seq
         return miner
