@@ -40,7 +40,8 @@ def load_loghub(dataset: str) -> tuple[list[str], list[str]]:
 
 def mine(lines: Sequence[str], miner: TemplateMiner | None = None) -> list[str]:
     """Each line's template id as returned by `add`, resolved after the whole run (merges -> one id)."""
-    miner = miner or TemplateMiner()
+    if miner is None:
+        miner = TemplateMiner()
     ids = [miner.add(line).template_id for line in lines]
     resolved = [miner.resolve(i) for i in ids]
     assert all(r is not None for r in resolved)
