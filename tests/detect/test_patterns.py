@@ -89,6 +89,24 @@ def test_plain_word_variable_whose_values_recur_merges_once_there_are_many() -> 
     assert_grouping(lines, lambda line: line.split()[1])
 
 
+def test_words_known_as_values_elsewhere_merge_at_once(tmp_path: Path) -> None:
+    miner = TemplateMiner()
+    mine([f"session opened for user {u}" for u in USERS], miner)
+    first = miner.add("quota exceeded for root on /home")
+    second = miner.add("quota exceeded for bob on /home")  # root and bob are known user names
+    assert (second.template_id, second.is_new) == (first.template_id, False)
+    assert second.template == "quota exceeded for <*> on <PATH>"
+    miner.save(tmp_path / "m.json")
+    loaded = TemplateMiner.load(tmp_path / "m.json")  # the knowledge survives a restart
+    third = loaded.add("disk full for admin on /home")
+    assert loaded.add("disk full for carol on /home").template_id == third.template_id
+    other = TemplateMiner()  # without that knowledge two plain words are two events
+    assert (
+        other.add("quota exceeded for root on /home").template_id
+        != other.add("quota exceeded for bob on /home").template_id
+    )
+
+
 def test_plain_word_variable_template_text_and_stable_id() -> None:
     miner = TemplateMiner()
     first = miner.add("session opened for user root")
@@ -370,6 +388,7 @@ def _valid_state(tmp_path: Path) -> dict:
         lambda s: json.dumps({**s, "templates": [["x", ["a"], 1, 1, 1, []], ["x", ["b"], 1, 1, 1, []]]}),
         lambda s: json.dumps({**s, "templates": [["x", ["a"], 1, 1, 1, ["x"]]]}),
         lambda s: json.dumps({**s, "templates": [["x", ["a"], 1]]}),
+        lambda s: json.dumps({**s, "values": [1]}),
     ],
 )
 def test_load_rejects_bad_state(tmp_path: Path, corrupt: Callable[[dict], str]) -> None:

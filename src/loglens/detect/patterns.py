@@ -396,6 +396,7 @@ class TemplateMiner:
         self._live = 0
         self._seq = 0
         self._by_skeleton: dict[bytes, _Template] = {}
+        self._values: dict[str, None] = {}  # words that merges showed to be values of a variable
         self._by_tokens: dict[str, _Template] = {}
 
     # -- mining
@@ -566,6 +567,9 @@ class TemplateMiner:
         others = [u.tokens[p] for u in members]
         if is_value(mine) or any(map(is_value, others)):
             return True
+        known = self._values
+        if mine in known and all(o in known for o in others):
+            return True  # every word here was already found to be a value of some variable
         if ("=" in mine or ":" in mine or "(" in mine) and any(same_key_value(mine, o) for o in others):
             return True
         values: dict[str, int] = {mine: 1}
@@ -580,6 +584,11 @@ class TemplateMiner:
 
     def _merge(self, t: _Template, members: Sequence[_Template], pset: set[int], bucket: _Bucket) -> _Template:
         everyone = [t, *members]
+        if len(self._values) >= _CACHE_LIMIT:
+            self._values.clear()
+        for p in pset:
+            for u in everyone:
+                self._values[u.tokens[p]] = None
         target = min(everyone, key=lambda u: u.created)
         tokens = list(t.tokens)
         for u in everyone:
@@ -750,6 +759,7 @@ class TemplateMiner:
             },
             "seq": self._seq,
             "templates": [[t.tid, t.tokens, t.count, t.created, t.used, t.aliases] for t in self._templates()],
+            "values": list(self._values),
         }
 
     @classmethod
@@ -789,6 +799,10 @@ class TemplateMiner:
                 if bucket is None:
                     bucket = miner._buckets[len(tokens)] = _Bucket(len(tokens), miner._ends)
                 bucket.add(t)
+        values = state["values"]
+        if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+            raise TemplateStateError("bad list of known values")
+        miner._values = dict.fromkeys(values)
         miner._seq = seq
         return miner
 
