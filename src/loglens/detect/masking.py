@@ -142,8 +142,18 @@ def classify(token: str) -> str:
     if token.isdigit():
         return "<NUM>"
     if _has_signal(token) is None:
-        core = token.rstrip(_TRAIL)
-        return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
+        return _plain(token)
+    return _classify_signal(token)
+
+
+def _plain(token: str) -> str:
+    """A token without digits or slashes: only a unit or calendar word is marked for its neighbours."""
+    core = token.rstrip(_TRAIL)
+    return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
+
+
+def _classify_signal(token: str) -> str:
+    """`classify` for a token known to hold a digit, slash or backslash."""
     # One match for lead punctuation + a whole shape + trail punctuation (``(12.8``, ``0x1f,``).
     m = _WHOLE(token)
     if m is not None:
@@ -242,12 +252,12 @@ class _TokenCache(dict[str, str]):
             self[tok] = "<NUM>"
             return "<NUM>"
         if _has_signal(tok) is None:
-            plain = self[tok] = classify(tok)
+            plain = self[tok] = _plain(tok)
             return plain
         skeleton = tok.encode("utf-8", "surrogatepass").translate(ZERO_DIGITS)
         known = self.by_skeleton.get(skeleton)
         if known is None:
-            known = classify(tok)
+            known = _classify_signal(tok)
             if _DIGIT(known) is None:
                 self.by_skeleton[skeleton] = known
         self[tok] = known
