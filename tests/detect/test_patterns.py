@@ -469,10 +469,34 @@ def test_eviction_drops_aliases_with_their_template() -> None:
 
 def test_same_first_template_twice_gets_distinct_ids() -> None:
     miner = TemplateMiner(max_clusters=None)
-    a = miner.add("a <*> b")  # a literal "<*>" matches anything, including itself
+    a = miner.add("a <*> b")
     assert miner.add("a <*> b").template_id == a.template_id
-    miner._create(["a", "<*>", "b"])  # forced duplicate (cannot happen through add)
+    miner._create(["a", "<\\*>", "b"])  # forced duplicate (cannot happen through add)
     assert len({t for t, _, _ in miner.templates()}) == 2
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "a <*> b",  # a literal wildcard is text, not a wildcard
+        "a <*...> b",  # nor is the variable-length marker
+        "bad \udcff surrogate \x00 nul \x01KB control",
+        "x " * 20_000,
+        "\u00e9v\u00e9nement \u0663\u0664 arabic digits \U0001f600",
+    ],
+)
+def test_odd_input_is_mined_without_error(message: str, tmp_path: Path) -> None:
+    miner = TemplateMiner(max_clusters=2)
+    first = miner.add(message)
+    miner.save(tmp_path / "m.json")
+    assert TemplateMiner.load(tmp_path / "m.json").templates() == miner.templates()
+    assert miner.add(message).template_id == first.template_id
+    assert miner.match(message) is not None
+    if "<*" in message:
+        assert miner.add("a zzz b").template_id != first.template_id
+        assert "<\\*" in first.template
+    for i in range(5):  # eviction copes with whatever was learnt
+        miner.add(f"other event {'y' * i}")
 
 
 def test_sibling_index_gives_the_same_result_as_a_scan(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -148,6 +148,8 @@ def classify(token: str) -> str:
 
 def _plain(token: str) -> str:
     """A token without digits or slashes: only a unit or calendar word is marked for its neighbours."""
+    if "<*" in token:
+        return token.replace("<*", "<\\*")  # a literal "<*>" in a log must not act as a wildcard
     core = token.rstrip(_TRAIL)
     return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
 

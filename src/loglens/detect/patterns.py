@@ -351,7 +351,7 @@ def _gap(
 
 def _stable_id(text: str, salt: int) -> str:
     data = text if salt == 0 else f"{text}\x00{salt}"
-    return hashlib.blake2b(data.encode("utf-8"), digest_size=6).hexdigest()
+    return hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
 
 
 def _check_params(max_clusters: int | None, min_values: int, max_repeat: float) -> None:
@@ -718,7 +718,8 @@ class TemplateMiner:
         """Write the miner's full state to `path` as JSON, atomically (temp file + ``os.replace``)."""
         with self._lock:
             state = self._state()
-        data = json.dumps(state, ensure_ascii=False, separators=(",", ":"))
+        # ASCII JSON: a lone surrogate from a badly decoded log line is escaped, not an encode error.
+        data = json.dumps(state, ensure_ascii=True, separators=(",", ":"))
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
