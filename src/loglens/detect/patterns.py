@@ -48,12 +48,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import operator
 import os
 import re
 import tempfile
 import threading
 from collections import Counter
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -185,18 +186,20 @@ def max_diff(n: int) -> int:
 class _Bucket:
     """Fixed-length templates of one token count, indexed for exact matching and sibling search.
 
-    `by_first` serves matching. Sibling search uses the pigeonhole principle: cut the positions
-    into ``max_diff(n) + 1`` blocks; a template that differs from a line in at most `max_diff`
-    positions agrees with it on all of some block. Templates are indexed by the tokens of each
-    block, apart per set of ``<*>`` positions (a ``<*>`` agrees with anything, so it is left out).
+    Matching: templates are grouped by their set of ``<*>`` positions, and within a group keyed
+    by their constants, so a line is matched with one dict lookup per group. Sibling search uses
+    the pigeonhole principle: cut the positions into ``max_diff(n) + 1`` blocks; a template that
+    differs from a line in at most `max_diff` positions agrees with it on all of some block.
+    Templates are indexed by the tokens of each block, apart per set of ``<*>`` positions (a
+    ``<*>`` agrees with anything, so it is left out).
     """
 
-    __slots__ = ("blocks", "by_first", "by_wilds", "ends", "indexed", "templates", "wild_first")
+    __slots__ = ("blocks", "by_wilds", "ends", "exact", "indexed", "templates")
 
     def __init__(self, n: int, ends: _Ends) -> None:
         self.templates: dict[int, _Template] = {}
-        self.by_first: dict[str, list[_Template]] = {}
-        self.wild_first: list[_Template] = []
+        # <*> positions -> (getter of the other positions, constants -> templates), most constants first
+        self.exact: dict[frozenset[int], tuple[Callable[[Sequence[str]], Any], dict[Any, list[_Template]]]] = {}
         self.ends = ends
         k = max_diff(n) + 1
         # Fewer positions than blocks (one-token lines): no index, every template is a candidate.
@@ -204,16 +207,33 @@ class _Bucket:
         self.by_wilds: dict[frozenset[int], list[dict[tuple[str, ...], list[_Template]]]] = {}
         self.indexed = False
 
+    def find(self, toks: Sequence[str]) -> _Template | None:
+        """The template with the most constants that `toks` repeats exactly, or None."""
+        best: _Template | None = None
+        for getter, index in self.exact.values():
+            found = index.get(getter(toks))
+            if found is not None:
+                t = found[0]
+                if best is None or t.nconst > best.nconst:
+                    best = t
+        return best
+
+    def _exact_slot(self, t: _Template) -> tuple[frozenset[int], Any]:
+        wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+        slot = self.exact.get(wilds)
+        if slot is None:
+            keep = [p for p in range(len(t.tokens)) if p not in wilds]
+            getter = _key_getter(keep)
+            slot = self.exact[wilds] = (getter, {})
+        return wilds, slot[0](t.tokens)
+
     def _block_keys(self, tokens: Sequence[str], wilds: frozenset[int]) -> list[tuple[str, ...]]:
         return [tuple(tokens[p] for p in block if p not in wilds) for block in self.blocks]
 
     def add(self, t: _Template) -> None:
         self.templates[id(t)] = t
-        first = t.tokens[0] if t.tokens else WILD
-        if first == WILD:
-            self.wild_first.append(t)
-        else:
-            self.by_first.setdefault(first, []).append(t)
+        wilds, key = self._exact_slot(t)
+        self.exact[wilds][1].setdefault(key, []).append(t)
         self.ends.add(t)
         if self.indexed:
             self._index(t)
@@ -230,11 +250,10 @@ class _Bucket:
 
     def remove(self, t: _Template) -> None:
         del self.templates[id(t)]
-        first = t.tokens[0] if t.tokens else WILD
-        if first == WILD:
-            self.wild_first.remove(t)
-        else:
-            _drop(self.by_first, first, t)
+        wilds, key = self._exact_slot(t)
+        _drop(self.exact[wilds][1], key, t)
+        if not self.exact[wilds][1]:
+            del self.exact[wilds]
         self.ends.remove(t)
         if self.indexed:
             wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
@@ -254,6 +273,17 @@ class _Bucket:
                 for u in index[b].get(key, ()):
                     found[id(u)] = u
         return found.values()
+
+
+def _key_getter(keep: list[int]) -> Callable[[Sequence[str]], Any]:
+    """A function picking the tokens at `keep` (a C-level itemgetter when there are two or more)."""
+    if len(keep) > 1:
+        return operator.itemgetter(*keep)
+
+    def pick(toks: Sequence[str]) -> tuple[str, ...]:
+        return tuple(toks[p] for p in keep)
+
+    return pick
 
 
 class _Ends:
@@ -486,11 +516,7 @@ class TemplateMiner:
         best: _Template | None = None
         bucket = self._buckets.get(len(toks))
         if bucket is not None:
-            first = toks[0] if toks else WILD
-            for cands in (bucket.by_first.get(first, ()), bucket.wild_first):
-                for t in cands:
-                    if (best is None or t.nconst > best.nconst) and _matches(t.tokens, toks):
-                        best = t
+            best = bucket.find(toks)
         if best is None:
             for t in self._varlen:
                 if (best is None or t.nconst > best.nconst) and _matches_varlen(t, toks):
