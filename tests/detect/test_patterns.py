@@ -89,6 +89,21 @@ def test_plain_word_variable_whose_values_recur_merges_once_there_are_many() -> 
     assert_grouping(lines, lambda line: line.split()[1])
 
 
+def test_merged_templates_merge_again_and_every_old_id_follows() -> None:
+    # 13 hosts of 6 lines each: repeated values, but twice min_values of them make a variable
+    hosts = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "iota", "kappa", "mu", "nu", "xi", "pi"]
+    names = ["ann", "ben", "cat", "dan", "eve", "fay"]
+    miner = TemplateMiner()
+    # per host a fresh set of users (so user names are not yet known values), then the next host
+    ids = [
+        miner.add(f"login ok for user {u}{i} via {h} gateway").template_id for i, h in enumerate(hosts) for u in names
+    ]
+    assert len(miner) == 1
+    [(tid, text, count)] = miner.templates()
+    assert text == "login ok for user <*> via <*> gateway" and count == len(ids)
+    assert {miner.resolve(i) for i in ids} == {tid} == {ids[0]}
+
+
 def test_words_known_as_values_elsewhere_merge_at_once(tmp_path: Path) -> None:
     miner = TemplateMiner()
     mine([f"session opened for user {u}" for u in USERS], miner)

@@ -4,32 +4,38 @@
 ``session opened for user <*>`` and gives every template a short id that survives
 `save` / `load`. It is one pass over the stream with bounded memory:
 
-1. **Masking** (`loglens.detect.masking`): whitespace tokens whose whole value has a
-   universal variable shape (numbers, IPs, hex, UUIDs, dates, times, paths, URLs)
-   become placeholders (``<NUM>``, ``<IP>``...). Nothing else is judged by its look.
+1. **Masking** (`loglens.detect.masking`): whitespace tokens whose value has a universal
+   variable shape (numbers, IPs, hex, UUIDs, dates, times, paths, URLs) become
+   placeholders (``<NUM>``, ``<IP>``...), and so do number pieces between delimiters
+   inside a token (``blk_<NUM>``, ``core.<NUM>``). Nothing else is judged by its look:
+   ``IPV4``, ``ssh2`` or ``deny`` are left to the data.
 2. **Exact matching**: a message joins the most specific live template of its token
    count whose constants it repeats exactly (``<*>`` matches anything), or a
-   variable-length template whose prefix and suffix it repeats. Identical messages and
-   identical masked token sequences are answered from bounded caches.
+   variable-length template whose prefix and suffix it repeats. Messages with the same
+   digit skeleton (digits turned into 0) and identical masked token sequences are
+   answered from bounded caches.
 3. **A new template** is created for a message nobody matches, and then the data
    decide whether it is a new *event* or a new *value* of a known event. Templates of
-   the same length that agree everywhere except at a few positions P are *siblings*.
-   P is variable, and the siblings merge into one template with ``<*>`` at P, when
+   the same length that agree everywhere except at a few positions P (at most a third)
+   are *siblings*. P is variable, and the siblings merge into one template with ``<*>``
+   at P, when for each position of P
 
-   - a position of P holds a universal shape on one side (``<IP>`` against
-     ``db.internal``): a masked value is evidence of a variable position; or
-   - the siblings show at least `min_values` distinct values at each position of P, and
-     those values are rarely repeated (on average at most `max_repeat` lines per value), or
-     they show twice as many distinct values however often each recurs. A plain-word
-     variable (user names) keeps producing new values; a small set of words repeated
-     many times (``GET``/``POST``, ``IPV4``/``IPV6``, ``deny(1) file-read``/``network``)
-     is a set of different events and stays split. With a single constant left the
-     counts double (``<*> called`` needs more evidence than ``session opened for <*>``).
+   - one side holds a masked value (``<IP>`` against ``db.internal:<NUM>``), or the same
+     ``key=`` with a masked value on one side: evidence of a variable position; or
+   - every word there is a *known value* (one an earlier merge absorbed into a ``<*>``);
+   - or the siblings show at least `min_values` distinct values there, rarely repeated
+     (on average at most `max_repeat` lines per value), or twice as many distinct values
+     however often each recurs. A plain-word variable (user names) keeps producing new
+     values; a small set of words repeated many times (``GET``/``POST``,
+     ``IPV4``/``IPV6``, ``deny(1) file-read``/``network``) is a set of different events
+     and stays split. With a single constant left the counts double (``<*> called``
+     needs more evidence than ``session opened for <*>``).
 
    Templates whose lengths differ merge into a variable-length template
-   (``<*> bytes <*> sent``) when they share a prefix and a suffix covering most of the
-   longer one and the differing middle holds a masked value (an optional part
-   such as ``(12.8 KB)``, or a value whose token count varies).
+   (``<SIZE> <*> sent``) when they share both ends, the shorter leaves at most one token
+   in the differing middle, and that middle holds only masked values (an optional
+   ``(12.8 KB)``), repeats the masked token before it (a list of ids), sits next to a
+   ``<*>`` (a value of varying token count), or shows the evidence above.
 4. **Stable ids**: a template's id is a 12-hex-digit BLAKE2b hash of its first text,
    deterministic across runs. A merge keeps the oldest sibling's id; the other ids
    become aliases of it, so an id once returned keeps naming the template that
@@ -172,9 +178,13 @@ class _Template:
         return _GAP in self.tokens
 
     def live(self) -> _Template:
+        """The template this one merged into, transitively (itself if it is live)."""
         t = self
         while t.merged_into is not None:
             t = t.merged_into
+        u = self
+        while u.merged_into is not None and u.merged_into is not t:  # shorten the chain for next time
+            u.merged_into, u = t, u.merged_into
         return t
 
 
