@@ -311,6 +311,11 @@ def test_unit_word_without_number_stays() -> None:
     assert mask("size in KB is unknown") == "size in KB is unknown"
 
 
+def test_words_that_name_a_placeholder_are_plain_words() -> None:
+    lines = [f"{w} address changed on port {i}" for w in ("IP", "MAC") for i in range(4)]
+    assert_grouping(lines, lambda line: line.split()[0])
+
+
 # --------------------------------------------------------------------------- stable ids, save/load
 
 

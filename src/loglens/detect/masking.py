@@ -13,13 +13,15 @@ Only shapes that are variable in *any* log are masked:
 
 Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
 ``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
-one shape as a whole is cut at delimiters (``, = : ; ( ) [ ] { } < > " ' _ | @ #``) and
-dots, slashes and dashes, and each piece is classified on its own (``size=42,`` -> ``size=<NUM>,``,
-``db.internal:5432`` -> ``db.internal:<NUM>``, ``blk_-42`` -> ``blk_<NUM>``).
+one shape as a whole keeps its text, but digit runs and hex runs between delimiters
+(``, = : ; ( ) [ ] { } < > " ' _ | @ # . / -``) are masked (``size=42,`` ->
+``size=<NUM>,``, ``db.internal:5432`` -> ``db.internal:<NUM>``, ``blk_-42`` -> ``blk_<NUM>``,
+``core.2275`` -> ``core.<NUM>``, ``deny(1)`` -> ``deny(<NUM>)``), and the value after
+``key=`` (else ``key:`` or ``call(``) may be any shape as a whole (``ip=<IP>``).
 
-Nothing else is decided from the look of a token: ``IPV4``, ``deny(1)``, ``core.2275``
-or ``ssh2`` stay as they are, and the miner decides from the data whether their
-position is constant or variable.
+Nothing else is decided from the look of a token: digits glued to letters (``IPV4``,
+``ssh2``, ``u0``) and words stay as they are, and the miner decides from the data
+whether their position is constant or variable.
 """
 
 from __future__ import annotations
@@ -232,10 +234,12 @@ def same_key_value(a: str, b: str) -> bool:
 
 def is_value(token: str) -> bool:
     """Whether a masked token is a placeholder, give or take surrounding punctuation (``(<SIZE>),``)."""
-    return token.strip(_LEAD + _TRAIL + "<>") in _BARE
+    return token.lstrip(_VALUE_LEAD).rstrip(_VALUE_TRAIL) in _VALUES
 
 
-_BARE: Final = frozenset(p[1:-1] for p in PLACEHOLDERS)
+# Punctuation around a placeholder, without its own angle brackets (a bare word "IP" is no value).
+_VALUE_LEAD: Final = _LEAD.replace("<", "")
+_VALUE_TRAIL: Final = _TRAIL.replace(">", "")
 
 
 class _TokenCache(dict[str, str]):
