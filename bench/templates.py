@@ -189,7 +189,7 @@ HEAD = (
 
 
 def _rows(results: list[Result]) -> list[tuple[str, ...]]:
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             r.dataset,
             str(r.lines),
