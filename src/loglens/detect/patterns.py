@@ -188,6 +188,16 @@ class _Template:
         return t
 
 
+_NO_WILDS: frozenset[int] = frozenset()
+
+
+def _wilds(tokens: list[str]) -> frozenset[int]:
+    """The positions of ``<*>`` in `tokens`."""
+    if WILD not in tokens:  # a fresh template: one C-level scan
+        return _NO_WILDS
+    return frozenset(p for p, x in enumerate(tokens) if x == WILD)
+
+
 def max_diff(n: int) -> int:
     """How many positions of an `n`-token template may differ from a sibling."""
     return max(1, n // 3)
@@ -229,7 +239,7 @@ class _Bucket:
         return best
 
     def _exact_slot(self, t: _Template) -> tuple[frozenset[int], Any]:
-        wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+        wilds = _wilds(t.tokens)
         slot = self.exact.get(wilds)
         if slot is None:
             keep = [p for p in range(len(t.tokens)) if p not in wilds]
@@ -253,7 +263,7 @@ class _Bucket:
                 self._index(u)
 
     def _index(self, t: _Template) -> None:
-        wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+        wilds = _wilds(t.tokens)
         index = self.by_wilds.setdefault(wilds, [{} for _ in self.blocks])
         for b, key in enumerate(self._block_keys(t.tokens, wilds)):
             index[b].setdefault(key, []).append(t)
@@ -266,7 +276,7 @@ class _Bucket:
             del self.exact[wilds]
         self.ends.remove(t)
         if self.indexed:
-            wilds = frozenset(p for p, x in enumerate(t.tokens) if x == WILD)
+            wilds = _wilds(t.tokens)
             index = self.by_wilds[wilds]
             for b, key in enumerate(self._block_keys(t.tokens, wilds)):
                 _drop(index[b], key, t)
