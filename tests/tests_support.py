@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings, parse_settings
+from loglens.runtime import Runtime
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,11 @@ class LiveServer:
         return f"http://127.0.0.1:{self.settings.server.port}"
 
     @property
-    def state(self) -> Any:
-        return self.app.state.loglens
+    def state(self) -> Runtime:
+        """The running server's runtime (every component, typed)."""
+        runtime = runtime_of(self.app)
+        assert runtime is not None, "the server has not started"
+        return runtime
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)

@@ -6,8 +6,9 @@ import logging
 import signal
 
 import uvicorn
+from fastapi import FastAPI
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
 from loglens.logs import configure_logging
 from loglens.shutdown import DrainingServer
@@ -15,10 +16,10 @@ from loglens.shutdown import DrainingServer
 log = logging.getLogger("loglens.server")
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
     """uvicorn settings for loglens: uvloop + httptools, no access log on the hot path."""
     return uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",
@@ -33,7 +34,8 @@ def uvicorn_config(settings: Settings) -> uvicorn.Config:
 def run_server(settings: Settings) -> None:
     """Serve until interrupted."""
     configure_logging(settings.logging.level)
-    config = uvicorn_config(settings)
+    app = create_app(settings)
+    config = uvicorn_config(settings, app)
     log.info(
         "loglens listening",
         extra={"url": f"http://{settings.server.host}:{settings.server.port}/", "store": str(settings.storage.path)},
@@ -43,5 +45,5 @@ def run_server(settings: Settings) -> None:
     # shutdown exits 0 (what process supervisors expect) instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, settings.server.shutdown_timeout_seconds).run()
+    DrainingServer(config, settings.server.shutdown_timeout_seconds, lambda: runtime_of(app)).run()
     log.info("loglens stopped", extra={"store": str(settings.storage.path)})

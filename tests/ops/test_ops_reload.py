@@ -64,7 +64,7 @@ def test_reload_switches_thresholds_and_keeps_firing_alerts(
         assert r.json()["ok"] and "alerts.rules" in r.json()["changed"]
         rules = {x["name"]: x for x in c.get("/api/v1/rules").json()["rules"]}
         assert rules["error_rate"]["threshold"] == 0.5
-        assert srv.state.extras["evaluator"].alerts.rules.error_rate.threshold == 0.5
+        assert srv.state.evaluator.alerts.rules.error_rate.threshold == 0.5
         assert [a["id"] for a in _firing(c, "volume")] == [fired["id"]]
         # the volume threshold itself rises: the alert resolves on the next evaluation
         config.write_text(config.read_text().replace("threshold: 5\n", "threshold: 100000\n"))
@@ -164,7 +164,7 @@ def test_watch_config_reloads_on_change_and_restart_keys_are_kept(
     port = settings.server.port
     text = config.read_text().replace("level: INFO", "level: DEBUG").replace(f"port: {port}", f"port: {port + 1}")
     config.write_text(text)
-    manager: ReloadManager = srv.state.extras["reload"]
+    manager: ReloadManager = srv.state.reload
     result = _wait(lambda: manager.last)
     assert result.ok and result.trigger == "watch"
     assert result.restart_required == ["server.port"]

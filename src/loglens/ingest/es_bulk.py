@@ -48,7 +48,7 @@ class BulkRequest:
     parsed: Parsed = field(default_factory=lambda: Parsed([], {}, lambda i: ""))
 
 
-def es_root_document(state: Any = None) -> dict[str, Any]:
+def es_root_document() -> dict[str, Any]:
     """The `GET /` document Elasticsearch clients probe before talking to a cluster."""
     return {
         "name": "loglens",

@@ -8,7 +8,7 @@ import anyio.to_thread
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 
-from loglens.api.deps import State
+from loglens.api.deps import PipelineDep, SettingsDep
 from loglens.errors import IngestError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 
@@ -60,24 +60,24 @@ async def read_body(request: Request, limit: int) -> bytes:
         }
     },
 )
-async def ingest_logs(request: Request, state: State) -> Any:
+async def ingest_logs(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Any:
     """Accept one log, an array of logs, or NDJSON. Returns after the accepted logs are durable.
 
     Invalid records are rejected individually (and kept in the dead-letter store); the rest
     are accepted. Send an `Idempotency-Key` header to make a retried request count once.
     """
-    limit = state.settings.ingest.max_body_bytes
+    limit = settings.ingest.max_body_bytes
     try:
         body = await read_body(request, limit)
     except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(b"", str(exc), "http")
+        await pipeline.reject_whole(b"", str(exc), "http")
         raise
     args = (body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit)
     try:
         # Large bodies are decoded off the event loop so SSE and small requests stay responsive.
         parsed = await anyio.to_thread.run_sync(decode_body, *args) if len(body) > _INLINE_BYTES else decode_body(*args)
     except IngestError as exc:
-        await state.pipeline.reject_whole(body, str(exc), "http")
+        await pipeline.reject_whole(body, str(exc), "http")
         raise
-    result = await state.pipeline.ingest(parsed, "http", request.headers.get("idempotency-key"))
+    result = await pipeline.ingest(parsed, "http", request.headers.get("idempotency-key"))
     return result.to_json()

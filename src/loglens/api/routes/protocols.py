@@ -2,14 +2,12 @@
 
 Each handler only decodes its wire format (see `loglens.ingest.{otlp,loki,es_bulk}`) and answers
 in the protocol's own shape; validation, dead-letter, commit-before-ack and backpressure come
-from the shared `IngestPipeline`. Also here: the `protocols` app component that runs the
-syslog listeners and the file tailer when config enables them.
+from the shared `IngestPipeline`. (The syslog listeners and the file tailer are runtime
+components: see `loglens.runtime`.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import time
 from typing import Any
@@ -17,11 +15,13 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from loglens.api.deps import AppState, State
+from loglens.api.deps import PipelineDep, SettingsDep
 from loglens.api.routes.ingest import read_body
+from loglens.config import Settings
 from loglens.errors import Backpressure, IngestError, ParseError, PayloadTooLarge, StorageError
 from loglens.ingest import es_bulk, loki, otlp
 from loglens.ingest.decode import gunzip
+from loglens.ingest.pipeline import IngestPipeline
 
 router = APIRouter(tags=["protocols"])
 
@@ -51,25 +51,25 @@ def _otlp_error(status: int, message: str, kind: str, headers: dict[str, str] | 
 
 
 @router.post("/v1/logs", summary="OTLP/HTTP logs (protobuf or JSON)")
-async def otlp_logs(request: Request, state: State) -> Response:
+async def otlp_logs(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Export logs the OTLP/HTTP way; a partialSuccess names how many records were rejected."""
     kind = otlp.content_kind(request.headers.get("content-type"))
     if kind is None:
         return _otlp_error(415, "Content-Type must be application/x-protobuf or application/json", otlp.JSON)
-    limit = state.settings.ingest.max_body_bytes
+    limit = settings.ingest.max_body_bytes
     body = b""
     try:
         body = await _body(request, limit)
         export = otlp.decode_request(body, kind)
     except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
         return _otlp_error(413, str(exc), kind)
     except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
         return _otlp_error(400, str(exc), kind)
-    parsed = otlp.to_parsed(export, state.settings.protocols.mapping.otlp, time.time_ns())
+    parsed = otlp.to_parsed(export, settings.protocols.mapping.otlp, time.time_ns())
     try:
-        result = await state.pipeline.ingest(parsed, "otlp")
+        result = await pipeline.ingest(parsed, "otlp")
     except Backpressure as exc:
         return _otlp_error(429, str(exc), kind, _retry_headers(exc))
     except StorageError as exc:
@@ -82,30 +82,30 @@ async def otlp_logs(request: Request, state: State) -> Response:
 
 
 @router.post("/loki/api/v1/push", status_code=204, summary="Loki push (JSON, optionally gzip)")
-async def loki_push(request: Request, state: State) -> Response:
+async def loki_push(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries."""
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    limit = state.settings.ingest.max_body_bytes
+    limit = settings.ingest.max_body_bytes
     body = b""
     try:
         body = await read_body(request, limit)
         if ctype in ("application/x-protobuf", "application/protobuf"):
-            await state.pipeline.reject_whole(otlp.dead_letter_text(body), loki.PROTOBUF_UNSUPPORTED, "loki")
+            await pipeline.reject_whole(otlp.dead_letter_text(body), loki.PROTOBUF_UNSUPPORTED, "loki")
             return PlainTextResponse(loki.PROTOBUF_UNSUPPORTED + "\n", 415)
         encoding = (request.headers.get("content-encoding") or "").strip().lower()
         if encoding in ("gzip", "x-gzip", "deflate"):
             body = gunzip(body, limit)
         elif encoding not in ("", "identity"):
             raise ParseError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-        parsed, streams = loki.decode_push(body, state.settings.protocols.mapping.loki)
+        parsed, streams = loki.decode_push(body, settings.protocols.mapping.loki)
     except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
         return PlainTextResponse(str(exc) + "\n", 413)
     except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
         return PlainTextResponse(str(exc) + "\n", 400)
     try:
-        result = await state.pipeline.ingest(parsed, "loki")
+        result = await pipeline.ingest(parsed, "loki")
     except (Backpressure, StorageError) as exc:
         status = 429 if isinstance(exc, Backpressure) else 503
         return PlainTextResponse(str(exc) + "\n", status, headers=_retry_headers(exc))
@@ -122,24 +122,24 @@ def _es_json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | 
     return JSONResponse(body, status, headers={**es_bulk.PRODUCT_HEADERS, **(headers or {})})
 
 
-async def _bulk(request: Request, state: AppState, index: str | None) -> Response:
+async def _bulk(request: Request, settings: Settings, pipeline: IngestPipeline, index: str | None) -> Response:
     started = time.perf_counter()
-    limit = state.settings.ingest.max_body_bytes
+    limit = settings.ingest.max_body_bytes
     body = b""
     try:
         body = await _body(request, limit)
-        bulk = es_bulk.parse_bulk(body, index, state.settings.protocols.mapping.es_bulk)
+        bulk = es_bulk.parse_bulk(body, index, settings.protocols.mapping.es_bulk)
     except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
         return _es_json(es_bulk.es_error(413, "content_too_long_exception", str(exc)), 413)
     except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
         return _es_json(es_bulk.es_error(400, "illegal_argument_exception", str(exc)), 400)
     # Every item needs its own status, so this request asks the pipeline for all rejections.
-    pipeline = copy.copy(state.pipeline)
-    pipeline.max_errors = len(bulk.parsed)
+    every_error = copy.copy(pipeline)
+    every_error.max_errors = len(bulk.parsed)
     try:
-        result = await pipeline.ingest(bulk.parsed, "es_bulk")
+        result = await every_error.ingest(bulk.parsed, "es_bulk")
     except (Backpressure, StorageError) as exc:
         status = 429 if isinstance(exc, Backpressure) else 503
         kind = "es_rejected_execution_exception" if status == 429 else "unavailable_shards_exception"
@@ -150,22 +150,22 @@ async def _bulk(request: Request, state: AppState, index: str | None) -> Respons
 
 @router.post("/_bulk", summary="Elasticsearch bulk API")
 @router.put("/_bulk", include_in_schema=False)
-async def es_bulk_root(request: Request, state: State) -> Response:
+async def es_bulk_root(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; the index comes from each action line."""
-    return await _bulk(request, state, None)
+    return await _bulk(request, settings, pipeline, None)
 
 
 @router.post("/{index}/_bulk", summary="Elasticsearch bulk API with a default index")
 @router.put("/{index}/_bulk", include_in_schema=False)
-async def es_bulk_index(index: str, request: Request, state: State) -> Response:
+async def es_bulk_index(index: str, request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; `index` is used when an action names none."""
-    return await _bulk(request, state, index)
+    return await _bulk(request, settings, pipeline, index)
 
 
 @router.get("/_es", summary="Elasticsearch version document (what clients probe at GET /)")
-async def es_root(state: State) -> Response:
+async def es_root() -> Response:
     """The version document Elasticsearch clients expect from `GET /`."""
-    return _es_json(es_bulk.es_root_document(state))
+    return _es_json(es_bulk.es_root_document())
 
 
 @router.head("/", include_in_schema=False)
@@ -173,42 +173,3 @@ async def es_root(state: State) -> Response:
 async def es_head() -> Response:
     """`HEAD /`: Elasticsearch clients' ping."""
     return Response(status_code=200, headers=es_bulk.PRODUCT_HEADERS)
-
-
-# --- syslog and file tail as an app component ------------------------------------------------
-
-
-async def start_protocols(state: AppState) -> None:
-    """Start the syslog listeners and the file tailer when the config asks for them."""
-    from loglens.ingest.syslog import SyslogServer
-    from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
-
-    settings = state.settings
-    if settings.protocols.syslog.enabled:
-        server = SyslogServer(state.pipeline, settings.protocols.mapping.syslog, settings.protocols.syslog)
-        await server.start()
-        state.extras["syslog"] = server
-    if settings.ingest.files:
-        tail_cfg = settings.protocols.tail
-        tailer = Tailer(
-            list(settings.ingest.files),
-            pipeline_sink(state.pipeline),
-            settings.protocols.mapping.tail,
-            tail_cfg,
-            default_checkpoint_path(tail_cfg, settings.storage.path),
-        )
-        state.extras["tailer"] = tailer
-        state.extras["tailer_task"] = asyncio.create_task(tailer.run(), name="tailer")
-
-
-async def stop_protocols(state: AppState) -> None:
-    """Stop the tailer (after its current batch) and the syslog listeners (after their last flush)."""
-    tailer = state.extras.pop("tailer", None)
-    task = state.extras.pop("tailer_task", None)
-    if tailer is not None and task is not None:
-        tailer.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-    server = state.extras.pop("syslog", None)
-    if server is not None:
-        await server.stop()
