@@ -24,7 +24,6 @@ from loglens.store import CommitEvent, Store
 
 if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itself as `Observed`
     from loglens.alerting import AlertEngine
-    from loglens.api.events import EventHub
     from loglens.config import Settings
     from loglens.evaluator import Evaluator
     from loglens.ingest.pipeline import IngestPipeline
@@ -59,6 +58,15 @@ def reason_class(reason: str) -> str:
     return "other"
 
 
+class Subscribers(Protocol):
+    """The live-update hub, as /metrics sees it."""
+
+    @property
+    def subscriber_count(self) -> int:
+        """Connected SSE clients."""
+        ...
+
+
 class Observed(Protocol):
     """The running parts /metrics and `GET /api/v1/status` read (the runtime provides them)."""
 
@@ -73,7 +81,7 @@ class Observed(Protocol):
         ...
 
     @property
-    def hub(self) -> EventHub:
+    def hub(self) -> Subscribers:
         """The live-update hub (SSE subscribers)."""
         ...
 
