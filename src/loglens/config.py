@@ -38,7 +38,10 @@ class ServerConfig(_Model):
         None, description="When set, every /api request needs `Authorization: Bearer <token>`."
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
-    cors_origins: list[str] = Field(default_factory=list, description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.",
+    )
     watch_config: bool = Field(
         False,
         description="Reload the config file automatically when it changes on disk (SIGHUP and "

@@ -10,22 +10,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 
 from loglens import __version__
 from loglens.api.deps import require_token
+from loglens.api.errors import install_error_handlers
 from loglens.api.routes import alerts, dashboard, health, ingest, notifications, ops, protocols, query, stream
 from loglens.config import Settings
-from loglens.errors import (
-    Backpressure,
-    ConfigError,
-    IngestError,
-    LoglensError,
-    PayloadTooLarge,
-    StorageError,
-)
 from loglens.runtime import Runtime
 
 RuntimeFactory = Callable[[Settings], Runtime]
@@ -35,29 +27,6 @@ def runtime_of(app: FastAPI) -> Runtime | None:
     """The running runtime of `app` (None outside its lifespan)."""
     runtime = getattr(app.state, "runtime", None)
     return runtime if isinstance(runtime, Runtime) else None
-
-
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Map the loglens exception tree to HTTP codes — the one place this happens."""
-
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, PayloadTooLarge):
-            return _error_response(413, str(exc))
-        if isinstance(exc, IngestError):
-            return _error_response(400, str(exc))
-        if isinstance(exc, Backpressure):
-            return _error_response(429, str(exc), {"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, StorageError):
-            return _error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, ConfigError):
-            return _error_response(400, str(exc))
-        return _error_response(500, str(exc))
-
-    app.add_exception_handler(LoglensError, handle)
 
 
 def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
@@ -88,7 +57,7 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Content-Encoding", "Idempotency-Key", "X-API-Token"],
         )
-    _install_error_handlers(app)
+    install_error_handlers(app)
     protected = [Depends(require_token)]
     for router, needs_token in routers():
         app.include_router(router, dependencies=protected if needs_token else None)

@@ -11,13 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from loglens.alerting import alert_json
 from loglens.api.deps import EngineDep, EvaluatorDep, SettingsDep
+from loglens.api.responses import AlertsOut, AnomaliesOut, DeletedOut, RulesOut, SilenceOut, SilencesOut
 from loglens.detect.documents import to_dt
 from loglens.models import iso
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertsOut)
 async def list_alerts(
     engine: EngineDep,
     state_filter: Annotated[
@@ -34,7 +35,7 @@ async def list_alerts(
     return {"alerts": [alert_json(a, a.state == "firing" and engine.is_suppressed(a)) for a in alerts]}
 
 
-@router.get("/anomalies")
+@router.get("/anomalies", response_model=AnomaliesOut)
 async def list_anomalies(
     engine: EngineDep,
     evaluator: EvaluatorDep,
@@ -72,7 +73,7 @@ def _epoch(dt: datetime) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-@router.post("/silences", status_code=201)
+@router.post("/silences", status_code=201, response_model=SilenceOut)
 async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
     """Mute notifications of matching alerts until the silence expires."""
     now = engine.clock()
@@ -86,13 +87,13 @@ async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
     return silence.to_json()
 
 
-@router.get("/silences")
+@router.get("/silences", response_model=SilencesOut)
 async def list_silences(engine: EngineDep) -> dict[str, Any]:
     """Silences that have not expired."""
     return {"silences": [s.to_json() for s in engine.silences()]}
 
 
-@router.delete("/silences/{silence_id}")
+@router.delete("/silences/{silence_id}", response_model=DeletedOut)
 async def delete_silence(engine: EngineDep, silence_id: str) -> dict[str, Any]:
     """Remove a silence; alerts it muted that still fire are notified now."""
     if not await anyio.to_thread.run_sync(engine.delete_silence, silence_id):
@@ -100,7 +101,7 @@ async def delete_silence(engine: EngineDep, silence_id: str) -> dict[str, Any]:
     return {"deleted": silence_id}
 
 
-@router.get("/rules")
+@router.get("/rules", response_model=RulesOut)
 async def list_rules(settings: SettingsDep, evaluator: EvaluatorDep) -> dict[str, Any]:
     """Each built-in rule with its threshold and last evaluation."""
     cfg = settings.alerts.rules

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 
 from loglens import __version__
 from loglens.api.deps import SettingsDep
+from loglens.api.responses import DashboardConfigOut
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -128,7 +129,7 @@ def _features(request: Request) -> dict[str, bool]:
     }
 
 
-@config_router.get("/dashboard/config")
+@config_router.get("/dashboard/config", response_model=DashboardConfigOut)
 async def dashboard_config(settings: SettingsDep, request: Request) -> dict[str, Any]:
     """Thresholds the page uses to colour service tiles (so they match the alert rules) and features."""
     alerts = settings.alerts

@@ -6,45 +6,15 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Request
-from pydantic import BaseModel
 
+from loglens.api.body import read_body
 from loglens.api.deps import PipelineDep, SettingsDep
+from loglens.api.responses import IngestResponse
 from loglens.errors import IngestError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
 _INLINE_BYTES = 64 * 1024
-
-
-class IngestErrorItem(BaseModel):
-    """One rejected record of a request."""
-
-    index: int
-    reason: str
-
-
-class IngestResponse(BaseModel):
-    """Result of an ingest request: counts and the first rejections."""
-
-    accepted: int
-    rejected: int
-    errors: list[IngestErrorItem]
-    duplicate: bool = False
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(

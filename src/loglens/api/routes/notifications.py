@@ -8,11 +8,12 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, HTTPException, Query
 
 from loglens.api.deps import NotifierDep, require_admin
+from loglens.api.responses import NotificationsOut, NotifiersOut, RequeuedOut
 
 router = APIRouter(prefix="/api/v1", tags=["notifications"])
 
 
-@router.get("/notifications")
+@router.get("/notifications", response_model=NotificationsOut)
 async def notifications(
     service: NotifierDep,
     state_filter: Annotated[
@@ -26,7 +27,9 @@ async def notifications(
     return {"notifications": rows}
 
 
-@router.post("/notifications/{notification_id}/retry", dependencies=[Depends(require_admin)])
+@router.post(
+    "/notifications/{notification_id}/retry", dependencies=[Depends(require_admin)], response_model=RequeuedOut
+)
 async def retry_notification(service: NotifierDep, notification_id: str) -> dict[str, Any]:
     """Move a dead notification back to pending with a fresh attempt budget."""
     if not await anyio.to_thread.run_sync(service.requeue, notification_id):
@@ -34,7 +37,7 @@ async def retry_notification(service: NotifierDep, notification_id: str) -> dict
     return {"id": notification_id, "state": "pending"}
 
 
-@router.get("/notifiers")
+@router.get("/notifiers", response_model=NotifiersOut)
 async def notifiers(service: NotifierDep) -> dict[str, Any]:
     """Configured channels with routing and delivery health; plugin settings (secrets) are never shown."""
     return {"notifiers": await anyio.to_thread.run_sync(service.health)}

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from loglens import deadletter, status
 from loglens.api.deps import PipelineDep, ReloadDep, RuntimeDep, SelfMetricsDep, SettingsDep, StoreDep, require_admin
+from loglens.api.responses import ConfigOut, DeadLetterOut, ReloadOut, ReplayOut, StatusOut
 from loglens.config import mask_secrets
 from loglens.selfmetrics import CONTENT_TYPE
 
@@ -26,27 +27,32 @@ async def metrics(registry: SelfMetricsDep) -> Response:
     return Response(body, media_type=CONTENT_TYPE)
 
 
-@router.get("/api/v1/status")
+@router.get("/api/v1/status", response_model=StatusOut)
 async def get_status(runtime: RuntimeDep) -> dict[str, Any]:
     """Version, uptime, config and store paths, rows per table, retention, rates, alerts, notifiers."""
     return await anyio.to_thread.run_sync(status.server_status, runtime)
 
 
-@router.get("/api/v1/config")
+@router.get("/api/v1/config", response_model=ConfigOut)
 async def get_config(settings: SettingsDep) -> dict[str, Any]:
     """The active config (after reloads) with every secret-looking value masked."""
     path = settings.config_path
     return {"config_path": str(path) if path else None, "config": mask_secrets(settings)}
 
 
-@router.post("/api/v1/admin/reload", dependencies=Admin)
+@router.post(
+    "/api/v1/admin/reload",
+    dependencies=Admin,
+    response_model=ReloadOut,
+    responses={400: {"model": ReloadOut, "description": "The config was rejected; `issues` name file:line."}},
+)
 async def reload_config(manager: ReloadDep) -> JSONResponse:
     """Re-read the config file; 200 when applied, 400 with `file:line` issues when rejected."""
     result = await manager.reload("api")
     return JSONResponse(result.to_json(), status_code=200 if result.ok else 400)
 
 
-@router.get("/api/v1/dead-letter/{dead_id}")
+@router.get("/api/v1/dead-letter/{dead_id}", response_model=DeadLetterOut)
 async def get_dead_letter(store: StoreDep, dead_id: int) -> dict[str, Any]:
     """One rejected record with its reason and stored raw text."""
     row = await anyio.to_thread.run_sync(deadletter.get, store, dead_id)
@@ -66,7 +72,7 @@ class ReplayRequest(BaseModel):
     limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
 
 
-@router.post("/api/v1/dead-letter/replay", dependencies=Admin)
+@router.post("/api/v1/dead-letter/replay", dependencies=Admin, response_model=ReplayOut)
 async def replay_dead_letters(
     store: StoreDep, pipeline: PipelineDep, body: ReplayRequest | None = None
 ) -> dict[str, Any]:

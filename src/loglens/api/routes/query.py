@@ -10,12 +10,13 @@ from fastapi import APIRouter, HTTPException, Query
 
 from loglens import queries
 from loglens.api.deps import StoreDep
+from loglens.api.responses import DeadLettersOut, LogsOut, ServicesOut, SummaryOut, TimeseriesOut
 from loglens.models import LEVELS, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
 
-@router.get("/timeseries")
+@router.get("/timeseries", response_model=TimeseriesOut)
 async def timeseries(
     store: StoreDep,
     metric: Literal["volume", "error_rate", "avg_response_time", "p95_response_time"] = "volume",
@@ -26,7 +27,7 @@ async def timeseries(
     return await anyio.to_thread.run_sync(queries.timeseries, store, metric, service, minutes, utcnow())
 
 
-@router.get("/metrics/summary")
+@router.get("/metrics/summary", response_model=SummaryOut)
 async def metrics_summary(
     store: StoreDep,
     minutes: Annotated[int, Query(ge=1, le=10080)] = 60,
@@ -36,13 +37,13 @@ async def metrics_summary(
     return await anyio.to_thread.run_sync(queries.summary, store, minutes, top, utcnow())
 
 
-@router.get("/services")
+@router.get("/services", response_model=ServicesOut)
 async def services(store: StoreDep) -> dict[str, Any]:
     """Every service seen, with last-seen (arrival) time and counts."""
     return {"services": await anyio.to_thread.run_sync(queries.services, store, utcnow())}
 
 
-@router.get("/logs")
+@router.get("/logs", response_model=LogsOut)
 async def search_logs(
     store: StoreDep,
     service: str | None = None,
@@ -67,7 +68,7 @@ async def search_logs(
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("/dead-letter")
+@router.get("/dead-letter", response_model=DeadLettersOut)
 async def dead_letter(
     store: StoreDep,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
