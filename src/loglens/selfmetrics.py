@@ -19,8 +19,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from loglens import __version__
-from loglens.models import Rejection
-from loglens.store import CommitEvent, Store
+from loglens.models import CommitEvent, Rejection
+from loglens.store import Store
 
 if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itself as `Observed`
     from loglens.alerting import AlertEngine

@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loglens.api.events import EventHub
-from loglens.models import iso
-from loglens.store import CommitEvent, Store
+from loglens.models import CommitEvent, iso
+from loglens.store import Store
 
 
 @dataclass

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 
 from loglens.errors import ParseError, PayloadTooLarge
-from loglens.schema import Parsed, raw_json
+from loglens.models import Parsed
+from loglens.schema import raw_json
 
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
 

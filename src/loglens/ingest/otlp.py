@@ -28,7 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from loglens.config import FieldMapping
 from loglens.errors import ParseError
-from loglens.schema import Parsed
+from loglens.models import Parsed
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -31,7 +31,7 @@ from loglens.config import FieldMapping, Settings, TailConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.mapping import map_line
 from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
-from loglens.schema import Parsed
+from loglens.models import Parsed
 
 log = logging.getLogger("loglens.tail")
 

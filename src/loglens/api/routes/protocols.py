@@ -24,8 +24,7 @@ from loglens.config import Settings
 from loglens.errors import Backpressure, IngestError, StorageError, UnsupportedMediaType
 from loglens.ingest import es_bulk, loki, otlp
 from loglens.ingest.pipeline import IngestPipeline
-from loglens.models import IngestResult
-from loglens.schema import Parsed
+from loglens.models import IngestResult, Parsed
 
 _ERROR_WHY = {
     400: "Undecodable body or malformed action line.",
