@@ -5,7 +5,6 @@ A module (not conftest.py) so tests in any directory can import it unambiguously
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -18,15 +17,9 @@ import uvicorn
 from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings, parse_settings
 from loglens.runtime import Runtime
+from serve_process import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Settings:
