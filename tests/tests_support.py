@@ -5,6 +5,7 @@ A module (not conftest.py) so tests in any directory can import it unambiguously
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -17,7 +18,9 @@ import uvicorn
 from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings, parse_settings
 from loglens.runtime import Runtime
-from serve_process import free_port
+from serve_process import free_port, wait_until_serving
+
+__all__ = ["REPO", "LiveServer", "count_rows", "free_port", "make_settings", "start_server", "wait_until_serving"]
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -27,7 +30,8 @@ def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Setti
     settings = parse_settings(yaml_text or "{}", base_dir=REPO)
     updates: dict[str, Any] = {
         "storage": settings.storage.model_copy(update={"path": tmp_path / "store" / "loglens.duckdb"}),
-        "server": settings.server.model_copy(update={"port": free_port()}),
+        # port 0: start_server binds an ephemeral port itself (no race with other processes)
+        "server": settings.server.model_copy(update={"port": 0}),
     }
     for name, values in sections.items():
         updates[name] = getattr(settings, name).model_copy(update=values)
@@ -63,15 +67,27 @@ class LiveServer:
 
 
 def start_server(settings: Settings) -> LiveServer:
-    """Start loglens with `settings` on its port and wait until it serves."""
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.server.port, log_level="warning", access_log=False, loop="asyncio"
+    """Start loglens on a socket bound here (port 0: an ephemeral one) and wait until it serves.
+
+    The socket is bound before uvicorn starts, so no other process can take the port between
+    choosing it and listening on it (the race a "find a free port, then bind" helper has).
+    """
+    sock = socket.socket()
+    if settings.server.port:
+        # a restart rebinds the port it had, which may be in TIME_WAIT. Not for port 0: Linux may
+        # then hand out a port that another SO_REUSEADDR socket holds, and listen() fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", settings.server.port))
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}
     )
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, loop="asyncio")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded 2-core machine opening DuckDB and starting the workers can take a while.
+    deadline = time.monotonic() + 120
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server failed to start")

@@ -278,9 +278,9 @@ class LogSchema:
                 continue
             meta = rec.get("metadata")
             if len(rec) > 4:
-                extras = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
-                if extras:  # unknown top-level fields are kept, not dropped: they join metadata
-                    meta = {**(meta or {}), **extras}
+                unknown = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
+                if unknown:  # unknown top-level fields are kept, not dropped: they join metadata
+                    meta = {**(meta or {}), **unknown}
             try:
                 meta_text = orjson.dumps(meta).decode() if meta else None
             except TypeError as exc:  # orjson: nesting deeper than 254 levels, or an int beyond 64 bits

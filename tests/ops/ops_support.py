@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from serve_process import ServeProcess
-from tests_support import REPO, free_port
+from tests_support import REPO
 
 
 def now_iso(offset_s: float = 0.0) -> str:
@@ -20,8 +20,11 @@ def now_iso(offset_s: float = 0.0) -> str:
 
 
 def write_config(tmp_path: Path, body: str = "", *, port: int | None = None, schema: Path | None = None) -> Path:
-    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended."""
-    port = port or free_port()
+    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended.
+
+    Port 0 (the default) lets an in-process test server bind an ephemeral port itself.
+    """
+    port = port or 0
     schema = schema or REPO / "schemas" / "log_schema.yaml"
     text = (
         f"server:\n  port: {port}\n  shutdown_timeout_seconds: 10\n"
@@ -39,8 +42,13 @@ ServerProcess = ServeProcess
 
 
 def start_process(config: Path) -> ServerProcess:
-    """Start the server process for `config` and wait until /healthz answers."""
-    sp = ServeProcess(config, log_path=config.with_suffix(".stderr.log"))
+    """Start the server process (its config may say `port: 0`) and wait until /healthz answers.
+
+    Each start gets a fresh log file, so `log_lines()` shows this run only.
+    """
+    log_path = config.with_suffix(".stderr.log")
+    log_path.unlink(missing_ok=True)
+    sp = ServeProcess(config, log_path=log_path)
     sp.start()
     return sp
 

@@ -11,7 +11,6 @@ retries exactly once, and the metric tables agree with the stored logs.
 from __future__ import annotations
 
 import random
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,8 +21,7 @@ import duckdb
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: also imported by bench/crash.py
-from serve_process import ServeProcess, free_port
+from serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +35,7 @@ server: {{host: 127.0.0.1, port: {port}}}
 storage: {{path: {workdir / "store" / "loglens.duckdb"}}}
 schemas: {{log: {REPO / "schemas" / "log_schema.yaml"}, anomaly: {REPO / "schemas" / "anomaly_schema.yaml"}}}
 notifiers: []
-logging: {{level: WARNING}}
+logging: {{level: INFO}}  # the "loglens listening" line names the port the server bound
 {extra}
 """,
         encoding="utf-8",
@@ -45,8 +43,8 @@ logging: {{level: WARNING}}
     return cfg
 
 
-# `loglens serve` as a child process (start / kill -9 / logs) is the harness shared with tests/ops
-# and the benchmarks.
+# `loglens serve` as a child process (start / kill -9 / logs; with `port: 0` each start learns its
+# port from the server's log) is the harness shared with tests/ops and the benchmarks.
 ServerProcess = ServeProcess
 
 
@@ -257,8 +255,7 @@ def run_crash_trials(
     """`trials` × (traffic, kill -9, restart, retry keyed); then verify the store file."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = ServerProcess(write_config(workdir, port), port, workdir / "server.log")
+    server = ServerProcess(write_config(workdir, 0), 0, workdir / "server.log")
     ledger = Ledger()
     restarts: list[float] = []
     retries = 0
