@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the `loglens serve` process harness shared with the tests
 from serve_process import ServeProcess, free_port  # noqa: E402
 
-__all__ = ["REPO", "free_port", "post_bodies", "start_server"]
+__all__ = ["REPO", "ServeProcess", "free_port", "post_bodies", "start_server"]
 
 
 def start_server(tmp: Path, port: int, extra_yaml: str = "") -> subprocess.Popen[bytes]:
