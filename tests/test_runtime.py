@@ -5,7 +5,6 @@ In-process with a real store in tmp_path; no HTTP server unless the test is abou
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +14,9 @@ import pytest
 from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
 from loglens.errors import StorageError
-from loglens.runtime import MetaAlertRelay, Runtime
+from loglens.models import Alert
+from loglens.ports import MetaAlertRelay
+from loglens.runtime import Runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -107,30 +108,58 @@ async def test_reload_hooks_are_registered_once_per_component(settings_factory: 
     assert runtime.alerting.prepare_reload(runtime.settings) is None  # nothing to apply before start
 
 
-async def test_meta_alerts_reach_the_engine_only_while_alerting_runs(
-    settings_factory: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+async def test_meta_alerts_raised_before_alerting_runs_reach_the_engine_when_it_starts(
+    settings_factory: Callable[..., Settings],
 ) -> None:
     runtime = Runtime(settings_factory())
-    with caplog.at_level(logging.WARNING, logger="loglens.runtime"):
-        runtime.meta.raise_meta("early", "before alerting runs")  # dropped, logged, no error
-        runtime.meta.resolve_meta("early")
-    assert "meta-alert while alerting is not running" in caplog.text
+    runtime.meta.raise_meta("early", "raised before alerting runs", "critical")
+    runtime.meta.raise_meta("gone", "raised, then resolved, before alerting runs")
+    runtime.meta.resolve_meta("gone")
     await runtime.start()
     try:
-        runtime.meta.raise_meta("probe", "raised through the relay", "critical")
         assert runtime.engine is not None
-        firing = [a for a in runtime.engine.active() if a.rule == "meta" and a.service == "probe"]
-        assert firing and firing[0].severity == "critical"
+
+        def firing(name: str) -> list[Alert]:
+            assert runtime.engine is not None
+            return [a for a in runtime.engine.active() if a.rule == "meta" and a.service == name]
+
+        assert firing("early") and firing("early")[0].severity == "critical"
+        assert not firing("gone")
+        runtime.meta.raise_meta("probe", "raised through the relay")
+        assert firing("probe")
         runtime.meta.resolve_meta("probe")
-        assert not [a for a in runtime.engine.active() if a.rule == "meta" and a.service == "probe"]
+        assert not firing("probe")
     finally:
         await runtime.stop()
 
 
-def test_relay_is_a_meta_alerts_port() -> None:
-    relay = MetaAlertRelay()
+class Recording:
+    """A MetaAlerts target that records calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def raise_meta(self, name: str, summary: str, severity: str = "warning") -> None:
+        self.calls.append(("raise", name, summary, severity))
+
+    def resolve_meta(self, name: str) -> None:
+        self.calls.append(("resolve", name))
+
+
+def test_relay_keeps_the_latest_state_per_name_until_bound_and_again_after_unbinding() -> None:
+    relay, target = MetaAlertRelay(), Recording()
+    relay.raise_meta("a", "first")
+    relay.raise_meta("a", "second", "critical")
+    relay.resolve_meta("b")
+    relay.bind(target)
+    assert target.calls == [("raise", "a", "second", "critical"), ("resolve", "b")]
+    relay.resolve_meta("a")
+    assert target.calls[-1] == ("resolve", "a")
     relay.bind(None)
-    relay.resolve_meta("nothing")  # no engine: a no-op
+    relay.raise_meta("c", "while unbound")
+    assert len(target.calls) == 3
+    relay.bind(target)
+    assert target.calls[-1] == ("raise", "c", "while unbound", "warning")
 
 
 async def test_routes_answer_503_outside_the_lifespan(settings_factory: Callable[..., Settings]) -> None:

@@ -7,8 +7,8 @@ Parts that need each other meet through the ports in `loglens.ports`:
 
 - the alert engine hands transitions to the notifier through `NotificationSink`;
 - the notifier, the store watch and the reload manager raise meta-alerts through `MetaAlerts`.
-  The engine only exists once the store is open, so they get a `MetaAlertRelay` that forwards
-  to it when it runs — this relay is what breaks the notify ⇄ alerting cycle.
+  The engine only exists once the store is open, so they get a `MetaAlertRelay` (ports.py)
+  that forwards to it while it runs — this relay is what breaks the notify ⇄ alerting cycle.
 
 `start()` starts the components in the declared order of `components` (each a `Component`),
 `stop()` stops them in reverse. The FastAPI app (`api/app.py`) holds one runtime per lifespan on
@@ -36,7 +36,7 @@ from loglens.ingest.pipeline import IngestPipeline
 from loglens.ingest.syslog import SyslogServer
 from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
 from loglens.notify.service import NotificationService
-from loglens.ports import NotificationSink, Publish, ReloadApply
+from loglens.ports import MetaAlertRelay, NotificationSink, Publish, ReloadApply
 from loglens.reload import ReloadHook, ReloadManager
 from loglens.schema import LogSchema
 from loglens.selfmetrics import SelfMetrics
@@ -145,35 +145,7 @@ class NotifierComponent:
         await self.service.stop()
 
 
-class MetaAlertRelay:
-    """The `MetaAlerts` port, forwarding to the alert engine once alerting runs.
-
-    Parts built before the engine (the notifier, store watch, reload) hold this relay; a meta
-    alert raised while alerting is not running is logged and dropped, as before.
-    """
-
-    def __init__(self) -> None:
-        self._engine: AlertEngine | None = None
-
-    def bind(self, engine: AlertEngine | None) -> None:
-        """Forward to `engine` from now on (None: alerting stopped)."""
-        self._engine = engine
-
-    def raise_meta(self, name: str, summary: str, severity: str = "warning") -> None:
-        """Fire the meta-alert `name` on the engine."""
-        engine = self._engine
-        if engine is None:
-            log.warning("meta-alert while alerting is not running", extra={"meta": name, "summary": summary})
-            return
-        engine.raise_meta(name, summary, severity)
-
-    def resolve_meta(self, name: str) -> None:
-        """Resolve the meta-alert `name` on the engine."""
-        if self._engine is not None:
-            self._engine.resolve_meta(name)
-
-
-class AlertingComponent:
+class AlertingStage:
     """The alert engine and the evaluator thread, fed by store commits.
 
     Built at start, not at construction: the engine restores firing alerts and silences, and
@@ -310,7 +282,7 @@ class Runtime:
         self.hub = EventHub()
         self.meta = MetaAlertRelay()
         self.notifier = NotificationService(settings, self.store, meta=self.meta)
-        self.alerting = AlertingComponent(
+        self.alerting = AlertingStage(
             settings, self.store, sink=self.notifier, publish=self.hub.publish, meta=self.meta, clock=clock
         )
         self.storewatch = StoreWatch(self.store, self.meta)
