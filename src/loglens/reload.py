@@ -45,6 +45,7 @@ Swap = Callable[[Settings, LogSchema], None]
 RESTART_KEYS = (
     ("server", "host"),
     ("server", "port"),
+    ("server", "cors_origins"),  # the CORS middleware is installed when the app is built
     ("storage", "path"),
     ("ingest", "max_queue_logs"),
     ("ingest", "max_batch_logs"),

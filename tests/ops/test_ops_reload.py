@@ -177,6 +177,10 @@ def test_keep_restart_keys_and_no_config_file(tmp_path: Path) -> None:
     new = old.model_copy(update={"storage": old.storage.model_copy(update={"path": tmp_path / "other.duckdb"})})
     kept, differ = keep_restart_keys(old, new)
     assert kept.storage.path == old.storage.path and differ == ["storage.path"]
+    # CORS is installed when the app is built: a reload keeps the running origins and says so
+    cors = old.model_copy(update={"server": old.server.model_copy(update={"cors_origins": ["https://ops.example"]})})
+    kept, differ = keep_restart_keys(old, cors)
+    assert kept.server.cors_origins == [] and differ == ["server.cors_origins"]
 
 
 @pytest.mark.anyio
