@@ -810,17 +810,17 @@ class TemplateMiner:
         }
 
     @classmethod
-    def _from_state(cls, state: Any) -> TemplateMiner:
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+    def _from_state(cls, saved: object) -> TemplateMiner:
+        if not isinstance(saved, dict) or saved.get("format") != STATE_FORMAT:
             raise TemplateStateError("not a loglens template-miner state")
-        if state.get("version") != STATE_VERSION:
-            raise TemplateStateError(f"unsupported state version {state.get('version')!r}")
-        cfg = state["config"]
+        if saved.get("version") != STATE_VERSION:
+            raise TemplateStateError(f"unsupported state version {saved.get('version')!r}")
+        cfg = saved["config"]
         miner = cls(cfg["max_clusters"], min_values=cfg["min_values"], max_repeat=cfg["max_repeat"])
-        seq = state["seq"]
+        seq = saved["seq"]
         if not isinstance(seq, int) or seq < 0:
             raise TemplateStateError("bad sequence number")
-        for entry in state["templates"]:
+        for entry in saved["templates"]:
             tid, tokens, count, created, used, aliases = entry
             if not (isinstance(tid, str) and isinstance(count, int) and count >= 1):
                 raise TemplateStateError(f"bad template entry {tid!r}")
@@ -846,7 +846,7 @@ class TemplateMiner:
                 if bucket is None:
                     bucket = miner._buckets[len(tokens)] = _Bucket(len(tokens), miner._ends)
                 bucket.add(t)
-        values = state["values"]
+        values = saved["values"]
         if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
             raise TemplateStateError("bad list of known values")
         miner._values = dict.fromkeys(values)
