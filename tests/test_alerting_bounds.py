@@ -11,13 +11,13 @@ import pyarrow as pa
 from loglens import metrics
 from loglens.alerting import AlertEngine
 from loglens.alerting.evaluator import SERIES_META, Evaluator
-from loglens.alerting.ports import MetaAlertRelay
 from loglens.alerting.scheduler import BEHIND_META, Scheduler, restore
 from loglens.config import Settings
 from loglens.detect.anomaly import Finding
 from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
 from loglens.models import Alert
+from loglens.ports import MetaAlertRelay
 from loglens.store import CommitEvent, Store
 from loglens.store.alerts import AlertRepository, AlertRow, AlertWriter
 

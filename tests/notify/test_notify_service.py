@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from notify_receivers import Receiver, Reply, free_port
 
-from loglens.alerting.ports import MetaAlertRelay
 from loglens.config import Settings
 from loglens.errors import ConfigError, TransientNotifierError
 from loglens.models import Alert, Notification
@@ -40,12 +39,6 @@ def _yaml(channels: list[dict[str, Any]], outbox: str = "", group_wait: float = 
             lines.append("    settings: {url: 'http://127.0.0.1:9/unused'}")
     lines.append(outbox or "outbox: {initial_backoff_seconds: 0.05, max_backoff_seconds: 0.2, timeout_seconds: 2}")
     return "\n".join(lines) + "\n"
-
-
-def relay(target: Any) -> MetaAlertRelay:
-    r = MetaAlertRelay()
-    r.bind(target)
-    return r
 
 
 @contextlib.asynccontextmanager
@@ -174,7 +167,7 @@ async def test_gives_up_into_dead_and_raises_then_resolves_meta_alert(
         )
     )
     meta = MetaRecorder()
-    async with running(settings, meta=relay(meta)) as svc:
+    async with running(settings, meta=meta) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
         assert rows[0]["attempts"] == 3 and "HTTP 500: down" in rows[0]["last_error"]
@@ -466,7 +459,7 @@ async def test_a_storm_of_one_rule_becomes_one_grouped_notification(
 async def test_submit_never_blocks_and_overflow_is_counted_and_alerted(settings_factory, alert_factory) -> None:
     settings = settings_factory(_yaml([{"name": "x", "type": "console"}], outbox="outbox: {max_queue: 100}"))
     meta = MetaRecorder()
-    svc = NotificationService(settings, None, channels={"x": Recording()}, meta=relay(meta))
+    svc = NotificationService(settings, None, channels={"x": Recording()}, meta=meta)
     for i in range(150):  # not started: nothing drains the queue
         svc.submit(alert_factory(alert_id=f"a-{i}"), "firing")
     svc.submit(alert_factory(alert_id="m", rule="meta", service="store"), "firing")  # meta always passes
@@ -508,7 +501,7 @@ async def test_a_broken_meta_hook_never_breaks_delivery(
         _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {max_attempts: 1, initial_backoff_seconds: 0.01}")
     )
     plugin = WebhookNotifier(WebhookNotifier.Config(url=r.url, secret_env="LOGLENS_T_HOOK_SECRET"))
-    async with running(settings, channels={"hook": plugin}, meta=relay(Exploding())) as svc:
+    async with running(settings, channels={"hook": plugin}, meta=Exploding()) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
     assert "meta-alert hook failed" in caplog.text

@@ -1,34 +1,26 @@
-"""Alerting as one app component, built from explicit typed dependencies.
+"""The running alerting stage: what the composition root (`loglens.runtime`) builds and holds.
 
-`build_alerting(settings, store, sink=..., publish=...)` constructs the repository, the writer
-thread, the engine, the evaluator, the pattern worker and the scheduler; `AlertingComponent`
-starts and stops them in order. The composition root wires it (today `start_component` /
-`stop_component` below, called by api/app.py); nothing here looks anything up at run time.
+`AlertingComponent` keeps the repository, the writer thread, the engine, the evaluator, the
+pattern worker and the scheduler together and starts and stops them in order; nothing here
+looks anything up at run time. `persistence_alarm` turns the writer's trouble into the
+`alert-store` meta-alert.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import anyio.to_thread
 
 from loglens.alerting.engine import AlertEngine
 from loglens.alerting.evaluator import Evaluator, RuleStats, SeriesStats
-from loglens.alerting.ports import NotificationSink, Publish
 from loglens.alerting.scheduler import Scheduler
 from loglens.config import AlertsConfig, Settings
 from loglens.detect.pattern_worker import PatternWorker
-from loglens.detect.validator import AnomalyValidator
-from loglens.store import Store
+from loglens.ports import MetaAlerts
 from loglens.store.alerts import AlertRepository, AlertWriter
-
-if TYPE_CHECKING:
-    from loglens.api.deps import AppState
 
 log = logging.getLogger("loglens.alerting")
 
@@ -88,63 +80,16 @@ class AlertingComponent:
         return lambda: anyio.to_thread.run_sync(self.scheduler.reconfigure, new)
 
 
-def build_alerting(
-    settings: Settings,
-    store: Store,
-    *,
-    sink: NotificationSink | None,
-    publish: Publish | None,
-    clock: Callable[[], float] = time.time,
-) -> AlertingComponent:
-    """Construct the alerting stage (not started); loads firing alerts and silences (small reads)."""
-    repo = AlertRepository(store.cursor)
-    engine = AlertEngine(settings.alerts, clock=clock, sink=sink, silence_store=repo, publish=publish)
+def persistence_alarm(meta: MetaAlerts) -> tuple[Callable[[int], None], Callable[[str | None], None]]:
+    """The AlertWriter's overflow and error callbacks, raising/resolving the `alert-store` meta-alert."""
 
     def overflow(dropped: int) -> None:
-        engine.raise_meta(PERSIST_META, f"alert history is not being stored: {dropped}+ rows dropped", "critical")
+        meta.raise_meta(PERSIST_META, f"alert history is not being stored: {dropped}+ rows dropped", "critical")
 
-    def persist_error(error: str | None) -> None:
-        if error is None:
-            engine.resolve_meta(PERSIST_META)
+    def error(message: str | None) -> None:
+        if message is None:
+            meta.resolve_meta(PERSIST_META)
         else:
-            engine.raise_meta(PERSIST_META, f"cannot store alerts: {error}"[:500], "critical")
+            meta.raise_meta(PERSIST_META, f"cannot store alerts: {message}"[:500], "critical")
 
-    writer = AlertWriter(repo, max_rows=settings.alerts.max_queue_rows, on_overflow=overflow, on_error=persist_error)
-    engine.persistence = writer
-    engine.restore(repo.load_active(limit=settings.alerts.max_series * 5), repo.load_silences())
-    validator = AnomalyValidator(settings.schemas.anomaly)
-    evaluator = Evaluator(settings, engine, clock=clock, validator=validator, persistence=writer, publish=publish)
-    scheduler = Scheduler(evaluator, restore_from=store, max_queue_logs=settings.alerts.max_queue_logs)
-    if settings.alerts.rules.new_pattern.enabled:
-        path = settings.storage.path.with_name(settings.storage.path.name + ".templates.json")
-        evaluator.patterns = PatternWorker(settings.alerts, scheduler.on_pattern, state_path=path, clock=clock)
-    return AlertingComponent(engine, evaluator, scheduler, repo, writer)
-
-
-# ---- today's app wiring (the composition root replaces these) ------------------------------------
-async def start_component(state: AppState) -> None:
-    """App component start: build, listen to commits, run the threads."""
-    notifier = state.extras.get("notifier")
-    component = await anyio.to_thread.run_sync(
-        lambda: build_alerting(state.settings, state.store, sink=notifier, publish=state.hub.publish)
-    )
-    if notifier is not None:
-        notifier.meta.bind(component.engine)
-    state.extras["alerting"] = component.engine
-    state.extras["evaluator"] = component
-    state.store.listeners.append(component.scheduler.on_commit)
-    component.start()
-    state.extras.setdefault("reload_hooks", []).append(component.prepare_reload)
-
-
-async def stop_component(state: AppState) -> None:
-    """App component stop: detach from the store and stop the threads."""
-    component: AlertingComponent | None = state.extras.get("evaluator")
-    if component is None:
-        return
-    with contextlib.suppress(ValueError):
-        state.store.listeners.remove(component.scheduler.on_commit)
-    notifier = state.extras.get("notifier")
-    if notifier is not None:
-        notifier.meta.bind(None)
-    await anyio.to_thread.run_sync(component.stop)
+    return overflow, error

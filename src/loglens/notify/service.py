@@ -28,23 +28,19 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import duckdb
 import orjson
 from pydantic import BaseModel, SecretStr
 
-from loglens.alerting.ports import MetaAlertRelay
 from loglens.config import NotifierConfig, Settings
 from loglens.errors import ConfigError, ConfigIssue, PermanentNotifierError, StorageError, TransientNotifierError
 from loglens.models import Alert, Notification, iso
 from loglens.notify import registry
 from loglens.notify.base import notification_from_dict, notification_id, notification_to_dict, sample_notification
-from loglens.store import Store
+from loglens.ports import MetaAlertRelay, MetaAlerts
 from loglens.store.outbox import OutboxRepository, OutboxRow, PendingRow
-
-if TYPE_CHECKING:
-    from loglens.api.deps import AppState
 
 log = logging.getLogger("loglens.notify")
 
@@ -193,7 +189,7 @@ class NotificationService:
         outbox: OutboxRepository | None,
         *,
         channels: dict[str, Any] | None = None,
-        meta: MetaAlertRelay | None = None,
+        meta: MetaAlerts | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -201,7 +197,7 @@ class NotificationService:
         self.outbox = outbox
         self.outbox_cfg = settings.outbox
         self.group_wait = settings.alerts.group_wait_seconds
-        self.meta = meta or MetaAlertRelay()
+        self.meta: MetaAlerts = meta or MetaAlertRelay()
         self._clock = clock
         self._rng = rng
         plugins = registry.build_all(settings) if channels is None else channels
@@ -725,27 +721,6 @@ async def send_test(settings: Settings, channel: str) -> Notification:
             with contextlib.suppress(Exception):
                 await closer()
     return n
-
-
-def build_service(settings: Settings, store: Store, *, meta: MetaAlertRelay | None = None) -> NotificationService:
-    """The notifier service on `store`'s outbox table (not started)."""
-    return NotificationService(settings, OutboxRepository(store.cursor), meta=meta)
-
-
-async def start_component(state: AppState) -> None:
-    """App component: build the service, publish it as state.extras['notifier'] and start it."""
-    service = build_service(state.settings, state.store)
-    state.extras["notifier"] = service
-    # config reload (SIGHUP / admin API) swaps channels through this two-phase hook (registered once)
-    state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)
-    await service.start()
-
-
-async def stop_component(state: AppState) -> None:
-    """App component: stop the service."""
-    service: NotificationService | None = state.extras.get("notifier")
-    if service is not None:
-        await service.stop()
 
 
 def run_notify_test(settings: Settings, channel: str) -> int:

@@ -1,4 +1,9 @@
-"""Alerting endpoints: alerts, anomalies, silences CRUD and the rules with their last evaluation."""
+"""Alerting endpoints: alerts, anomalies, silences CRUD and the rules with their last evaluation.
+
+Listings are paged (`limit` ≤ 1000, `offset`, `next_offset`) and read, shaped and encoded in a
+worker thread from the alert repository's own connection (a DuckDB snapshot), so neither a large
+page nor an evaluation in progress holds up the event loop.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from loglens.alerting import AlertEngine, alert_json, to_dt
-from loglens.alerting.component import AlertingComponent
-from loglens.api.deps import AppState, State, component
+from loglens.alerting import alert_json
+from loglens.api.deps import EngineDep, EvaluatorDep, SettingsDep
+from loglens.api.responses import AlertsOut, AnomaliesOut, DeletedOut, RulesOut, SilenceOut, SilencesOut
+from loglens.detect.documents import to_dt
 from loglens.models import iso
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
@@ -22,35 +28,24 @@ Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (bounded).")]
 Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip: the `next_offset` of the last page.")]
 
 
-def _engine(state: AppState) -> AlertEngine:
-    engine: AlertEngine = component(state, "alerting", "alerting")
-    return engine
+def _running(evaluator: EvaluatorDep) -> Any:
+    if evaluator is None:
+        raise HTTPException(503, "alerting is not running")
+    return evaluator
 
 
-def _alerting(state: AppState) -> AlertingComponent:
-    found: AlertingComponent = component(state, "evaluator", "alerting")
-    return found
-
-
-async def _json(body: dict[str, Any]) -> Response:
-    """Encode off the event loop: a page of 1000 alerts must not stall other clients' ingest."""
-    return Response(await anyio.to_thread.run_sync(orjson.dumps, body), media_type="application/json")
-
-
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertsOut)
 async def list_alerts(
-    state: State,
+    engine: EngineDep,
+    evaluator: EvaluatorDep,
     state_filter: Annotated[
         Literal["pending", "firing", "resolved", "all"], Query(alias="state", description="Which alerts")
     ] = "all",
     limit: Limit = 200,
     offset: Offset = 0,
 ) -> Response:
-    """Alerts newest first: pending/firing ones and the resolved history, one page at a time.
-
-    Read from a snapshot of the store (its own connection): never waits for an evaluation."""
-    engine = _engine(state)
-    repo = _alerting(state).repo
+    """Alerts newest first: pending/firing ones and the resolved history, one page at a time."""
+    repo = _running(evaluator).repo
     wanted = None if state_filter == "all" else state_filter
 
     def read() -> bytes:  # query, shape and encode in a worker thread: the event loop only sends
@@ -62,15 +57,15 @@ async def list_alerts(
     return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
-@router.get("/anomalies")
+@router.get("/anomalies", response_model=AnomaliesOut)
 async def list_anomalies(
-    state: State,
+    evaluator: EvaluatorDep,
     limit: Limit = 100,
     offset: Offset = 0,
     service: Annotated[str | None, Query(max_length=500)] = None,
 ) -> Response:
     """Anomalies newest first (one document per episode), each valid against schemas/anomaly_schema.yaml."""
-    repo = _alerting(state).repo
+    repo = _running(evaluator).repo
 
     def read() -> bytes:
         page = repo.list_anomalies(limit, service, offset)
@@ -101,10 +96,9 @@ def _epoch(dt: datetime) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-@router.post("/silences", status_code=201)
-async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
+@router.post("/silences", status_code=201, response_model=SilenceOut)
+async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
     """Mute notifications of matching alerts until the silence expires."""
-    engine = _engine(state)
     now = engine.clock()
     starts = _epoch(body.starts_at) if body.starts_at else now
     expires = _epoch(body.expires_at) if body.expires_at else starts + (body.duration_seconds or 0)
@@ -116,28 +110,28 @@ async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
     return silence.to_json()
 
 
-@router.get("/silences")
-async def list_silences(state: State, limit: Limit = 200, offset: Offset = 0) -> Response:
+@router.get("/silences", response_model=SilencesOut)
+async def list_silences(engine: EngineDep, limit: Limit = 200, offset: Offset = 0) -> Response:
     """Silences that have not expired, oldest first, one page at a time (from the engine's snapshot)."""
-    silences = _engine(state).silences()
+    silences = engine.silences()
     page = silences[offset : offset + limit]
     next_offset = offset + limit if len(silences) > offset + limit else None
-    return await _json({"silences": [s.to_json() for s in page], "next_offset": next_offset})
+    body = {"silences": [s.to_json() for s in page], "next_offset": next_offset}
+    return Response(await anyio.to_thread.run_sync(orjson.dumps, body), media_type="application/json")
 
 
-@router.delete("/silences/{silence_id}")
-async def delete_silence(state: State, silence_id: str) -> dict[str, Any]:
+@router.delete("/silences/{silence_id}", response_model=DeletedOut)
+async def delete_silence(engine: EngineDep, silence_id: str) -> dict[str, Any]:
     """Remove a silence; alerts it muted that still fire are notified now."""
-    if not await anyio.to_thread.run_sync(_engine(state).delete_silence, silence_id):
+    if not await anyio.to_thread.run_sync(engine.delete_silence, silence_id):
         raise HTTPException(404, f"no silence {silence_id}")
     return {"deleted": silence_id}
 
 
-@router.get("/rules")
-async def list_rules(state: State) -> dict[str, Any]:
+@router.get("/rules", response_model=RulesOut)
+async def list_rules(settings: SettingsDep, evaluator: EvaluatorDep) -> dict[str, Any]:
     """Each built-in rule with its threshold and last evaluation."""
-    cfg = state.settings.alerts.rules
-    evaluator: AlertingComponent | None = state.extras.get("evaluator")
+    cfg = settings.alerts.rules
     thresholds = {
         "error_rate": cfg.error_rate.threshold,
         "absence": cfg.absence.threshold_seconds,
@@ -155,7 +149,7 @@ async def list_rules(state: State) -> dict[str, Any]:
                 "severity": rule.severity,
                 "enabled": rule.enabled,
                 "threshold": threshold,
-                "overrides": sorted(s for s, o in state.settings.alerts.overrides.items() if getattr(o, name, None)),
+                "overrides": sorted(s for s, o in settings.alerts.overrides.items() if getattr(o, name, None)),
                 "last_evaluated_at": _iso(st.last_evaluated_at) if st else None,
                 "last_duration_ms": st.last_duration_ms if st else None,
             }
@@ -173,7 +167,7 @@ async def list_rules(state: State) -> dict[str, Any]:
         cap = evaluator.series
         series = {
             "tracked": cap.tracked,
-            "max_series": state.settings.alerts.max_series,
+            "max_series": settings.alerts.max_series,
             "rejected_logs": cap.rejected_logs,
             "rejected_names": cap.rejected_names,
             "expired": cap.expired,

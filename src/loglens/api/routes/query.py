@@ -12,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from loglens import queries
-from loglens.api.deps import State
+from loglens.api.deps import StoreDep
+from loglens.api.responses import DeadLettersOut, LogsOut, ServicesOut, SummaryOut, TimeseriesOut
 from loglens.models import LEVELS, utcnow
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
@@ -35,9 +36,9 @@ async def _encoded(build: Callable[[], dict[str, Any]]) -> Response:
     return Response(await anyio.to_thread.run_sync(lambda: orjson.dumps(build())), media_type="application/json")
 
 
-@router.get("/timeseries")
+@router.get("/timeseries", response_model=TimeseriesOut)
 async def timeseries(
-    state: State,
+    store: StoreDep,
     metric: Literal["volume", "error_rate", "avg_response_time", "p95_response_time"] = "volume",
     service: str | None = None,
     minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
@@ -48,7 +49,7 @@ async def timeseries(
     """One point per minute (UTC) for the last `minutes` minutes, per service; `top`/`limit`/`offset` bound it."""
 
     def build() -> dict[str, Any]:
-        body = queries.timeseries(state.store, metric, service, minutes, utcnow())
+        body = queries.timeseries(store, metric, service, minutes, utcnow())
         series = body["series"]
         if top is not None:
             series = sorted(series, key=lambda s: -sum(p["v"] or 0 for p in s["points"]))[:top]
@@ -60,19 +61,19 @@ async def timeseries(
     return await _encoded(build)
 
 
-@router.get("/metrics/summary")
+@router.get("/metrics/summary", response_model=SummaryOut)
 async def metrics_summary(
-    state: State,
+    store: StoreDep,
     minutes: Annotated[int, Query(ge=1, le=10080)] = 60,
     top: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> dict[str, Any]:
     """Average response time per service, requests per user, error-rate trend, most active services."""
-    return await anyio.to_thread.run_sync(queries.summary, state.store, minutes, top, utcnow())
+    return await anyio.to_thread.run_sync(queries.summary, store, minutes, top, utcnow())
 
 
-@router.get("/services")
+@router.get("/services", response_model=ServicesOut)
 async def services(
-    state: State,
+    store: StoreDep,
     q: Annotated[str | None, Query(max_length=500, description="Only services whose name contains this.")] = None,
     limit: Limit = None,
     offset: Offset = 0,
@@ -80,7 +81,7 @@ async def services(
     """Every service seen, with last-seen (arrival) time and counts; `q`/`limit`/`offset` bound it."""
 
     def build() -> dict[str, Any]:
-        found = queries.services(state.store, utcnow())
+        found = queries.services(store, utcnow())
         if q:
             needle = q.lower()
             found = [s for s in found if needle in s["service"].lower()]
@@ -93,9 +94,9 @@ async def services(
     return await _encoded(build)
 
 
-@router.get("/logs")
+@router.get("/logs", response_model=LogsOut)
 async def search_logs(
-    state: State,
+    store: StoreDep,
     service: str | None = None,
     level: Annotated[str | None, Query(description="One level or a comma-separated list")] = None,
     q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive text in the message")] = None,
@@ -111,16 +112,16 @@ async def search_logs(
     try:
         return await anyio.to_thread.run_sync(
             lambda: queries.search_logs(
-                state.store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
+                store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
             )
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
 
 
-@router.get("/dead-letter")
+@router.get("/dead-letter", response_model=DeadLettersOut)
 async def dead_letter(
-    state: State,
+    store: StoreDep,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
     source: str | None = None,
     since: datetime | None = None,
@@ -130,9 +131,7 @@ async def dead_letter(
     """Rejected records with their reason, source, arrival time and (truncated) raw text."""
     try:
         return await anyio.to_thread.run_sync(
-            lambda: queries.dead_letters(
-                state.store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
-            )
+            lambda: queries.dead_letters(store, reason=reason, source=source, since=since, limit=limit, cursor=cursor)
         )
     except ValueError as exc:
         raise HTTPException(422, str(exc)) from None
