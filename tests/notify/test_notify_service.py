@@ -533,3 +533,17 @@ async def test_config_reload_swaps_channels_and_keeps_pending(
         ("b", "2", "delivered"),
     ]
     assert sorted(q.json()["alert"]["id"] for q in b.requests) == ["2", "2"]
+
+
+async def test_a_drain_does_not_wait_for_a_failing_channel(settings_factory, receiver_factory, alert_factory) -> None:
+    """Rows of a channel that keeps failing are durable and resume after a restart: a shutdown
+    drain waits for deliverable notifications only, not for the drain timeout."""
+    r = receiver_factory(default=Reply(500))
+    settings = settings_factory(
+        _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {initial_backoff_seconds: 30, max_backoff_seconds: 30}")
+    )
+    async with running(settings) as svc:
+        svc.submit(alert_factory(), "firing")
+        assert svc.deliverable_pending() == 1  # queued: a drain waits for it
+        await wait_rows(svc, lambda rows: rows[0]["attempts"] == 1)  # failed once, next try in ~30 s
+        assert svc.pending() == 1 and svc.deliverable_pending() == 0

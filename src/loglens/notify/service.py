@@ -656,6 +656,20 @@ class NotificationService:
         held = sum(len(g.items) for g in list(self._groups.values()))
         return len(self._inbox) + held + sum(len(ch.entries) + ch.in_flight for ch in self._channels.values())
 
+    def deliverable_pending(self) -> int:
+        """Notifications a shutdown drain should wait for: queued, grouped, or scheduled on a
+        channel that is not failing. A failing channel's rows are durable and resume after the
+        restart; waiting for them would only spend the whole drain timeout."""
+        held = sum(len(g.items) for k, g in list(self._groups.items()) if not self._failing(k[0]))
+        waiting = sum(
+            len(ch.entries) + ch.in_flight for ch in list(self._channels.values()) if not ch.consecutive_failures
+        )
+        return len(self._inbox) + held + waiting
+
+    def _failing(self, channel: str) -> bool:
+        ch = self._channels.get(channel)
+        return ch is not None and ch.consecutive_failures > 0
+
     def health(self) -> list[dict[str, Any]]:
         """Every configured channel with its routing and delivery health (never its settings).
 
