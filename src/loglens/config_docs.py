@@ -160,8 +160,10 @@ _ALERTING = """
   either (too few logs to mean anything). Raise `min_events` for noisy low-volume services.
 - **Grouping.** Transitions of one rule and kind (firing / resolved) that reach a channel within
   `alerts.group_wait_seconds` go out as one notification listing the services (and those of one
-  evaluation always do, even with 0): 20,000 services going silent together are a handful of
-  messages, not 20,000. Meta-alerts about loglens itself are never held or grouped.
+  evaluation always do, even with 0); once a grouped message went out, further transitions of
+  that rule are collected for at least 5 s before the next one (Alertmanager's group_interval).
+  20,000 services going silent together are a handful of messages, not 20,000. Meta-alerts
+  about loglens itself are never held or grouped.
 - **Flapping.** With `alerts.resolve_after_seconds` > 0 a firing alert resolves once its
   condition has been clear that long; `new_pattern` alerts (events, not levels) clear
   `rules.new_pattern.resolve_after_seconds` after their last finding and then resolve the same way.

@@ -456,6 +456,24 @@ async def test_a_storm_of_one_rule_becomes_one_grouped_notification(
     assert svc.grouped == 500
 
 
+async def test_a_storm_that_keeps_building_is_collected_per_interval(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
+    r = receiver_factory()
+    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
+    async with running(settings) as svc:
+        for i in range(50):
+            svc.submit(alert_factory(alert_id=f"abs-{i}", rule="absence", service=f"s{i}"), "firing")
+        await asyncio.to_thread(r.wait_for, 1, 60.0)  # the storm's first group
+        # the storm goes on: its next members wait for the group interval, other rules do not
+        for i in range(50, 60):
+            svc.submit(alert_factory(alert_id=f"abs-{i}", rule="absence", service=f"s{i}"), "firing")
+        svc.submit(alert_factory(alert_id="er-1", rule="error_rate"), "firing")
+        await asyncio.to_thread(r.wait_for, 3, 60.0)
+    rules = [(q.json()["alert"]["rule"], q.json()["alert"]["labels"].get("group_size")) for q in r.requests]
+    assert rules == [("absence", "50"), ("error_rate", None), ("absence", "10")]
+
+
 async def test_submit_never_blocks_and_overflow_is_counted_and_alerted(settings_factory, alert_factory) -> None:
     settings = settings_factory(_yaml([{"name": "x", "type": "console"}], outbox="outbox: {max_queue: 100}"))
     meta = MetaRecorder()

@@ -51,6 +51,10 @@ QUEUE_META = "notifier:queue"
 GROUP_LIST_MAX = 20  # services named in a grouped notification's summary
 GROUP_LABEL_MAX = 200  # services listed in its `services` label
 ROUTE_INLINE_MAX = 200  # transitions routed on the event loop; a bigger pass goes to a thread
+# After a grouped notification (a storm) went out, more transitions of the same channel, rule and
+# kind are collected for at least this long before the next one (Alertmanager's group_interval):
+# a storm that builds up over many evaluations stays a handful of messages.
+STORM_GROUP_INTERVAL_SECONDS = 5.0
 
 
 def routes(cfg: NotifierConfig, alert: Alert) -> bool:
@@ -213,6 +217,7 @@ class NotificationService:
         self._inbox_event: asyncio.Event | None = None
         self._wake_scheduled = False
         self._groups: dict[tuple[str, str, str], _Group] = {}
+        self._storm_sent: dict[tuple[str, str, str], float] = {}  # when a group of that key last went out
         self._grouper: asyncio.Task[None] | None = None
         self._unmarked: dict[str, tuple[int, datetime]] = {}  # delivered, but the outbox row says pending
         self._background: set[asyncio.Task[None]] = set()
@@ -411,13 +416,18 @@ class NotificationService:
                 key = (ch.cfg.name, alert.rule, kind)
                 group = self._groups.get(key)
                 if group is None:
-                    group = self._groups[key] = _Group(now + self.group_wait)
+                    due = now + self.group_wait
+                    last = self._storm_sent.get(key)
+                    if last is not None and now - last < STORM_GROUP_INTERVAL_SECONDS:
+                        due = max(due, last + STORM_GROUP_INTERVAL_SECONDS)
+                    group = self._groups[key] = _Group(due)
                 group.items.append((alert, duration))
         ready: list[Notification] = []
         for key in [k for k, g in self._groups.items() if force or g.due <= now]:
             group = self._groups.pop(key)
             ready.append(group_notification(key[0], key[2], group.items, self._now()))
             if len(group.items) > 1:
+                self._storm_sent[key] = now
                 self.grouped += len(group.items)
                 log.info("alert group", extra={"channel": key[0], "rule": key[1], "size": len(group.items)})
         return urgent, ready
