@@ -14,6 +14,7 @@ import copy
 import time
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
@@ -24,6 +25,7 @@ from loglens.ingest import es_bulk, loki, otlp
 from loglens.ingest.decode import gunzip
 
 router = APIRouter(tags=["protocols"])
+_LOKI_INLINE_BYTES = 16 * 1024
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -81,23 +83,43 @@ async def otlp_logs(request: Request, state: State) -> Response:
 # --- Loki push -------------------------------------------------------------------------------
 
 
-@router.post("/loki/api/v1/push", status_code=204, summary="Loki push (JSON, optionally gzip)")
+_PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf")
+
+
+def _loki_decode(body: bytes, ctype: str, encoding: str, limit: int, state: AppState, tenant: str | None) -> Any:
+    """(Parsed, stream names) of a Loki push body; JSON, or snappy protobuf for any other type (as Loki)."""
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        body = gunzip(body, limit)
+    elif encoding not in ("", "identity", "snappy"):
+        raise ParseError(f"unsupported Content-Encoding {encoding!r} (use gzip, snappy or none)")
+    mapping = state.settings.protocols.mapping.loki
+    if ctype in _PROTOBUF_TYPES or (ctype not in ("application/json", "") and not body.lstrip().startswith(b"{")):
+        return loki.decode_protobuf(body, mapping, limit, tenant)
+    return loki.decode_push(body, mapping, tenant)
+
+
+@router.post(
+    "/loki/api/v1/push", status_code=204, summary="Loki push (snappy protobuf as Promtail/Alloy send, or JSON)"
+)
+@router.post("/api/prom/push", status_code=204, summary="Loki push, legacy path (same bodies)")
 async def loki_push(request: Request, state: State) -> Response:
-    """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries."""
+    """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries.
+
+    Bodies: `application/x-protobuf` (a snappy-compressed `logproto.PushRequest`, the default of
+    Promtail, Grafana Alloy and winston-loki) or `application/json` (optionally gzip). An
+    `X-Scope-OrgID` tenant header is accepted and kept as `metadata.tenant`.
+    """
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    encoding = (request.headers.get("content-encoding") or "").strip().lower()
+    tenant = request.headers.get("x-scope-orgid")
     limit = state.settings.ingest.max_body_bytes
     body = b""
     try:
         body = await read_body(request, limit)
-        if ctype in ("application/x-protobuf", "application/protobuf"):
-            await state.pipeline.reject_whole(otlp.dead_letter_text(body), loki.PROTOBUF_UNSUPPORTED, "loki")
-            return PlainTextResponse(loki.PROTOBUF_UNSUPPORTED + "\n", 415)
-        encoding = (request.headers.get("content-encoding") or "").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            body = gunzip(body, limit)
-        elif encoding not in ("", "identity"):
-            raise ParseError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-        parsed, streams = loki.decode_push(body, state.settings.protocols.mapping.loki)
+        if len(body) > _LOKI_INLINE_BYTES:  # decoding a big push off the event loop keeps others responsive
+            parsed, streams = await anyio.to_thread.run_sync(_loki_decode, body, ctype, encoding, limit, state, tenant)
+        else:
+            parsed, streams = _loki_decode(body, ctype, encoding, limit, state, tenant)
     except PayloadTooLarge as exc:
         await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
         return PlainTextResponse(str(exc) + "\n", 413)
