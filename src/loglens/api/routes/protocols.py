@@ -3,7 +3,7 @@
 Each handler only decodes its wire format (see `loglens.ingest.{otlp,loki,es_bulk}`) and answers
 in the protocol's own shape; validation, dead-letter, commit-before-ack and backpressure come
 from the shared `IngestPipeline`. Also here: the `protocols` app component that runs the
-syslog listeners and the file tailer when config enables them.
+syslog and Fluent forward listeners and the file tailer when config enables them.
 """
 
 from __future__ import annotations
@@ -201,7 +201,8 @@ async def es_head() -> Response:
 
 
 async def start_protocols(state: AppState) -> None:
-    """Start the syslog listeners and the file tailer when the config asks for them."""
+    """Start the syslog and Fluent forward listeners and the file tailer when the config asks for them."""
+    from loglens.ingest.fluent import FluentServer
     from loglens.ingest.syslog import SyslogServer
     from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
 
@@ -210,6 +211,12 @@ async def start_protocols(state: AppState) -> None:
         server = SyslogServer(state.pipeline, settings.protocols.mapping.syslog, settings.protocols.syslog)
         await server.start()
         state.extras["syslog"] = server
+    if settings.protocols.fluent.enabled:
+        fluent = FluentServer(
+            state.pipeline, lambda: state.settings.protocols.mapping.fluent, settings.protocols.fluent
+        )
+        await fluent.start()
+        state.extras["fluent"] = fluent
     if settings.ingest.files:
         tail_cfg = settings.protocols.tail
         tailer = Tailer(
@@ -224,13 +231,16 @@ async def start_protocols(state: AppState) -> None:
 
 
 async def stop_protocols(state: AppState) -> None:
-    """Stop the tailer (after its current batch) and the syslog listeners (after their last flush)."""
+    """Stop the tailer (after its current batch), the Fluent listener and the syslog listeners (after their last flush)."""
     tailer = state.extras.pop("tailer", None)
     task = state.extras.pop("tailer_task", None)
     if tailer is not None and task is not None:
         tailer.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(task, 10)
+    fluent = state.extras.pop("fluent", None)
+    if fluent is not None:
+        await fluent.stop()
     server = state.extras.pop("syslog", None)
     if server is not None:
         await server.stop()
