@@ -99,6 +99,8 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
         version=__version__,
         description="High-throughput log analytics and monitoring engine.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routes.docs, with assets served locally (no CDN)
+        redoc_url=None,
     )
     _install_error_handlers(app)
     app.include_router(health.router)
@@ -130,9 +132,10 @@ def default_components() -> list[Component]:
 
 def optional_routers() -> list[tuple[Any, bool]]:
     """Routers contributed by other stages: (router, requires_api_token)."""
-    from loglens.api.routes import alerts, dashboard, notifications, ops, protocols, stream
+    from loglens.api.routes import alerts, dashboard, docs, notifications, ops, protocols, stream
 
     return [
+        (docs.build_router(), False),
         (alerts.router, True),
         (stream.router, True),
         (dashboard.build_router(), False),
