@@ -42,7 +42,7 @@ def reason_class(reason: str) -> str:
         return "timestamp"
     if "exceeds" in text or "too large" in text:
         return "too_large"
-    if text.startswith(("syslog:", "entry must be", "otlp", "loki", "es_bulk")):
+    if text.startswith(("syslog:", "fluent:", "entry must be", "otlp", "loki", "es_bulk")):
         return "protocol"
     if text.startswith("log: must be"):
         return "not_an_object"
@@ -102,7 +102,7 @@ class LoglensCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield every live-state metric; a part that fails is skipped and logged, never the whole scrape."""
-        for part in (self._process, self._store, self._alerting, self._notifier, self._reload):
+        for part in (self._process, self._store, self._alerting, self._notifier, self._reload, self._inputs):
             try:
                 yield from part()
             except Exception:  # one broken part must not hide the others
@@ -211,6 +211,11 @@ class LoglensCollector(Collector):
             healthy.add_metric([name], 0 if ch["status"] == "failing" else 1)
         yield from (sent, failed, retrying, dead, healthy)
 
+    def _inputs(self) -> Iterator[Metric]:
+        from loglens.ingest import inputs
+
+        yield from inputs.collect(self.state)
+
     def _reload(self) -> Iterator[Metric]:
         manager = self.state.extras.get("reload")
         if manager is None:
@@ -240,6 +245,11 @@ async def start_component(state: Any) -> None:
     """App component: create the registry and hook the two event-driven instruments."""
     metrics = SelfMetrics(state)
     state.extras[EXTRA_KEY] = metrics
+    from loglens.ingest.inputs import sources
+
+    for source in sources(state):  # every running input's counters exist from the start, at 0
+        metrics.received.labels(source)
+        metrics.accepted.labels(source)
     state.pipeline.observers.append(metrics.on_ingest)
     state.store.listeners.append(metrics.on_commit)
 
