@@ -1,11 +1,19 @@
-"""Ingest throughput per wire protocol: OTLP/HTTP (protobuf) and syslog (TCP, UDP).
+"""Ingest throughput per wire protocol, against loglens's own NDJSON bulk endpoint in the same run.
 
-Starts `loglens serve` as a separate process (syslog enabled on free ports), then:
+Starts `loglens serve` as a separate process (syslog and Fluent forward enabled on free ports), then:
+- NDJSON bulk (the baseline): C concurrent clients post B-record NDJSON bodies to /api/v1/logs.
+- Loki protobuf: the same records as snappy-compressed `PushRequest`s (one JSON line per entry,
+  stream label `job`), as Promtail/Alloy ship JSON log files, posted like the NDJSON bodies.
+- Fluent forward: the same records as PackedForward messages of B entries (EventTime) with the
+  `chunk` option over C TCP connections; each connection waits for the ack (sent after commit)
+  before the next chunk, as Fluent Bit does with `Require_ack_response`.
 - OTLP: C concurrent clients post pre-built `ExportLogsServiceRequest`s of B records each; every
   response comes after commit, so logs/s = accepted records / wall time.
 - syslog TCP: C connections stream newline-framed RFC 5424 lines; syslog has no ack, so the
   clock stops when `GET /api/v1/services` shows every line committed.
 - syslog UDP: one sender at a paced rate; reports committed/sent (UDP may drop under load).
+
+Each of the NDJSON, Loki and Fluent rows is also given as a ratio to the NDJSON rate of this run.
 
     python bench/ingest_protocols.py [--logs 200000] [--batch 1000] [--clients 4] [--markdown]
 """
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -27,7 +36,104 @@ from bench_server import free_port, post_bodies, start_server  # noqa: E402  (be
 
 sys.path.insert(0, str(REPO / "src"))
 
+import cramjam  # noqa: E402
+import msgpack  # noqa: E402
+import orjson  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
+
+from loglens.demo import generate_logs  # noqa: E402
+from loglens.ingest import loki_proto  # noqa: E402
+
+
+def records(n: int, seed: int) -> list[dict[str, object]]:
+    """The generated logs every protocol row sends (event times spread over the last 50 minutes)."""
+    return list(generate_logs(n, spacing_s=3000 / n, start=time.time() - 50 * 60, seed=seed))
+
+
+def epoch(ts: object) -> tuple[int, int]:
+    """(seconds, nanoseconds) of an RFC 3339 timestamp."""
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    seconds = int(dt.timestamp())
+    return seconds, dt.microsecond * 1000
+
+
+def ndjson_bodies(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    return [b"\n".join(orjson.dumps(r) for r in logs[i : i + batch]) for i in range(0, len(logs), batch)]
+
+
+def loki_bodies(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    """Snappy-compressed PushRequests: a stream per service, the whole log as the JSON line."""
+    bodies = []
+    for i in range(0, len(logs), batch):
+        req = loki_proto.PushRequest()
+        streams: dict[object, object] = {}
+        for r in logs[i : i + batch]:
+            stream = streams.get(r["service"])
+            if stream is None:
+                stream = streams[r["service"]] = req.streams.add()  # type: ignore[attr-defined]
+                stream.labels = f'{{job="{r["service"]}"}}'  # type: ignore[attr-defined]
+            entry = stream.entries.add()  # type: ignore[attr-defined]
+            entry.timestamp.seconds, entry.timestamp.nanos = epoch(r["timestamp"])
+            entry.line = orjson.dumps({k: v for k, v in r.items() if k != "timestamp"}).decode()
+        bodies.append(bytes(cramjam.snappy.compress_raw(req.SerializeToString())))
+    return bodies
+
+
+def fluent_messages(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    """PackedForward messages (tag = first record's service; records keep their own service)."""
+    out = []
+    for i in range(0, len(logs), batch):
+        chunk = logs[i : i + batch]
+        entries = b"".join(
+            msgpack.packb(
+                [
+                    msgpack.ExtType(0, struct.pack(">II", *epoch(r["timestamp"]))),
+                    {k: v for k, v in r.items() if k != "timestamp"},
+                ]
+            )
+            for r in chunk
+        )
+        out.append(msgpack.packb([chunk[0]["service"], entries, {"chunk": f"c{i}", "size": len(chunk)}]))
+    return out
+
+
+def fluent_send(port: int, messages: list[bytes], clients: int) -> tuple[int, float]:
+    """Send every message once over `clients` connections, each waiting for its ack; (acks, seconds)."""
+    import threading
+
+    queue = list(reversed(messages))
+    lock = threading.Lock()
+    acked = 0
+
+    def worker() -> None:
+        nonlocal acked
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            unpacker = msgpack.Unpacker(raw=False)
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    msg = queue.pop()
+                sock.sendall(msg)
+                reply = None
+                while reply is None:
+                    data = sock.recv(4096)
+                    if not data:
+                        raise SystemExit("fluent connection closed before the ack")
+                    unpacker.feed(data)
+                    reply = next(iter(unpacker), None)
+                with lock:
+                    acked += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acked, time.perf_counter() - t0
 
 
 def otlp_bodies(n: int, batch: int) -> list[bytes]:
@@ -133,12 +239,60 @@ def main() -> None:
     n = args.logs
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
-        port, sport = free_port(), free_port()
+        port, sport, fport = free_port(), free_port(), free_port()
         proc = start_server(
-            tmp, port, f"protocols: {{syslog: {{enabled: true, udp_port: {sport}, tcp_port: {sport}}}}}\n"
+            tmp,
+            port,
+            f"protocols: {{syslog: {{enabled: true, udp_port: {sport}, tcp_port: {sport}}}, "
+            f"fluent: {{enabled: true, port: {fport}}}}}\n",
         )
         url = f"http://127.0.0.1:{port}"
         try:
+            # Warm-up (not measured): the first requests of a fresh server pay for caches and
+            # lazy imports, which would otherwise count against the baseline row.
+            warm = ndjson_bodies(records(min(n, 20_000), 10), args.batch)
+            asyncio.run(post_bodies(url, "/api/v1/logs", warm, args.clients, "application/x-ndjson", lambda *_: 0))
+            bodies = ndjson_bodies(records(n, 11), args.batch)
+            nd_accepted, nd_secs = asyncio.run(
+                post_bodies(
+                    url,
+                    "/api/v1/logs",
+                    bodies,
+                    args.clients,
+                    "application/x-ndjson",
+                    lambda r, _b: r.json()["accepted"],
+                )
+            )
+            nd_rate = nd_accepted / nd_secs
+
+            logs = records(n, 12)
+            bodies = loki_bodies(logs, args.batch)
+            sizes = [min(args.batch, n - i) for i in range(0, n, args.batch)]
+            by_body = dict(zip(map(id, bodies), sizes, strict=True))
+            loki_accepted, loki_secs = asyncio.run(
+                post_bodies(
+                    url,
+                    "/loki/api/v1/push",
+                    bodies,
+                    args.clients,
+                    "application/x-protobuf",
+                    lambda _r, b: by_body[id(b)],
+                )
+            )
+            loki_rate = loki_accepted / loki_secs
+
+            messages = fluent_messages(records(n, 13), args.batch)
+            acks, fluent_secs = fluent_send(fport, messages, args.clients)
+            if acks != len(messages):
+                raise SystemExit(f"fluent: {acks} acks for {len(messages)} messages")
+            fluent_got = n  # every message acked, i.e. committed (the services total below agrees)
+            expect = min(n, 20_000) + nd_accepted + loki_accepted + n  # warm-up included
+            stored = wait_committed(url, "", expect, timeout=30)
+            if stored < expect:
+                raise SystemExit(f"only {stored:,} logs stored after the NDJSON, Loki and Fluent rows")
+            fluent_rate = fluent_got / fluent_secs
+            del bodies, messages, logs
+
             bodies = otlp_bodies(n, args.batch)
             accepted, secs = asyncio.run(post_otlp(url, bodies, args.clients))
             otlp_rate = accepted / secs
@@ -159,6 +313,28 @@ def main() -> None:
             proc.terminate()
             proc.wait(30)
     rows = [
+        (
+            "NDJSON bulk `POST /api/v1/logs` (baseline)",
+            f"{nd_accepted:,}",
+            f"{nd_secs:.2f} s",
+            f"{nd_rate:,.0f}",
+            f"1.00 · {args.clients} clients, {args.batch} records/request, answered after commit",
+        ),
+        (
+            "Loki push, snappy protobuf",
+            f"{loki_accepted:,}",
+            f"{loki_secs:.2f} s",
+            f"{loki_rate:,.0f}",
+            f"**{loki_rate / nd_rate:.2f}** · {args.clients} clients, {args.batch} JSON lines/push, 204 after commit",
+        ),
+        (
+            "Fluent forward, PackedForward + chunk ack",
+            f"{fluent_got:,}",
+            f"{fluent_secs:.2f} s",
+            f"{fluent_rate:,.0f}",
+            f"**{fluent_rate / nd_rate:.2f}** · {args.clients} connections, {args.batch} entries/message, "
+            f"each waits for its ack ({acks} acks)",
+        ),
         (
             "OTLP/HTTP protobuf",
             f"{accepted:,}",
@@ -182,7 +358,7 @@ def main() -> None:
         ),
     ]
     if args.markdown:
-        print("| protocol | logs committed | time | logs/s | how |")
+        print("| protocol | logs committed | time | logs/s | × NDJSON · how |")
         print("|---|---|---|---|---|")
         for r in rows:
             print("| " + " | ".join(r) + " |")

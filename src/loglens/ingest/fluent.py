@@ -40,7 +40,6 @@ import struct
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio.to_thread
@@ -49,7 +48,7 @@ import orjson
 
 from loglens.config import FieldMapping, FluentConfig
 from loglens.errors import Backpressure, StorageError
-from loglens.ingest.mapping import map_document
+from loglens.ingest.mapping import iso_from_epoch, map_document
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.schema import Parsed
 
@@ -230,7 +229,7 @@ class Batch:
                 meta = {"fluent_metadata": extra}
         try:
             seconds, nanos = event_time(time_value)
-            when = datetime.fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000).isoformat()
+            when = iso_from_epoch(seconds, nanos)
         except (ForwardError, ValueError, OverflowError, OSError) as exc:
             reason = str(exc) if isinstance(exc, ForwardError) else f"time: out of range ({time_value!r})"
             self.fail(raw, reason)

@@ -25,7 +25,7 @@ import orjson
 from loglens.config import FieldMapping
 from loglens.errors import ParseError
 from loglens.ingest import loki_proto
-from loglens.ingest.mapping import map_document
+from loglens.ingest.mapping import iso_from_epoch, map_document
 from loglens.models import Rejection
 from loglens.schema import Parsed
 
@@ -217,7 +217,6 @@ def decode_protobuf(
     exactly like the JSON push; structured metadata pairs become `metadata.structured_metadata`."""
     streams = loki_proto.parse_push_request(loki_proto.unsnappy(body, limit))
     out = _Collector(mapping, tenant)
-    fromtimestamp = datetime.fromtimestamp
     for stream in streams:
         try:
             labels = parse_label_string(stream.labels)
@@ -229,7 +228,7 @@ def decode_protobuf(
             seconds, nanos = ts.seconds, ts.nanos
             ns = str(seconds * 1_000_000_000 + nanos)  # as the JSON push writes it, for dead letters
             try:
-                when = fromtimestamp(seconds, UTC).replace(microsecond=nanos // 1000).isoformat()
+                when = iso_from_epoch(seconds, nanos)
             except (ValueError, OverflowError, OSError):
                 out.fail(ns, entry.line, label_text, f"timestamp: out of range ({seconds} s)")
                 continue
