@@ -18,6 +18,8 @@ import msgpack
 import orjson
 import pytest
 from fluent import asyncsender, handler, sender
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from protocol_helpers import dead, logs
 
 from loglens.config import FluentConfig, MappingsConfig
@@ -100,6 +102,10 @@ def test_fluent_logger_sender_handler_and_asyncsender(fluent_server):
     assert orjson.loads(added["metadata"]) == {"fluent_tag": "shop.cart", "sku": "A-7"}
     assert by_msg["legacy line"]["ts"] == datetime.fromtimestamp(past, UTC).replace(tzinfo=None)
     assert by_msg["export done"]["response_time_ms"] == 41.5
+    # rows are visible a moment before the listener's own counters catch up
+    deadline = time.monotonic() + 30
+    while server.stats.committed < 4 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert server.stats.committed == 4 and server.stats.bad_frames == 0
 
 
@@ -281,3 +287,49 @@ def test_decoder_units():
         fluent.gunzip_members(gzip.compress(b"x" * 100)[:-8], 1024)
     assert fluent.render([b"\x00", msgpack.ExtType(1, b"a")]).startswith('["base64:AA=="')
     assert FluentConfig().port == 24224 and FluentConfig().enabled is False
+
+
+def test_no_ack_while_draining_and_stop_closes_open_connections(fluent_server):
+    srv, server = fluent_server
+    c = Conn(server.port)
+    srv.state.pipeline.draining = True  # as on SIGTERM: nothing new is committed, so nothing is acked
+    c.send(["drain", int(time.time()), {"message": "not now"}, {"chunk": "d"}])
+    assert c.receive() is None  # closed without an ack: the client keeps the chunk and resends
+    c.close()
+    srv.state.pipeline.draining = False
+    assert srv.state.store.query("SELECT count(*) FROM logs WHERE source = 'fluent'")[0][0] == 0
+    idle = Conn(server.port)
+    idle.send(["first", int(time.time()), {"message": "before stop"}, {"chunk": "s"}])
+    assert idle.receive() == {"ack": "s"}
+    srv.stop()  # the app lifespan stops the listener with this connection still open
+    assert idle.receive() is None
+    idle.close()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
+
+
+_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats(allow_nan=True)
+    | st.text(max_size=8)
+    | st.binary(max_size=8)
+    | st.builds(msgpack.ExtType, st.integers(0, 127), st.binary(max_size=9)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(_values, st.lists(_values, min_size=1, max_size=5), st.binary(max_size=64)))
+def test_any_value_or_bytes_decode_without_raising(value):
+    """Whatever arrives, decoding yields records or reasons (never an exception), one per slot."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=4096)
+    unpacker.feed(value if isinstance(value, bytes) else msgpack.packb(value))
+    server = fluent.FluentServer(None, MappingsConfig().fluent, FluentConfig(max_chunk_bytes=4096))  # decode only
+    got, broken = server._decode(unpacker)
+    assert broken is None or broken.startswith("not MessagePack")
+    for i, v in enumerate(got.values):
+        assert (v is None) == (i in got.failures)
+        assert isinstance(got.parsed().raw(i), str)
