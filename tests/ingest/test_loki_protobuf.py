@@ -13,6 +13,8 @@ from pathlib import Path
 import cramjam
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from protocol_helpers import dead, logs
 
 from loglens.config import MappingsConfig
@@ -222,3 +224,25 @@ def test_decoder_units():
     assert len(parsed) == 1 and streams == ['{job="x"}']
     assert parsed.values[0]["metadata"] == {"tenant": "t", "structured_metadata": {"k": "v"}}
     assert orjson.loads(parsed.raw(0)) == ["1000000000", "a"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    payload=st.binary(max_size=300),
+    snappy=st.booleans(),
+    entries=st.lists(st.tuples(st.text(max_size=30), st.integers(-(2**40), 2**40), st.integers(0, 2**31)), max_size=4),
+)
+def test_any_protobuf_body_decodes_or_raises_parse_error(payload, snappy, entries):
+    """Random bytes (raw or snappy-wrapped) and random entries never raise anything but ParseError."""
+    mapping = MappingsConfig().loki
+    body = bytes(cramjam.snappy.compress_raw(payload)) if snappy else payload
+    bodies = [body, _push(('{job="x"}', [(s, n % 1_000_000_000, line, {}) for line, s, n in entries]))]
+    for b in bodies:
+        try:
+            parsed, streams = loki.decode_protobuf(b, mapping, 4096)
+        except (ParseError, PayloadTooLarge):
+            continue
+        assert len(streams) == len(parsed)
+        for i, value in enumerate(parsed.values):
+            assert (value is None) == (i in parsed.failures)
+            assert isinstance(parsed.raw(i), str)
