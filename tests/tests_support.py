@@ -5,7 +5,9 @@ A module (not conftest.py) so tests in any directory can import it unambiguously
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +35,8 @@ def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Setti
     settings = parse_settings(yaml_text or "{}", base_dir=REPO)
     updates: dict[str, Any] = {
         "storage": settings.storage.model_copy(update={"path": tmp_path / "store" / "loglens.duckdb"}),
-        "server": settings.server.model_copy(update={"port": free_port()}),
+        # port 0: start_server binds an ephemeral port itself (no race with other processes)
+        "server": settings.server.model_copy(update={"port": 0}),
     }
     for name, values in sections.items():
         updates[name] = getattr(settings, name).model_copy(update=values)
@@ -66,15 +69,27 @@ class LiveServer:
 
 
 def start_server(settings: Settings) -> LiveServer:
-    """Start loglens with `settings` on its port and wait until it serves."""
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.server.port, log_level="warning", access_log=False, loop="asyncio"
+    """Start loglens on a socket bound here (port 0: an ephemeral one) and wait until it serves.
+
+    The socket is bound before uvicorn starts, so no other process can take the port between
+    choosing it and listening on it (the race a "find a free port, then bind" helper has).
+    """
+    sock = socket.socket()
+    if settings.server.port:
+        # a restart rebinds the port it had, which may be in TIME_WAIT. Not for port 0: Linux may
+        # then hand out a port that another SO_REUSEADDR socket holds, and listen() fails.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", settings.server.port))
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}
     )
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, loop="asyncio")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded 2-core machine opening DuckDB and starting the workers can take a while.
+    deadline = time.monotonic() + 120
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server failed to start")
@@ -85,3 +100,36 @@ def start_server(settings: Settings) -> LiveServer:
 def count_rows(server: LiveServer, table: str) -> int:
     """Rows in `table` of the server's store, read through an independent cursor."""
     return int(server.state.store.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], log_path: Path, offset: int = 0, timeout: float = 120) -> str:
+    """The base URL of a `loglens serve` process, once its /healthz answers 200.
+
+    The server is started with `port: 0` and names the port it bound in its "loglens listening"
+    log line, so no port is chosen in advance (no race with other processes on a busy machine).
+    `offset` skips what earlier runs wrote to the same log file. The timeout is generous: a
+    loaded 2-core machine can take many seconds to import, open DuckDB and replay.
+    """
+    deadline = time.monotonic() + timeout
+    url: str | None = None
+    with httpx.Client(timeout=5) as client:
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+                raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
+            if url is None:
+                with log_path.open("rb") as f:
+                    f.seek(offset)
+                    for line in f.read().decode("utf-8", "replace").splitlines():
+                        if '"loglens listening"' in line:
+                            url = json.loads(line)["metadata"]["url"].rstrip("/")
+            if url is not None:
+                try:
+                    if client.get(url + "/healthz").status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"server did not start within {timeout} s")
+            time.sleep(0.05)
