@@ -295,12 +295,20 @@ class MappingsConfig(_Model):
         )
     )
     # The forward protocol's event time is the timestamp (no record key by default) and the tag
-    # is the service when the record names none.
+    # is the service when the record names none (Fluent Bit's kubernetes filter adds the two
+    # `kubernetes.*` keys; its tags are file paths, often too long for a service name).
     fluent: FieldMapping = Field(
         default_factory=_fields(
             timestamp=[],
             message=["message", "log", "msg"],
-            service=["service", "service.name", "app", "application"],
+            service=[
+                "service",
+                "service.name",
+                "app",
+                "application",
+                "kubernetes.labels.app",
+                "kubernetes.container_name",
+            ],
         )
     )
     es_bulk: FieldMapping = Field(

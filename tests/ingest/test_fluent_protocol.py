@@ -277,6 +277,12 @@ def test_decoder_units():
     assert rec["timestamp"] == "1970-01-01T00:00:10.500000+00:00"
     assert rec["metadata"] == {"fluent_tag": "t", "fluent_metadata": {"k": "v"}}
     assert rec["raw"] == "\ufffdbin"
+    k8s = {"log": "pod line", "kubernetes": {"container_name": "api", "labels": {"app": "shop"}, "pod_name": "p"}}
+    batch.message(["kube.var.log.containers.x" * 10, 5, k8s])
+    assert (batch.values[1]["service"], batch.values[1]["kubernetes"]) == (
+        "shop",
+        {"container_name": "api", "pod_name": "p"},
+    )
     assert fluent.event_time(msgpack.Timestamp(3, 7)) == (3, 7)
     assert fluent.event_time(1.5) == (1, 500_000_000)
     with pytest.raises(fluent.ForwardError):
