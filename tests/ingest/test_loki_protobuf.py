@@ -204,7 +204,7 @@ def test_protobuf_partial_rejection_and_garbage(live_server):
         assert r.status_code == 204
     reasons = [reason for reason, _raw in dead(live_server.state, "loki", 9)]
     assert len(reasons) == 9
-    assert sum(r.startswith("body is not") for r in reasons) == 4
+    assert sum(r.startswith("loki: body is not") for r in reasons) == 4
     assert sum(r.startswith("invalid label set") for r in reasons) == 1
     assert sum("exceeds" in r for r in reasons) == 1
     assert sum("Content-Encoding" in r for r in reasons) == 1

@@ -113,7 +113,7 @@ def snappy_uncompressed_length(body: bytes) -> int:
         shift += 7
         if i == 4:
             break
-    raise ParseError("body is not snappy-compressed protobuf: bad snappy length header")
+    raise ParseError("loki: body is not snappy-compressed protobuf: bad snappy length header")
 
 
 def unsnappy(body: bytes, limit: int) -> bytes:
@@ -124,7 +124,7 @@ def unsnappy(body: bytes, limit: int) -> bytes:
     try:
         return bytes(cramjam.snappy.decompress_raw(body))
     except cramjam.DecompressionError as exc:
-        raise ParseError(f"body is not valid snappy-compressed data: {exc}") from None
+        raise ParseError(f"loki: body is not valid snappy-compressed data: {exc}") from None
 
 
 def parse_push_request(data: bytes) -> list[Stream]:
@@ -133,5 +133,5 @@ def parse_push_request(data: bytes) -> list[Stream]:
     try:
         request.ParseFromString(data)
     except DecodeError as exc:
-        raise ParseError(f"body is not a Loki PushRequest protobuf: {exc}") from None
+        raise ParseError(f"loki: body is not a Loki PushRequest protobuf: {exc}") from None
     return cast(list[Stream], list(request.streams))
