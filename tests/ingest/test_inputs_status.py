@@ -54,7 +54,9 @@ def test_status_and_metrics_list_each_input(settings_factory, live_server_factor
         "accepted": 1,
         "rejected": 1,
     }
-    assert by_source["loki"]["accepted"] == 1 and by_source["loki"]["listen"].endswith("/loki/api/v1/push")
+    assert (
+        by_source["loki"]["accepted"] == 1 and by_source["loki"]["listen"] == "POST /loki/api/v1/push, /api/prom/push"
+    )
     assert by_source["syslog"]["enabled"] is False and by_source["tail"]["enabled"] is False
     assert 'loglens_logs_accepted_total{source="fluent"} 1.0' in metrics
     assert 'loglens_logs_rejected_total{reason="protocol",source="fluent"} 1.0' in metrics

@@ -37,13 +37,13 @@ def _host(host: str) -> str:
 def describe(settings: Settings, state: Any = None) -> list[InputStatus]:
     """Every input of `settings`; with the running `state`, bound addresses and counts since start."""
     extras: dict[str, Any] = state.extras if state is not None else {}
-    http = f"http://{_host(settings.server.host)}:{settings.server.port}"
+    # HTTP inputs are named by path: they share the API's listener (its port may be 0, chosen at bind)
     syslog_cfg, fluent_cfg = settings.protocols.syslog, settings.protocols.fluent
     out = [
-        InputStatus("http", "loglens JSON / NDJSON", f"POST {http}/api/v1/logs", True),
-        InputStatus("otlp", "OTLP/HTTP logs", f"POST {http}/v1/logs", True),
-        InputStatus("loki", "Loki push (protobuf, JSON)", f"POST {http}/loki/api/v1/push", True),
-        InputStatus("es_bulk", "Elasticsearch _bulk", f"POST {http}/_bulk", True),
+        InputStatus("http", "loglens JSON / NDJSON", "POST /api/v1/logs", True),
+        InputStatus("otlp", "OTLP/HTTP logs", "POST /v1/logs", True),
+        InputStatus("loki", "Loki push (protobuf, JSON)", "POST /loki/api/v1/push, /api/prom/push", True),
+        InputStatus("es_bulk", "Elasticsearch _bulk", "POST /_bulk, /{index}/_bulk", True),
     ]
     syslog = extras.get("syslog")
     udp = syslog.udp_port if syslog is not None else syslog_cfg.udp_port
