@@ -24,7 +24,8 @@ connection is closed. Neither ever stops the listener.
 
 With `shared_key` set the server opens with HELO, checks the client's PING digest
 (sha512(salt + hostname + nonce + key)) and answers PONG with its own digest, or a failed PONG
-and a closed connection. User/password authentication is not offered (HELO `auth` is empty).
+and a closed connection. User/password authentication is not offered (HELO `auth` is empty), nor
+TLS, nor the UDP heartbeat (Fluentd's default `heartbeat_type transport` checks TCP instead).
 """
 
 from __future__ import annotations

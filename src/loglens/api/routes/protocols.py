@@ -23,6 +23,7 @@ from loglens.api.routes.ingest import read_body
 from loglens.errors import Backpressure, IngestError, ParseError, PayloadTooLarge, StorageError
 from loglens.ingest import es_bulk, loki, otlp
 from loglens.ingest.decode import gunzip
+from loglens.schema import Parsed
 
 router = APIRouter(tags=["protocols"])
 _LOKI_INLINE_BYTES = 16 * 1024
@@ -86,7 +87,9 @@ async def otlp_logs(request: Request, state: State) -> Response:
 _PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf")
 
 
-def _loki_decode(body: bytes, ctype: str, encoding: str, limit: int, state: AppState, tenant: str | None) -> Any:
+def _loki_decode(
+    body: bytes, ctype: str, encoding: str, limit: int, state: AppState, tenant: str | None
+) -> tuple[Parsed, list[str]]:
     """(Parsed, stream names) of a Loki push body; JSON, or snappy protobuf for any other type (as Loki)."""
     if encoding in ("gzip", "x-gzip", "deflate"):
         body = gunzip(body, limit)
