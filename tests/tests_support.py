@@ -39,7 +39,9 @@ def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Setti
         "server": settings.server.model_copy(update={"port": 0}),
     }
     for name, values in sections.items():
-        updates[name] = getattr(settings, name).model_copy(update=values)
+        # on top of the store path and port 0 above, never instead of them (a `server=` section
+        # used to bring back the default port 8080, which parallel tests then fought over)
+        updates[name] = updates.get(name, getattr(settings, name)).model_copy(update=values)
     return settings.model_copy(update=updates)
 
 
@@ -51,6 +53,7 @@ class LiveServer:
     server: uvicorn.Server
     thread: threading.Thread
     app: Any
+    listener: socket.socket
 
     @property
     def url(self) -> str:
@@ -65,28 +68,27 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=60)
 
 
-def start_server(settings: Settings) -> LiveServer:
+def start_server(settings: Settings, listener: socket.socket | None = None) -> LiveServer:
     """Start loglens on a socket bound here (port 0: an ephemeral one) and wait until it serves.
 
     The socket is bound before uvicorn starts, so no other process can take the port between
     choosing it and listening on it (the race a "find a free port, then bind" helper has).
+    uvicorn gets a duplicate and closes only that when it stops: pass the returned server's
+    `listener` to start a second server on the same port with no window for another process.
     """
-    sock = socket.socket()
-    if settings.server.port:
-        # a restart rebinds the port it had, which may be in TIME_WAIT. Not for port 0: Linux may
-        # then hand out a port that another SO_REUSEADDR socket holds, and listen() fails.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", settings.server.port))
+    if listener is None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", settings.server.port))
     settings = settings.model_copy(
-        update={"server": settings.server.model_copy(update={"port": sock.getsockname()[1]})}
+        update={"server": settings.server.model_copy(update={"port": listener.getsockname()[1]})}
     )
     app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", access_log=False, loop="asyncio")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.dup()]}, daemon=True)
     thread.start()
     # Generous: on a loaded 2-core machine opening DuckDB and starting the workers can take a while.
     deadline = time.monotonic() + 120
@@ -94,7 +96,7 @@ def start_server(settings: Settings) -> LiveServer:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server failed to start")
         time.sleep(0.02)
-    return LiveServer(settings, server, thread, app)
+    return LiveServer(settings, server, thread, app, listener)
 
 
 def count_rows(server: LiveServer, table: str) -> int:

@@ -224,7 +224,7 @@ def test_reconnects_after_server_restart(
     srv.stop()
     dash.wait("window.__loglens.connection === 'reconnecting'")
     assert "reconnecting" in (dash.page.text_content("#conn") or "")
-    srv2 = live_server_factory(srv.settings)  # the port it had bound, the same store
+    srv2 = live_server_factory(srv.settings, srv.listener)  # the same port (held open meanwhile), the same store
     dash.wait("window.__loglens.connection === 'live'")
     post_logs(srv2.url, [log("after-restart")])
     dash.wait(f"document.querySelector('{tile('after-restart')}') !== null")
