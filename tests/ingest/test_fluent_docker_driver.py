@@ -48,10 +48,11 @@ def test_docker_fluentd_driver_client(fluent_server, dockerlike):
     out = subprocess.run([str(dockerlike), str(server.port), "checkout"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
     rows = logs(srv.state, "fluent", 2)
+    context = f"client stderr: {out.stderr!r}; listener: {server.stats}"
     assert [(r["service"], r["level"], r["message"]) for r in rows] == [
         ("checkout", "INFO", "GET /index.html 200"),
         ("checkout", "INFO", "upstream timed out"),
-    ]
+    ], context
     assert all(before <= r["ts"] <= datetime.now(UTC).replace(tzinfo=None) for r in rows)
     assert rows[0]["ts"].microsecond != 0 or rows[1]["ts"].microsecond != 0  # sub-second precision kept
     meta = orjson.loads(rows[1]["metadata"])
@@ -61,4 +62,4 @@ def test_docker_fluentd_driver_client(fluent_server, dockerlike):
         "container_name": "/web",
         "source": "stderr",
     }
-    assert server.stats.acks == 2  # RequestAck: each post waited for its ack, sent after the commit
+    assert server.stats.acks == 2, context  # RequestAck: each post waited for its ack, sent after the commit
