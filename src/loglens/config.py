@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,10 @@ class ServerConfig(_Model):
         None, description="When set, every /api request needs `Authorization: Bearer <token>`."
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.",
+    )
     watch_config: bool = Field(
         False,
         description="Reload the config file automatically when it changes on disk (SIGHUP and "
@@ -193,7 +197,7 @@ class NotifierConfig(_Model):
     type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
     enabled: bool = Field(True, description="Send to this channel.")
     severities: list[Severity] = Field(
-        default_factory=lambda: ["critical", "warning"], description="Only alerts of these severities."
+        default_factory=lambda: list[Severity](["critical", "warning"]), description="Only alerts of these severities."
     )
     rules: list[str] | None = Field(None, description="Only these rules (None = all).")
     services: list[str] | None = Field(None, description="Only these services (None = all).")
@@ -219,9 +223,9 @@ class LoggingConfig(_Model):
     )
 
 
-def _fields(**overrides: list[str]) -> Any:
+def _fields(**overrides: list[str]) -> Callable[[], FieldMapping]:
     """A default_factory for a FieldMapping with per-protocol input field names."""
-    return lambda: FieldMapping(**overrides)
+    return lambda: FieldMapping.model_validate(overrides)
 
 
 class FieldMapping(_Model):
@@ -287,7 +291,7 @@ class MappingsConfig(_Model):
             trace_id=["trace_id", "traceId"],
         )
     )
-    tail: FieldMapping = Field(default_factory=FieldMapping)
+    tail: FieldMapping = Field(default_factory=_fields())
     loki: FieldMapping = Field(
         default_factory=_fields(
             service=["service", "service_name", "service.name", "job", "app", "application"],
@@ -457,7 +461,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in path[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return None
         ann = field.annotation
@@ -587,4 +591,5 @@ def mask_secrets(settings: Settings) -> dict[str, Any]:
             return "***"
         return node
 
-    return walk(settings.model_dump(mode="json"))
+    masked: dict[str, Any] = walk(settings.model_dump(mode="json"))
+    return masked

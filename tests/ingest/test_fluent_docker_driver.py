@@ -39,7 +39,7 @@ def dockerlike(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def fluent_server(settings_factory, live_server_factory):
     srv = live_server_factory(settings_factory("protocols:\n  fluent: {enabled: true, port: 0}\n"))
-    return srv, srv.state.extras["fluent"]
+    return srv, srv.state.fluent
 
 
 def test_docker_fluentd_driver_client(fluent_server, dockerlike):

@@ -30,7 +30,7 @@ from loglens.ingest import fluent
 @pytest.fixture
 def fluent_server(settings_factory, live_server_factory):
     srv = live_server_factory(settings_factory("protocols:\n  fluent: {enabled: true, port: 0}\n"))
-    return srv, srv.state.extras["fluent"]
+    return srv, srv.state.fluent
 
 
 def event_time(t: float) -> msgpack.ExtType:
@@ -228,7 +228,7 @@ def test_shared_key_handshake(settings_factory, live_server_factory):
     srv = live_server_factory(
         settings_factory("protocols:\n  fluent: {enabled: true, port: 0, shared_key: s3cret, self_hostname: lens-1}\n")
     )
-    server = srv.state.extras["fluent"]
+    server = srv.state.fluent
 
     def ping(conn: Conn, key: str) -> tuple[list[Any], bytes, str]:
         helo = conn.receive()

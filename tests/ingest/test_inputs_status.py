@@ -26,7 +26,7 @@ def _loki_body() -> bytes:
 
 def test_status_and_metrics_list_each_input(settings_factory, live_server_factory):
     srv = live_server_factory(settings_factory("protocols:\n  fluent: {enabled: true, port: 0}\n"))
-    port = srv.state.extras["fluent"].port
+    port = srv.state.fluent.port
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(msgpack.packb(["web", int(time.time()), {"message": "via fluent"}, {"chunk": "a"}]))
         sock.sendall(msgpack.packb(["web", "bad time", {"message": "x"}, {"chunk": "b"}]))

@@ -51,7 +51,7 @@ from loglens.config import FieldMapping, FluentConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.mapping import iso_from_epoch, map_document
 from loglens.ingest.pipeline import IngestPipeline
-from loglens.schema import Parsed
+from loglens.models import Parsed
 
 log = logging.getLogger("loglens.fluent")
 
@@ -291,7 +291,9 @@ def _hexdigest(*parts: str | bytes) -> str:
 
 
 class FluentServer:
-    """The forward-protocol TCP listener; `start()`/`stop()` from the app lifespan."""
+    """The forward-protocol TCP listener; a runtime component (`start()`/`stop()`)."""
+
+    name = "fluent"
 
     def __init__(
         self, pipeline: IngestPipeline, mapping: Callable[[], FieldMapping] | FieldMapping, config: FluentConfig

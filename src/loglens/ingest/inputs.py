@@ -16,6 +16,9 @@ from typing import Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from loglens.config import Settings
+from loglens.ingest.fluent import FluentServer
+from loglens.ingest.syslog import SyslogServer
+from loglens.selfmetrics import Observed, SelfMetrics
 
 
 @dataclass
@@ -34,9 +37,12 @@ def _host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def describe(settings: Settings, state: Any = None) -> list[InputStatus]:
-    """Every input of `settings`; with the running `state`, bound addresses and counts since start."""
-    extras: dict[str, Any] = state.extras if state is not None else {}
+def describe(settings: Settings, running: object = None) -> list[InputStatus]:
+    """Every input of `settings`; with the running server (the runtime: its `syslog`, `fluent` and
+    `selfmetrics` parts), the addresses actually bound and the counts since start."""
+    syslog = getattr(running, "syslog", None)
+    fluent = getattr(running, "fluent", None)
+    metrics = getattr(running, "selfmetrics", None)
     # HTTP inputs are named by path: they share the API's listener (its port may be 0, chosen at bind)
     syslog_cfg, fluent_cfg = settings.protocols.syslog, settings.protocols.fluent
     out = [
@@ -45,21 +51,18 @@ def describe(settings: Settings, state: Any = None) -> list[InputStatus]:
         InputStatus("loki", "Loki push (protobuf, JSON)", "POST /loki/api/v1/push, /api/prom/push", True),
         InputStatus("es_bulk", "Elasticsearch _bulk", "POST /_bulk, /{index}/_bulk", True),
     ]
-    syslog = extras.get("syslog")
-    udp = syslog.udp_port if syslog is not None else syslog_cfg.udp_port
-    tcp = syslog.tcp_port if syslog is not None else syslog_cfg.tcp_port
+    udp = syslog.udp_port if isinstance(syslog, SyslogServer) else syslog_cfg.udp_port
+    tcp = syslog.tcp_port if isinstance(syslog, SyslogServer) else syslog_cfg.tcp_port
     where = [
         f"{kind} {_host(syslog_cfg.host)}:{port}" for kind, port in (("udp", udp), ("tcp", tcp)) if port is not None
     ]
     out.append(InputStatus("syslog", "syslog RFC 5424/3164", ", ".join(where) or "-", syslog_cfg.enabled))
-    fluent = extras.get("fluent")
-    port = fluent.port if fluent is not None else fluent_cfg.port
+    port = fluent.port if isinstance(fluent, FluentServer) else fluent_cfg.port
     protocol = "Fluent forward" + (" (shared key)" if fluent_cfg.shared_key else "")
     out.append(InputStatus("fluent", protocol, f"tcp {_host(fluent_cfg.host)}:{port}", fluent_cfg.enabled))
     files = ", ".join(str(f) for f in settings.ingest.files) if settings.ingest.files else "-"
     out.append(InputStatus("tail", "file tail (NDJSON)", files, bool(settings.ingest.files)))
-    metrics = extras.get("selfmetrics")
-    if metrics is not None:
+    if isinstance(metrics, SelfMetrics):
         accepted, rejected = _by_source(metrics.accepted), _by_source(metrics.rejected)
         for item in out:
             item.accepted = accepted.get(item.source, 0)
@@ -99,24 +102,24 @@ def render_lines(inputs: list[dict[str, Any]] | None) -> list[str]:
     return lines
 
 
-def sources(state: Any) -> list[str]:
-    """Source names of the inputs this server runs (so their counters start at 0, not absent)."""
-    return [i.source for i in describe(state.settings, state) if i.enabled]
+def sources(running: Observed) -> list[str]:
+    """Source names of the inputs a running server runs (so their counters start at 0, not absent)."""
+    return [i.source for i in describe(running.settings, running) if i.enabled]
 
 
-def collect(state: Any) -> Iterator[Metric]:
+def collect(running: Observed) -> Iterator[Metric]:
     """Listener gauges and counters for `/metrics` (the per-input record counts are by `source`)."""
     up = GaugeMetricFamily(
         "loglens_input_enabled",
         "1 for each input the server runs, by source and listen address.",
         labels=["source", "listen"],
     )
-    for item in describe(state.settings, state):
+    for item in describe(running.settings, running):
         if item.enabled:
             up.add_metric([item.source, item.listen], 1)
     yield up
-    fluent = state.extras.get("fluent")
-    if fluent is None:
+    fluent = getattr(running, "fluent", None)
+    if not isinstance(fluent, FluentServer):
         return
     st = fluent.stats
     yield GaugeMetricFamily("loglens_fluent_connections", "Open Fluent forward connections.", value=st.open_connections)

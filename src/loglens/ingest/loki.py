@@ -26,8 +26,7 @@ from loglens.config import FieldMapping
 from loglens.errors import ParseError
 from loglens.ingest import loki_proto
 from loglens.ingest.mapping import iso_from_epoch, map_document
-from loglens.models import Rejection
-from loglens.schema import Parsed
+from loglens.models import Parsed, Rejection
 
 _LABEL_RE = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_.]*)\s*=~?\s*"((?:[^"\\]|\\.)*)"\s*,?')
 
