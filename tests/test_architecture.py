@@ -25,6 +25,7 @@ COMPONENT_CLASSES = frozenset(
         "IngestPipeline",
         "NotificationService",
         "SyslogServer",
+        "FluentServer",
         "ReloadManager",
         "StoreWatch",
         "SelfMetrics",

@@ -344,6 +344,23 @@ class MappingsConfig(_Model):
             level=["level", "detected_level", "severity", "log.level", "lvl"],
         )
     )
+    # The forward protocol's event time is the timestamp (no record key by default) and the tag
+    # is the service when the record names none (Fluent Bit's kubernetes filter adds the two
+    # `kubernetes.*` keys; its tags are file paths, often too long for a service name).
+    fluent: FieldMapping = Field(
+        default_factory=_fields(
+            timestamp=[],
+            message=["message", "log", "msg"],
+            service=[
+                "service",
+                "service.name",
+                "app",
+                "application",
+                "kubernetes.labels.app",
+                "kubernetes.container_name",
+            ],
+        )
+    )
     es_bulk: FieldMapping = Field(
         default_factory=_fields(
             timestamp=["@timestamp", "timestamp", "time"],
@@ -371,6 +388,21 @@ class SyslogConfig(_Model):
     max_pending: int = Field(50_000, ge=1, description="Buffered records before TCP reads pause / UDP drops.")
 
 
+class FluentConfig(_Model):
+    """Fluent forward input (Fluent Bit / Fluentd `forward` output, Docker's `fluentd` log driver); off by default."""
+
+    enabled: bool = Field(False, description="Start the Fluent forward listener with the server.")
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 to accept other hosts).")
+    port: int = Field(24224, ge=0, le=65535, description="TCP port (24224 is Fluentd's; 0 picks a free one).")
+    shared_key: str | None = Field(
+        None, description="When set, clients must pass the forward protocol's HELO/PING/PONG handshake with it."
+    )
+    self_hostname: str = Field("loglens", description="Hostname this server gives in the handshake's PONG.")
+    max_chunk_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest forward message (and decompressed chunk); larger ones are refused."
+    )
+
+
 class TailConfig(_Model):
     """How `ingest.files` and `loglens tail` follow files."""
 
@@ -383,9 +415,10 @@ class TailConfig(_Model):
 
 
 class ProtocolsConfig(_Model):
-    """Extra ingest protocols: syslog, file tail, and the field mapping of every protocol."""
+    """Extra ingest protocols: syslog, Fluent forward, file tail, and the field mapping of every protocol."""
 
     syslog: SyslogConfig = SyslogConfig()
+    fluent: FluentConfig = FluentConfig()
     tail: TailConfig = TailConfig()
     mapping: MappingsConfig = MappingsConfig()
 

@@ -2,7 +2,7 @@
 
 `Runtime(settings)` constructs each component with its dependencies passed explicitly (no
 service locator): the store and ingest pipeline, the notifier, the alert evaluator, the store
-watch, the SSE publisher, the syslog and file-tail listeners, self-metrics and config reload.
+watch, the SSE publisher, the syslog, Fluent forward and file-tail listeners, self-metrics and config reload.
 Parts that need each other meet through the ports in `loglens.ports`:
 
 - the alert engine hands transitions to the notifier through `NotificationSink`;
@@ -37,6 +37,7 @@ from loglens.api.live import MetricsPublisher, StreamSettings
 from loglens.config import Settings
 from loglens.detect.pattern_worker import PatternWorker
 from loglens.detect.validator import AnomalyValidator
+from loglens.ingest.fluent import FluentServer
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.ingest.syslog import SyslogServer
 from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
@@ -294,6 +295,11 @@ class Runtime:
         self.syslog: SyslogServer | None = None
         if settings.protocols.syslog.enabled:
             self.syslog = SyslogServer(self.pipeline, settings.protocols.mapping.syslog, settings.protocols.syslog)
+        self.fluent: FluentServer | None = None
+        if settings.protocols.fluent.enabled:  # the mapping is read per message, so reloads apply
+            self.fluent = FluentServer(
+                self.pipeline, lambda: self.settings.protocols.mapping.fluent, settings.protocols.fluent
+            )
         self.tailer: Tailer | None = None
         if settings.ingest.files:
             tail_cfg = settings.protocols.tail
@@ -318,6 +324,7 @@ class Runtime:
             self.storewatch,
             self.stream,
             *([SyslogComponent(self.syslog)] if self.syslog is not None else []),
+            *([self.fluent] if self.fluent is not None else []),
             *([TailComponent(self.tailer)] if self.tailer is not None else []),
             self.selfmetrics,
             self.reload,
