@@ -1,4 +1,4 @@
-"""`serve` component: archive closed hours of the live store as Parquet, then let retention go.
+"""Runtime component: archive closed hours of the live store as Parquet, then let retention go.
 
 Every `archive.interval_seconds` it runs `store.archive.export` on a read cursor of the running
 store (DuckDB MVCC: ingest keeps committing meanwhile) for the hours that ended at least
@@ -18,22 +18,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from loglens.config import ArchiveConfig
 from loglens.errors import LoglensError
 from loglens.store.archive import HOUR_US, ArchiveError, ExportReport, export, hours_in_store, load_manifest
+
+if TYPE_CHECKING:
+    from loglens.store import Store
 
 log = logging.getLogger("loglens.archiver")
 
 
 class Archiver:
-    """Periodic export of closed hours of `state.store` into `settings.archive.directory`."""
+    """Periodic export of closed hours of `store` into `settings.directory`."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.settings = state.settings.archive
+    name = "archiver"
+
+    def __init__(self, store: Store, settings: ArchiveConfig, retention_days: float) -> None:
+        self.store = store
+        self.settings = settings
+        self.retention_days = retention_days  # storage.retention_days: the live store's ceiling
         self.last_report: ExportReport | None = None
         self.last_error: str | None = None
         self.runs = 0
@@ -43,7 +50,7 @@ class Archiver:
         """Archive what is due at wall time `now_s` and adjust the store's retention."""
         now_us = int((time.time() if now_s is None else now_s) * 1_000_000)
         closed = now_us - int(self.settings.delay_seconds * 1_000_000)  # hours that ended by then
-        with self.state.store.reader() as cur:
+        with self.store.reader() as cur:
             report = export(cur, self.settings.directory, closed_before_us=closed)
             self._adjust_retention(cur, now_us)
         self.last_report, self.last_error = report, None
@@ -56,13 +63,13 @@ class Archiver:
         keep_h = self.settings.live_retention_hours
         if keep_h is None:
             return
-        configured_days = self.state.settings.storage.retention_days
+        configured_days = self.retention_days
         archived = load_manifest(self.settings.directory)
         pending = [h for h in hours_in_store(cur, None, None) if h.key not in archived]
         keep_us = keep_h * 3_600_000_000
         if pending:  # nothing newer than the oldest unarchived hour may go
             keep_us = max(keep_us, now_us - pending[0].start_us + HOUR_US)
-        self.state.store.retention_days = min(configured_days, keep_us / 86_400_000_000)
+        self.store.retention_days = min(configured_days, keep_us / 86_400_000_000)
 
     async def _run(self) -> None:
         while True:
@@ -78,7 +85,7 @@ class Archiver:
                 self.last_error = str(exc)
                 log.warning("archiving failed; retrying next interval", extra={"error": str(exc)})
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start archiving on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="loglens-archiver")
 
@@ -89,19 +96,3 @@ class Archiver:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-async def start_component(state: Any) -> None:
-    """App component start: archive this app's store when `archive.enabled`."""
-    if not state.settings.archive.enabled:
-        return
-    archiver = Archiver(state)
-    state.extras["archiver"] = archiver
-    archiver.start()
-
-
-async def stop_component(state: Any) -> None:
-    """App component stop."""
-    archiver = state.extras.pop("archiver", None)
-    if archiver is not None:
-        await archiver.stop()

@@ -11,7 +11,7 @@ import typer
 
 from loglens import __version__
 from loglens.config import Settings, load_settings
-from loglens.errors import ConfigError
+from loglens.errors import ConfigError, ServerBindError
 
 app = typer.Typer(
     name="loglens",
@@ -91,6 +91,9 @@ def serve(
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
         raise typer.Exit(2) from None
+    except ServerBindError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -103,6 +106,7 @@ def ingest(
 ) -> None:
     """Ingest a file: post it to a running server (--url) or write it into the local store."""
     from loglens.ingest.file_ingest import ingest_file
+    from loglens.runtime import local_pipeline
 
     settings = load_or_exit(config)
     if file == "-":
@@ -116,7 +120,9 @@ def ingest(
         stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115 - closed by `with` below
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
-        accepted, rejected = ingest_file(stream, total, settings, url=url, batch_size=batch_size, token=token)
+        accepted, rejected = ingest_file(
+            stream, total, settings, url=url, batch_size=batch_size, token=token, local=local_pipeline
+        )
     typer.echo(f"accepted {accepted}, rejected {rejected}")
     if rejected:
         typer.echo("rejected records are in the dead-letter store (GET /api/v1/dead-letter)")
@@ -135,10 +141,13 @@ def tail(
     import asyncio
 
     from loglens.ingest.tail import run_tail
+    from loglens.runtime import local_pipeline
 
     settings = load_or_exit(config)
     try:
-        lines = asyncio.run(run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once))
+        lines = asyncio.run(
+            run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once, local=local_pipeline)
+        )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
         raise typer.Exit(0) from None
     typer.echo(f"committed {lines} lines")
@@ -225,18 +234,22 @@ def export(
 
 @app.command()
 def backtest(
-    files: Annotated[list[Path], typer.Argument(help="Archived logs: NDJSON or JSON files (.gz ok).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Archived logs: NDJSON, JSON or Parquet files (.gz ok), directories, globs.")
+    ],
     rules: Annotated[Path | None, typer.Option("--rules", help="config.yaml whose alerts: rules to replay.")] = None,
     patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
 ) -> None:
     """Replay archived logs through the alert rules (event time); print what would have fired."""
+    from loglens.analyze.inputs import InputError
     from loglens.backtest import format_report, run_backtest
 
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        typer.echo(f"no such file: {', '.join(missing)}", err=True)
-        raise typer.Exit(2)
-    result = run_backtest(load_or_exit(rules), files, patterns=patterns)
+    settings = load_or_exit(rules)
+    try:
+        result = run_backtest(settings, files, patterns=patterns)
+    except InputError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     for line in format_report(result):
         typer.echo(line)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,10 @@ class ServerConfig(_Model):
         None, description="When set, every /api request needs `Authorization: Bearer <token>`."
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.",
+    )
     watch_config: bool = Field(
         False,
         description="Reload the config file automatically when it changes on disk (SIGHUP and "
@@ -114,12 +118,17 @@ class IngestConfig(_Model):
 
 
 class ErrorRateRule(_Model):
-    """error+fatal / total over a sliding window."""
+    """error+fatal / total over a sliding window (default: above 10 % in any 1-minute window)."""
 
     enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
     window_seconds: int = Field(60, gt=0, description="Length of the sliding window (event time).")
-    min_events: int = Field(20, ge=1, description="No alert on windows with fewer logs than this.")
+    min_events: int = Field(
+        10,
+        ge=1,
+        description="No alert on windows with fewer logs than this (noise guard: 1 error out of 1 log pages "
+        "nobody). The default lets 5 errors out of 10 logs in a minute fire.",
+    )
     for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
     severity: Severity = Field("critical", description="Severity of the alert it raises.")
 
@@ -198,12 +207,42 @@ class AlertsConfig(_Model):
     """Alert evaluation and lifecycle."""
 
     evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
-    group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    group_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Transitions of one rule reaching a channel within this window go out as one grouped "
+        "notification (those of one evaluation always do).",
+    )
     resolve_after_seconds: float = Field(
         0.0,
         ge=0,
         description="A firing alert resolves only after its condition has been clear this long (no flapping "
         "when a value hovers at the threshold).",
+    )
+    max_series: int = Field(
+        10_000,
+        ge=1,
+        description="Most services tracked by detection (like Prometheus's sample limit or Loki's max streams). "
+        "Logs of further new service names are stored as usual but left out of alerting, counted, and a "
+        "`series_limit` meta-alert fires once.",
+    )
+    series_idle_seconds: float = Field(
+        86_400,
+        ge=0,
+        description="A service that sent nothing for this long is forgotten by detection and its alerts resolve "
+        "(0 = never).",
+    )
+    max_queue_logs: int = Field(
+        500_000,
+        ge=1000,
+        description="Committed logs waiting for the evaluator; beyond it batches are counted "
+        "and left out of alerting, and an `evaluator` meta-alert fires.",
+    )
+    max_queue_rows: int = Field(
+        200_000,
+        ge=1000,
+        description="Alert and anomaly rows waiting to be written; beyond it the oldest are "
+        "dropped (alerting goes on in memory) and an `alert-store` meta-alert fires.",
     )
     rules: RulesConfig = RulesConfig()
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Keyed by service.")
@@ -216,7 +255,7 @@ class NotifierConfig(_Model):
     type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
     enabled: bool = Field(True, description="Send to this channel.")
     severities: list[Severity] = Field(
-        default_factory=lambda: ["critical", "warning"], description="Only alerts of these severities."
+        default_factory=lambda: list[Severity](["critical", "warning"]), description="Only alerts of these severities."
     )
     rules: list[str] | None = Field(None, description="Only these rules (None = all).")
     services: list[str] | None = Field(None, description="Only these services (None = all).")
@@ -231,7 +270,18 @@ class OutboxConfig(_Model):
         0.5, gt=0, description="Wait before the first retry; doubles each time, with jitter."
     )
     max_backoff_seconds: float = Field(60, gt=0, description="Longest wait between two tries.")
-    timeout_seconds: float = Field(5, gt=0, description="Per-attempt timeout.")
+    timeout_seconds: float = Field(
+        5,
+        gt=0,
+        description="Per-attempt timeout. A channel's own `timeout_seconds` may be shorter (it is then the bound); "
+        "a longer one is a check-config error.",
+    )
+    max_queue: int = Field(
+        100_000,
+        ge=100,
+        description="Alert transitions waiting to be grouped and written; beyond it they are counted and dropped, "
+        "and a `notifier:queue` meta-alert fires (meta-alerts always pass).",
+    )
 
 
 class LoggingConfig(_Model):
@@ -242,9 +292,9 @@ class LoggingConfig(_Model):
     )
 
 
-def _fields(**overrides: list[str]) -> Any:
+def _fields(**overrides: list[str]) -> Callable[[], FieldMapping]:
     """A default_factory for a FieldMapping with per-protocol input field names."""
-    return lambda: FieldMapping(**overrides)
+    return lambda: FieldMapping.model_validate(overrides)
 
 
 class FieldMapping(_Model):
@@ -310,11 +360,28 @@ class MappingsConfig(_Model):
             trace_id=["trace_id", "traceId"],
         )
     )
-    tail: FieldMapping = Field(default_factory=FieldMapping)
+    tail: FieldMapping = Field(default_factory=_fields())
     loki: FieldMapping = Field(
         default_factory=_fields(
             service=["service", "service_name", "service.name", "job", "app", "application"],
             level=["level", "detected_level", "severity", "log.level", "lvl"],
+        )
+    )
+    # The forward protocol's event time is the timestamp (no record key by default) and the tag
+    # is the service when the record names none (Fluent Bit's kubernetes filter adds the two
+    # `kubernetes.*` keys; its tags are file paths, often too long for a service name).
+    fluent: FieldMapping = Field(
+        default_factory=_fields(
+            timestamp=[],
+            message=["message", "log", "msg"],
+            service=[
+                "service",
+                "service.name",
+                "app",
+                "application",
+                "kubernetes.labels.app",
+                "kubernetes.container_name",
+            ],
         )
     )
     es_bulk: FieldMapping = Field(
@@ -344,6 +411,21 @@ class SyslogConfig(_Model):
     max_pending: int = Field(50_000, ge=1, description="Buffered records before TCP reads pause / UDP drops.")
 
 
+class FluentConfig(_Model):
+    """Fluent forward input (Fluent Bit / Fluentd `forward` output, Docker's `fluentd` log driver); off by default."""
+
+    enabled: bool = Field(False, description="Start the Fluent forward listener with the server.")
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 to accept other hosts).")
+    port: int = Field(24224, ge=0, le=65535, description="TCP port (24224 is Fluentd's; 0 picks a free one).")
+    shared_key: str | None = Field(
+        None, description="When set, clients must pass the forward protocol's HELO/PING/PONG handshake with it."
+    )
+    self_hostname: str = Field("loglens", description="Hostname this server gives in the handshake's PONG.")
+    max_chunk_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest forward message (and decompressed chunk); larger ones are refused."
+    )
+
+
 class TailConfig(_Model):
     """How `ingest.files` and `loglens tail` follow files."""
 
@@ -356,9 +438,10 @@ class TailConfig(_Model):
 
 
 class ProtocolsConfig(_Model):
-    """Extra ingest protocols: syslog, file tail, and the field mapping of every protocol."""
+    """Extra ingest protocols: syslog, Fluent forward, file tail, and the field mapping of every protocol."""
 
     syslog: SyslogConfig = SyslogConfig()
+    fluent: FluentConfig = FluentConfig()
     tail: TailConfig = TailConfig()
     mapping: MappingsConfig = MappingsConfig()
 
@@ -448,7 +531,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in path[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return None
         ann = field.annotation
@@ -578,4 +661,5 @@ def mask_secrets(settings: Settings) -> dict[str, Any]:
             return "***"
         return node
 
-    return walk(settings.model_dump(mode="json"))
+    masked: dict[str, Any] = walk(settings.model_dump(mode="json"))
+    return masked

@@ -6,14 +6,16 @@ LoglensError
 ├── IngestError            a request body that cannot be taken                    → HTTP 400
 │   ├── ParseError         undecodable body (bad gzip, bad JSON shape, ...)       → HTTP 400
 │   ├── PayloadTooLarge    body over ingest.max_body_bytes                         → HTTP 413
+│   ├── UnsupportedMediaType  a body format the endpoint does not take             → HTTP 415
 │   └── RejectedRecord     one record failed the schema (goes to dead-letter)
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
+├── ServerBindError        `serve` cannot listen on its host:port                  → CLI exit 2
 └── NotifierError          a notification could not be delivered
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
 ```
-The API maps these to HTTP codes in one place (`loglens.api.app`).
+The API maps these to HTTP codes in one place (`loglens.api.errors.http_error`).
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ class ConfigError(LoglensError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+class ServerBindError(LoglensError):
+    """The server cannot listen on its configured address (port busy, address not local, ...)."""
+
+
 class IngestError(LoglensError):
     """A request body that cannot be ingested as a whole."""
 
@@ -57,6 +63,10 @@ class ParseError(IngestError):
 
 class PayloadTooLarge(IngestError):
     """The body exceeds the configured size limit."""
+
+
+class UnsupportedMediaType(IngestError):
+    """The body is in a format this endpoint does not take (e.g. Loki protobuf)."""
 
 
 class RejectedRecord(IngestError):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -164,7 +163,7 @@ def test_serve_archiver_archives_closed_hours_and_trims_the_live_store(
         base_dir=REPO,
     )
     with Store(store_file, retention_days=1e5, metrics_retention_days=1e5) as store:
-        archiver = Archiver(SimpleNamespace(settings=cfg, store=store))
+        archiver = Archiver(store, cfg.archive, cfg.storage.retention_days)
         # at 00:15 on the 15th, 22:00 and 23:00 ended more than 10 minutes ago; 00:00 is open
         report = archiver.run_once(now_s=HOUR_22 + 2 * 3600 + 900)
         assert report.written == ["2023-11-14T22", "2023-11-14T23"]
@@ -179,31 +178,31 @@ def test_serve_archiver_archives_closed_hours_and_trims_the_live_store(
     assert both["summary"]["accepted"] == 9_000  # trimmed store + archive: every log once
 
 
-def test_archiver_component_runs_on_the_event_loop(store_file: Path, tmp_path: Path) -> None:
+def test_archiver_runs_on_the_event_loop_and_in_the_runtime(store_file: Path, tmp_path: Path) -> None:
     import asyncio
 
-    from loglens.archiver import start_component, stop_component
+    from loglens.runtime import Runtime
 
     cfg = parse_settings(
-        f"archive:\n  enabled: true\n  directory: {tmp_path / 'loop'}\n  interval_seconds: 0.05\n", base_dir=REPO
+        f"archive:\n  enabled: true\n  directory: {tmp_path / 'loop'}\n  interval_seconds: 0.05\n"
+        f"storage:\n  path: {store_file}\n  retention_days: 100000\n",
+        base_dir=REPO,
     )
-    disabled = SimpleNamespace(settings=parse_settings("{}", base_dir=REPO), extras={})
+    assert Runtime(parse_settings("{}", base_dir=REPO)).archiver is None  # archive.enabled is false by default
+    runtime = Runtime(cfg)
+    archiver = runtime.archiver
+    assert archiver is not None and archiver in runtime.components
 
-    async def run() -> Archiver:
-        await start_component(disabled)
-        assert "archiver" not in disabled.extras  # archive.enabled is false by default
+    async def run() -> None:
         with Store(store_file, retention_days=1e5, metrics_retention_days=1e5) as store:
-            state = SimpleNamespace(settings=cfg, store=store, extras={})
-            await start_component(state)
-            archiver: Archiver = state.extras["archiver"]
+            archiver.store = store
+            await archiver.start()
             deadline = time.monotonic() + 60
             while archiver.runs == 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            await stop_component(state)
-            assert "archiver" not in state.extras
-        return archiver
+            await archiver.stop()
 
-    archiver = asyncio.run(run())
+    asyncio.run(run())
     assert archiver.runs >= 1 and archiver.last_error is None
     assert set(load_manifest(tmp_path / "loop")) == {"2023-11-14T22", "2023-11-14T23", "2023-11-15T00"}
 
