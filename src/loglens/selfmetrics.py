@@ -228,7 +228,9 @@ class LoglensCollector(Collector):
 
 def table_rows(store: Any) -> dict[str, int]:
     """Exact row count of every loglens table present in the store."""
-    present = {r[0] for r in store.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")}
+    present = {
+        r[0] for r in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+    }
     tables = [t for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present]
     if not tables:
         return {}

@@ -35,7 +35,7 @@ def _rates(query: Any, now_s: float) -> dict[str, float]:
 
 
 def _rows(query: Any) -> dict[str, int]:
-    present = {r[0] for r in query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'", [])}
+    present = {r[0] for r in query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'", [])}
     return {
         t: int(query(f"SELECT count(*) FROM {t}", [])[0][0]) for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present
     }

@@ -27,6 +27,8 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO / "src") not in sys.path:
+    sys.path.insert(0, str(REPO / "src"))
 
 
 def free_port() -> int:
@@ -245,9 +247,22 @@ class Verdict:
     problems: list[str]
 
 
+def replay_wal(db_path: Path) -> None:
+    """Open the store as a restart would (replaying loglens's write-ahead log into DuckDB) and close it."""
+    from loglens.store import Store
+
+    store = Store(db_path).start()
+    try:
+        if not store.sync(120):
+            raise AssertionError(f"WAL replay did not finish: {store.wal_status()}")
+    finally:
+        store.close()
+
+
 def verify_store(db_path: Path, ledger: Ledger) -> Verdict:
-    """Open the store file directly (replaying its WAL) and compare it with the ledger."""
+    """Replay the WAL left by the last kill, open the DuckDB file directly and compare it with the ledger."""
     problems: list[str] = []
+    replay_wal(db_path)
     con = duckdb.connect(str(db_path))
     try:
         stored = Counter(dict(con.execute("SELECT trace_id, count(*) FROM logs GROUP BY trace_id").fetchall()))

@@ -110,5 +110,10 @@ def build_pipeline(settings: Settings) -> IngestPipeline:
         retention_interval_s=settings.storage.retention_interval_seconds,
         commit_window_s=settings.ingest.commit_interval_ms / 1000,
         memory_limit=settings.storage.memory_limit,
+        wal_dir=settings.storage.wal_dir,
+        wal_max_bytes=settings.storage.wal_max_bytes,
+        wal_segment_bytes=settings.storage.wal_segment_bytes,
+        load_interval_s=settings.storage.load_interval_ms / 1000,
+        load_batch_logs=settings.storage.load_batch_logs,
     )
     return IngestPipeline(schema, store, settings.ingest.max_errors_reported)
