@@ -19,6 +19,7 @@ from loglens import __version__
 from loglens.config import Settings
 from loglens.models import iso
 from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES
+from loglens.store import wal_dir_for
 
 _RATE_WINDOW_S = 60
 
@@ -73,6 +74,18 @@ def server_status(state: Any) -> dict[str, Any]:
     out["store"].update(
         rows=_rows(state.store.query), queue_depth=state.store.queue_depth, last_error=state.store.last_error
     )
+    wal = state.store.wal_status()
+    out["wal"] = {
+        "bytes": wal.wal_bytes,
+        "lag_bytes": wal.lag_bytes,
+        "loader_lag_seconds": round(wal.lag_seconds, 3),
+        "replay_progress": round(wal.replay_progress, 4),
+        "replay_remaining_bytes": wal.replay_total_bytes - wal.replay_done_bytes,
+        "loads": wal.loads,
+        "load_failures": wal.load_failures,
+        "loader_error": wal.loader_error,
+        "drain_bytes_per_second": round(wal.drain_bytes_per_s),
+    }
     out["rates"] = _rates(state.store.query, now)
     engine = state.extras.get("alerting")
     out["firing_alerts"] = (
@@ -109,6 +122,12 @@ def store_status(settings: Settings) -> dict[str, Any]:
     out = _base(settings, "store")
     out["uptime_seconds"] = None
     path = settings.storage.path
+    wal_dir = wal_dir_for(path, settings.storage.wal_dir)
+    out["wal"] = {
+        "bytes": sum(p.stat().st_size for p in wal_dir.glob("*.seg")) if wal_dir.is_dir() else 0,
+        "lag_bytes": None,
+        "note": "replayed into the database at the next start",
+    }
     if not path.exists():
         out["store"]["rows"] = {}
         out["rates"] = None
@@ -180,6 +199,16 @@ def render(status: dict[str, Any]) -> str:
     lines.append(f"store:      {store['path']} ({_size(store['size_bytes'])})")
     for table, n in store.get("rows", {}).items():
         lines.append(f"  {table:<20} {n:>12,} rows")
+    wal = status.get("wal")
+    if wal and wal.get("lag_bytes") is None:
+        lines.append(f"wal:        {_size(wal['bytes'])} on disk ({wal['note']})")
+    elif wal:
+        lines.append(
+            f"wal:        {_size(wal['bytes'])} on disk, {_size(wal['lag_bytes'])} not yet loaded "
+            f"(loader lag {wal['loader_lag_seconds']:.2f} s, replay {wal['replay_progress'] * 100:.0f} %)"
+        )
+        if wal.get("loader_error"):
+            lines.append(f"  loader failing: {wal['loader_error']}")
     r = status["retention"]
     lines.append(f"retention:  logs {r['logs_days']:g} d, metrics {r['metrics_days']:g} d")
     rates = status.get("rates")

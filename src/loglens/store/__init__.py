@@ -47,7 +47,7 @@ from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode
 
 log = logging.getLogger("loglens.store")
 
-__all__ = ["CommitEvent", "CommitReceipt", "Store", "WalStatus"]
+__all__ = ["CommitEvent", "CommitReceipt", "Store", "WalStatus", "wal_dir_for"]
 
 _DEAD_SCHEMA = pa.schema(
     [
@@ -123,6 +123,11 @@ class _Item:
 _STOP = object()
 
 
+def wal_dir_for(db_path: Path, wal_dir: str | Path | None = None) -> Path:
+    """Where the write-ahead log of the store at `db_path` lives (`<db>.wal.d` unless configured)."""
+    return Path(wal_dir) if wal_dir else db_path.with_name(db_path.name + ".wal.d")
+
+
 class _FollowingCursor:
     """A DuckDB connection that is re-created whenever its store reopens the database."""
 
@@ -186,7 +191,7 @@ class Store:
         self.load_interval_s = load_interval_s
         self.load_batch_logs = load_batch_logs
         self.read_wait_s = read_wait_s
-        self.wal = Wal(Path(wal_dir) if wal_dir else self.path.with_name(self.path.name + ".wal.d"), wal_segment_bytes)
+        self.wal = Wal(wal_dir_for(self.path, wal_dir), wal_segment_bytes)
         self.registry = registry.ServiceRegistry()
         self.listeners: list[Callable[[CommitEvent], None]] = []
         self.loader: Loader | None = None
