@@ -142,3 +142,35 @@ def test_services_registry_is_seeded_from_the_table_after_a_restart(tmp_path: Pa
         store.submit(_table(4, "c", service="alpha"), [], now_us()).result()
         assert store.query("SELECT total FROM services WHERE service = 'alpha'") == [(8,)]
         assert [s.total for s in store.services()] == [8, 2]
+
+
+def test_dead_letter_replay_is_one_wal_frame_applied_once_even_across_a_crash(tmp_path: Path) -> None:
+    from loglens.deadletter import replay
+    from loglens.ingest.pipeline import IngestPipeline
+
+    path = tmp_path / "s.duckdb"
+    good = '{"timestamp": "2026-01-01T00:00:00Z", "level": "INFO", "service": "dl", "message": "fixed"}'
+    with Store(path) as store:
+        rejections = [Rejection(0, "was bad", good, "test"), Rejection(1, "bad", "not json", "test")]
+        store.submit(SCHEMA.validate(parse_values([]), "test", now_us()).table, rejections, now_us()).result()
+        assert store.sync(30)
+    store = Store(path, load_interval_s=60).start()
+    pipeline = IngestPipeline(SCHEMA, store)
+    result = replay(pipeline)
+    assert (result.matched, result.replayed, result.skipped) == (2, 1, 1)
+    assert store.claim_dead_letters(result.replayed_ids) == []  # a concurrent replay cannot take it again
+    assert store.loader is not None
+    store.loader.stop(drain=False)  # "crash": the replay frame is durable in the WAL only
+    store.close()
+    raw = duckdb.connect(str(path))
+    try:
+        assert raw.execute("SELECT count(*) FROM logs").fetchone() == (0,)
+        assert raw.execute("SELECT count(*) FROM dead_letter WHERE replayed_at IS NOT NULL").fetchone() == (0,)
+    finally:
+        raw.close()
+    with Store(path) as reopened:
+        assert reopened.query("SELECT count(*) FROM logs WHERE message = 'fixed'")[0][0] == 1
+        assert reopened.query("SELECT count(*) FROM dead_letter WHERE replayed_at IS NOT NULL")[0][0] == 1
+        again = replay(IngestPipeline(SCHEMA, reopened))
+        assert again.replayed == 0 and again.skipped == 1
+        assert reopened.query("SELECT count(*) FROM logs")[0][0] == 1

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -204,6 +203,8 @@ class Store:
         self._dispatch_thread: threading.Thread | None = None
         self._dispatch_cond = threading.Condition()
         self._dispatch_logs = 0  # logs handed to the dispatcher whose listeners have not finished
+        self._dispatch_sent = 0  # batches handed to the dispatcher / fully delivered
+        self._dispatch_done = 0
         self._db: duckdb.DuckDBPyConnection | None = None
         self._next_log_id = 1
         self._next_dead_id = 1
@@ -544,6 +545,7 @@ class Store:
         if logs is not None or dead_rows:
             with self._dispatch_cond:
                 self._dispatch_logs += frame.n_logs
+                self._dispatch_sent += 1
             self._dispatch.put((logs, len(dead_rows), int(time.time() * 1e6)))
 
     def _dead_table(self, dead: list[tuple[int, Rejection]]) -> pa.Table:
@@ -578,6 +580,7 @@ class Store:
             finally:
                 with self._dispatch_cond:
                     self._dispatch_logs -= logs.num_rows if logs is not None else 0
+                    self._dispatch_done += 1
                     self._dispatch_cond.notify_all()
 
     def _deliver(self, logs: pa.Table | None, n_dead: int, at_us: int) -> None:
@@ -707,7 +710,12 @@ class Store:
             return cur.sql(sql, params=params or None).to_arrow_table()
 
     def services(self) -> list[registry.ServiceInfo]:
-        """The in-memory service registry (as fresh as the acknowledgements)."""
+        """The in-memory service registry, including every batch acknowledged before the call."""
+        deadline = time.monotonic() + self.read_wait_s
+        with self._dispatch_cond:
+            target = self._dispatch_sent
+            while self._dispatch_done < target and time.monotonic() < deadline:
+                self._dispatch_cond.wait(0.05)
         return self.registry.snapshot()
 
     def size_bytes(self) -> int:
@@ -717,8 +725,3 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 total += p.stat().st_size
         return total
-
-
-def utc_from_us(us: int) -> datetime:
-    """Naive UTC datetime of epoch microseconds (how DuckDB returns TIMESTAMP)."""
-    return datetime.fromtimestamp(us / 1e6, UTC).replace(tzinfo=None)

@@ -74,8 +74,6 @@ async def replay_dead_letters(state: State, body: ReplayRequest | None = None) -
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
     result = await anyio.to_thread.run_sync(
-        lambda: deadletter.replay(
-            state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
-        )
+        lambda: deadletter.replay(state.pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
     )
     return result.to_json()

@@ -8,9 +8,9 @@ from typing import Annotated, Any, Literal
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query
 
-from loglens import queries
 from loglens.api.deps import State
 from loglens.models import LEVELS, utcnow
+from loglens.store import deadletters, queries
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
@@ -79,7 +79,7 @@ async def dead_letter(
     """Rejected records with their reason, source, arrival time and (truncated) raw text."""
     try:
         return await anyio.to_thread.run_sync(
-            lambda: queries.dead_letters(
+            lambda: deadletters.dead_letters(
                 state.store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
             )
         )
