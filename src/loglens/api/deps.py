@@ -36,7 +36,10 @@ def component(state: AppState, name: str, what: str) -> Any:
     return found
 
 
-def get_state(request: Request) -> AppState:
+# The dependencies below are `async def` on purpose: FastAPI runs a plain `def` dependency in the
+# thread pool, and that hop (twice per request with the token check) cost more than the whole
+# ingest commit — loglens's GET /healthz reached a fifth of a bare Starlette route because of it.
+async def get_state(request: Request) -> AppState:
     """The AppState of the app serving this request."""
     return request.app.state.loglens
 
@@ -51,7 +54,7 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-token") or request.query_params.get("token")
 
 
-def require_token(request: Request) -> None:
+async def require_token(request: Request) -> None:
     """When server.api_token is set, require it (Bearer header, X-API-Token, or ?token= for SSE).
 
     The admin token is accepted too: it grants everything the API token does, so admin endpoints
@@ -67,7 +70,7 @@ def require_token(request: Request) -> None:
         raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
 
 
-def require_admin(request: Request) -> None:
+async def require_admin(request: Request) -> None:
     """When server.admin_token is set, require it for admin endpoints."""
     settings = request.app.state.loglens.settings.server
     expected = settings.admin_token or settings.api_token

@@ -220,12 +220,8 @@ class Wal:
         return sorted(out)
 
     def size_bytes(self) -> int:
-        """Bytes of segment files on disk."""
-        total = 0
-        for _, p in self.segments():
-            with contextlib.suppress(FileNotFoundError):
-                total += p.stat().st_size
-        return total
+        """Bytes of segment files on disk (they hold exactly the LSNs from start_lsn to end_lsn)."""
+        return max(0, self.end_lsn - self.start_lsn)
 
     def open(self, from_lsn: int) -> ScanResult:
         """Find the end of the log after a (re)start; drop a torn tail and loaded segments.
