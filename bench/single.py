@@ -135,7 +135,7 @@ def main() -> None:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.1)
-            bare_rps, bare_bad, bare_p50, bare_p99 = run_wrk(
+            bare_rps, _bare_bad, bare_p50, bare_p99 = run_wrk(
                 wrk, f"http://127.0.0.1:{port}/api/v1/logs", args.seconds, payload, tmp
             )
         finally:

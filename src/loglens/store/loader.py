@@ -239,10 +239,19 @@ class Loader:
                 db.execute("INSERT INTO dead_letter SELECT * FROM _load_dead")
                 db.unregister("_load_dead")
             if keys:
-                db.executemany(
-                    "INSERT INTO ingest_keys VALUES (?, ?, ?, make_timestamp(?))",
-                    [[k.key, k.accepted, k.rejected, k.received_us] for k in keys],
+                db.register(
+                    "_load_keys",
+                    pa.table(
+                        {
+                            "key": [k.key for k in keys],
+                            "accepted": pa.array([k.accepted for k in keys], pa.int64()),
+                            "rejected": pa.array([k.rejected for k in keys], pa.int64()),
+                            "at": pa.array([k.received_us for k in keys], pa.timestamp("us")),
+                        }
+                    ),
                 )
+                db.execute("INSERT INTO ingest_keys SELECT * FROM _load_keys")
+                db.unregister("_load_keys")
             for at_us, ids in replays:
                 db.execute(
                     "UPDATE dead_letter SET replayed_at = make_timestamp(?) WHERE id IN (SELECT unnest(?))",
@@ -273,17 +282,28 @@ def _upsert_services(db: duckdb.DuckDBPyConnection, deltas: list[registry.Servic
     """Persist the registry's changes: one small upsert per load transaction, off the hot path."""
     if not deltas:
         return
-    db.executemany(
+    table = pa.table(
+        {
+            "service": [d.service for d in deltas],
+            "first_seen": pa.array([d.first_seen_us for d in deltas], pa.timestamp("us")),
+            "last_seen": pa.array([d.last_seen_us for d in deltas], pa.timestamp("us")),
+            "last_event_ts": pa.array([d.last_event_us for d in deltas], pa.timestamp("us")),
+            "total": pa.array([d.total for d in deltas], pa.int64()),
+            "errors": pa.array([d.errors for d in deltas], pa.int64()),
+        }
+    )
+    db.register("_load_services", table)
+    db.execute(
         """
-        INSERT INTO services VALUES (?, make_timestamp(?), make_timestamp(?), make_timestamp(?), ?, ?)
+        INSERT INTO services SELECT * FROM _load_services
         ON CONFLICT (service) DO UPDATE SET
             first_seen = least(first_seen, EXCLUDED.first_seen),
             last_seen = greatest(last_seen, EXCLUDED.last_seen),
             last_event_ts = greatest(last_event_ts, EXCLUDED.last_event_ts),
             total = total + EXCLUDED.total, errors = errors + EXCLUDED.errors
-        """,
-        [[d.service, d.first_seen_us, d.last_seen_us, d.last_event_us, d.total, d.errors] for d in deltas],
+        """
     )
+    db.unregister("_load_services")
 
 
 def compact_partials(db: duckdb.DuckDBPyConnection, before_us: int) -> int:
