@@ -7,6 +7,7 @@ their Idempotency-Keys, drop a torn last frame, and answer queries for them.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -64,6 +65,10 @@ def test_kill9_with_a_wal_backlog_then_a_torn_tail_replays_exactly_once_and_keep
             again = _post(server.url, _body(f"a{i}", 20), key=f"key-{i}").json()
             assert again["duplicate"] is True and again["accepted"] == 0
         assert _post(server.url, _body("b", 7), key="key-new").json()["accepted"] == 7
+        deadline = time.monotonic() + 60  # reads wait for new acknowledgements, not for the start-up replay
+        while httpx.get(f"{server.url}/healthz", timeout=30).json()["replay_progress"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         search = httpx.get(f"{server.url}/api/v1/logs", params={"service": "wal", "limit": 1000}, timeout=30).json()
         assert len(search["logs"]) == 107  # read right after the acknowledgement: already visible
         status = httpx.get(f"{server.url}/api/v1/status", timeout=30).json()

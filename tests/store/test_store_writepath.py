@@ -169,6 +169,9 @@ def test_dead_letter_replay_is_one_wal_frame_applied_once_even_across_a_crash(tm
     finally:
         raw.close()
     with Store(path) as reopened:
+        assert reopened.wal_status().replay_total_bytes > 0
+        assert reopened.sync(30)  # reads do not wait for a start-up replay by themselves
+        assert reopened.wal_status().replay_progress == 1.0
         assert reopened.query("SELECT count(*) FROM logs WHERE message = 'fixed'")[0][0] == 1
         assert reopened.query("SELECT count(*) FROM dead_letter WHERE replayed_at IS NOT NULL")[0][0] == 1
         again = replay(IngestPipeline(SCHEMA, reopened))

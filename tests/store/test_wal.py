@@ -87,8 +87,14 @@ def test_a_flipped_bit_ends_the_log_at_the_damaged_frame(tmp_path: Path) -> None
 def test_segments_roll_over_and_loaded_ones_are_removed(tmp_path: Path) -> None:
     wal = Wal(tmp_path / "wal", segment_bytes=1 << 16)
     wal.open(0)
-    ends = [wal.append(encode(_frame(i * 500 + 1, 500))) for i in range(30)]
+    ends = [wal.append(encode(_frame(i * 500 + 1, 500, key=f"k{i}"))) for i in range(30)]
     assert len(wal.segments()) > 2
+    wal.close()
+    rescan = Wal(tmp_path / "wal", segment_bytes=1 << 16)
+    scan = rescan.open(ends[3])  # closed segments are read by headers and metadata only
+    assert [k.key for k in scan.keys] == [f"k{i}" for i in range(4, 30)]
+    assert scan.max_log_id == 15_000 and scan.end_lsn == ends[-1] and scan.frames == 26
+    wal = rescan
     frames = list(wal.read(0, wal.end_lsn, max_logs=10**9))
     assert [f.end for f in frames] == ends  # reading crosses segment boundaries
     assert len(list(wal.read(0, wal.end_lsn, max_logs=1_000))) == 2  # a batch stops at max_logs

@@ -667,9 +667,16 @@ class Store:
 
     # ---- read path -------------------------------------------------------------------------
     def sync(self, timeout: float | None = None) -> bool:
-        """Wait until DuckDB holds everything acknowledged so far (at most `timeout`, default read_wait_s)."""
+        """Wait until DuckDB holds everything acknowledged so far (at most `timeout`, default read_wait_s).
+
+        While the backlog found at start is being replayed, reads do not wait (they would only
+        time out): they see the store as far as it is loaded, and /healthz, /metrics and
+        `loglens status` report the replay progress.
+        """
         if self.loader is None:
             return True
+        if timeout is None and self.loader.loaded_lsn < self._replay_end:
+            return False
         target = self.wal.end_lsn
         if self.loader.loaded_lsn >= target:
             return True

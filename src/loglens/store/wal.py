@@ -183,7 +183,7 @@ def _scan_meta(payload: bytes, result: ScanResult) -> None:
     if len(payload) < _SECTION.size:
         return
     kind, length = _SECTION.unpack_from(payload, 0)
-    if kind != _KIND_META:
+    if kind != _KIND_META or _SECTION.size + length > len(payload):
         return
     meta = orjson.loads(payload[_SECTION.size : _SECTION.size + length])
     result.keys += [KeyRecord(str(k), int(a), int(r), int(t)) for k, a, r, t in meta.get("keys", [])]
@@ -246,22 +246,38 @@ class Wal:
             if nxt is not None and start + size <= from_lsn:
                 continue  # wholly loaded: removed below
             end = start
+            # Closed segments were complete when the next one was created (after an fsync): read
+            # only headers and metadata there; checksum every frame of the newest segment, the
+            # only place a torn frame can be. (The loader verifies every frame it loads.)
+            verify = path == last_path
             with path.open("rb") as f:
+                if start < from_lsn:
+                    f.seek(from_lsn - start)  # a frame boundary: DuckDB holds everything before it
+                    end = from_lsn
                 while True:
-                    pos = f.tell()
                     header = f.read(HEADER_SIZE)
                     parsed = _parse_header(header)
-                    payload = f.read(parsed[0]) if parsed else b""
-                    if parsed is None or len(payload) != parsed[0] or not _verify(header, payload):
+                    if parsed is None:
                         break
+                    if verify:
+                        payload = f.read(parsed[0])
+                        if len(payload) != parsed[0] or not _verify(header, payload):
+                            break
+                    else:
+                        frame_end = end - start + HEADER_SIZE + parsed[0]
+                        if frame_end > size:
+                            break
+                        payload = f.read(_SECTION.size) if parsed[0] >= _SECTION.size else b""
+                        if len(payload) == _SECTION.size and payload[0] == _KIND_META:
+                            payload += f.read(_SECTION.unpack(payload)[1])
+                        f.seek(frame_end)
                     end = start + f.tell()
-                    if start + pos >= from_lsn:
-                        result.frames += 1
-                        if parsed[1]:
-                            result.max_log_id = max(result.max_log_id, parsed[2] + parsed[1] - 1)
-                        if parsed[3]:
-                            result.max_dead_id = max(result.max_dead_id, parsed[4] + parsed[3] - 1)
-                        _scan_meta(payload, result)
+                    result.frames += 1
+                    if parsed[1]:
+                        result.max_log_id = max(result.max_log_id, parsed[2] + parsed[1] - 1)
+                    if parsed[3]:
+                        result.max_dead_id = max(result.max_dead_id, parsed[4] + parsed[3] - 1)
+                    _scan_meta(payload, result)
             if end - start < size:
                 if path != last_path:
                     # Only the newest segment can be torn (a segment is closed after an fsync).
