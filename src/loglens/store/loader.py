@@ -172,6 +172,8 @@ class Loader:
                 if self._stop:
                     continue
             backoff = 0.0 if self._load_once() else min(_MAX_BACKOFF_S, max(0.1, backoff * 2))
+            if not backoff:
+                self._maintenance()  # rate-limited by the store; also runs under sustained load
 
     def _load_once(self) -> bool:
         """Load one batch of frames; True on success (or nothing to do)."""
