@@ -59,6 +59,7 @@ _DEAD_SCHEMA = pa.schema(
     ]
 )
 _COMPACT_INTERVAL_S = 30.0
+_DISPATCH_WINDOW_S = 0.05  # shortest gap between two deliveries to listeners under load
 _COMPACT_AGE_S = 120.0  # partials of minutes older than this are merged (late logs still append)
 
 
@@ -570,17 +571,38 @@ class Store:
 
     # ---- downstream (dispatcher thread) -------------------------------------------------------
     def _dispatch_run(self) -> None:
-        while True:
-            item = self._dispatch.get()
-            if item is _STOP:
+        # Batches are coalesced: at most one delivery per _DISPATCH_WINDOW_S under load, so the
+        # fixed cost of aggregating a batch and of every listener (about 2 ms, whatever the
+        # batch size) is paid 20 times a second rather than once per group commit. A batch that
+        # arrives after a quiet spell is delivered at once.
+        last = 0.0
+        stop = False
+        while not stop:
+            first = self._dispatch.get()
+            if first is _STOP:
                 return
-            logs, n_dead, at_us = item
+            items = [first]
+            deadline = last + _DISPATCH_WINDOW_S
+            while True:
+                remaining = deadline - time.monotonic()
+                try:
+                    nxt = self._dispatch.get(timeout=remaining) if remaining > 0 else self._dispatch.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    stop = True
+                    break
+                items.append(nxt)
+            last = time.monotonic()
+            tables = [i[0] for i in items if i[0] is not None]
+            n_logs = sum(t.num_rows for t in tables)
             try:
-                self._deliver(logs, n_dead, at_us)
+                logs = (pa.concat_tables(tables) if len(tables) > 1 else tables[0]) if tables else None
+                self._deliver(logs, sum(i[1] for i in items), items[-1][2])
             finally:
                 with self._dispatch_cond:
-                    self._dispatch_logs -= logs.num_rows if logs is not None else 0
-                    self._dispatch_done += 1
+                    self._dispatch_logs -= n_logs
+                    self._dispatch_done += len(items)
                     self._dispatch_cond.notify_all()
 
     def _deliver(self, logs: pa.Table | None, n_dead: int, at_us: int) -> None:

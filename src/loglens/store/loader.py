@@ -229,14 +229,16 @@ class Loader:
         db.execute("BEGIN")
         try:
             if logs_parts:
-                logs = pa.concat_tables(logs_parts)
+                # One chunk: DuckDB scans a table of many tiny chunks (one per group commit)
+                # some 30 times slower than the same rows in one chunk (measured: 24 ms vs 0.8 ms).
+                logs = pa.concat_tables(logs_parts).combine_chunks()
                 db.register("_load_logs", logs)
                 db.execute("INSERT INTO logs SELECT * FROM _load_logs")
                 db.unregister("_load_logs")
                 _insert_partials(db, metrics.aggregate(logs.drop_columns(["id"])))
                 _upsert_services(db, registry.per_service(logs))
             if dead_parts:
-                dead = pa.concat_tables(dead_parts)
+                dead = pa.concat_tables(dead_parts).combine_chunks()
                 db.register("_load_dead", dead)
                 db.execute("INSERT INTO dead_letter SELECT * FROM _load_dead")
                 db.unregister("_load_dead")
