@@ -26,6 +26,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "reliability"))  # the harness shared with tests/reliability/test_crash.py
 
 from crash_harness import ServerProcess, free_port, run_crash_trials, write_config  # noqa: E402

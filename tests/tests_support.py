@@ -5,7 +5,9 @@ A module (not conftest.py) so tests in any directory can import it unambiguously
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -33,10 +35,13 @@ def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Setti
     settings = parse_settings(yaml_text or "{}", base_dir=REPO)
     updates: dict[str, Any] = {
         "storage": settings.storage.model_copy(update={"path": tmp_path / "store" / "loglens.duckdb"}),
-        "server": settings.server.model_copy(update={"port": free_port()}),
+        # port 0: start_server binds an ephemeral port itself (no race with other processes)
+        "server": settings.server.model_copy(update={"port": 0}),
     }
     for name, values in sections.items():
-        updates[name] = getattr(settings, name).model_copy(update=values)
+        # on top of the store path and port 0 above, never instead of them (a `server=` section
+        # used to bring back the default port 8080, which parallel tests then fought over)
+        updates[name] = updates.get(name, getattr(settings, name)).model_copy(update=values)
     return settings.model_copy(update=updates)
 
 
@@ -48,6 +53,7 @@ class LiveServer:
     server: uvicorn.Server
     thread: threading.Thread
     app: Any
+    listener: socket.socket
 
     @property
     def url(self) -> str:
@@ -62,26 +68,70 @@ class LiveServer:
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=60)
 
 
-def start_server(settings: Settings) -> LiveServer:
-    """Start loglens with `settings` on its port and wait until it serves."""
-    app = create_app(settings)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.server.port, log_level="warning", access_log=False, loop="asyncio"
+def start_server(settings: Settings, listener: socket.socket | None = None) -> LiveServer:
+    """Start loglens on a socket bound here (port 0: an ephemeral one) and wait until it serves.
+
+    The socket is bound before uvicorn starts, so no other process can take the port between
+    choosing it and listening on it (the race a "find a free port, then bind" helper has).
+    uvicorn gets a duplicate and closes only that when it stops: pass the returned server's
+    `listener` to start a second server on the same port with no window for another process.
+    """
+    if listener is None:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", settings.server.port))
+    settings = settings.model_copy(
+        update={"server": settings.server.model_copy(update={"port": listener.getsockname()[1]})}
     )
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, loop="asyncio")
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.dup()]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    # Generous: on a loaded 2-core machine opening DuckDB and starting the workers can take a while.
+    deadline = time.monotonic() + 120
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("test server failed to start")
         time.sleep(0.02)
-    return LiveServer(settings, server, thread, app)
+    return LiveServer(settings, server, thread, app, listener)
 
 
 def count_rows(server: LiveServer, table: str) -> int:
     """Rows in `table` of the server's store, read through an independent cursor."""
     return int(server.state.store.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+def wait_until_serving(proc: subprocess.Popen[bytes], log_path: Path, offset: int = 0, timeout: float = 120) -> str:
+    """The base URL of a `loglens serve` process, once its /healthz answers 200.
+
+    The server is started with `port: 0` and names the port it bound in its "loglens listening"
+    log line, so no port is chosen in advance (no race with other processes on a busy machine).
+    `offset` skips what earlier runs wrote to the same log file. The timeout is generous: a
+    loaded 2-core machine can take many seconds to import, open DuckDB and replay.
+    """
+    deadline = time.monotonic() + timeout
+    url: str | None = None
+    with httpx.Client(timeout=5) as client:
+        while True:
+            if proc.poll() is not None:
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+                raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
+            if url is None:
+                with log_path.open("rb") as f:
+                    f.seek(offset)
+                    for line in f.read().decode("utf-8", "replace").splitlines():
+                        if '"loglens listening"' in line:
+                            url = json.loads(line)["metadata"]["url"].rstrip("/")
+            if url is not None:
+                try:
+                    if client.get(url + "/healthz").status_code == 200:
+                        return url
+                except httpx.TransportError:
+                    pass
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError(f"server did not start within {timeout} s")
+            time.sleep(0.05)

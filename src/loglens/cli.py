@@ -11,7 +11,7 @@ import typer
 
 from loglens import __version__
 from loglens.config import Settings, load_settings
-from loglens.errors import ConfigError
+from loglens.errors import ConfigError, ServerBindError
 
 app = typer.Typer(
     name="loglens",
@@ -90,6 +90,9 @@ def serve(
     except ConfigError as exc:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
+        raise typer.Exit(2) from None
+    except ServerBindError as exc:
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
 

@@ -71,17 +71,24 @@ def generate_logs(
         yield make_log(rng, services[i % len(services)], level, t0 + i * spacing_s)
 
 
-def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]:
-    from loglens.server import uvicorn_config
+def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve on the configured address (port 0: a free one); returns the server, its thread and URL."""
+    from loglens.errors import ServerBindError
+    from loglens.server import bind_listener, uvicorn_config
 
+    try:
+        sock = bind_listener(settings.server.host, settings.server.port)
+    except ServerBindError as exc:
+        raise SystemExit(f"error: {exc} (try --port)") from None
     server = uvicorn.Server(uvicorn_config(settings))
-    thread = threading.Thread(target=server.run, name="loglens-demo-server", daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="loglens-demo-server", daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise SystemExit("demo server failed to start (is the port in use? try --port)")
+            raise SystemExit("demo server failed to start")
         time.sleep(0.05)
-    return server, thread
+    host = f"[{settings.server.host}]" if ":" in settings.server.host else settings.server.host
+    return server, thread, f"http://{host}:{sock.getsockname()[1]}"
 
 
 @dataclass(frozen=True)
@@ -179,8 +186,7 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
     configure_logging("WARNING")
     settings = demo_settings(settings, fast)
     tl = _FAST if fast else _NORMAL
-    server, thread = _start_server(settings)
-    url = f"http://{settings.server.host}:{settings.server.port}"
+    server, thread, url = _start_server(settings)
     print(f"loglens demo running — dashboard: {url}/   API docs: {url}/docs", flush=True)
     print(
         "timeline: auth goes silent, payments error spike, search volume burst, inventory latency "

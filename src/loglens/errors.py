@@ -9,6 +9,7 @@ LoglensError
 │   └── RejectedRecord     one record failed the schema (goes to dead-letter)
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
+├── ServerBindError        `serve` cannot listen on its host:port                  → CLI exit 2
 └── NotifierError          a notification could not be delivered
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
@@ -45,6 +46,10 @@ class ConfigError(LoglensError):
     def __init__(self, issues: list[ConfigIssue]) -> None:
         self.issues = issues
         super().__init__("\n".join(str(i) for i in issues))
+
+
+class ServerBindError(LoglensError):
+    """The server cannot listen on its configured address (port busy, address not local, ...)."""
 
 
 class IngestError(LoglensError):

@@ -15,7 +15,7 @@ from loglens.notify import registry
 
 
 def _wait(
-    client: httpx.Client, pred: Callable[[list[dict[str, Any]]], bool], query: str = "state=all", timeout: float = 10.0
+    client: httpx.Client, pred: Callable[[list[dict[str, Any]]], bool], query: str = "state=all", timeout: float = 60
 ) -> list[dict[str, Any]]:
     """Poll the outbox API; meta-alerts the alerting engine raises about failing channels are left out."""
     deadline = time.monotonic() + timeout

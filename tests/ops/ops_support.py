@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests_support import REPO, free_port
+from tests_support import REPO, wait_until_serving
 
 
 def now_iso(offset_s: float = 0.0) -> str:
@@ -23,8 +23,11 @@ def now_iso(offset_s: float = 0.0) -> str:
 
 
 def write_config(tmp_path: Path, body: str = "", *, port: int | None = None, schema: Path | None = None) -> Path:
-    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended."""
-    port = port or free_port()
+    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended.
+
+    Port 0 (the default) lets an in-process test server bind an ephemeral port itself.
+    """
+    port = port or 0
     schema = schema or REPO / "schemas" / "log_schema.yaml"
     text = (
         f"server:\n  port: {port}\n  shutdown_timeout_seconds: 10\n"
@@ -66,8 +69,7 @@ class ServerProcess:
 
 
 def start_process(config: Path) -> ServerProcess:
-    """Start the server process and wait until /healthz answers."""
-    port = int(next(line.split(":")[1] for line in config.read_text().splitlines() if line.strip().startswith("port:")))
+    """Start the server process (its config may say `port: 0`) and wait until /healthz answers."""
     stderr_path = config.with_suffix(".stderr.log")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with stderr_path.open("wb") as err:
@@ -78,20 +80,7 @@ def start_process(config: Path) -> ServerProcess:
             env=env,
             cwd=config.parent,
         )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {stderr_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return ServerProcess(proc, url, config, stderr_path)
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
+    return ServerProcess(proc, wait_until_serving(proc, stderr_path), config, stderr_path)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -44,25 +45,25 @@ def test_sigterm_under_load_stores_every_acknowledged_log(
     assert all(e["service"] == "loglens" and e["level"] in ("DEBUG", "INFO", "WARN", "ERROR", "FATAL") for e in events)
 
 
-def _run_in_thread(settings: Settings, timeout_s: float) -> tuple[DrainingServer, threading.Thread]:
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=settings.server.port, log_level="warning", loop="asyncio"
-    )
+def _run_in_thread(settings: Settings, timeout_s: float) -> tuple[DrainingServer, threading.Thread, str]:
+    """A draining server on a socket bound here (ephemeral port); returns it, its thread and URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    config = uvicorn.Config(create_app(settings), log_level="warning", loop="asyncio")
     server = DrainingServer(config, timeout_s)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while not server.started:
         assert thread.is_alive() and time.monotonic() < deadline
         time.sleep(0.02)
-    return server, thread
+    return server, thread, f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 def test_draining_refuses_ingest_with_503_and_retry_after(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
-    server, thread = _run_in_thread(settings, timeout_s=5)
+    server, thread, url = _run_in_thread(settings, timeout_s=5)
     state = server.config.app.state.loglens
-    url = f"http://127.0.0.1:{settings.server.port}"
     try:
         log = {"timestamp": now_iso(), "level": "INFO", "service": "s", "message": "m"}
         assert httpx.post(url + "/api/v1/logs", json=log).status_code == 200
@@ -70,7 +71,7 @@ def test_draining_refuses_ingest_with_503_and_retry_after(settings_factory: Call
         # hold the drain open with a request "in flight" so the 503 window is observable
         state.pipeline.in_flight += 1
         server.handle_exit(signal.SIGTERM, None)
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 60
         while not state.pipeline.draining:
             assert time.monotonic() < deadline
             time.sleep(0.02)
@@ -83,28 +84,28 @@ def test_draining_refuses_ingest_with_503_and_retry_after(settings_factory: Call
         assert not drained(state)
         assert thread.is_alive()
         state.pipeline.in_flight -= 1
-        thread.join(timeout=15)
+        thread.join(timeout=60)
         assert not thread.is_alive()
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
+        thread.join(timeout=60)
 
 
 def test_second_signal_skips_the_drain_and_timeout_bounds_it(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
-    server, thread = _run_in_thread(settings, timeout_s=0.3)
+    server, thread, _ = _run_in_thread(settings, timeout_s=0.3)
     state = server.config.app.state.loglens
     try:
         state.pipeline.in_flight += 1  # never drains: the timeout must end it
         started = time.monotonic()
         server.handle_exit(signal.SIGTERM, None)
-        thread.join(timeout=15)
+        thread.join(timeout=60)
         assert not thread.is_alive()
-        assert time.monotonic() - started < 10
+        assert time.monotonic() - started < 30  # the 0.3 s drain timeout ended it, not the 60 s join
     finally:
         server.should_exit = True
-        thread.join(timeout=15)
-    server2, thread2 = _run_in_thread(settings_factory(), timeout_s=60)
+        thread.join(timeout=60)
+    server2, thread2, _ = _run_in_thread(settings_factory(), timeout_s=60)
     state2 = server2.config.app.state.loglens
     state2.pipeline.in_flight += 1
     server2.handle_exit(signal.SIGTERM, None)
@@ -112,5 +113,5 @@ def test_second_signal_skips_the_drain_and_timeout_bounds_it(settings_factory: C
     assert server2.should_exit
     server2.handle_exit(signal.SIGTERM, None)  # third: force
     assert server2.force_exit
-    thread2.join(timeout=15)
+    thread2.join(timeout=60)
     assert not thread2.is_alive()

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,16 +25,11 @@ import duckdb
 import httpx
 import orjson
 
+from tests_support import wait_until_serving
+
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(workdir: Path, port: int, extra: str = "") -> Path:
@@ -47,7 +41,7 @@ server: {{host: 127.0.0.1, port: {port}}}
 storage: {{path: {workdir / "store" / "loglens.duckdb"}}}
 schemas: {{log: {REPO / "schemas" / "log_schema.yaml"}, anomaly: {REPO / "schemas" / "anomaly_schema.yaml"}}}
 notifiers: []
-logging: {{level: WARNING}}
+logging: {{level: INFO}}  # the "loglens listening" line names the port the server bound
 {extra}
 """,
         encoding="utf-8",
@@ -68,10 +62,14 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 60.0) -> float:
-        """Start and wait until /healthz answers 200; returns the seconds it took."""
+    def start(self, timeout: float = 120.0) -> float:
+        """Start and wait until /healthz answers 200; returns the seconds it took.
+
+        The config says `port: 0`; each start learns its port from the server's log.
+        """
         started = time.monotonic()
         env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "loglens.cli", "serve", "--config", str(self.config)],
@@ -80,19 +78,9 @@ class ServerProcess:
                 env=env,
                 cwd=str(self.config.parent),
             )
-        deadline = started + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail_log()}")
-                try:
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return time.monotonic() - started
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"server did not become healthy: {self.tail_log()}")
+        url = wait_until_serving(self.proc, self.log_path, offset, timeout)
+        self.port = int(url.rsplit(":", 1)[1])
+        return time.monotonic() - started
 
     def kill(self) -> None:
         """SIGKILL and reap."""
@@ -344,8 +332,7 @@ def run_crash_trials(
     """`trials` × (traffic, kill -9, restart, retry keyed); then verify the store file."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = ServerProcess(write_config(workdir, port), port, workdir / "server.log")
+    server = ServerProcess(write_config(workdir, 0), 0, workdir / "server.log")
     ledger = Ledger()
     restarts: list[float] = []
     retries = 0

@@ -68,7 +68,7 @@ def _logs(n: int, tag: str) -> bytes:
     )
 
 
-def _wait(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+def _wait(predicate: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
