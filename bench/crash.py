@@ -29,7 +29,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "tests" / "reliability"))  # the harness shared with tests/reliability/test_crash.py
 
-from crash_harness import ServerProcess, free_port, run_crash_trials, write_config  # noqa: E402
+from crash_harness import ServerProcess, run_crash_trials, write_config  # noqa: E402
 
 from loglens.demo import generate_logs  # noqa: E402
 from loglens.schema import LogSchema, now_us, parse_values  # noqa: E402
@@ -54,10 +54,9 @@ def build_backlog(db_path: Path, megabytes: int) -> tuple[int, int]:
 def restart_with_backlog(workdir: Path, megabytes: int) -> str:
     """Start a server on a WAL backlog; report time to serving and the replay rate."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    cfg = write_config(workdir, port)
+    cfg = write_config(workdir, 0)  # the server binds a free port and names it in its log
     logs, size = build_backlog(workdir / "store" / "loglens.duckdb", megabytes)
-    server = ServerProcess(cfg, port, workdir / "server.log")
+    server = ServerProcess(cfg, 0, workdir / "server.log")
     try:
         started = time.monotonic()
         serving_s = server.start(timeout=120)
