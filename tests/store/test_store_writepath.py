@@ -177,3 +177,15 @@ def test_dead_letter_replay_is_one_wal_frame_applied_once_even_across_a_crash(tm
         again = replay(IngestPipeline(SCHEMA, reopened))
         assert again.replayed == 0 and again.skipped == 1
         assert reopened.query("SELECT count(*) FROM logs")[0][0] == 1
+
+
+def test_idempotency_keys_are_forgotten_with_the_logs_after_the_retention(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.duckdb", retention_days=1) as store:
+        old_us = now_us() - 2 * 86400 * 1_000_000
+        store.submit(_table(2, "old"), [], old_us, "old-key").result()
+        store.submit(_table(2, "new"), [], now_us(), "new-key").result()
+        assert store.sync(30)
+        store.apply_retention(time.time())
+        assert store.query("SELECT key FROM ingest_keys") == [("new-key",)]
+        assert not store.submit(_table(2, "old"), [], now_us(), "old-key").result().duplicate
+        assert store.submit(_table(2, "new"), [], now_us(), "new-key").result().duplicate

@@ -209,7 +209,10 @@ class Store:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._next_log_id = 1
         self._next_dead_id = 1
-        self._keys: set[str] = set()  # idempotency keys acknowledged (loaded or still in the WAL)
+        # Idempotency keys acknowledged (loaded or still in the WAL) → arrival time (epoch µs);
+        # kept as long as raw logs (storage.retention_days), then forgotten with them.
+        self._keys: dict[str, int] = {}
+        self._keys_lock = threading.Lock()
         self._claimed_dead: set[int] = set()  # dead letters re-ingested by a replay not yet loaded
         self._replay_start = 0
         self._replay_end = 0
@@ -242,8 +245,11 @@ class Store:
             log.warning("dropped a torn WAL tail", extra={"bytes": scan.torn_bytes, "lsn": scan.end_lsn})
         self._next_log_id = max(int(self._one("SELECT coalesce(max(id), 0) FROM logs")), scan.max_log_id) + 1
         self._next_dead_id = max(int(self._one("SELECT coalesce(max(id), 0) FROM dead_letter")), scan.max_dead_id) + 1
-        self._keys = {r[0] for r in self._db.execute("SELECT key FROM ingest_keys").fetchall()}
-        self._keys.update(k.key for k in scan.keys)
+        self._keys = {
+            str(r[0]): int(r[1])
+            for r in self._db.execute("SELECT key, epoch_us(committed_at) FROM ingest_keys").fetchall()
+        }
+        self._keys.update((k.key, k.received_us) for k in scan.keys)
         self._claimed_dead = set(scan.replayed_dead_ids)
         self.registry.seed(
             [
@@ -483,7 +489,7 @@ class Store:
         started = time.perf_counter()
         fresh: list[_Item] = []
         duplicates: set[int] = set()
-        group_keys: set[str] = set()
+        group_keys: dict[str, int] = {}
         for it in items:
             key = it.idempotency_key
             if key and (key in self._keys or key in group_keys):
@@ -491,7 +497,7 @@ class Store:
                 continue
             fresh.append(it)
             if key:
-                group_keys.add(key)
+                group_keys[key] = it.received_us
         tables = [it.table for it in fresh if it.table.num_rows]
         logs: pa.Table | None = None
         if tables:
@@ -529,7 +535,9 @@ class Store:
         self.wal_error = None
         self._next_log_id += frame.n_logs
         self._next_dead_id += frame.n_dead
-        self._keys.update(group_keys)
+        if group_keys:
+            with self._keys_lock:
+                self._keys.update(group_keys)
         elapsed = time.perf_counter() - started
         self.commits += 1
         self.last_commit_seconds = elapsed
@@ -681,6 +689,11 @@ class Store:
                 [log_cutoff, max_rows],
             ).fetchone()
             db.execute("DELETE FROM dead_letter WHERE received_at < make_timestamp(?)", [log_cutoff])
+            db.execute("DELETE FROM ingest_keys WHERE committed_at < make_timestamp(?)", [log_cutoff])
+            with self._keys_lock:
+                expired = [k for k, at in self._keys.items() if at < log_cutoff]
+                for k in expired:
+                    del self._keys[k]
             for table in ("metrics_minute_part", "latency_sketch_part", "user_minute_part"):
                 db.execute(f"DELETE FROM {table} WHERE minute < make_timestamp(?)", [metric_cutoff])
             return int(deleted[0]) if deleted else 0
