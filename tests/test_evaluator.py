@@ -333,11 +333,11 @@ def test_template_rate_jump_becomes_a_pattern_rate_anomaly(
     for m in range(11):  # 2 per minute for 11 minutes
         t = T0 + 60 * m
         clock.t = t + 30
-        pw.process(table([(t, "INFO", "api", f"cache miss for key k{m}")] * 2, t, first_id=1 + 2 * m))
+        pw.process(table([(t, "INFO", "api", f"cache miss for key {m}")] * 2, t, first_id=1 + 2 * m))
         pw.close_minutes(clock.t)
     t = T0 + 660
     clock.t = t + 30
-    pw.process(table([(t + i / 10, "INFO", "api", f"cache miss for key k{i}") for i in range(200)], t, 100))
+    pw.process(table([(t + i / 10, "INFO", "api", f"cache miss for key {i}") for i in range(200)], t, 100))
     clock.t = t + 61
     [jump] = pw.close_minutes(clock.t)
     assert jump.kind == "pattern_rate" and jump.observed == 200 and jump.expected == pytest.approx(2)

@@ -5,9 +5,7 @@ A module (not conftest.py) so tests in any directory can import it unambiguously
 
 from __future__ import annotations
 
-import json
 import socket
-import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -17,17 +15,14 @@ from typing import Any
 import httpx
 import uvicorn
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings, parse_settings
+from loglens.runtime import Runtime
+from serve_process import free_port, wait_until_serving
+
+__all__ = ["REPO", "LiveServer", "count_rows", "free_port", "make_settings", "start_server", "wait_until_serving"]
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def make_settings(tmp_path: Path, yaml_text: str = "", **sections: Any) -> Settings:
@@ -60,8 +55,11 @@ class LiveServer:
         return f"http://127.0.0.1:{self.settings.server.port}"
 
     @property
-    def state(self) -> Any:
-        return self.app.state.loglens
+    def state(self) -> Runtime:
+        """The running server's runtime (every component, typed)."""
+        runtime = runtime_of(self.app)
+        assert runtime is not None, "the server has not started"
+        return runtime
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)
@@ -102,36 +100,3 @@ def start_server(settings: Settings, listener: socket.socket | None = None) -> L
 def count_rows(server: LiveServer, table: str) -> int:
     """Rows in `table` of the server's store, read through an independent cursor."""
     return int(server.state.store.query(f"SELECT count(*) FROM {table}")[0][0])
-
-
-def wait_until_serving(proc: subprocess.Popen[bytes], log_path: Path, offset: int = 0, timeout: float = 120) -> str:
-    """The base URL of a `loglens serve` process, once its /healthz answers 200.
-
-    The server is started with `port: 0` and names the port it bound in its "loglens listening"
-    log line, so no port is chosen in advance (no race with other processes on a busy machine).
-    `offset` skips what earlier runs wrote to the same log file. The timeout is generous: a
-    loaded 2-core machine can take many seconds to import, open DuckDB and replay.
-    """
-    deadline = time.monotonic() + timeout
-    url: str | None = None
-    with httpx.Client(timeout=5) as client:
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
-                raise RuntimeError(f"server exited with {proc.returncode}: {tail}")
-            if url is None:
-                with log_path.open("rb") as f:
-                    f.seek(offset)
-                    for line in f.read().decode("utf-8", "replace").splitlines():
-                        if '"loglens listening"' in line:
-                            url = json.loads(line)["metadata"]["url"].rstrip("/")
-            if url is not None:
-                try:
-                    if client.get(url + "/healthz").status_code == 200:
-                        return url
-                except httpx.TransportError:
-                    pass
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"server did not start within {timeout} s")
-            time.sleep(0.05)

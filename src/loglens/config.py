@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,10 @@ class ServerConfig(_Model):
         None, description="When set, every /api request needs `Authorization: Bearer <token>`."
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.",
+    )
     watch_config: bool = Field(
         False,
         description="Reload the config file automatically when it changes on disk (SIGHUP and "
@@ -207,7 +211,7 @@ class NotifierConfig(_Model):
     type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
     enabled: bool = Field(True, description="Send to this channel.")
     severities: list[Severity] = Field(
-        default_factory=lambda: ["critical", "warning"], description="Only alerts of these severities."
+        default_factory=lambda: list[Severity](["critical", "warning"]), description="Only alerts of these severities."
     )
     rules: list[str] | None = Field(None, description="Only these rules (None = all).")
     services: list[str] | None = Field(None, description="Only these services (None = all).")
@@ -233,9 +237,9 @@ class LoggingConfig(_Model):
     )
 
 
-def _fields(**overrides: list[str]) -> Any:
+def _fields(**overrides: list[str]) -> Callable[[], FieldMapping]:
     """A default_factory for a FieldMapping with per-protocol input field names."""
-    return lambda: FieldMapping(**overrides)
+    return lambda: FieldMapping.model_validate(overrides)
 
 
 class FieldMapping(_Model):
@@ -301,11 +305,28 @@ class MappingsConfig(_Model):
             trace_id=["trace_id", "traceId"],
         )
     )
-    tail: FieldMapping = Field(default_factory=FieldMapping)
+    tail: FieldMapping = Field(default_factory=_fields())
     loki: FieldMapping = Field(
         default_factory=_fields(
             service=["service", "service_name", "service.name", "job", "app", "application"],
             level=["level", "detected_level", "severity", "log.level", "lvl"],
+        )
+    )
+    # The forward protocol's event time is the timestamp (no record key by default) and the tag
+    # is the service when the record names none (Fluent Bit's kubernetes filter adds the two
+    # `kubernetes.*` keys; its tags are file paths, often too long for a service name).
+    fluent: FieldMapping = Field(
+        default_factory=_fields(
+            timestamp=[],
+            message=["message", "log", "msg"],
+            service=[
+                "service",
+                "service.name",
+                "app",
+                "application",
+                "kubernetes.labels.app",
+                "kubernetes.container_name",
+            ],
         )
     )
     es_bulk: FieldMapping = Field(
@@ -335,6 +356,21 @@ class SyslogConfig(_Model):
     max_pending: int = Field(50_000, ge=1, description="Buffered records before TCP reads pause / UDP drops.")
 
 
+class FluentConfig(_Model):
+    """Fluent forward input (Fluent Bit / Fluentd `forward` output, Docker's `fluentd` log driver); off by default."""
+
+    enabled: bool = Field(False, description="Start the Fluent forward listener with the server.")
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 to accept other hosts).")
+    port: int = Field(24224, ge=0, le=65535, description="TCP port (24224 is Fluentd's; 0 picks a free one).")
+    shared_key: str | None = Field(
+        None, description="When set, clients must pass the forward protocol's HELO/PING/PONG handshake with it."
+    )
+    self_hostname: str = Field("loglens", description="Hostname this server gives in the handshake's PONG.")
+    max_chunk_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest forward message (and decompressed chunk); larger ones are refused."
+    )
+
+
 class TailConfig(_Model):
     """How `ingest.files` and `loglens tail` follow files."""
 
@@ -347,9 +383,10 @@ class TailConfig(_Model):
 
 
 class ProtocolsConfig(_Model):
-    """Extra ingest protocols: syslog, file tail, and the field mapping of every protocol."""
+    """Extra ingest protocols: syslog, Fluent forward, file tail, and the field mapping of every protocol."""
 
     syslog: SyslogConfig = SyslogConfig()
+    fluent: FluentConfig = FluentConfig()
     tail: TailConfig = TailConfig()
     mapping: MappingsConfig = MappingsConfig()
 
@@ -438,7 +475,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in path[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return None
         ann = field.annotation
@@ -568,4 +605,5 @@ def mask_secrets(settings: Settings) -> dict[str, Any]:
             return "***"
         return node
 
-    return walk(settings.model_dump(mode="json"))
+    masked: dict[str, Any] = walk(settings.model_dump(mode="json"))
+    return masked

@@ -130,7 +130,9 @@ def demo_settings(settings: Settings, fast: bool) -> Settings:
     return settings.model_copy(update={"alerts": alerts, "notifiers": notifiers})
 
 
-def _records(rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]) -> list[dict]:
+def _records(
+    rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]
+) -> list[dict[str, Any]]:
     """The logs every service sends in (t, t + dt] of the demo timeline."""
     out: list[dict[str, Any]] = []
     for svc in DEMO_SERVICES:

@@ -6,6 +6,7 @@ LoglensError
 ├── IngestError            a request body that cannot be taken                    → HTTP 400
 │   ├── ParseError         undecodable body (bad gzip, bad JSON shape, ...)       → HTTP 400
 │   ├── PayloadTooLarge    body over ingest.max_body_bytes                         → HTTP 413
+│   ├── UnsupportedMediaType  a body format the endpoint does not take             → HTTP 415
 │   └── RejectedRecord     one record failed the schema (goes to dead-letter)
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
@@ -14,7 +15,7 @@ LoglensError
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
 ```
-The API maps these to HTTP codes in one place (`loglens.api.app`).
+The API maps these to HTTP codes in one place (`loglens.api.errors.http_error`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class ParseError(IngestError):
 
 class PayloadTooLarge(IngestError):
     """The body exceeds the configured size limit."""
+
+
+class UnsupportedMediaType(IngestError):
+    """The body is in a format this endpoint does not take (e.g. Loki protobuf)."""
 
 
 class RejectedRecord(IngestError):

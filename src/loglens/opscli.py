@@ -77,7 +77,7 @@ def _fail(message: str) -> int:
 @contextmanager
 def local_store(settings: Settings) -> Iterator[Store]:
     """The store file opened for this command (fails clearly while a server holds it)."""
-    store = Store(settings.storage.path)
+    store = Store(settings.storage.path, wal_dir=settings.storage.wal_dir)  # replays its WAL on start
     try:
         store.start()
     except StorageError as exc:

@@ -7,8 +7,9 @@ import signal
 import socket
 
 import uvicorn
+from fastapi import FastAPI
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
 from loglens.errors import ServerBindError
 from loglens.logs import configure_logging
@@ -17,10 +18,10 @@ from loglens.shutdown import DrainingServer
 log = logging.getLogger("loglens.server")
 
 
-def uvicorn_config(settings: Settings) -> uvicorn.Config:
+def uvicorn_config(settings: Settings, app: FastAPI | None = None) -> uvicorn.Config:
     """uvicorn settings for loglens: uvloop + httptools, no access log on the hot path."""
     return uvicorn.Config(
-        create_app(settings),
+        app or create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",
@@ -51,7 +52,8 @@ def bind_listener(host: str, port: int) -> socket.socket:
 def run_server(settings: Settings) -> None:
     """Serve until interrupted."""
     configure_logging(settings.logging.level)
-    config = uvicorn_config(settings)
+    app = create_app(settings)
+    config = uvicorn_config(settings, app)
     # Bind before announcing: "listening" is only logged once the port is ours, and with port 0
     # it names the port the kernel chose (test harnesses and supervisors read it from the log).
     sock = bind_listener(settings.server.host, settings.server.port)
@@ -63,5 +65,5 @@ def run_server(settings: Settings) -> None:
     # shutdown exits 0 (what process supervisors expect) instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    DrainingServer(config, settings.server.shutdown_timeout_seconds).run(sockets=[sock])
+    DrainingServer(config, settings.server.shutdown_timeout_seconds, lambda: runtime_of(app)).run(sockets=[sock])
     log.info("loglens stopped", extra={"store": str(settings.storage.path)})

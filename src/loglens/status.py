@@ -1,6 +1,6 @@
 """`loglens status` and `GET /api/v1/status`: what an operator checks first.
 
-`server_status(state)` describes a running server from its live state; `store_status(settings)`
+`server_status(parts)` describes a running server from its live parts; `store_status(settings)`
 describes a stopped one from its store file (read-only). Both return the same shape, and
 `render()` prints it for the terminal.
 """
@@ -17,8 +17,9 @@ import duckdb
 
 from loglens import __version__
 from loglens.config import Settings
+from loglens.ingest import inputs
 from loglens.models import iso
-from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES
+from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
 from loglens.store import wal_dir_for
 
 _RATE_WINDOW_S = 60
@@ -64,7 +65,7 @@ def _base(settings: Settings, source: str) -> dict[str, Any]:
     }
 
 
-def server_status(state: Any) -> dict[str, Any]:
+def server_status(state: Observed) -> dict[str, Any]:
     """Status of a running server (reads the store; call it off the event loop)."""
     now = time.time()
     out = _base(state.settings, "server")
@@ -87,7 +88,7 @@ def server_status(state: Any) -> dict[str, Any]:
         "drain_bytes_per_second": round(wal.drain_bytes_per_s),
     }
     out["rates"] = _rates(state.store.query, now)
-    engine = state.extras.get("alerting")
+    engine = state.engine
     out["firing_alerts"] = (
         [
             {
@@ -103,17 +104,13 @@ def server_status(state: Any) -> dict[str, Any]:
         if engine is not None
         else []
     )
-    notifier = state.extras.get("notifier")
-    out["notifiers"] = (
-        [
-            {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
-            for ch in notifier.health()
-        ]
-        if notifier is not None
-        else []
-    )
-    manager = state.extras.get("reload")
-    out["last_reload"] = manager.last.to_json() if manager is not None and manager.last is not None else None
+    out["notifiers"] = [
+        {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
+        for ch in state.notifier.health()
+    ]
+    out["inputs"] = inputs.to_json(inputs.describe(state.settings, state))
+    last = state.reload.last
+    out["last_reload"] = last.to_json() if last is not None else None
     return out
 
 
@@ -121,6 +118,7 @@ def store_status(settings: Settings) -> dict[str, Any]:
     """Status from the store file of a server that is not running (opened read-only)."""
     out = _base(settings, "store")
     out["uptime_seconds"] = None
+    out["inputs"] = inputs.to_json(inputs.describe(settings))
     path = settings.storage.path
     wal_dir = wal_dir_for(path, settings.storage.wal_dir)
     out["wal"] = {
@@ -217,6 +215,7 @@ def render(status: dict[str, Any]) -> str:
             f"last {rates['window_seconds']} s: {rates['accepted_per_second']:g} logs/s accepted, "
             f"{rates['rejected_per_second']:g} /s rejected"
         )
+    lines.extend(inputs.render_lines(status.get("inputs")))
     firing = status.get("firing_alerts") or []
     lines.append(f"firing alerts: {len(firing)}")
     lines.extend(f"  [{a['severity']}] {a['rule']} {a['service']}: {a['summary']}" for a in firing)

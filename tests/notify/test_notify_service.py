@@ -79,7 +79,7 @@ class MetaRecorder:
     def raise_meta(self, name: str, summary: str, severity: str) -> None:
         self.calls.append(("raise", name, summary, severity))
 
-    async def resolve_meta(self, name: str) -> None:
+    def resolve_meta(self, name: str) -> None:
         self.calls.append(("resolve", name))
 
 
@@ -164,7 +164,7 @@ async def test_gives_up_into_dead_and_raises_then_resolves_meta_alert(
         )
     )
     meta = MetaRecorder()
-    async with running(settings, alerting=lambda: meta) as svc:
+    async with running(settings, meta=meta) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
         assert rows[0]["attempts"] == 3 and "HTTP 500: down" in rows[0]["last_error"]
@@ -387,7 +387,7 @@ async def test_a_broken_meta_hook_never_breaks_delivery(
         _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {max_attempts: 1, initial_backoff_seconds: 0.01}")
     )
     plugin = WebhookNotifier(WebhookNotifier.Config(url=r.url, secret_env="LOGLENS_T_HOOK_SECRET"))
-    async with running(settings, channels={"hook": plugin}, alerting=lambda: Exploding()) as svc:
+    async with running(settings, channels={"hook": plugin}, meta=Exploding()) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
     assert "meta-alert hook failed" in caplog.text

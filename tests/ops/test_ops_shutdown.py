@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 from ops_support import Load, ServerProcess, now_iso, stored_messages, write_config
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
 from loglens.shutdown import DrainingServer, drained
 
@@ -49,8 +49,9 @@ def _run_in_thread(settings: Settings, timeout_s: float) -> tuple[DrainingServer
     """A draining server on a socket bound here (ephemeral port); returns it, its thread and URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(create_app(settings), log_level="warning", loop="asyncio")
-    server = DrainingServer(config, timeout_s)
+    app = create_app(settings)
+    config = uvicorn.Config(app, log_level="warning", loop="asyncio")
+    server = DrainingServer(config, timeout_s, lambda: runtime_of(app))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 120
@@ -63,7 +64,8 @@ def _run_in_thread(settings: Settings, timeout_s: float) -> tuple[DrainingServer
 def test_draining_refuses_ingest_with_503_and_retry_after(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
     server, thread, url = _run_in_thread(settings, timeout_s=5)
-    state = server.config.app.state.loglens
+    state = runtime_of(server.config.app)
+    assert state is not None
     try:
         log = {"timestamp": now_iso(), "level": "INFO", "service": "s", "message": "m"}
         assert httpx.post(url + "/api/v1/logs", json=log).status_code == 200
@@ -94,7 +96,8 @@ def test_draining_refuses_ingest_with_503_and_retry_after(settings_factory: Call
 def test_second_signal_skips_the_drain_and_timeout_bounds_it(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory()
     server, thread, _ = _run_in_thread(settings, timeout_s=0.3)
-    state = server.config.app.state.loglens
+    state = runtime_of(server.config.app)
+    assert state is not None
     try:
         state.pipeline.in_flight += 1  # never drains: the timeout must end it
         started = time.monotonic()
@@ -106,7 +109,8 @@ def test_second_signal_skips_the_drain_and_timeout_bounds_it(settings_factory: C
         server.should_exit = True
         thread.join(timeout=60)
     server2, thread2, _ = _run_in_thread(settings_factory(), timeout_s=60)
-    state2 = server2.config.app.state.loglens
+    state2 = runtime_of(server2.config.app)
+    assert state2 is not None
     state2.pipeline.in_flight += 1
     server2.handle_exit(signal.SIGTERM, None)
     server2.handle_exit(signal.SIGTERM, None)  # second: stop now

@@ -10,11 +10,7 @@ retries exactly once, and the metric tables agree with the stored logs.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -25,11 +21,9 @@ import duckdb
 import httpx
 import orjson
 
-from tests_support import wait_until_serving
+from serve_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
-if str(REPO / "src") not in sys.path:
-    sys.path.insert(0, str(REPO / "src"))
 
 
 def write_config(workdir: Path, port: int, extra: str = "") -> Path:
@@ -49,52 +43,9 @@ logging: {{level: INFO}}  # the "loglens listening" line names the port the serv
     return cfg
 
 
-class ServerProcess:
-    """`loglens serve` in its own process; `kill()` is a SIGKILL (no cleanup of any kind)."""
-
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
-        self.config = config
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> float:
-        """Start and wait until /healthz answers 200; returns the seconds it took.
-
-        The config says `port: 0`; each start learns its port from the server's log.
-        """
-        started = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "loglens.cli", "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.config.parent),
-            )
-        url = wait_until_serving(self.proc, self.log_path, offset, timeout)
-        self.port = int(url.rsplit(":", 1)[1])
-        return time.monotonic() - started
-
-    def kill(self) -> None:
-        """SIGKILL and reap."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def tail_log(self, chars: int = 3000) -> str:
-        """The end of the server's output, for failure messages."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+# `loglens serve` as a child process (start / kill -9 / logs; with `port: 0` each start learns its
+# port from the server's log) is the harness shared with tests/ops and the benchmarks.
+ServerProcess = ServeProcess
 
 
 @dataclass

@@ -39,6 +39,7 @@ import pyarrow as pa
 
 from loglens import metrics
 from loglens.errors import Backpressure, StorageError
+from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners import it from here
 from loglens.models import Rejection
 from loglens.store import registry
 from loglens.store.loader import Loader, compact_partials
@@ -70,16 +71,6 @@ class CommitReceipt:
     accepted: int
     rejected: int
     duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CommitEvent:
-    """Published to listeners after each WAL fsync: the acknowledged logs (with ids) and aggregates."""
-
-    logs: pa.Table
-    partials: metrics.Partials
-    dead_letters: int
-    committed_at_us: int
 
 
 @dataclass(frozen=True, slots=True)
