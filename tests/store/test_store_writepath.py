@@ -130,6 +130,8 @@ def test_dead_letters_and_partials_are_loaded_and_compacted(tmp_path: Path) -> N
         assert store.query("SELECT user_id, count FROM user_minute ORDER BY user_id") == users_before
         assert store.query("SELECT count(*) FROM user_minute_part")[0][0] == 3
         assert store.compact(now_us()) == 0  # nothing left to merge
+        assert store.query("SELECT count(*) FROM services_part")[0][0] == 1  # three deltas merged into one
+        assert store.query("SELECT total, errors FROM services") == [(12, 3)]
 
 
 def test_services_registry_is_seeded_from_the_table_after_a_restart(tmp_path: Path) -> None:

@@ -236,7 +236,7 @@ class Loader:
                 db.execute("INSERT INTO logs SELECT * FROM _load_logs")
                 db.unregister("_load_logs")
                 _insert_partials(db, metrics.aggregate(logs.drop_columns(["id"])))
-                _upsert_services(db, registry.per_service(logs))
+                _append_services(db, registry.per_service(logs))
             if dead_parts:
                 dead = pa.concat_tables(dead_parts).combine_chunks()
                 db.register("_load_dead", dead)
@@ -282,8 +282,8 @@ def _insert_partials(db: duckdb.DuckDBPyConnection, p: metrics.Partials) -> None
             db.unregister("_load_part")
 
 
-def _upsert_services(db: duckdb.DuckDBPyConnection, deltas: list[registry.ServiceInfo]) -> None:
-    """Persist the registry's changes: one small upsert per load transaction, off the hot path."""
+def _append_services(db: duckdb.DuckDBPyConnection, deltas: list[registry.ServiceInfo]) -> None:
+    """Persist the registry's changes: per-service deltas appended, merged by the `services` view."""
     if not deltas:
         return
     table = pa.table(
@@ -297,16 +297,7 @@ def _upsert_services(db: duckdb.DuckDBPyConnection, deltas: list[registry.Servic
         }
     )
     db.register("_load_services", table)
-    db.execute(
-        """
-        INSERT INTO services SELECT * FROM _load_services
-        ON CONFLICT (service) DO UPDATE SET
-            first_seen = least(first_seen, EXCLUDED.first_seen),
-            last_seen = greatest(last_seen, EXCLUDED.last_seen),
-            last_event_ts = greatest(last_event_ts, EXCLUDED.last_event_ts),
-            total = total + EXCLUDED.total, errors = errors + EXCLUDED.errors
-        """
-    )
+    db.execute("INSERT INTO services_part SELECT * FROM _load_services")
     db.unregister("_load_services")
 
 
@@ -344,6 +335,14 @@ def compact_partials(db: duckdb.DuckDBPyConnection, before_us: int) -> int:
                 f"AND p.{key} = c.{key}"
             )
             db.execute(f"INSERT INTO {table} SELECT * FROM _c_{table}")
+        # services: one row per service, whatever its age (the registry has no time axis)
+        db.execute(
+            "CREATE OR REPLACE TEMP TABLE _c_services AS SELECT service, min(first_seen), max(last_seen), "
+            "max(last_event_ts), sum(total)::BIGINT, sum(errors)::BIGINT FROM services_part "
+            "GROUP BY service HAVING count(*) > 1"
+        )
+        db.execute("DELETE FROM services_part p USING _c_services c WHERE p.service = c.service")
+        db.execute("INSERT INTO services_part SELECT * FROM _c_services")
         db.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(Exception):
