@@ -56,8 +56,9 @@ def test_acknowledged_logs_reach_duckdb_by_themselves_and_reads_see_them_at_once
             _wait(lambda: cur.execute("SELECT count(*) FROM logs").fetchone()[0] == 8)
         finally:
             cur.close()
-        status = store.wal_status()
-        assert status.lag_bytes == 0 and status.loaded_lsn == status.durable_lsn and status.loads >= 1
+        # the loader records its position right after its COMMIT
+        status = _wait(lambda: (st := store.wal_status()).lag_bytes == 0 and st)
+        assert status.loaded_lsn == status.durable_lsn and status.loads >= 1
 
 
 def test_commit_event_fires_after_the_fsync_before_duckdb(tmp_path: Path) -> None:

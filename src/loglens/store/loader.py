@@ -84,7 +84,9 @@ class Loader:
 
     # ---- control ---------------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the thread."""
+        """Start the thread (a backlog found at start is due at once)."""
+        if self._durable_lsn() > self.loaded_lsn:
+            self._first_pending = time.monotonic() - self.interval_s
         self._thread = threading.Thread(target=self._run, name="loglens-loader", daemon=True)
         self._thread.start()
 
@@ -139,7 +141,9 @@ class Loader:
         if self._durable_lsn() - self.loaded_lsn >= self.batch_bytes:
             return True
         first = self._first_pending
-        return first is None or time.monotonic() - first >= self.interval_s
+        # None: the writer has not announced these bytes yet (it does right after the append);
+        # its notify_durable() starts the interval.
+        return first is not None and time.monotonic() - first >= self.interval_s
 
     def _wait_timeout(self) -> float:
         first = self._first_pending
