@@ -31,7 +31,9 @@ COMPONENT_CLASSES = frozenset(
         "SelfMetrics",
         "MetricsPublisher",
         "EventHub",
-        "AlertDB",
+        "AlertRepository",
+        "AlertWriter",
+        "OutboxRepository",
     }
 )
 WIRING_MODULES = frozenset({"runtime", "cli", "opscli", "demo"})

@@ -60,7 +60,7 @@ async def test_builds_every_component_and_runs_them_in_the_declared_order(
         assert runtime.engine is not None and runtime.evaluator is not None
         assert runtime.syslog is not None and runtime.syslog.udp_port
         assert runtime.stream.on_commit in runtime.store.listeners
-        assert runtime.evaluator.on_commit in runtime.store.listeners
+        assert runtime.evaluator.scheduler.on_commit in runtime.store.listeners
     finally:
         await runtime.stop()
     assert runtime.engine is None

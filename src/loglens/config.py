@@ -109,12 +109,17 @@ class IngestConfig(_Model):
 
 
 class ErrorRateRule(_Model):
-    """error+fatal / total over a sliding window."""
+    """error+fatal / total over a sliding window (default: above 10 % in any 1-minute window)."""
 
     enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
     window_seconds: int = Field(60, gt=0, description="Length of the sliding window (event time).")
-    min_events: int = Field(20, ge=1, description="No alert on windows with fewer logs than this.")
+    min_events: int = Field(
+        10,
+        ge=1,
+        description="No alert on windows with fewer logs than this (noise guard: 1 error out of 1 log pages "
+        "nobody). The default lets 5 errors out of 10 logs in a minute fire.",
+    )
     for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
     severity: Severity = Field("critical", description="Severity of the alert it raises.")
 
@@ -193,12 +198,42 @@ class AlertsConfig(_Model):
     """Alert evaluation and lifecycle."""
 
     evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
-    group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    group_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Transitions of one rule reaching a channel within this window go out as one grouped "
+        "notification (those of one evaluation always do).",
+    )
     resolve_after_seconds: float = Field(
         0.0,
         ge=0,
         description="A firing alert resolves only after its condition has been clear this long (no flapping "
         "when a value hovers at the threshold).",
+    )
+    max_series: int = Field(
+        10_000,
+        ge=1,
+        description="Most services tracked by detection (like Prometheus's sample limit or Loki's max streams). "
+        "Logs of further new service names are stored as usual but left out of alerting, counted, and a "
+        "`series_limit` meta-alert fires once.",
+    )
+    series_idle_seconds: float = Field(
+        86_400,
+        ge=0,
+        description="A service that sent nothing for this long is forgotten by detection and its alerts resolve "
+        "(0 = never).",
+    )
+    max_queue_logs: int = Field(
+        500_000,
+        ge=1000,
+        description="Committed logs waiting for the evaluator; beyond it batches are counted "
+        "and left out of alerting, and an `evaluator` meta-alert fires.",
+    )
+    max_queue_rows: int = Field(
+        200_000,
+        ge=1000,
+        description="Alert and anomaly rows waiting to be written; beyond it the oldest are "
+        "dropped (alerting goes on in memory) and an `alert-store` meta-alert fires.",
     )
     rules: RulesConfig = RulesConfig()
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Keyed by service.")
@@ -226,7 +261,18 @@ class OutboxConfig(_Model):
         0.5, gt=0, description="Wait before the first retry; doubles each time, with jitter."
     )
     max_backoff_seconds: float = Field(60, gt=0, description="Longest wait between two tries.")
-    timeout_seconds: float = Field(5, gt=0, description="Per-attempt timeout.")
+    timeout_seconds: float = Field(
+        5,
+        gt=0,
+        description="Per-attempt timeout. A channel's own `timeout_seconds` may be shorter (it is then the bound); "
+        "a longer one is a check-config error.",
+    )
+    max_queue: int = Field(
+        100_000,
+        ge=100,
+        description="Alert transitions waiting to be grouped and written; beyond it they are counted and dropped, "
+        "and a `notifier:queue` meta-alert fires (meta-alerts always pass).",
+    )
 
 
 class LoggingConfig(_Model):

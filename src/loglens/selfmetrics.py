@@ -24,8 +24,8 @@ from loglens.store import Store
 
 if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itself as `Observed`
     from loglens.alerting import AlertEngine
+    from loglens.alerting.component import AlertingComponent
     from loglens.config import Settings
-    from loglens.evaluator import Evaluator
     from loglens.ingest.pipeline import IngestPipeline
     from loglens.notify.service import NotificationService
     from loglens.reload import ReloadManager
@@ -101,7 +101,7 @@ class Observed(Protocol):
         ...
 
     @property
-    def evaluator(self) -> Evaluator | None:
+    def evaluator(self) -> AlertingComponent | None:
         """The rule evaluator, while alerting runs."""
         ...
 

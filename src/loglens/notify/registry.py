@@ -99,6 +99,24 @@ def build_all(settings: Settings) -> dict[str, Any]:
             channels[cfg.name] = build(cfg, i, settings)
         except ConfigError as exc:
             issues.extend(exc.issues)
+            continue
+        timeout = channel_timeout(channels[cfg.name])
+        if timeout is not None and timeout > settings.outbox.timeout_seconds:
+            # the outbox would cut every slow attempt short and retry it: the receiver gets duplicates
+            issues.append(
+                _issue(
+                    settings,
+                    f"notifiers[{i}].settings.timeout_seconds",
+                    f"{timeout:g} s is longer than outbox.timeout_seconds ({settings.outbox.timeout_seconds:g} s), "
+                    "which bounds every attempt; raise outbox.timeout_seconds or lower this",
+                )
+            )
     if issues:
         raise ConfigError(issues)
     return channels
+
+
+def channel_timeout(plugin: Any) -> float | None:
+    """The per-attempt timeout a channel's own settings ask for (None: it leaves it to the outbox)."""
+    value = getattr(getattr(plugin, "config", None), "timeout_seconds", None)
+    return float(value) if isinstance(value, int | float) else None
