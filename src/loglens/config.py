@@ -69,6 +69,20 @@ class StorageConfig(_Model):
         description="Cap on DuckDB's buffer memory (it caches up to 80 % of RAM by default); keeps the "
         "server's memory bounded.",
     )
+    wal_dir: Path | None = Field(
+        None, description="Write-ahead log directory (default: next to the database, `<path>.wal.d`)."
+    )
+    wal_max_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="WAL bytes acknowledged but not yet loaded into DuckDB before ingest answers 429 "
+        "(Retry-After from the loader's drain rate).",
+    )
+    wal_segment_bytes: int = Field(64 << 20, ge=1 << 16, description="Size at which a WAL segment file is closed.")
+    load_interval_ms: int = Field(
+        200, ge=1, le=1000, description="Longest time an acknowledged log waits before the loader moves it to DuckDB."
+    )
+    load_batch_logs: int = Field(100_000, gt=0, description="Most logs the loader moves in one DuckDB transaction.")
 
 
 class ArchiveConfig(_Model):
@@ -105,7 +119,7 @@ class IngestConfig(_Model):
     """Limits and timing of the ingest path."""
 
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip).")
-    max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for commit before 429.")
+    max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for their WAL fsync before 429.")
     commit_interval_ms: int = Field(20, ge=1, le=50, description="Group-commit window.")
     max_batch_logs: int = Field(100_000, gt=0, description="Largest group commit in logs.")
     dead_letter_raw_limit: int = Field(4096, gt=0, description="Raw text kept per rejected log.")

@@ -100,6 +100,11 @@ def build_store(settings: Settings) -> Store:
         retention_interval_s=settings.storage.retention_interval_seconds,
         commit_window_s=settings.ingest.commit_interval_ms / 1000,
         memory_limit=settings.storage.memory_limit,
+        wal_dir=settings.storage.wal_dir,
+        wal_max_bytes=settings.storage.wal_max_bytes,
+        wal_segment_bytes=settings.storage.wal_segment_bytes,
+        load_interval_s=settings.storage.load_interval_ms / 1000,
+        load_batch_logs=settings.storage.load_batch_logs,
     )
 
 

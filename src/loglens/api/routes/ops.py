@@ -73,14 +73,10 @@ class ReplayRequest(BaseModel):
 
 
 @router.post("/api/v1/dead-letter/replay", dependencies=Admin, response_model=ReplayOut)
-async def replay_dead_letters(
-    store: StoreDep, pipeline: PipelineDep, body: ReplayRequest | None = None
-) -> dict[str, Any]:
+async def replay_dead_letters(pipeline: PipelineDep, body: ReplayRequest | None = None) -> dict[str, Any]:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
     result = await anyio.to_thread.run_sync(
-        lambda: deadletter.replay(
-            store, pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
-        )
+        lambda: deadletter.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
     )
     return result.to_json()
