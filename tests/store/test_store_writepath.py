@@ -192,3 +192,21 @@ def test_idempotency_keys_are_forgotten_with_the_logs_after_the_retention(tmp_pa
         assert store.query("SELECT key FROM ingest_keys") == [("new-key",)]
         assert not store.submit(_table(2, "old"), [], now_us(), "old-key").result().duplicate
         assert store.submit(_table(2, "new"), [], now_us(), "new-key").result().duplicate
+
+
+def test_services_silent_longer_than_the_retention_leave_registry_and_table(tmp_path: Path) -> None:
+    day_us = 86400 * 1_000_000
+    with Store(tmp_path / "s.duckdb", retention_days=1) as store:
+        store.submit(_table(2, "gone", service="one-off"), [], now_us()).result()
+        # a service still talking two days later (its logs arrive then)
+        later = [{"timestamp": time.time(), "level": "INFO", "service": "steady", "message": "m"}]
+        batch = SCHEMA.validate(parse_values(later), "test", now_us() + 2 * day_us).table
+        store.submit(batch, [], now_us() + 2 * day_us).result()
+        assert store.sync(30)
+        assert {s.service for s in store.services()} == {"one-off", "steady"}
+        store.apply_retention(time.time() + 2.5 * 86400)  # one-off's last arrival is 2.5 days old
+        assert {s.service for s in store.services()} == {"steady"}
+        assert store.query("SELECT service FROM services") == [("steady",)]
+        # a name that comes back is simply new again
+        store.submit(_table(1, "back", service="one-off"), [], now_us()).result()
+        assert {s.service for s in store.services()} == {"one-off", "steady"}

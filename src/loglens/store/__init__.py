@@ -687,6 +687,15 @@ class Store:
                     del self._keys[k]
             for table in ("metrics_minute_part", "latency_sketch_part", "user_minute_part"):
                 db.execute(f"DELETE FROM {table} WHERE minute < make_timestamp(?)", [metric_cutoff])
+            # A service silent for longer than raw logs are kept has nothing left to show: it
+            # leaves the registry and its table, so a flood of one-off names does not stay
+            # forever (and is not mistaken for silent services after a restart).
+            db.execute(
+                "DELETE FROM services_part WHERE service IN (SELECT service FROM services_part "
+                "GROUP BY service HAVING max(last_seen) < make_timestamp(?))",
+                [log_cutoff],
+            )
+            self.registry.forget_idle(log_cutoff)
             return int(deleted[0]) if deleted else 0
         finally:
             db.close()

@@ -85,6 +85,14 @@ class ServiceRegistry:
                         errors=old.errors + d.errors,
                     )
 
+    def forget_idle(self, last_seen_before_us: int) -> list[str]:
+        """Drop services whose newest arrival is before `last_seen_before_us`; returns their names."""
+        with self._lock:
+            gone = [name for name, info in self._services.items() if info.last_seen_us < last_seen_before_us]
+            for name in gone:
+                del self._services[name]
+        return gone
+
     def snapshot(self) -> list[ServiceInfo]:
         """Every service, sorted by name."""
         with self._lock:
