@@ -29,7 +29,8 @@ def test_services_and_timeseries_page_filter_and_top(
     with srv.client() as c:
         _post(c, {f"svc-{i:02d}": i + 1 for i in range(25)} | {"checkout": 100})
         everything = c.get("/api/v1/services").json()
-        assert len(everything["services"]) == 26 and "next_offset" not in everything  # unchanged default
+        # bounded by default (a page of 1000), which holds all 26 here
+        assert len(everything["services"]) == 26 and everything["total"] == 26 and everything["next_offset"] is None
         first = c.get("/api/v1/services", params={"limit": 10}).json()
         assert len(first["services"]) == 10 and first["total"] == 26 and first["next_offset"] == 10
         last = c.get("/api/v1/services", params={"limit": 10, "offset": 20}).json()
@@ -41,6 +42,9 @@ def test_services_and_timeseries_page_filter_and_top(
         paged = c.get("/api/v1/timeseries", params={"limit": 20, "offset": 20, "minutes": 5}).json()
         assert len(paged["series"]) == 6 and paged["next_offset"] is None
         assert len(c.get("/api/v1/timeseries").json()["series"]) == 26
+        # the name filter applies before paging, on series too
+        svc_only = c.get("/api/v1/timeseries", params={"q": "svc-1", "minutes": 5}).json()
+        assert [s["service"] for s in svc_only["series"]] == [f"svc-1{i}" for i in range(10)]
         assert c.get("/api/v1/services", params={"limit": 0}).status_code == 422
         # alerts, anomalies and silences page the same way (bounded: at most 1000 a page)
         alerts = c.get("/api/v1/alerts", params={"limit": 1}).json()

@@ -75,7 +75,7 @@ class TimeseriesOut(Out):
     start: str
     end: str
     series: list[Series]
-    next_offset: int | None = Field(None, description="With `limit`: offset of the next page (null: last).")
+    next_offset: int | None = Field(None, description="Offset of the next page (null: this was the last).")
 
 
 class Window(Out):
@@ -149,8 +149,8 @@ class ServicesOut(Out):
     """Every service seen."""
 
     services: list[ServiceOut]
-    total: int | None = Field(None, description="With `q` or `limit`: how many services match.")
-    next_offset: int | None = Field(None, description="With `limit`: offset of the next page (null: last).")
+    total: int | None = Field(None, description="How many services match (all pages).")
+    next_offset: int | None = Field(None, description="Offset of the next page (null: this was the last).")
 
 
 class LogOut(Out):

@@ -20,6 +20,7 @@ import orjson
 from loglens import metrics
 from loglens.models import iso
 from loglens.store import Store
+from loglens.store.registry import ServiceInfo
 
 Metric = Literal["volume", "error_rate", "avg_response_time", "p95_response_time"]
 METRICS: tuple[str, ...] = ("volume", "error_rate", "avg_response_time", "p95_response_time")
@@ -39,8 +40,40 @@ def minute_grid(now: datetime, minutes: int) -> list[datetime]:
     return [end - timedelta(minutes=minutes - 1 - i) for i in range(minutes)]
 
 
-def timeseries(store: Store, metric: str, service: str | None, minutes: int, now: datetime) -> dict[str, Any]:
-    """One point per minute per service; volume/error_rate are 0 in empty minutes, latency null."""
+def series_names(
+    store: Store, minutes: int, now: datetime, *, contains: str | None = None, top: int | None = None
+) -> list[str]:
+    """Services with data in the last `minutes` minutes: by name, or the `top` N by volume.
+
+    Chosen in SQL before any point is built, so a response over 100,000 services costs what
+    its page costs, not what every series would.
+    """
+    grid = minute_grid(now, minutes)
+    where = "minute >= ? AND minute <= ?"
+    params: list[Any] = [grid[0], grid[-1]]
+    if contains:
+        where += " AND contains(lower(service), ?)"
+        params.append(contains.lower())
+    order = "sum(count) DESC, service" if top is not None else "service"
+    sql = f"SELECT service FROM metrics_minute WHERE {where} GROUP BY service ORDER BY {order}"
+    if top is not None:
+        sql += " LIMIT ?"
+        params.append(top)
+    return [r[0] for r in store.query(sql, params)]
+
+
+def timeseries(
+    store: Store,
+    metric: str,
+    service: str | None,
+    minutes: int,
+    now: datetime,
+    names: list[str] | None = None,
+) -> dict[str, Any]:
+    """One point per minute per service; volume/error_rate are 0 in empty minutes, latency null.
+
+    `names` restricts the series to those services (a page chosen by `series_names`).
+    """
     grid = minute_grid(now, minutes)
     start, end = grid[0], grid[-1]
     where = "minute >= ? AND minute <= ?"
@@ -48,6 +81,9 @@ def timeseries(store: Store, metric: str, service: str | None, minutes: int, now
     if service:
         where += " AND service = ?"
         params.append(service)
+    elif names is not None:
+        where += " AND service IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(names)
     values: dict[str, dict[datetime, float | None]] = defaultdict(dict)
     if metric == "p95_response_time":
         rows = store.query(
@@ -77,13 +113,16 @@ def timeseries(store: Store, metric: str, service: str | None, minutes: int, now
         services = set(values)
     if service:
         services = {service}
+    elif names is not None:
+        services = set(names)
+    order = names if names is not None and not service else sorted(services)
     empty: float | None = 0.0 if metric in ("volume", "error_rate") else None
     series = [
         {
             "service": svc,
             "points": [{"t": iso(m), "v": values.get(svc, {}).get(m, empty)} for m in grid],
         }
-        for svc in sorted(services)
+        for svc in order
     ]
     return {"metric": metric, "minutes": minutes, "start": iso(start), "end": iso(end), "series": series}
 
@@ -133,29 +172,37 @@ def summary(store: Store, minutes: int, top: int, now: datetime) -> dict[str, An
     }
 
 
-def services(store: Store, now: datetime) -> list[dict[str, Any]]:
-    """Every service ever seen, with arrival-time last-seen and counts (total and last minute)."""
+def services(store: Store, now: datetime, page: list[ServiceInfo] | None = None) -> list[dict[str, Any]]:
+    """Services with arrival-time last-seen and counts (total and the last 5 minutes).
+
+    `page`: only these registry entries (a filtered, paged slice); default every service.
+    """
     now_naive = _naive_utc(now)
     minute = now_naive.replace(second=0, microsecond=0)
+    infos = store.services() if page is None else page  # the in-memory registry: as fresh as the acknowledgements
+    where, params = "minute >= ?", [minute - timedelta(minutes=4)]
+    if page is not None:
+        where += " AND service IN (SELECT unnest(?::VARCHAR[]))"
+        params.append([i.service for i in page])
     recent = {
         r[0]: r[1:]
         for r in store.query(
             "SELECT service, sum(count), sum(error + fatal), sum(rt_sum), sum(rt_count) FROM metrics_minute "
-            "WHERE minute >= ? GROUP BY service",
-            [minute - timedelta(minutes=4)],
+            f"WHERE {where} GROUP BY service",
+            params,
         )
     }
     sketches = {
         r[0]: metrics.quantile(r[1], r[2], 0.95)
         for r in store.query(
             "SELECT service, list(bucket), list(count) FROM "
-            "(SELECT service, bucket, sum(count) AS count FROM latency_sketch WHERE minute >= ? "
+            f"(SELECT service, bucket, sum(count) AS count FROM latency_sketch WHERE {where} "
             "GROUP BY service, bucket) GROUP BY service",
-            [minute - timedelta(minutes=4)],
+            params,
         )
     }
     out = []
-    for info in store.services():  # the in-memory registry: as fresh as the acknowledgements
+    for info in infos:
         svc = info.service
         last_seen = _from_us(info.last_seen_us)
         count5, err5, rs, rc = recent.get(svc, (0, 0, 0.0, 0))

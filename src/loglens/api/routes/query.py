@@ -19,14 +19,14 @@ from loglens.store import deadletters, queries
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
 
-Limit = Annotated[int | None, Query(ge=1, le=10_000, description="Page size (none: everything).")]
+# Bounded by default: with 100,000 services an unbounded answer is tens of megabytes.
+DEFAULT_PAGE = 1000
+Limit = Annotated[int, Query(ge=1, le=10_000, description="Page size; `next_offset` gives the next page.")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip: the `next_offset` of the previous page.")]
 
 
-def _page(items: list[Any], limit: int | None, offset: int) -> tuple[list[Any], int | None]:
+def _page(items: list[Any], limit: int, offset: int) -> tuple[list[Any], int | None]:
     """A slice of `items` and the offset of the next slice (None: this was the last)."""
-    if limit is None:
-        return items[offset:], None
     page = items[offset : offset + limit]
     return page, offset + limit if len(items) > offset + limit else None
 
@@ -43,19 +43,23 @@ async def timeseries(
     service: str | None = None,
     minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
     top: Annotated[int | None, Query(ge=1, le=10_000, description="Only the N series with the most volume.")] = None,
-    limit: Limit = None,
+    q: Annotated[str | None, Query(max_length=500, description="Only services whose name contains this.")] = None,
+    limit: Limit = DEFAULT_PAGE,
     offset: Offset = 0,
 ) -> Response:
-    """One point per minute (UTC) for the last `minutes` minutes, per service; `top`/`limit`/`offset` bound it."""
+    """One point per minute (UTC) for the last `minutes` minutes, per service; `top`/`q`/`limit`/`offset` bound it.
+
+    Series are ordered by name, or by volume with `top`; the page is chosen before any point is built.
+    """
 
     def build() -> dict[str, Any]:
-        body = queries.timeseries(store, metric, service, minutes, utcnow())
-        series = body["series"]
-        if top is not None:
-            series = sorted(series, key=lambda s: -sum(p["v"] or 0 for p in s["points"]))[:top]
-        body["series"], next_offset = _page(series, limit, offset)
-        if limit is not None:
-            body["next_offset"] = next_offset
+        now = utcnow()
+        if service:
+            return queries.timeseries(store, metric, service, minutes, now)
+        names = queries.series_names(store, minutes, now, contains=q, top=top)
+        page, next_offset = _page(names, limit, offset)
+        body = queries.timeseries(store, metric, None, minutes, now, names=page)
+        body["next_offset"] = next_offset
         return body
 
     return await _encoded(build)
@@ -75,21 +79,22 @@ async def metrics_summary(
 async def services(
     store: StoreDep,
     q: Annotated[str | None, Query(max_length=500, description="Only services whose name contains this.")] = None,
-    limit: Limit = None,
+    limit: Limit = DEFAULT_PAGE,
     offset: Offset = 0,
 ) -> Response:
-    """Every service seen, with last-seen (arrival) time and counts; `q`/`limit`/`offset` bound it."""
+    """Services seen (by name), with last-seen (arrival) time and counts; `q`/`limit`/`offset` bound it."""
 
     def build() -> dict[str, Any]:
-        found = queries.services(store, utcnow())
+        found = store.services()  # the in-memory registry, sorted by name
         if q:
             needle = q.lower()
-            found = [s for s in found if needle in s["service"].lower()]
+            found = [s for s in found if needle in s.service.lower()]
         page, next_offset = _page(found, limit, offset)
-        body: dict[str, Any] = {"services": page}
-        if limit is not None or q:
-            body.update(total=len(found), next_offset=next_offset)
-        return body
+        return {
+            "services": queries.services(store, utcnow(), page),
+            "total": len(found),
+            "next_offset": next_offset,
+        }
 
     return await _encoded(build)
 
