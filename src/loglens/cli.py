@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ import typer
 
 from loglens import __version__
 from loglens.config import Settings, load_settings
-from loglens.errors import ConfigError
+from loglens.errors import ConfigError, LoglensError, describe
 
 app = typer.Typer(
     name="loglens",
@@ -87,10 +88,8 @@ def serve(
 
     try:
         run_server(settings)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
+    except LoglensError as exc:
+        raise typer.Exit(report_error(exc)) from None
 
 
 @app.command()
@@ -196,7 +195,9 @@ def analyze(
 @app.command()
 def backtest(
     files: Annotated[list[Path], typer.Argument(help="Archived logs: NDJSON or JSON files (.gz ok).")],
-    rules: Annotated[Path | None, typer.Option("--rules", help="config.yaml whose alerts: rules to replay.")] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", "--config", "-c", help="config.yaml whose alerts: rules to replay.")
+    ] = None,
     patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
 ) -> None:
     """Replay archived logs through the alert rules (event time); print what would have fired."""
@@ -294,9 +295,27 @@ def dead_letter_replay(
     raise typer.Exit(run(load_or_exit(config), url, token, reason, since, ids))
 
 
+def report_error(exc: BaseException) -> int:
+    """Print `exc` for the operator — one line per problem, no traceback — and return the exit code."""
+    if isinstance(exc, ConfigError):
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        return 2
+    if isinstance(exc, LoglensError):
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    typer.echo(f"error: {describe(exc)} (set LOGLENS_DEBUG=1 for the traceback)", err=True)
+    return 1
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every error the user can cause ends as one clear line, never a traceback."""
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: a clear line instead of a traceback
+        if os.environ.get("LOGLENS_DEBUG"):
+            raise
+        sys.exit(report_error(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -510,7 +510,20 @@ def parse_settings(text: str, file: str = "config.yaml", base_dir: Path | None =
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_issues_from_validation(exc, root, file)) from None
-    return settings
+    return settings if base_dir is None else _anchor_defaults(settings, base_dir)
+
+
+def _anchor_defaults(settings: Settings, base: Path) -> Settings:
+    """Relative paths left at their defaults resolve against the config file's directory too."""
+
+    def anchored(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    schemas = settings.schemas.model_copy(
+        update={"log": anchored(settings.schemas.log), "anomaly": anchored(settings.schemas.anomaly)}
+    )
+    storage = settings.storage.model_copy(update={"path": anchored(settings.storage.path)})
+    return settings.model_copy(update={"schemas": schemas, "storage": storage})
 
 
 def _to_plain(node: Any) -> Any:

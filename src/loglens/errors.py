@@ -9,6 +9,7 @@ LoglensError
 │   └── RejectedRecord     one record failed the schema (goes to dead-letter)
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
+├── StartupError           `loglens serve` cannot start (port busy, app start-up)  → CLI exit 2
 └── NotifierError          a notification could not be delivered
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
@@ -79,6 +80,10 @@ class StorageError(LoglensError):
         self.retry_after = retry_after
 
 
+class StartupError(LoglensError):
+    """The server cannot start (port in use, app start-up failed); the message is one line."""
+
+
 class NotifierError(LoglensError):
     """A notification could not be delivered."""
 
@@ -93,3 +98,9 @@ class TransientNotifierError(NotifierError):
 
 class PermanentNotifierError(NotifierError):
     """Delivery failed in a way that retrying cannot fix."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an unexpected exception: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

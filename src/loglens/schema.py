@@ -130,11 +130,22 @@ def load_schema_document(path: str | Path) -> dict[str, Any]:
     try:
         doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([ConfigIssue(str(path), None, "", "schema file not found")]) from None
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    str(path),
+                    None,
+                    "",
+                    "schema file not found (schemas.log/schemas.anomaly are relative to the config file; "
+                    "pass --config PATH or set an absolute path)",
+                )
+            ]
+        ) from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            [ConfigIssue(str(path), mark.line + 1 if mark else None, "", f"invalid YAML: {exc}")]
+            [ConfigIssue(str(path), mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")]
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError([ConfigIssue(str(path), 1, "", "a schema must be a mapping")])
@@ -220,7 +231,12 @@ class LogSchema:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> LogSchema:
         """Load and compile the schema at `path` (the file named in config.yaml)."""
-        return cls(load_schema_document(path), **kwargs)
+        try:
+            return cls(load_schema_document(path), **kwargs)
+        except ConfigError as exc:  # name the file, not "log schema", in what the operator reads
+            raise ConfigError(
+                [ConfigIssue(str(path), i.line, i.key, i.message) if i.file == "log schema" else i for i in exc.issues]
+            ) from None
 
     def normalize(self, record: dict[str, Any]) -> None:
         """Apply the schema's normalisations in place (level aliases, case-insensitive)."""
