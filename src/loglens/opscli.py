@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import typer
 
-from loglens import deadletter, queries, status
+from loglens import deadletter, queries, status, timeparse
 from loglens.config import Settings
 from loglens.errors import ConfigError, LoglensError, StorageError
 from loglens.schema import LogSchema
@@ -32,12 +32,14 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
         return None
     m = _RELATIVE.match(text.strip())
     if m:
-        return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r}: an age before the year 1") from None
     try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: use ISO 8601 (2024-05-01T10:00:00Z) or an age like 30m, 2h, 7d") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return timeparse.parse_instant(text)
+    except timeparse.TimestampError as exc:
+        raise typer.BadParameter(f"{exc} (or give an age like 30m, 2h, 7d)") from None
 
 
 def server_url(settings: Settings, url: str | None) -> str | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ import pyarrow.json as pa_json
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from loglens import timeparse
 from loglens.errors import ConfigError, ConfigIssue
 from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
 from loglens.schema_fast import FastPlan
@@ -42,8 +42,6 @@ _FAST_COLUMNS = (
     "trace_id",
     "metadata",
 )
-_MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
-_MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z: beyond it no calendar date exists
 
 
 class Parsed:
@@ -152,23 +150,6 @@ def load_schema_document(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def _parse_timestamp(value: Any) -> int:
-    """Epoch microseconds (UTC) from an RFC 3339 string or an epoch number in s or ms."""
-    if isinstance(value, str):
-        text = value.strip()
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        delta = dt - _EPOCH
-        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    seconds = float(value)
-    if seconds > _MS_THRESHOLD:
-        seconds /= 1000.0
-    if not math.isfinite(seconds) or seconds > _MAX_EPOCH_S:
-        raise ValueError("epoch timestamp out of range")
-    return round(seconds * 1_000_000)
-
-
 def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dict[str, Any]) -> str:
     """A short reason naming the field, e.g. 'response_time_ms: must be bigger than or equal to 0'."""
     name = exc.name or "data"
@@ -177,6 +158,11 @@ def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dic
     if message.startswith(name + " "):
         message = message[len(name) + 1 :]
     top = field.split(".", 1)[0].split("[", 1)[0]
+    if top == "timestamp" and field == "timestamp" and exc.rule in ("anyOf", "format", "oneOf", "type"):
+        try:  # say what is wrong with it (no timezone, no such date, ...), not just "invalid"
+            timeparse.parse_timestamp(exc.value)
+        except timeparse.TimestampError as bad:
+            return f"timestamp: {bad}"
     if "cannot be validated by any definition" in message and top in schema_props:
         desc = str(schema_props[top].get("description", "")).split(".")[0]
         message = f"invalid value {_short(exc.value)}" + (f"; expected {desc[0].lower()}{desc[1:]}" if desc else "")
@@ -349,9 +335,9 @@ class LogSchema:
                 reason = check(rec)
             if reason is None:
                 try:
-                    ts = _parse_timestamp(rec["timestamp"])
-                except (ValueError, OverflowError, TypeError):
-                    reason = f"timestamp: not a valid RFC 3339 date-time or epoch (got {_short(rec['timestamp'])})"
+                    ts = timeparse.parse_timestamp(rec["timestamp"])
+                except timeparse.TimestampError as exc:
+                    reason = f"timestamp: {exc}"
                 else:
                     if ts > future_after:
                         reason = (

@@ -13,6 +13,7 @@ from loglens.alerting import AlertEngine, alert_json, to_dt
 from loglens.api.deps import State, component
 from loglens.evaluator import Evaluator
 from loglens.models import iso
+from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -60,9 +61,9 @@ class SilenceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     matchers: dict[str, str] = Field(description="rule, service, severity or label → exact value", min_length=1)
-    expires_at: datetime | None = None
+    expires_at: Instant | None = None
     duration_seconds: float | None = Field(None, gt=0, le=365 * 86400)
-    starts_at: datetime | None = None
+    starts_at: Instant | None = None
     comment: str = Field("", max_length=1000)
     created_by: str = Field("", max_length=200)
 

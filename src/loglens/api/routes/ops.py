@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio.to_thread
@@ -15,6 +14,7 @@ from loglens.api.deps import State, component, require_admin
 from loglens.config import mask_secrets
 from loglens.reload import ReloadManager
 from loglens.selfmetrics import CONTENT_TYPE, SelfMetrics
+from loglens.timeparse import Instant
 
 router = APIRouter(tags=["operations"])
 Admin = [Depends(require_admin)]
@@ -64,7 +64,7 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(None, max_length=1000, description="Substring of the rejection reason.")
-    since: datetime | None = Field(None, description="Only records received at/after this time.")
+    since: Instant | None = Field(None, description="Only records received at/after this time.")
     ids: list[int] | None = Field(None, max_length=100_000, description="Only these dead-letter ids.")
     limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
@@ -11,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from loglens import queries
 from loglens.api.deps import State
 from loglens.models import LEVELS, utcnow
+from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
@@ -48,8 +48,8 @@ async def search_logs(
     service: str | None = None,
     level: Annotated[str | None, Query(description="One level or a comma-separated list")] = None,
     q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive text in the message")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -72,7 +72,7 @@ async def dead_letter(
     state: State,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
     source: str | None = None,
-    since: datetime | None = None,
+    since: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
