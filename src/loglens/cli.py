@@ -65,13 +65,19 @@ def check_config(path: Annotated[Path, typer.Argument(help="Config file to check
     from loglens.notify import registry
     from loglens.schema import LogSchema
 
-    try:
-        LogSchema.from_file(settings.schemas.log)
-        registry.build_all(settings)  # every notifier's plugin settings, by its own model
-    except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
+    issues = []
+    for check in (
+        lambda: LogSchema.from_file(settings.schemas.log),
+        lambda: registry.build_all(settings),  # every notifier's plugin settings, by its own model
+    ):
+        try:
+            check()
+        except ConfigError as exc:  # report every problem of the file, not just the first
+            issues.extend(exc.issues)
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+    if issues:
+        raise typer.Exit(2)
     typer.echo("OK")
 
 

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -37,7 +37,47 @@ class ServerConfig(_Model):
         None, description="When set, every /api request needs `Authorization: Bearer <token>`."
     )
     admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
-    cors_origins: list[str] = Field(default_factory=list, description="Origins allowed by CORS.")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (e.g. https://grafana.example.com) whose pages may call the API cross-site; "
+        "every other cross-site write is refused (403).",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use to reach loglens, besides loopback names, IP addresses and (when "
+        "bound to all interfaces) this machine's names; `.example.com` allows subdomains, `*` turns the check off "
+        "(only behind a proxy that checks Host). Refusing unknown names defeats DNS rebinding.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections at most; at the limit the longest-idle connection is closed for a new one "
+        "(or the new one is refused when none is idle), so idle sockets cannot exhaust file descriptors.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A client must send a complete request head within this time of connecting (or of starting "
+        "a request on a kept-alive connection), else 408 and the connection closes.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (request line + headers); larger → 431."
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause while a request body is being received; a stalled upload is closed (408).",
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="An idle kept-alive connection is closed after this many seconds."
+    )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Request-body bytes all clients together may have in flight; a request that does not fit "
+        "is answered 503 with Retry-After, so many slow large uploads cannot exhaust memory. At least "
+        "`ingest.max_body_bytes`.",
+    )
     watch_config: bool = Field(
         False,
         description="Reload the config file automatically when it changes on disk (SIGHUP and "
@@ -353,6 +393,15 @@ class Settings(_Model):
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
     config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
+
+    @model_validator(mode="after")
+    def _budget_fits_one_body(self) -> Settings:
+        if self.server.max_inflight_body_bytes < self.ingest.max_body_bytes:
+            raise ValueError(
+                f"server.max_inflight_body_bytes ({self.server.max_inflight_body_bytes}) must be at least "
+                f"ingest.max_body_bytes ({self.ingest.max_body_bytes})"
+            )
+        return self
 
     @field_validator("notifiers")
     @classmethod

@@ -18,6 +18,7 @@ import uvicorn
 
 from loglens.api.app import create_app
 from loglens.config import Settings
+from loglens.connlimits import ConnectionLimits, protocol_class
 from loglens.errors import LoglensError, StartupError, describe
 from loglens.logs import configure_logging
 from loglens.shutdown import DrainingServer
@@ -71,14 +72,29 @@ class _DropStartupFailed(logging.Filter):
         return "Application startup failed" not in record.getMessage()
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The connection limits of `server.*`."""
+    server = settings.server
+    return ConnectionLimits(
+        max_connections=server.max_connections,
+        header_timeout_s=server.header_timeout_seconds,
+        max_header_bytes=server.max_header_bytes,
+        body_timeout_s=server.body_timeout_seconds,
+    )
+
+
 def uvicorn_config(settings: Settings, app: Any | None = None) -> uvicorn.Config:
-    """uvicorn settings for loglens: uvloop + httptools, no access log on the hot path."""
+    """uvicorn settings for loglens: uvloop + httptools with loglens's connection limits, no access log."""
     return uvicorn.Config(
         app if app is not None else create_app(settings),
         host=settings.server.host,
         port=settings.server.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_class(connection_limits(settings)),
+        timeout_keep_alive=settings.server.keep_alive_seconds,
+        # No `limit_concurrency`: it counts connections already being closed (evicted idle ones), so
+        # at the cap it would answer 503 to the very request an eviction made room for; the
+        # protocol's cap (`server.max_connections`) replaces it.
         access_log=False,
         log_level="warning",
         log_config=None,  # uvicorn's own messages go through loglens's JSON-lines handler

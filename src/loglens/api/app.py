@@ -20,6 +20,7 @@ from loglens import __version__
 from loglens.api.deps import AppState, require_token
 from loglens.api.events import EventHub
 from loglens.api.routes import health, ingest, query
+from loglens.api.security import install_guards
 from loglens.config import Settings
 from loglens.errors import (
     Backpressure,
@@ -101,6 +102,7 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
         lifespan=lifespan,
     )
     _install_error_handlers(app)
+    install_guards(app, settings)  # Host / cross-site checks and the request-body budget
     app.include_router(health.router)
     protected = [Depends(require_token)]
     app.include_router(ingest.router, dependencies=protected)
