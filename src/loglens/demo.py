@@ -17,7 +17,7 @@ import httpx
 import orjson
 import uvicorn
 
-from loglens.config import Settings
+from loglens.config import Settings, secret_value
 
 DEMO_SERVICES = ("checkout", "payments", "search", "auth", "inventory")
 _MESSAGES = {
@@ -188,7 +188,8 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
         flush=True,
     )
     rng = random.Random(1)
-    headers = {"Authorization": f"Bearer {settings.server.api_token}"} if settings.server.api_token else {}
+    token = secret_value(settings.server.admin_token) or secret_value(settings.server.api_token)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     seen: set[tuple[str, str]] = set()
     sent: dict[str, float] = {}
     end = duration or float("inf")  # 0: steady traffic after the timeline until Ctrl-C

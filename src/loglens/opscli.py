@@ -17,7 +17,7 @@ import httpx
 import typer
 
 from loglens import deadletter, queries, status, timeparse
-from loglens.config import Settings
+from loglens.config import Settings, secret_value
 from loglens.errors import ConfigError, LoglensError, StorageError
 from loglens.schema import LogSchema
 from loglens.store import Store
@@ -53,6 +53,13 @@ def server_url(settings: Settings, url: str | None) -> str | None:
     except httpx.HTTPError:
         return None
     return candidate
+
+
+def default_token(settings: Settings, admin: bool = False) -> str | None:
+    """The token from the config file (`--config`) when none is given: admin first for admin calls."""
+    server = settings.server
+    order = (server.admin_token,) if admin else (server.read_token, server.api_token, server.admin_token)
+    return next((v for v in map(secret_value, order) if v), None)
 
 
 def _client(url: str, token: str | None) -> httpx.Client:
@@ -106,7 +113,7 @@ def status_command(settings: Settings, url: str | None, token: str | None, as_js
         return 0
 
     def remote(target: str) -> int:
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             return show(_check(c.get("/api/v1/status")))
 
     return _run(settings, url, remote, lambda: show(status.store_status(settings)))
@@ -133,7 +140,7 @@ def dead_letter_list(
             params["reason"] = reason
         if since_dt:
             params["since"] = since_dt.isoformat()
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             doc = _check(c.get("/api/v1/dead-letter", params=params))
         _print_rows(doc["dead_letters"], doc["total"])
         return 0
@@ -157,7 +164,7 @@ def dead_letter_show(settings: Settings, url: str | None, token: str | None, dea
         return 0
 
     def remote(target: str) -> int:
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             resp = c.get(f"/api/v1/dead-letter/{dead_id}")
             return show(None if resp.status_code == 404 else _check(resp))
 
@@ -192,7 +199,7 @@ def dead_letter_replay(
         body: dict[str, Any] = {"reason": reason, "ids": ids or None}
         if since_dt:
             body["since"] = since_dt.isoformat()
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings, admin=True)) as c:
             _print_replay(_check(c.post("/api/v1/dead-letter/replay", json=body)))
         return 0
 

@@ -98,9 +98,7 @@ def test_configured_names_and_origins_are_allowed(
     settings_factory: Callable[..., Settings], live_server_factory: Callable[[Settings], LiveServer]
 ) -> None:
     srv = live_server_factory(
-        settings_factory(
-            server={"allowed_hosts": ["logs.example.com"], "cors_origins": ["https://grafana.example.com"]}
-        )
+        settings_factory("server: {allowed_hosts: [logs.example.com], cors_origins: ['https://grafana.example.com']}\n")
     )
     with httpx.Client(base_url=srv.url, timeout=30) as c:
         assert c.get("/healthz", headers={"host": "logs.example.com"}).status_code == 200

@@ -132,12 +132,13 @@ def default_components() -> list[Component]:
 
 def optional_routers() -> list[tuple[Any, bool]]:
     """Routers contributed by other stages: (router, requires_api_token)."""
-    from loglens.api.routes import alerts, dashboard, notifications, ops, protocols, stream
+    from loglens.api.routes import alerts, dashboard, login, notifications, ops, protocols, stream
 
     return [
         (alerts.router, True),
         (stream.router, True),
         (dashboard.build_router(), False),
+        (login.router, False),  # the dashboard's sign-in form (sets the session cookie)
         (dashboard.config_router, True),
         (notifications.router, True),
         (protocols.router, True),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 
+from loglens.api import auth
 from loglens.api.events import EventHub
 from loglens.config import Settings
 from loglens.ingest.pipeline import IngestPipeline
@@ -44,32 +44,11 @@ def get_state(request: Request) -> AppState:
 State = Annotated[AppState, Depends(get_state)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("x-api-token") or request.query_params.get("token")
-
-
 def require_token(request: Request) -> None:
-    """When server.api_token is set, require it (Bearer header, X-API-Token, or ?token= for SSE).
-
-    The admin token is accepted too: it grants everything the API token does, so admin endpoints
-    (which sit behind both checks) work with the admin token alone.
-    """
-    server = request.app.state.loglens.settings.server
-    expected = server.api_token
-    given = (_bearer(request) or "").encode()
-    if expected and not (
-        hmac.compare_digest(given, expected.encode())
-        or (server.admin_token and hmac.compare_digest(given, server.admin_token.encode()))
-    ):
-        raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
+    """When tokens are set, require one whose scope fits the route (see `loglens.api.auth`)."""
+    auth.require(request)
 
 
 def require_admin(request: Request) -> None:
-    """When server.admin_token is set, require it for admin endpoints."""
-    settings = request.app.state.loglens.settings.server
-    expected = settings.admin_token or settings.api_token
-    if expected and not hmac.compare_digest((_bearer(request) or "").encode(), expected.encode()):
-        raise HTTPException(401, "missing or invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+    """When tokens are set, admin endpoints need the admin token."""
+    auth.require(request, "admin")

@@ -120,10 +120,13 @@ def check_request(method: str, path: str, headers: dict[str, str], server: Serve
         return None
     origin = headers.get("origin")
     allowed_origin = origin is not None and origin.rstrip("/") in {o.rstrip("/") for o in server.cors_origins}
-    if origin is not None and not allowed_origin and not same_origin(origin, host):
-        return 403, f"cross-site request refused: Origin {origin[:100]!r} is not this server nor in server.cors_origins"
     site = headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none") and not allowed_origin:
+    # Sec-Fetch-Site is set by the browser itself and is decisive when present (a same-origin form
+    # post under Referrer-Policy: no-referrer carries `Origin: null`); Origin covers older browsers.
+    trusted_site = site in ("same-origin", "none")
+    if origin is not None and not trusted_site and not allowed_origin and not same_origin(origin, host):
+        return 403, f"cross-site request refused: Origin {origin[:100]!r} is not this server nor in server.cors_origins"
+    if site is not None and not trusted_site and not allowed_origin:
         return (
             403,
             f"cross-site request refused (Sec-Fetch-Site: {site[:40]}); allow the page's origin in server.cors_origins",
@@ -170,8 +173,10 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 
 def install_guards(app: Any, settings: Any) -> None:
     """Add the browser guard and the request-body budget to a loglens app (one call in create_app)."""
-    from loglens.api import limits
+    from loglens.api import auth, limits
 
     limits.install(app, settings.server.max_inflight_body_bytes, settings.ingest.max_body_bytes)
-    # added last = outermost: a refused Host or cross-site write never reserves body budget
+    # added later = runs earlier: Host and cross-site checks, then the token, then the body budget,
+    # so a refused or unauthenticated request never reserves body budget
+    app.add_middleware(auth.AuthGuard, server=settings.server)
     app.add_middleware(BrowserGuard, server=settings.server)

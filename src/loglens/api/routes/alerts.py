@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from loglens.alerting import AlertEngine, alert_json, to_dt
 from loglens.api.deps import State, component
@@ -56,11 +56,18 @@ async def list_anomalies(
     return {"anomalies": docs}
 
 
+# a matcher names a field (never empty: `{"": "0"}` would match nothing yet look like a silence)
+MatcherName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+MatcherValue = Annotated[str, StringConstraints(max_length=1000)]
+
+
 class SilenceIn(BaseModel):
     """A silence to create: exact-match matchers and either an expiry time or a duration."""
 
     model_config = ConfigDict(extra="forbid")
-    matchers: dict[str, str] = Field(description="rule, service, severity or label → exact value", min_length=1)
+    matchers: dict[MatcherName, MatcherValue] = Field(
+        description="rule, service, severity or label → exact value", min_length=1
+    )
     expires_at: Instant | None = None
     duration_seconds: float | None = Field(None, gt=0, le=365 * 86400)
     starts_at: Instant | None = None

@@ -8,7 +8,6 @@
 (function () {
   "use strict";
 
-  const TOKEN = new URLSearchParams(location.search).get("token");
   const MINUTES = 60;
   const METRICS = [
     { key: "error_rate", fmt: pct },
@@ -107,15 +106,17 @@
   }
 
   /* ---------- API ---------- */
-  function withToken(url) {
-    if (!TOKEN) return url;
-    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
-  }
+  // Credentials travel in the HttpOnly session cookie set by the /login form, never in the URL.
+  let signingIn = false;
   async function request(path, opts) {
-    const init = Object.assign({}, opts || {});
+    const init = Object.assign({ credentials: "same-origin" }, opts || {});
     init.headers = Object.assign({ Accept: "application/json" }, init.headers || {});
-    if (TOKEN) init.headers.Authorization = "Bearer " + TOKEN;
-    return fetch(path, init);
+    const res = await fetch(path, init);
+    if (res.status === 401 && !signingIn) {  // a token is required: sign in, then come back
+      signingIn = true;
+      location.assign("/login");
+    }
+    return res;
   }
   /** JSON of a GET; null when the endpoint is missing (404) or the server is unreachable. */
   async function getJSON(path) {
@@ -145,7 +146,7 @@
   function connect() {
     if (source) source.close();
     clearTimeout(retryTimer);
-    source = new EventSource(withToken("/api/v1/stream"));
+    source = new EventSource("/api/v1/stream");
     const on = (kind, fn) => source.addEventListener(kind, (e) => {
       S.events[kind] += 1;
       S.lastEventAt = Date.now();
@@ -164,8 +165,10 @@
     on("heartbeat", () => {});
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. a 401/503 answer): retry ourselves.
+        // The browser gave up (e.g. a 401/503 answer): retry ourselves; an expired session
+        // shows as a 401 on this request, which leads to the sign-in form.
         setConn("reconnecting");
+        request("/api/v1/dashboard/config").catch(() => {});
         retryTimer = setTimeout(connect, 2000);
       } else {
         setConn("reconnecting");
@@ -661,5 +664,5 @@
   setInterval(() => { if (S.alerts.size) renderAlerts(); }, 5000);  // keep "since … ago" current
   renderAlerts();
   renderAnomalies();
-  connect();
+  loadConfig().then(connect);  // a 401 here (token required, no session) leads to the sign-in form
 })();
