@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from loglens.alerting import AlertEngine, alert_json, to_dt
+from loglens.api.contract import unprocessable
 from loglens.api.deps import State, component
 from loglens.evaluator import Evaluator
 from loglens.models import iso
@@ -93,7 +94,7 @@ async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
     starts = _epoch(body.starts_at) if body.starts_at else now
     expires = _epoch(body.expires_at) if body.expires_at else starts + (body.duration_seconds or 0)
     if expires <= now:
-        raise HTTPException(422, "the silence would already be expired")
+        raise unprocessable("body", "expires_at", "the silence would already be expired")
     silence = await anyio.to_thread.run_sync(
         lambda: engine.add_silence(body.matchers, expires, body.comment, body.created_by, starts)
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from pydantic import BaseModel
 
 from loglens.api.deps import State
@@ -14,6 +14,7 @@ from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
 _INLINE_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 200  # keys are stored per request: an unbounded header would be stored too
 
 
 class IngestErrorItem(BaseModel):
@@ -60,7 +61,19 @@ async def read_body(request: Request, limit: int) -> bytes:
         }
     },
 )
-async def ingest_logs(request: Request, state: State) -> Any:
+async def ingest_logs(
+    request: Request,
+    state: State,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Makes a retried request count once (printable ASCII, at most 200 characters).",
+        ),
+    ] = None,
+) -> Any:
     """Accept one log, an array of logs, or NDJSON. Returns after the accepted logs are durable.
 
     Invalid records are rejected individually (and kept in the dead-letter store); the rest
@@ -79,5 +92,5 @@ async def ingest_logs(request: Request, state: State) -> Any:
     except IngestError as exc:
         await state.pipeline.reject_whole(body, str(exc), "http")
         raise
-    result = await state.pipeline.ingest(parsed, "http", request.headers.get("idempotency-key"))
+    result = await state.pipeline.ingest(parsed, "http", idempotency_key)
     return result.to_json()

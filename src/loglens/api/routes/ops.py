@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException
+import duckdb
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,7 +43,16 @@ async def get_config(state: State) -> dict[str, Any]:
     return {"config_path": str(path) if path else None, "config": mask_secrets(state.settings)}
 
 
-@router.post("/api/v1/admin/reload", dependencies=Admin)
+@router.post(
+    "/api/v1/admin/reload",
+    dependencies=Admin,
+    responses={
+        400: {
+            "description": "The new config is invalid (each issue with file:line); the running one stays",
+            "content": {"application/json": {"schema": {"type": "object", "required": ["ok", "issues"]}}},
+        }
+    },
+)
 async def reload_config(state: State) -> JSONResponse:
     """Re-read the config file; 200 when applied, 400 with `file:line` issues when rejected."""
     manager: ReloadManager = component(state, "reload", "reload")
@@ -69,13 +80,40 @@ class ReplayRequest(BaseModel):
     limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
 
 
-@router.post("/api/v1/dead-letter/replay", dependencies=Admin)
-async def replay_dead_letters(state: State, body: ReplayRequest | None = None) -> dict[str, Any]:
+def _replay_lock(request: Request) -> asyncio.Lock:
+    """One replay at a time per app: concurrent claims of the same records would conflict."""
+    lock: asyncio.Lock | None = getattr(request.app.state, "replay_lock", None)
+    if lock is None:
+        lock = request.app.state.replay_lock = asyncio.Lock()
+    return lock
+
+
+@router.post(
+    "/api/v1/dead-letter/replay",
+    dependencies=Admin,
+    responses={409: {"description": "Another replay is running; try again when it has finished"}},
+)
+async def replay_dead_letters(request: Request, state: State, body: ReplayRequest | None = None) -> Any:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
-    result = await anyio.to_thread.run_sync(
-        lambda: deadletter.replay(
-            state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
-        )
-    )
+    lock = _replay_lock(request)
+    if lock.locked():
+        return _conflict()
+    async with lock:
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: deadletter.replay(
+                    state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
+                )
+            )
+        except duckdb.TransactionException:  # e.g. a replay from another process on the same records
+            return _conflict()
     return result.to_json()
+
+
+def _conflict() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "another dead-letter replay is running; try again when it has finished"},
+        status_code=409,
+        headers={"Retry-After": "1"},
+    )

@@ -149,16 +149,26 @@ async def _bulk(request: Request, state: AppState, index: str | None) -> Respons
 
 
 @router.post("/_bulk", summary="Elasticsearch bulk API")
-@router.put("/_bulk", include_in_schema=False)
 async def es_bulk_root(request: Request, state: State) -> Response:
     """Index action/document pairs; the index comes from each action line."""
     return await _bulk(request, state, None)
 
 
+@router.put("/_bulk", summary="Elasticsearch bulk API (PUT, as some clients send it)")
+async def es_bulk_root_put(request: Request, state: State) -> Response:
+    """Same as `POST /_bulk`."""
+    return await _bulk(request, state, None)
+
+
 @router.post("/{index}/_bulk", summary="Elasticsearch bulk API with a default index")
-@router.put("/{index}/_bulk", include_in_schema=False)
 async def es_bulk_index(index: str, request: Request, state: State) -> Response:
     """Index action/document pairs; `index` is used when an action names none."""
+    return await _bulk(request, state, index)
+
+
+@router.put("/{index}/_bulk", summary="Elasticsearch bulk API with a default index (PUT)")
+async def es_bulk_index_put(index: str, request: Request, state: State) -> Response:
+    """Same as `POST /{index}/_bulk`."""
     return await _bulk(request, state, index)
 
 

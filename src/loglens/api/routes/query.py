@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from loglens import queries
+from loglens.api.contract import unprocessable
 from loglens.api.deps import State
 from loglens.models import LEVELS, utcnow
 from loglens.timeparse import Instant
@@ -56,15 +57,15 @@ async def search_logs(
     """Stored logs, newest first, paged with `next_cursor`."""
     levels = [lv.strip().upper() for lv in level.split(",") if lv.strip()] if level else None
     if levels and (bad := [lv for lv in levels if lv not in LEVELS]):
-        raise HTTPException(422, f"unknown level(s) {bad}; use {', '.join(LEVELS)}")
+        raise unprocessable("query", "level", f"unknown level(s) {bad}; use {', '.join(LEVELS)}")
     try:
         return await anyio.to_thread.run_sync(
             lambda: queries.search_logs(
                 state.store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
             )
         )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # e.g. a malformed cursor
+        raise unprocessable("query", "cursor", str(exc)) from None
 
 
 @router.get("/dead-letter")
@@ -83,5 +84,5 @@ async def dead_letter(
                 state.store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
             )
         )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # e.g. a malformed cursor
+        raise unprocessable("query", "cursor", str(exc)) from None
