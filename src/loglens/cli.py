@@ -156,11 +156,14 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Store directory of the demo.")] = Path("data/demo"),
     duration: Annotated[float, typer.Option(help="Seconds of traffic (0 = until Ctrl-C).")] = 0,
     fast: Annotated[bool, typer.Option(help="Compressed timeline for tests.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the previous run's store instead of starting fresh.")] = False,
 ) -> None:
     """Start a server and send generated traffic that triggers every alert type."""
-    from loglens.demo import run_demo
+    from loglens.demo import fresh_store, run_demo
 
     settings = _with_overrides(load_or_exit(config), None, port, data_dir)
+    if not keep:  # a previous run's alerts and silent services would replay into this one
+        fresh_store(settings)
     raise typer.Exit(run_demo(settings, duration=duration, fast=fast))
 
 

@@ -510,10 +510,14 @@ class Evaluator:
         self.evaluate(None)
         rule = self.alerts.rules.new_pattern
         expired = [s for s, t in self._pattern_last.items() if now - t >= rule.resolve_after_seconds]
-        for s in expired:
-            del self._pattern_last[s]
         if expired:
             self.engine.observe([Candidate("new_pattern", s, False, None, None, rule.severity, "") for s in expired])
+            # keep reporting "clear" until the alert has resolved: with alerts.resolve_after_seconds
+            # (flap damping) one clear observation is not enough, and the alert would fire forever
+            still = {a.service for a in self.engine.active() if a.rule == "new_pattern"}
+            for s in expired:
+                if s not in still:
+                    del self._pattern_last[s]
         self.engine.tick()
 
     # ---- restore -----------------------------------------------------------------------------
