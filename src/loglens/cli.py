@@ -55,7 +55,10 @@ def _with_overrides(settings: Settings, host: str | None, port: int | None, data
     storage = settings.storage
     if data_dir is not None:
         storage = storage.model_copy(update={"path": data_dir / "loglens.duckdb"})
-    return settings.model_copy(update={"server": server, "storage": storage})
+    flags = [k for k, v in (("server.host", host), ("server.port", port), ("storage.path", data_dir)) if v is not None]
+    return settings.model_copy(
+        update={"server": server, "storage": storage, "cli_overrides": (*settings.cli_overrides, *flags)}
+    )
 
 
 @app.command("check-config")

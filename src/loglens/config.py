@@ -437,6 +437,9 @@ class Settings(_Model):
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
     config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
+    cli_overrides: tuple[str, ...] = Field(
+        (), exclude=True, description="Keys (`server.port`) set by command-line flags, which a reload keeps."
+    )
 
     @model_validator(mode="after")
     def _budget_fits_one_body(self) -> Settings:
@@ -560,7 +563,7 @@ def _issues_from_validation(exc: ValidationError, root: Any, file: str) -> list[
                 if close:
                     message += f" (did you mean '{close[0]}'?)"
                 else:
-                    message += f" (allowed: {', '.join(k for k in owner.model_fields if k != 'config_path')})"
+                    message += f" (allowed: {', '.join(k for k, f in owner.model_fields.items() if not f.exclude)})"
         elif "input" in err and err["type"] not in ("missing",) and not is_secret_path(loc):
             message += f" (got {err['input']!r})"
         issues.append(ConfigIssue(file, _line_of(root, loc), _dotted(loc), message))

@@ -120,12 +120,23 @@ def status_command(settings: Settings, url: str | None, token: str | None, as_js
 
 
 # ---- dead letters ---------------------------------------------------------------------------
+def display_raw(raw: str, limit: int = 100) -> str:
+    """Raw text safe for a terminal: binary bodies (e.g. gzip without Content-Encoding) are
+    summarised, control characters escaped (they could drive the terminal), long text cut."""
+    if not raw:
+        return "(empty)"
+    odd = sum(ch == "\ufffd" or (not ch.isprintable() and ch not in "\t ") for ch in raw)
+    if odd > len(raw) * 0.1:
+        return f"(binary data, {len(raw)} characters; `loglens dead-letter show ID` prints it escaped)"
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _print_rows(rows: list[dict[str, Any]], total: int) -> None:
     typer.echo(f"{total} dead-letter record(s)" + (f", showing {len(rows)}" if len(rows) < total else ""))
     for r in rows:
         mark = f" [replayed {r['replayed_at']}]" if r.get("replayed_at") else ""
-        raw = r["raw"] if len(r["raw"]) <= 100 else r["raw"][:97] + "..."
-        typer.echo(f"#{r['id']} {r['received_at']} {r['source']}: {r['reason']}{mark}\n    {raw}")
+        typer.echo(f"#{r['id']} {r['received_at']} {r['source']}: {r['reason']}{mark}\n    {display_raw(r['raw'])}")
 
 
 def dead_letter_list(

@@ -103,7 +103,7 @@ class Parsed:
         try:  # the line's own bytes: invalid UTF-8 must be rejected, not repaired
             return orjson.loads(self._lines[i]), None
         except orjson.JSONDecodeError as exc:
-            return None, f"malformed JSON: {exc}"
+            return None, malformed_json(self._lines[i], exc)
 
     @property
     def is_lazy(self) -> bool:
@@ -120,6 +120,18 @@ class ValidatedBatch:
 
     table: pa.Table
     rejections: list[Rejection]
+
+
+def malformed_json(raw: bytes, exc: Exception) -> str:
+    """The reason a record's bytes are not JSON, saying what is wrong when it is the encoding."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"malformed JSON: not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
+            "send UTF-8 text, e.g. é is c3 a9, not Latin-1 e9"
+        )
+    return f"malformed JSON: {exc}"
 
 
 def load_schema_document(path: str | Path) -> dict[str, Any]:

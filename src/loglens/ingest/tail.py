@@ -30,7 +30,7 @@ import orjson
 from loglens.config import FieldMapping, TailConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.mapping import map_line
-from loglens.schema import Parsed
+from loglens.schema import Parsed, malformed_json
 
 log = logging.getLogger("loglens.tail")
 
@@ -103,7 +103,7 @@ def decode_lines(lines: list[bytes], mapping: FieldMapping, max_line_bytes: int)
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            failures[i] = f"malformed JSON: {exc}"
+            failures[i] = malformed_json(line, exc)
             values.append(None)
             continue
         values.append(map_line(value, mapping) if isinstance(value, dict) else value)
