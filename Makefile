@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup demo test bench lint diagrams serve clean vendor
+.PHONY: setup demo test check bench lint diagrams serve clean vendor
 
 setup:
 	@bash environment/setup.sh
@@ -14,11 +14,17 @@ demo: setup
 serve: setup
 	@$(VENV)/bin/loglens serve
 
-test: setup
+# Static checks first (fast, and a type or format error fails the target before the long suite):
+# mypy strict over src/ (settings in pyproject.toml), ruff format and ruff lint.
+test: setup check
 	@$(PY) -m pytest -n 2 --dist loadgroup --cov=loglens --cov-report=term --cov-fail-under=90 $(PYTEST_ARGS)
 
-lint: setup
+check: setup
+	@$(VENV)/bin/mypy
+	@$(VENV)/bin/ruff format --check src tests bench
 	@$(VENV)/bin/ruff check src tests bench
+
+lint: setup check
 
 bench: setup
 	@$(PY) bench/ingest.py

@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -31,7 +27,7 @@ import httpx
 import orjson
 
 REPO = Path(__file__).resolve().parents[1]
-from bench_server import free_port  # noqa: E402  (bench/ is the script directory)
+from bench_server import ServeProcess  # noqa: E402  (bench/ is the script directory)
 
 
 class Receiver:
@@ -110,36 +106,20 @@ def background(url: str, rate: float, stop: threading.Event, sent: list[int]) ->
 def run(breaches: int, rate: float) -> dict[str, float]:
     receiver = Receiver()
     tmp = Path(tempfile.mkdtemp(prefix="loglens-alert-bench-"))
-    port = free_port()
     cfg = tmp / "config.yaml"
     cfg.write_text(
-        f"server: {{host: 127.0.0.1, port: {port}}}\n"
+        "server: {host: 127.0.0.1, port: 0}\n"
         f"storage: {{path: {tmp / 'store.duckdb'}}}\n"
         f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
         "alerts: {rules: {volume: {threshold: 1000000}}}\n"
         f"notifiers: [{{name: hook, type: webhook, settings: {{url: '{receiver.url}'}}}}]\n"
     )
-    exe = Path(sys.executable).with_name("loglens")
-    proc = subprocess.Popen(
-        [str(exe), "serve", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
+    server = ServeProcess(cfg, log_path=tmp / "server.log")  # port 0: learnt from the server's log
     stop = threading.Event()
     sent = [0]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit("server did not start")
-            time.sleep(0.1)
+        server.start()
+        url = server.url
         bg = threading.Thread(target=background, args=(url, rate, stop, sent), daemon=True)
         bg.start()
         time.sleep(2)
@@ -160,8 +140,7 @@ def run(breaches: int, rate: float) -> dict[str, float]:
         stop.set()
         bg.join(timeout=5)
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        server.stop()
         receiver.server.shutdown()
     latencies.sort()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,13 +12,10 @@ from pathlib import Path
 import httpx
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))  # the `loglens serve` process harness shared with the tests
+from serve_process import ServeProcess, free_port  # noqa: E402
 
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A free TCP (or UDP, with kind=SOCK_DGRAM) port on loopback."""
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["REPO", "ServeProcess", "free_port", "post_bodies", "start_server"]
 
 
 def start_server(tmp: Path, port: int, extra_yaml: str = "") -> subprocess.Popen[bytes]:
@@ -32,20 +27,13 @@ def start_server(tmp: Path, port: int, extra_yaml: str = "") -> subprocess.Popen
         f"schemas: {{log: {REPO / 'schemas' / 'log_schema.yaml'}, anomaly: {REPO / 'schemas' / 'anomaly_schema.yaml'}}}\n"
         "notifiers: []\nlogging: {level: WARNING}\n" + extra_yaml
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-        cwd=tmp,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+    server = ServeProcess(config, port)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        raise SystemExit(f"server did not start: {exc}") from None
+    assert server.proc is not None
+    return server.proc
 
 
 async def post_bodies(

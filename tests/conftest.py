@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,17 +23,19 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def live_server_factory() -> Iterator[Callable[[Settings], LiveServer]]:
+def live_server_factory() -> Iterator[Callable[..., LiveServer]]:
     started: list[LiveServer] = []
 
-    def factory(settings: Settings) -> LiveServer:
-        srv = start_server(settings)
+    def factory(settings: Settings, listener: socket.socket | None = None) -> LiveServer:
+        srv = start_server(settings, listener)
         started.append(srv)
         return srv
 
     yield factory
     for srv in started:
         srv.stop()
+    for srv in started:
+        srv.listener.close()
 
 
 @pytest.fixture

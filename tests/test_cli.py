@@ -5,9 +5,9 @@ from __future__ import annotations
 import gzip
 import os
 import signal
+import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,13 +18,13 @@ from loglens import __version__
 from loglens.cli import app
 from loglens.demo import generate_logs
 from loglens.store import Store
-from tests_support import LiveServer, count_rows, free_port
+from tests_support import LiveServer, count_rows, wait_until_serving
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
 
 
-def write_config(tmp_path: Path, port: int = 8080) -> Path:
+def write_config(tmp_path: Path, port: int = 0) -> Path:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(
         f"server: {{port: {port}}}\nstorage: {{path: {tmp_path / 'store' / 'll.duckdb'}}}\n"
@@ -71,32 +71,43 @@ def test_ingest_missing_file(tmp_path: Path) -> None:
 
 
 def test_serve_process_binds_loopback_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
-    cfg = write_config(tmp_path, port)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglens.cli", "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ},
-    )
+    cfg = write_config(tmp_path, 0)
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "loglens.cli", "serve", "--config", str(cfg), "--data-dir", str(tmp_path / "d")],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env={**os.environ},
+        )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, proc.stderr.read() if proc.poll() is not None else "timeout"
-            time.sleep(0.1)
-        r = httpx.post(f"http://127.0.0.1:{port}/api/v1/logs", json=list(generate_logs(5)))
+        url = wait_until_serving(proc, log_path)  # port 0: the log names the real port
+        assert url.startswith("http://127.0.0.1:") and not url.endswith(":0")
+        r = httpx.post(f"{url}/api/v1/logs", json=list(generate_logs(5)))
         assert r.json()["accepted"] == 5
-        assert httpx.get(f"http://127.0.0.1:{port}/docs").status_code == 200
+        assert httpx.get(f"{url}/docs").status_code == 200
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
+        proc.wait(timeout=60)
+    err = log_path.read_bytes()
     assert proc.returncode == 0
     assert b"Traceback" not in err
     assert (tmp_path / "d" / "loglens.duckdb").exists()  # --data-dir overrides storage.path
     with Store(tmp_path / "d" / "loglens.duckdb") as store:
         assert store.query("SELECT count(*) FROM logs")[0][0] == 5
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        cfg = write_config(tmp_path, busy.getsockname()[1])
+        result = subprocess.run(
+            [sys.executable, "-m", "loglens.cli", "serve", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 2
+    assert "cannot listen on 127.0.0.1:" in result.stderr and "Traceback" not in result.stderr
+    assert "loglens listening" not in result.stderr  # announced only once the port is ours

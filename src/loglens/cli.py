@@ -111,6 +111,7 @@ def ingest(
 ) -> None:
     """Ingest a file: post it to a running server (--url) or write it into the local store."""
     from loglens.ingest.file_ingest import ingest_file
+    from loglens.runtime import local_pipeline
 
     settings = load_or_exit(config)
     if file == "-":
@@ -124,7 +125,9 @@ def ingest(
         stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115 - closed by `with` below
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
-        accepted, rejected = ingest_file(stream, total, settings, url=url, batch_size=batch_size, token=token)
+        accepted, rejected = ingest_file(
+            stream, total, settings, url=url, batch_size=batch_size, token=token, local=local_pipeline
+        )
     typer.echo(f"accepted {accepted}, rejected {rejected}")
     if rejected:
         typer.echo("rejected records are in the dead-letter store (GET /api/v1/dead-letter)")
@@ -143,10 +146,13 @@ def tail(
     import asyncio
 
     from loglens.ingest.tail import run_tail
+    from loglens.runtime import local_pipeline
 
     settings = load_or_exit(config)
     try:
-        lines = asyncio.run(run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once))
+        lines = asyncio.run(
+            run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once, local=local_pipeline)
+        )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
         raise typer.Exit(0) from None
     typer.echo(f"committed {lines} lines")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
@@ -83,8 +84,8 @@ class ServerConfig(_Model):
     )
     cors_origins: list[str] = Field(
         default_factory=list,
-        description="Web origins (e.g. https://grafana.example.com) whose pages may call the API cross-site; "
-        "every other cross-site write is refused (403).",
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS) "
+        "and to write cross-site; every other site's writes are refused (403). Empty: none.",
     )
     allowed_hosts: list[str] = Field(
         default_factory=list,
@@ -277,7 +278,7 @@ class NotifierConfig(_Model):
     type: str = Field(description="Plugin name (entry point in group loglens.notifiers).")
     enabled: bool = Field(True, description="Send to this channel.")
     severities: list[Severity] = Field(
-        default_factory=lambda: ["critical", "warning"], description="Only alerts of these severities."
+        default_factory=lambda: list[Severity](["critical", "warning"]), description="Only alerts of these severities."
     )
     rules: list[str] | None = Field(None, description="Only these rules (None = all).")
     services: list[str] | None = Field(None, description="Only these services (None = all).")
@@ -303,9 +304,9 @@ class LoggingConfig(_Model):
     )
 
 
-def _fields(**overrides: list[str]) -> Any:
+def _fields(**overrides: list[str]) -> Callable[[], FieldMapping]:
     """A default_factory for a FieldMapping with per-protocol input field names."""
-    return lambda: FieldMapping(**overrides)
+    return lambda: FieldMapping.model_validate(overrides)
 
 
 class FieldMapping(_Model):
@@ -371,7 +372,7 @@ class MappingsConfig(_Model):
             trace_id=["trace_id", "traceId"],
         )
     )
-    tail: FieldMapping = Field(default_factory=FieldMapping)
+    tail: FieldMapping = Field(default_factory=_fields())
     loki: FieldMapping = Field(
         default_factory=_fields(
             service=["service", "service_name", "service.name", "job", "app", "application"],
@@ -531,7 +532,7 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in path[:-1]:
         if isinstance(part, int):
             continue
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
         if field is None:
             return None
         ann = field.annotation

@@ -116,7 +116,13 @@ def _submodels(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in _submodels(arg)]
 
 
-def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set[str], parent: BaseModel | None = None) -> None:
+def _rows(
+    model: type[BaseModel],
+    prefix: str,
+    out: list[str],
+    seen: set[tuple[str, type[BaseModel]]],
+    parent: BaseModel | None = None,
+) -> None:
     for name, field in model.model_fields.items():
         if field.exclude:
             continue
@@ -128,10 +134,10 @@ def _rows(model: type[BaseModel], prefix: str, out: list[str], seen: set[str], p
         out.append(f"| `{key}` | {_type_name(field.annotation)} | {_default(field, parent, name)} | {doc} |")
         origin = typing.get_origin(field.annotation)
         for sub in subs:
-            sub_prefix = {list: f"{key}[].", dict: f"{key}.<name>."}.get(origin, f"{key}.")  # type: ignore[call-overload]
+            sub_prefix = f"{key}[]." if origin is list else f"{key}.<name>." if origin is dict else f"{key}."
             if (sub_prefix, sub) in seen:
                 continue
-            seen.add((sub_prefix, sub))  # type: ignore[arg-type]
+            seen.add((sub_prefix, sub))
             value = getattr(parent, name) if parent is not None else _value(field)
             _rows(sub, sub_prefix, out, seen, value if isinstance(value, sub) else None)
 

@@ -71,19 +71,24 @@ def generate_logs(
         yield make_log(rng, services[i % len(services)], level, t0 + i * spacing_s)
 
 
-def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """The demo server on its port (0 = any free one); also the port it really listens on."""
-    from loglens.server import bind_socket, uvicorn_config
+def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve on the configured address (port 0: a free one); returns the server, its thread and URL."""
+    from loglens.errors import ServerBindError
+    from loglens.server import bind_listener, uvicorn_config
 
-    sock = bind_socket(settings.server.host, settings.server.port)  # StartupError: one clear line
+    try:
+        sock = bind_listener(settings.server.host, settings.server.port)
+    except ServerBindError as exc:
+        raise SystemExit(f"error: {exc} (try --port)") from None
     server = uvicorn.Server(uvicorn_config(settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="loglens-demo-server", daemon=True)
     thread.start()
     while not server.started:
         if not thread.is_alive():
-            raise SystemExit("demo server failed to start (see the message above)")
+            raise SystemExit("demo server failed to start")
         time.sleep(0.05)
-    return server, thread, int(sock.getsockname()[1])
+    host = f"[{settings.server.host}]" if ":" in settings.server.host else settings.server.host
+    return server, thread, f"http://{host}:{sock.getsockname()[1]}"
 
 
 @dataclass(frozen=True)
@@ -142,7 +147,9 @@ def fresh_store(settings: Settings) -> None:
                 candidate.unlink()
 
 
-def _records(rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]) -> list[dict]:
+def _records(
+    rng: random.Random, tl: _Timeline, t: float, dt: float, now: float, sent: dict[str, float]
+) -> list[dict[str, Any]]:
     """The logs every service sends in (t, t + dt] of the demo timeline."""
     out: list[dict[str, Any]] = []
     for svc in DEMO_SERVICES:
@@ -188,8 +195,7 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
     configure_logging("WARNING")
     settings = demo_settings(settings, fast)
     tl = _FAST if fast else _NORMAL
-    server, thread, port = _start_server(settings)
-    url = f"http://{settings.server.host}:{port}"
+    server, thread, url = _start_server(settings)
     print(f"loglens demo running — dashboard: {url}/   API docs: {url}/docs", flush=True)
     print(
         "timeline: auth goes silent, payments error spike, search volume burst, inventory latency "

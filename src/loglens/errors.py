@@ -6,15 +6,17 @@ LoglensError
 ├── IngestError            a request body that cannot be taken                    → HTTP 400
 │   ├── ParseError         undecodable body (bad gzip, bad JSON shape, ...)       → HTTP 400
 │   ├── PayloadTooLarge    body over ingest.max_body_bytes                         → HTTP 413
+│   ├── UnsupportedMediaType  a body format the endpoint does not take             → HTTP 415
 │   └── RejectedRecord     one record failed the schema (goes to dead-letter)
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
-├── StartupError           `loglens serve` cannot start (port busy, app start-up)  → CLI exit 2
+├── ServerBindError        `serve` cannot listen on its host:port                  → CLI exit 2
+├── StartupError           `serve`'s app start-up failed (store locked, ...)        → CLI exit 2
 └── NotifierError          a notification could not be delivered
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
 ```
-The API maps these to HTTP codes in one place (`loglens.api.app`).
+The API maps these to HTTP codes in one place (`loglens.api.errors.http_error`).
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ class ConfigError(LoglensError):
         super().__init__("\n".join(str(i) for i in issues))
 
 
+class ServerBindError(LoglensError):
+    """The server cannot listen on its configured address (port busy, address not local, ...)."""
+
+
+class StartupError(LoglensError):
+    """The server's application start-up failed; the message is one line."""
+
+
 class IngestError(LoglensError):
     """A request body that cannot be ingested as a whole."""
 
@@ -58,6 +68,10 @@ class ParseError(IngestError):
 
 class PayloadTooLarge(IngestError):
     """The body exceeds the configured size limit."""
+
+
+class UnsupportedMediaType(IngestError):
+    """The body is in a format this endpoint does not take (e.g. Loki protobuf)."""
 
 
 class RejectedRecord(IngestError):
@@ -78,10 +92,6 @@ class StorageError(LoglensError):
     def __init__(self, message: str, retry_after: int = 5) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-
-class StartupError(LoglensError):
-    """The server cannot start (port in use, app start-up failed); the message is one line."""
 
 
 class NotifierError(LoglensError):

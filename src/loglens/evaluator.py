@@ -5,8 +5,8 @@ event on a queue (no work in the writer). The evaluator thread folds each batch 
 sliding windows and baselines, evaluates the rules for the services in the batch at once (so a
 breach is seen milliseconds after its commit), and every `evaluation_interval_seconds` runs
 all rules for all services (absence, windows sliding past a burst, anomaly minutes closing).
-Transitions go to the notifier service (`state.extras["notifier"].submit`) and the live
-stream (`state.hub`); alerts, anomalies and silences are persisted through `AlertDB`.
+Transitions go to the notifier service (a `NotificationSink`, wired in `loglens.runtime`) and
+the live stream (the hub's `publish`); alerts, anomalies and silences are persisted through `AlertDB`.
 
 Template mining runs on its own thread behind a bounded queue (`PatternWorker`): when it falls
 behind, batches are dropped and counted — ingest never waits for it.
@@ -15,7 +15,6 @@ behind, batches are dropped and counted — ingest never waits for it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import queue
 import threading
@@ -31,7 +30,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from loglens.alerting import AlertDB, AlertEngine, to_dt
+from loglens.alerting import AlertEngine, to_dt
 from loglens.config import AlertsConfig, AnomalyRule, Settings
 from loglens.detect import rules as rules_mod
 from loglens.detect.anomaly import AnomalyDetector, Observation, RateJump, TemplateRates
@@ -243,17 +242,7 @@ class PatternWorker:
     def _mine(self, messages: list[str]) -> list[Any]:
         """Template of each message; identical messages are mined once (Drain maps equal input
         to the same cluster), which removes most of the regex/tokenising work on real traffic."""
-        cache = self._cache
-        out: list[Any] = []
-        for msg in messages:
-            hit = cache.get(msg)
-            if hit is None:
-                hit = self.miner.add(msg)
-                if len(cache) >= _MINE_CACHE_ENTRIES:
-                    cache.clear()
-                cache[msg] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
-            out.append(hit)
-        return out
+        return list(self.miner.add_many(messages))  # the miner caches by message; ids can merge, so none here
 
     def close_minutes(self, now: float) -> list[PatternFinding]:
         """Report templates whose last closed minute jumped far above their own rate."""
@@ -607,65 +596,3 @@ class Evaluator:
         for i in items:
             if isinstance(i, PatternFinding):
                 self.handle_pattern(i)
-
-
-# ---- app component -------------------------------------------------------------------------------
-def build(state: Any, *, clock: Callable[[], float] = time.time) -> Evaluator:
-    """Create the alerting engine and evaluator for a running app's state (not started)."""
-    settings: Settings = state.settings
-    store: Store = state.store
-    db = AlertDB(store.cursor())
-
-    def notify(alert: Any, kind: str, duration: float | None) -> None:
-        notifier = state.extras.get("notifier")
-        if notifier is not None:
-            notifier.submit(alert, kind, duration)
-
-    # the notifier service groups bursts per channel (alerts.group_wait_seconds) in its outbox;
-    # holding them here as well would make people wait twice
-    engine = AlertEngine(
-        settings.alerts.model_copy(update={"group_wait_seconds": 0.0}),
-        clock=clock,
-        db=db,
-        notify=notify,
-        publish=state.hub.publish,
-    )
-    engine.restore()
-    validator = AnomalyValidator(settings.schemas.anomaly)
-    evaluator = Evaluator(settings, engine, clock=clock, validator=validator, publish=state.hub.publish)
-    if settings.alerts.rules.new_pattern.enabled:
-        path = settings.storage.path.with_name(settings.storage.path.name + ".templates.json")
-        evaluator.patterns = PatternWorker(settings.alerts, evaluator.on_pattern, state_path=path, clock=clock)
-    evaluator.restore(store)
-    return evaluator
-
-
-async def start_component(state: Any) -> None:
-    """App component start: build, restore, listen to commits and run the evaluator thread."""
-    import anyio.to_thread
-
-    evaluator = await anyio.to_thread.run_sync(build, state)
-    state.extras["alerting"] = evaluator.engine
-    state.extras["evaluator"] = evaluator
-    state.store.listeners.append(evaluator.on_commit)
-    evaluator.start()
-
-    def on_reload(new: Settings) -> Callable[[], Any]:
-        # loglens.reload prepares every part first; applying waits for the evaluator thread, off the loop
-        return lambda: anyio.to_thread.run_sync(evaluator.reconfigure, new)
-
-    state.extras.setdefault("reload_hooks", []).append(on_reload)
-
-
-async def stop_component(state: Any) -> None:
-    """App component stop: detach from the store and stop the threads."""
-    import anyio.to_thread
-
-    evaluator: Evaluator | None = state.extras.get("evaluator")
-    if evaluator is None:
-        return
-    with contextlib.suppress(ValueError):
-        state.store.listeners.remove(evaluator.on_commit)
-    await anyio.to_thread.run_sync(evaluator.stop)
-    if evaluator.engine.db is not None:
-        evaluator.engine.db.close()

@@ -17,10 +17,10 @@ class JsonFormatter(logging.Formatter):
     """Format a record as one log_schema.yaml-compatible JSON line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        extras: dict[str, Any] = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
-        extras["logger"] = record.name
+        fields: dict[str, Any] = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        fields["logger"] = record.name
         if record.exc_info:
-            extras["exception"] = self.formatException(record.exc_info)
+            fields["exception"] = self.formatException(record.exc_info)
         doc = {
             "timestamp": datetime.fromtimestamp(record.created, UTC)
             .isoformat(timespec="milliseconds")
@@ -28,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             "level": _LEVELS.get(record.levelname, record.levelname),
             "service": "loglens",
             "message": record.getMessage(),
-            "metadata": extras,
+            "metadata": fields,
         }
         return orjson.dumps(doc, default=str).decode()
 

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+# The aggregate layouts and Partials cross stages (store, stream, analyze): they live in models.
+from loglens.models import MINUTE_SCHEMA as MINUTE_SCHEMA
+from loglens.models import SKETCH_SCHEMA as SKETCH_SCHEMA
+from loglens.models import USERS_SCHEMA as USERS_SCHEMA
+from loglens.models import Partials as Partials
 
 SKETCH_ALPHA = 0.01
 _GAMMA = (1 + SKETCH_ALPHA) / (1 - SKETCH_ALPHA)
@@ -24,44 +29,6 @@ _MIN_VALUE = 1e-3  # ms; smaller latencies share the zero bucket
 ZERO_BUCKET = -(2**15)
 
 LEVEL_COLUMNS = ("debug", "info", "warn", "error", "fatal")
-
-MINUTE_SCHEMA = pa.schema(
-    [
-        ("service", pa.string()),
-        ("minute", pa.timestamp("us")),
-        ("count", pa.int64()),
-        ("debug", pa.int64()),
-        ("info", pa.int64()),
-        ("warn", pa.int64()),
-        ("error", pa.int64()),
-        ("fatal", pa.int64()),
-        ("late", pa.int64()),
-        ("rt_count", pa.int64()),
-        ("rt_sum", pa.float64()),
-        ("rt_min", pa.float64()),
-        ("rt_max", pa.float64()),
-    ]
-)
-SKETCH_SCHEMA = pa.schema(
-    [("service", pa.string()), ("minute", pa.timestamp("us")), ("bucket", pa.int32()), ("count", pa.int64())]
-)
-USERS_SCHEMA = pa.schema(
-    [("service", pa.string()), ("minute", pa.timestamp("us")), ("user_id", pa.string()), ("count", pa.int64())]
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Partials:
-    """Aggregates of some logs: per-minute counters, latency sketch buckets, per-user counts."""
-
-    minute: pa.Table
-    sketch: pa.Table
-    users: pa.Table
-
-    @staticmethod
-    def empty() -> Partials:
-        """Aggregates of no logs."""
-        return Partials(MINUTE_SCHEMA.empty_table(), SKETCH_SCHEMA.empty_table(), USERS_SCHEMA.empty_table())
 
 
 def sketch_buckets(values: pa.Array | pa.ChunkedArray) -> pa.Array:

@@ -1,14 +1,19 @@
-"""Frozen types that cross stage boundaries, and the Arrow layout of a stored log batch.
+"""Types that cross stage boundaries, and the Arrow layouts of stored logs and their aggregates.
 
-Stages exchange these (or Arrow tables with `LOG_ARROW_SCHEMA`), never each other's internals.
+Stages exchange these (or Arrow tables with `LOG_ARROW_SCHEMA`), never each other's internals:
+`Parsed` (decoders → schema), `Rejection` and `IngestResult` (schema/pipeline → API and
+dead-letter), `Partials` and `CommitEvent` (store → evaluator, stream, self-metrics),
+`Candidate` (rules → alert engine), `Alert` and `Notification` (alerting → notifiers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 LEVELS: tuple[str, ...] = ("DEBUG", "INFO", "WARN", "ERROR", "FATAL")
@@ -45,6 +50,32 @@ LOG_ARROW_SCHEMA = pa.schema(
 )
 
 
+# Per-(service, minute) aggregates as `metrics.aggregate` computes them and the store upserts them.
+MINUTE_SCHEMA = pa.schema(
+    [
+        ("service", pa.string()),
+        ("minute", pa.timestamp("us")),
+        ("count", pa.int64()),
+        ("debug", pa.int64()),
+        ("info", pa.int64()),
+        ("warn", pa.int64()),
+        ("error", pa.int64()),
+        ("fatal", pa.int64()),
+        ("late", pa.int64()),
+        ("rt_count", pa.int64()),
+        ("rt_sum", pa.float64()),
+        ("rt_min", pa.float64()),
+        ("rt_max", pa.float64()),
+    ]
+)
+SKETCH_SCHEMA = pa.schema(
+    [("service", pa.string()), ("minute", pa.timestamp("us")), ("bucket", pa.int32()), ("count", pa.int64())]
+)
+USERS_SCHEMA = pa.schema(
+    [("service", pa.string()), ("minute", pa.timestamp("us")), ("user_id", pa.string()), ("count", pa.int64())]
+)
+
+
 def utcnow() -> datetime:
     """Timezone-aware current UTC time (one place to swap for an injectable clock)."""
     return datetime.now(UTC)
@@ -67,34 +98,6 @@ class Rejection:
     reason: str
     raw: str
     source: str
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    """One stored log, as returned by queries."""
-
-    id: int
-    ts: datetime
-    received_at: datetime
-    level: str
-    service: str
-    message: str
-    user_id: str | None = None
-    ip_address: str | None = None
-    response_time_ms: float | None = None
-    trace_id: str | None = None
-    metadata: dict[str, Any] | None = None
-    late: bool = False
-    source: str = "http"
-
-
-@dataclass(frozen=True, slots=True)
-class MetricPoint:
-    """One value of a per-minute time series."""
-
-    service: str
-    minute: datetime
-    value: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,25 +162,6 @@ class Alert:
 
 
 @dataclass(frozen=True, slots=True)
-class Anomaly:
-    """A detected anomaly, written per schemas/anomaly_schema.yaml."""
-
-    id: str
-    detected_at: datetime
-    type: str
-    severity: str
-    service: str
-    description: str
-    score: float
-    confidence: float
-    observed: float | None
-    expected: dict[str, float] | None  # {"low": .., "high": ..} or {"value": ..}
-    window: dict[str, str]  # {"start": iso, "end": iso}
-    related_log_ids: list[int] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
 class Notification:
     """What a notifier plugin receives: an alert transition (firing or resolved) for one channel."""
 
@@ -187,3 +171,124 @@ class Notification:
     alert: Alert
     created_at: datetime
     duration_seconds: float | None = None  # for resolved: how long it fired
+
+
+class Parsed:
+    """Decoded records of one request: values, decode failures and lazy access to raw text.
+
+    A clean NDJSON body may stay undecoded (`ndjson` set, `values` decoded on first access):
+    `LogSchema.validate` then parses it straight into Arrow columns in C++ and builds Python
+    objects only for the rows that need an exact rejection reason.
+    """
+
+    __slots__ = ("_failures", "_lines", "_loader", "_values", "count", "ndjson", "raw")
+
+    def __init__(
+        self,
+        values: list[Any] | None,
+        failures: dict[int, str] | None,
+        raw: Callable[[int], str],
+        *,
+        ndjson: bytes | None = None,
+        count: int | None = None,
+        loader: Callable[[], tuple[list[Any], dict[int, str]]] | None = None,
+    ) -> None:
+        self._values = values
+        self._failures = failures
+        self.raw = raw
+        self.ndjson = ndjson
+        self.count = len(values) if values is not None else count or 0
+        self._loader = loader
+        self._lines: list[bytes] | None = None
+
+    def _materialize(self) -> None:
+        assert self._loader is not None
+        self._values, self._failures = self._loader()
+        self.count = len(self._values)
+
+    @property
+    def values(self) -> list[Any]:
+        """The decoded JSON values, one per record."""
+        if self._values is None:
+            self._materialize()
+        assert self._values is not None
+        return self._values
+
+    @property
+    def failures(self) -> dict[int, str]:
+        """Index → reason for records that could not be decoded."""
+        if self._values is None:
+            self._materialize()
+        assert self._failures is not None
+        return self._failures
+
+    def value_at(self, i: int) -> tuple[Any, str | None]:
+        """Record i and its decode failure (None if it decoded); decodes just that line when lazy."""
+        if self._values is not None:
+            return self._values[i], (self._failures.get(i) if self._failures else None)
+        if self._lines is None:
+            assert self.ndjson is not None
+            self._lines = self.ndjson.split(b"\n")
+        try:  # the line's own bytes: invalid UTF-8 must be rejected, not repaired
+            return orjson.loads(self._lines[i]), None
+        except orjson.JSONDecodeError as exc:
+            return None, malformed_json(self._lines[i], exc)
+
+    @property
+    def is_lazy(self) -> bool:
+        """True while the NDJSON body has not been decoded into Python objects."""
+        return self._values is None
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@dataclass(frozen=True, slots=True)
+class Partials:
+    """Aggregates of some logs: per-minute counters, latency sketch buckets, per-user counts."""
+
+    minute: pa.Table
+    sketch: pa.Table
+    users: pa.Table
+
+    @staticmethod
+    def empty() -> Partials:
+        """Aggregates of no logs."""
+        return Partials(MINUTE_SCHEMA.empty_table(), SKETCH_SCHEMA.empty_table(), USERS_SCHEMA.empty_table())
+
+
+@dataclass(frozen=True, slots=True)
+class CommitEvent:
+    """Published to listeners after each group commit: the stored logs (with ids) and aggregates."""
+
+    logs: pa.Table
+    partials: Partials
+    dead_letters: int
+    committed_at_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """The outcome of one rule for one service: breaching or not, with the value judged."""
+
+    rule: str
+    service: str
+    breach: bool
+    value: float | None
+    threshold: float | None
+    severity: str
+    summary: str
+    for_seconds: float = 0.0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def malformed_json(raw: bytes, exc: Exception) -> str:
+    """The reason a record's bytes are not JSON, saying what is wrong when it is the encoding."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"malformed JSON: not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
+            "send UTF-8 text, e.g. é is c3 a9, not Latin-1 e9"
+        )
+    return f"malformed JSON: {exc}"

@@ -1,16 +1,16 @@
 """Hot reload of config.yaml: SIGHUP, `POST /api/v1/admin/reload`, or (opt-in) a change on disk.
 
 A reload reads and validates the whole new config (YAML, every key, the log schema it names and
-every notifier's plugin settings) before anything changes. When valid, `state.settings` and the
-log schema are swapped and each component's reload hook applies its part (thresholds and rules
+every notifier's plugin settings) before anything changes. When valid, the runtime swaps its
+settings and log schema (the `swap` callable) and each component's reload hook applies its part (thresholds and rules
 in the evaluator thread, channels in the notifier service) — in-flight requests keep the schema
 reference they started with, and firing alerts stay as they are. When invalid, nothing changes:
 the `file:line` issues are logged, returned to the caller and raised as a `config_reload`
 meta-alert that resolves at the next successful reload.
 
-Reload hooks (`state.extras["reload_hooks"]`) are called in two phases: `hook(new_settings)`
-prepares and may raise ConfigError to veto the reload; it returns None or a callable that
-applies the change (its result is awaited when awaitable). Keys that need a restart (listen
+Reload hooks (given by `loglens.runtime`, one per component) are called in two phases:
+`hook(new_settings)` prepares and may raise ConfigError to veto the reload; it returns None or
+a callable that applies the change (its result is awaited when awaitable). Keys that need a restart (listen
 address, store path, queue sizes) keep their running values and are reported.
 """
 
@@ -22,7 +22,7 @@ import inspect
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,20 +31,21 @@ import anyio.to_thread
 
 from loglens.config import Settings, load_settings
 from loglens.errors import ConfigError, ConfigIssue
+from loglens.ports import MetaAlerts, ReloadApply
 from loglens.schema import LogSchema
 
 log = logging.getLogger("loglens.reload")
 
-EXTRA_KEY = "reload"
-HOOKS_KEY = "reload_hooks"
 META_NAME = "config_reload"
-Apply = Callable[[], Any]
-ReloadHook = Callable[[Settings], Apply | None]
+ReloadHook = Callable[[Settings], ReloadApply | None]
+# Installs a validated config and its compiled log schema in the running server.
+Swap = Callable[[Settings, LogSchema], None]
 
 # (section, key) pairs that only take effect on restart: the running values are kept.
 RESTART_KEYS = (
     ("server", "host"),
     ("server", "port"),
+    ("server", "cors_origins"),  # the CORS middleware is installed when the app is built
     ("storage", "path"),
     ("ingest", "max_queue_logs"),
     ("ingest", "max_batch_logs"),
@@ -78,11 +79,6 @@ class ReloadResult:
         }
 
 
-def hooks(state: Any) -> list[ReloadHook]:
-    """The reload hook list of an app (created on first use); components append to it."""
-    return state.extras.setdefault(HOOKS_KEY, [])
-
-
 def _changed_sections(old: Settings, new: Settings) -> list[str]:
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     out: list[str] = []
@@ -112,8 +108,20 @@ def keep_restart_keys(old: Settings, new: Settings) -> tuple[Settings, list[str]
 class ReloadManager:
     """Serialises reloads of one app and keeps their history for the API and /metrics."""
 
-    def __init__(self, state: Any, loader: Callable[[Path], Settings] = load_settings) -> None:
-        self.state = state
+    name = "reload"
+
+    def __init__(
+        self,
+        current: Callable[[], Settings],
+        swap: Swap,
+        hooks: Sequence[ReloadHook] = (),
+        meta: MetaAlerts | None = None,
+        loader: Callable[[Path], Settings] = load_settings,
+    ) -> None:
+        self.current = current
+        self.swap = swap
+        self.hooks = list(hooks)
+        self.meta = meta
         self.loader = loader
         self._lock = asyncio.Lock()
         self.successes = 0
@@ -153,7 +161,7 @@ class ReloadManager:
         return result
 
     async def _reload(self, trigger: str) -> ReloadResult:
-        old: Settings = self.state.settings
+        old = self.current()
         path = old.config_path
         if path is None:
             return ReloadResult(False, trigger, ["no config file: the server was started without --config"])
@@ -161,17 +169,14 @@ class ReloadManager:
             loaded = await anyio.to_thread.run_sync(self.loader, path)
             new, restart = keep_restart_keys(old, loaded)
             schema = await anyio.to_thread.run_sync(self._schema, new)
-            applies = [hook(new) for hook in list(hooks(self.state))]
+            applies = [hook(new) for hook in self.hooks]
         except ConfigError as exc:
             return ReloadResult(False, trigger, [str(i) for i in exc.issues])
         except Exception as exc:  # a component could not prepare: treat like an invalid config
             log.exception("reload hook failed to prepare")
             return ReloadResult(False, trigger, [f"{type(exc).__name__}: {exc}"])
         # Valid: from here on nothing may veto; swap the shared references, then let components apply.
-        self.state.settings = new
-        self.state.schema = schema
-        self.state.pipeline.schema = schema
-        self._apply_core(new)
+        self.swap(new, schema)
         for apply in applies:
             if apply is None:
                 continue
@@ -203,23 +208,26 @@ class ReloadManager:
                 ]
             ) from None
 
-    def _apply_core(self, new: Settings) -> None:
-        """The parts owned by the app itself: store retention, ingest limits and the log level."""
-        store = self.state.store
-        store.retention_days = new.storage.retention_days
-        store.metrics_retention_days = new.storage.metrics_retention_days
-        store.retention_interval_s = new.storage.retention_interval_seconds
-        self.state.pipeline.max_errors = new.ingest.max_errors_reported
-        logging.getLogger("loglens").setLevel(new.logging.level)
-
-    def _meta(self, method: str, *args: Any) -> None:
-        target = getattr(self.state.extras.get("alerting"), method, None)
-        if target is None:
+    def _meta(self, method: str, *args: str) -> None:
+        if self.meta is None:
             return
         try:
-            target(*args)
+            getattr(self.meta, method)(*args)
         except Exception:
             log.exception("meta-alert hook failed", extra={"method": method})
+
+    # ---- component ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Runtime component: SIGHUP handler and the optional file watch (`server.watch_config`)."""
+        self.install_sighup()
+        server = self.current().server
+        if server.watch_config:
+            self.start_watch(server.watch_interval_seconds)
+
+    async def stop(self) -> None:
+        """Runtime component: stop watching and listening for SIGHUP."""
+        self.remove_sighup()
+        await self.stop_watch()
 
     # ---- triggers ------------------------------------------------------------------------------
     def request(self, trigger: str) -> asyncio.Task[ReloadResult]:
@@ -245,7 +253,7 @@ class ReloadManager:
 
     def start_watch(self, interval_s: float) -> None:
         """Poll the config file's mtime/size and reload when it changes (opt-in: server.watch_config)."""
-        path = self.state.settings.config_path
+        path = self.current().config_path
         if path is not None:
             self._watch_task = asyncio.get_running_loop().create_task(self._watch(Path(path), interval_s))
 
@@ -273,22 +281,3 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_mtime_ns, st.st_size
-
-
-async def start_component(state: Any) -> None:
-    """App component: reload manager, SIGHUP handler and the optional file watch."""
-    manager = ReloadManager(state)
-    state.extras[EXTRA_KEY] = manager
-    hooks(state)
-    manager.install_sighup()
-    if state.settings.server.watch_config:
-        manager.start_watch(state.settings.server.watch_interval_seconds)
-
-
-async def stop_component(state: Any) -> None:
-    """App component: stop watching and listening for SIGHUP."""
-    manager: ReloadManager | None = state.extras.get(EXTRA_KEY)
-    if manager is None:
-        return
-    manager.remove_sighup()
-    await manager.stop_watch()

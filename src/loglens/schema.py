@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +27,8 @@ from ruamel.yaml.error import YAMLError
 from loglens import timeparse
 from loglens.errors import ConfigError, ConfigIssue
 from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
+from loglens.models import Parsed as Parsed  # re-exported: the type lives in models (crosses stages)
+from loglens.models import malformed_json as malformed_json  # re-exported for the decoders
 from loglens.schema_fast import FastPlan
 
 _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
@@ -44,94 +46,12 @@ _FAST_COLUMNS = (
 )
 
 
-class Parsed:
-    """Decoded records of one request: values, decode failures and lazy access to raw text.
-
-    A clean NDJSON body may stay undecoded (`ndjson` set, `values` decoded on first access):
-    `LogSchema.validate` then parses it straight into Arrow columns in C++ and builds Python
-    objects only for the rows that need an exact rejection reason.
-    """
-
-    __slots__ = ("_failures", "_lines", "_loader", "_values", "count", "ndjson", "raw")
-
-    def __init__(
-        self,
-        values: list[Any] | None,
-        failures: dict[int, str] | None,
-        raw: Callable[[int], str],
-        *,
-        ndjson: bytes | None = None,
-        count: int | None = None,
-        loader: Callable[[], tuple[list[Any], dict[int, str]]] | None = None,
-    ) -> None:
-        self._values = values
-        self._failures = failures
-        self.raw = raw
-        self.ndjson = ndjson
-        self.count = len(values) if values is not None else count or 0
-        self._loader = loader
-        self._lines: list[bytes] | None = None
-
-    def _materialize(self) -> None:
-        assert self._loader is not None
-        self._values, self._failures = self._loader()
-        self.count = len(self._values)
-
-    @property
-    def values(self) -> list[Any]:
-        """The decoded JSON values, one per record."""
-        if self._values is None:
-            self._materialize()
-        assert self._values is not None
-        return self._values
-
-    @property
-    def failures(self) -> dict[int, str]:
-        """Index → reason for records that could not be decoded."""
-        if self._values is None:
-            self._materialize()
-        assert self._failures is not None
-        return self._failures
-
-    def value_at(self, i: int) -> tuple[Any, str | None]:
-        """Record i and its decode failure (None if it decoded); decodes just that line when lazy."""
-        if self._values is not None:
-            return self._values[i], (self._failures.get(i) if self._failures else None)
-        if self._lines is None:
-            assert self.ndjson is not None
-            self._lines = self.ndjson.split(b"\n")
-        try:  # the line's own bytes: invalid UTF-8 must be rejected, not repaired
-            return orjson.loads(self._lines[i]), None
-        except orjson.JSONDecodeError as exc:
-            return None, malformed_json(self._lines[i], exc)
-
-    @property
-    def is_lazy(self) -> bool:
-        """True while the NDJSON body has not been decoded into Python objects."""
-        return self._values is None
-
-    def __len__(self) -> int:
-        return self.count
-
-
 @dataclass(slots=True)
 class ValidatedBatch:
     """Accepted logs as an Arrow table (LOG_ARROW_SCHEMA) plus every rejection with its reason."""
 
     table: pa.Table
     rejections: list[Rejection]
-
-
-def malformed_json(raw: bytes, exc: Exception) -> str:
-    """The reason a record's bytes are not JSON, saying what is wrong when it is the encoding."""
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        return (
-            f"malformed JSON: not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
-            "send UTF-8 text, e.g. é is c3 a9, not Latin-1 e9"
-        )
-    return f"malformed JSON: {exc}"
 
 
 def load_schema_document(path: str | Path) -> dict[str, Any]:
@@ -361,9 +281,9 @@ class LogSchema:
                 continue
             meta = rec.get("metadata")
             if len(rec) > 4:
-                extras = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
-                if extras:  # unknown top-level fields are kept, not dropped: they join metadata
-                    meta = {**(meta or {}), **extras}
+                unknown = {k: v for k, v in rec.items() if k not in _CORE_FIELDS}
+                if unknown:  # unknown top-level fields are kept, not dropped: they join metadata
+                    meta = {**(meta or {}), **unknown}
             try:
                 meta_text = orjson.dumps(meta).decode() if meta else None
             except TypeError as exc:  # orjson: nesting deeper than 254 levels, or an int beyond 64 bits

@@ -12,19 +12,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from loglens import __version__
-from loglens.models import Rejection
-from loglens.store import CommitEvent
+from loglens.models import CommitEvent, Rejection
+from loglens.store import Store
+
+if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itself as `Observed`
+    from loglens.alerting import AlertEngine
+    from loglens.config import Settings
+    from loglens.evaluator import Evaluator
+    from loglens.ingest.pipeline import IngestPipeline
+    from loglens.notify.service import NotificationService
+    from loglens.reload import ReloadManager
 
 log = logging.getLogger("loglens.selfmetrics")
 
-EXTRA_KEY = "selfmetrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STORE_TABLES = ("logs", "dead_letter", "metrics_minute", "latency_sketch", "user_minute", "services", "ingest_keys")
 OPTIONAL_TABLES = ("alerts", "anomalies", "silences", "notification_outbox")
@@ -51,10 +58,70 @@ def reason_class(reason: str) -> str:
     return "other"
 
 
+class Subscribers(Protocol):
+    """The live-update hub, as /metrics sees it."""
+
+    @property
+    def subscriber_count(self) -> int:
+        """Connected SSE clients."""
+        ...
+
+
+class Observed(Protocol):
+    """The running parts /metrics and `GET /api/v1/status` read (the runtime provides them)."""
+
+    @property
+    def settings(self) -> Settings:
+        """The running config."""
+        ...
+
+    @property
+    def started_at(self) -> float:
+        """Epoch seconds the server started."""
+        ...
+
+    @property
+    def hub(self) -> Subscribers:
+        """The live-update hub (SSE subscribers)."""
+        ...
+
+    @property
+    def pipeline(self) -> IngestPipeline:
+        """The ingest pipeline (draining flag, in-flight requests)."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """The store."""
+        ...
+
+    @property
+    def engine(self) -> AlertEngine | None:
+        """The alert engine, while alerting runs."""
+        ...
+
+    @property
+    def evaluator(self) -> Evaluator | None:
+        """The rule evaluator, while alerting runs."""
+        ...
+
+    @property
+    def notifier(self) -> NotificationService:
+        """The notification service."""
+        ...
+
+    @property
+    def reload(self) -> ReloadManager:
+        """The config reload manager."""
+        ...
+
+
 class SelfMetrics:
     """The registry of one app plus the few event-driven instruments."""
 
-    def __init__(self, state: Any) -> None:
+    name = "selfmetrics"
+
+    def __init__(self, state: Observed) -> None:
         self.state = state
         self.registry = CollectorRegistry(auto_describe=True)
         self.received = Counter(
@@ -75,7 +142,25 @@ class SelfMetrics:
             buckets=_COMMIT_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(LoglensCollector(state))
+        self._collector = LoglensCollector(state)
+
+    async def start(self) -> None:
+        """Runtime component: read live state at scrape time and hook the two event-driven instruments.
+
+        The collector is registered here, not at construction: registering describes it by
+        collecting once, which reads the store (open by now) and every other part (built by now).
+        """
+        self.registry.register(self._collector)
+        self.state.pipeline.observers.append(self.on_ingest)
+        self.state.store.listeners.append(self.on_commit)
+
+    async def stop(self) -> None:
+        """Runtime component: unhook from the pipeline and the store."""
+        self.registry.unregister(self._collector)
+        if self.on_ingest in self.state.pipeline.observers:
+            self.state.pipeline.observers.remove(self.on_ingest)
+        if self.on_commit in self.state.store.listeners:
+            self.state.store.listeners.remove(self.on_commit)
 
     def on_ingest(self, source: str, accepted: int, rejections: list[Rejection]) -> None:
         """IngestPipeline observer: count a committed request."""
@@ -97,7 +182,7 @@ class SelfMetrics:
 class LoglensCollector(Collector):
     """Reads the running app's state at scrape time."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: Observed) -> None:
         self.state = state
 
     def collect(self) -> Iterator[Metric]:
@@ -141,9 +226,8 @@ class LoglensCollector(Collector):
         yield rows
 
     def _alerting(self) -> Iterator[Metric]:
-        extras = self.state.extras
-        engine = extras.get("alerting")
-        evaluator = extras.get("evaluator")
+        engine = self.state.engine
+        evaluator = self.state.evaluator
         firing = GaugeMetricFamily(
             "loglens_alerts_firing", "Firing alerts by rule and severity.", labels=["rule", "severity"]
         )
@@ -177,16 +261,14 @@ class LoglensCollector(Collector):
         yield CounterMetricFamily(
             "loglens_rule_evaluations", "Evaluation passes over the rules.", value=evaluator.evaluations
         )
-        patterns = getattr(evaluator, "patterns", None)
+        patterns = evaluator.patterns
         if patterns is not None:
             yield CounterMetricFamily(
                 "loglens_pattern_logs_dropped", "Logs the template miner skipped (behind).", value=patterns.dropped
             )
 
     def _notifier(self) -> Iterator[Metric]:
-        notifier = self.state.extras.get("notifier")
-        if notifier is None:
-            return
+        notifier = self.state.notifier
         sent = CounterMetricFamily(
             "loglens_notifications_sent", "Successful deliveries by channel.", labels=["channel"]
         )
@@ -212,9 +294,7 @@ class LoglensCollector(Collector):
         yield from (sent, failed, retrying, dead, healthy)
 
     def _reload(self) -> Iterator[Metric]:
-        manager = self.state.extras.get("reload")
-        if manager is None:
-            return
+        manager = self.state.reload
         reloads = CounterMetricFamily("loglens_config_reloads", "Config reloads by result.", labels=["result"])
         reloads.add_metric(["success"], manager.successes)
         reloads.add_metric(["failure"], manager.failures)
@@ -226,7 +306,7 @@ class LoglensCollector(Collector):
         )
 
 
-def table_rows(store: Any) -> dict[str, int]:
+def table_rows(store: Store) -> dict[str, int]:
     """Exact row count of every loglens table present in the store."""
     present = {r[0] for r in store.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")}
     tables = [t for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present]
@@ -234,22 +314,3 @@ def table_rows(store: Any) -> dict[str, int]:
         return {}
     sql = " UNION ALL ".join(f"SELECT '{t}', count(*) FROM {t}" for t in tables)  # names from our own list
     return {name: int(n) for name, n in store.query(sql)}
-
-
-async def start_component(state: Any) -> None:
-    """App component: create the registry and hook the two event-driven instruments."""
-    metrics = SelfMetrics(state)
-    state.extras[EXTRA_KEY] = metrics
-    state.pipeline.observers.append(metrics.on_ingest)
-    state.store.listeners.append(metrics.on_commit)
-
-
-async def stop_component(state: Any) -> None:
-    """App component: unhook from the pipeline and the store."""
-    metrics: SelfMetrics | None = state.extras.get(EXTRA_KEY)
-    if metrics is None:
-        return
-    if metrics.on_ingest in state.pipeline.observers:
-        state.pipeline.observers.remove(metrics.on_ingest)
-    if metrics.on_commit in state.store.listeners:
-        state.store.listeners.remove(metrics.on_commit)

@@ -8,6 +8,7 @@ app start-up (missing schema, locked store) is captured and re-raised to the CLI
 
 from __future__ import annotations
 
+import errno
 import logging
 import signal
 import socket
@@ -16,10 +17,10 @@ from typing import Any
 
 import uvicorn
 
-from loglens.api.app import create_app
+from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
 from loglens.connlimits import ConnectionLimits, protocol_class
-from loglens.errors import LoglensError, StartupError, describe
+from loglens.errors import LoglensError, ServerBindError, StartupError, describe
 from loglens.logs import configure_logging
 from loglens.shutdown import DrainingServer
 
@@ -45,7 +46,7 @@ class StartupGuard:
 
     @property
     def state(self) -> Any:
-        """The wrapped app's state (DrainingServer reads `state.loglens`)."""
+        """The wrapped app's state."""
         return self.app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -102,23 +103,20 @@ def uvicorn_config(settings: Settings, app: Any | None = None) -> uvicorn.Config
     )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    """A listening-ready TCP socket on host:port; StartupError with one clear line when it cannot bind."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise StartupError(f"cannot listen on {host}:{port}: unknown host ({exc.strerror})") from None
-    family, kind, proto, _, address = infos[0]
-    sock = socket.socket(family, kind, proto)
-    try:
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port); port 0 picks a free port. Raises ServerBindError."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    if port:
+        # Rebinding a fixed port right after a restart must not wait out TIME_WAIT. Not for port
+        # 0: Linux may then pick a port another SO_REUSEADDR socket holds, and listen() fails.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(address)
+    try:
+        sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        hint = " (another process uses it; pick another --port)" if exc.errno == 98 else ""
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
+        hint = " (another process uses it; pick another --port)" if exc.errno == errno.EADDRINUSE else ""
+        raise ServerBindError(f"cannot listen on {host}:{port}: {exc.strerror or exc}{hint}") from None
     sock.set_inheritable(True)
     return sock
 
@@ -130,8 +128,8 @@ def _url(host: str, port: int) -> str:
 class LoglensServer(DrainingServer):
     """DrainingServer that logs "loglens listening" with the bound port once it accepts connections."""
 
-    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
-        super().__init__(config, settings.server.shutdown_timeout_seconds)
+    def __init__(self, config: uvicorn.Config, settings: Settings, parts: Callable[[], Any]) -> None:
+        super().__init__(config, settings.server.shutdown_timeout_seconds, parts)
         self.settings = settings
         self.port: int | None = None
 
@@ -153,8 +151,10 @@ class LoglensServer(DrainingServer):
 def run_server(settings: Settings) -> None:
     """Serve until interrupted; LoglensError (or StartupError) when the server cannot start."""
     configure_logging(settings.logging.level)
-    sock = bind_socket(settings.server.host, settings.server.port)
-    guard = StartupGuard(create_app(settings))
+    # Bind first: a busy port is one clear line and the store is never opened.
+    sock = bind_listener(settings.server.host, settings.server.port)
+    app = create_app(settings)
+    guard = StartupGuard(app)
     config = uvicorn_config(settings, guard)
     quiet = _DropStartupFailed()
     logging.getLogger("uvicorn.error").addFilter(quiet)
@@ -163,7 +163,7 @@ def run_server(settings: Settings) -> None:
     # shutdown exits 0 (what process supervisors expect) instead of dying by the signal.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server = LoglensServer(config, settings)
+    server = LoglensServer(config, settings, lambda: runtime_of(app))
     try:
         server.run(sockets=[sock])
     except SystemExit:

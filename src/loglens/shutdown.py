@@ -14,34 +14,59 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import uvicorn
+
+if TYPE_CHECKING:
+    from loglens.ingest.pipeline import IngestPipeline
+    from loglens.notify.service import NotificationService
+    from loglens.store import Store
 
 log = logging.getLogger("loglens.shutdown")
 
 
-def drained(state: Any) -> bool:
+class Drainable(Protocol):
+    """The parts a drain waits for (the runtime provides them)."""
+
+    @property
+    def pipeline(self) -> IngestPipeline:
+        """Admits requests; its `draining` flag makes ingest answer 503."""
+        ...
+
+    @property
+    def store(self) -> Store:
+        """Holds the commit queue."""
+        ...
+
+    @property
+    def notifier(self) -> NotificationService:
+        """Holds the notification outbox."""
+        ...
+
+
+def drained(state: Drainable) -> bool:
     """No admitted request in flight, nothing waiting for commit, nothing pending in the outbox."""
     if state.pipeline.in_flight or state.store.queue_depth:
         return False
-    notifier = state.extras.get("notifier")
-    return notifier is None or all(ch["pending"] == 0 for ch in notifier.health())
+    return all(ch["pending"] == 0 for ch in state.notifier.health())
 
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn.Server that drains loglens before its normal shutdown."""
+    """uvicorn.Server that drains loglens before its normal shutdown.
 
-    def __init__(self, config: uvicorn.Config, timeout_s: float) -> None:
+    `parts` returns the running server's parts, or None before the app has started.
+    """
+
+    def __init__(self, config: uvicorn.Config, timeout_s: float, parts: Callable[[], Drainable | None]) -> None:
         super().__init__(config)
         self.timeout_s = timeout_s
         self.drain_requested = False
         self._deadline: float | None = None
         self._checking = False
-
-    def _state(self) -> Any:
-        return getattr(getattr(self.config.app, "state", None), "loglens", None)
+        self._parts = parts
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """Signal handler: 1st drains, 2nd stops now, 3rd forces. Runs between bytecodes: set flags only."""
@@ -63,7 +88,7 @@ class DrainingServer(uvicorn.Server):
         return await super().on_tick(counter)
 
     async def _drain_step(self) -> None:
-        state = self._state()
+        state = self._parts()
         if state is None:
             self.should_exit = True
             return

@@ -1,6 +1,6 @@
 """`loglens status` and `GET /api/v1/status`: what an operator checks first.
 
-`server_status(state)` describes a running server from its live state; `store_status(settings)`
+`server_status(parts)` describes a running server from its live parts; `store_status(settings)`
 describes a stopped one from its store file (read-only). Both return the same shape, and
 `render()` prints it for the terminal.
 """
@@ -18,7 +18,7 @@ import duckdb
 from loglens import __version__
 from loglens.config import Settings
 from loglens.models import iso
-from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES
+from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
 
 _RATE_WINDOW_S = 60
 
@@ -67,7 +67,7 @@ def _base(settings: Settings, source: str) -> dict[str, Any]:
     }
 
 
-def server_status(state: Any) -> dict[str, Any]:
+def server_status(state: Observed) -> dict[str, Any]:
     """Status of a running server (reads the store; call it off the event loop)."""
     now = time.time()
     out = _base(state.settings, "server")
@@ -78,7 +78,7 @@ def server_status(state: Any) -> dict[str, Any]:
         rows=_rows(state.store.query), queue_depth=state.store.queue_depth, last_error=state.store.last_error
     )
     out["rates"] = _rates(state.store.query, now)
-    engine = state.extras.get("alerting")
+    engine = state.engine
     out["firing_alerts"] = (
         [
             {
@@ -94,17 +94,12 @@ def server_status(state: Any) -> dict[str, Any]:
         if engine is not None
         else []
     )
-    notifier = state.extras.get("notifier")
-    out["notifiers"] = (
-        [
-            {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
-            for ch in notifier.health()
-        ]
-        if notifier is not None
-        else [{**n, "status": "not running"} for n in _configured_notifiers(state.settings, {})]
-    )
-    manager = state.extras.get("reload")
-    out["last_reload"] = manager.last.to_json() if manager is not None and manager.last is not None else None
+    out["notifiers"] = [
+        {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
+        for ch in state.notifier.health()
+    ]
+    last = state.reload.last
+    out["last_reload"] = last.to_json() if last is not None else None
     return out
 
 

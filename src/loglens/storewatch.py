@@ -1,10 +1,10 @@
 """Store health watch: turns a failing store (disk full, I/O error) into a critical meta-alert.
 
 The writer thread records its last commit failure in `Store.last_error` (and clears it on the
-next successful commit). This app component polls that field and calls the alerting engine's
-`raise_meta` / `resolve_meta` (found at `state.extras["alerting"]`), so operators see the
-outage on the dashboard and through the notifiers while ingest answers 503 + Retry-After.
-Polling keeps the writer thread free of any alerting work.
+next successful commit). This runtime component polls that field and raises / resolves a
+meta-alert through the `MetaAlerts` port, so operators see the outage on the dashboard and
+through the notifiers while ingest answers 503 + Retry-After. Polling keeps the writer thread
+free of any alerting work.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Protocol
+
+from loglens.ports import MetaAlerts
 
 log = logging.getLogger("loglens.storewatch")
 
@@ -20,18 +22,30 @@ META_NAME = "store"  # the meta-alert's service label: GET /api/v1/alerts shows 
 POLL_SECONDS = 0.5
 
 
+class WatchedStore(Protocol):
+    """What the watch reads of the store."""
+
+    @property
+    def last_error(self) -> str | None:
+        """The last commit failure, None once a commit succeeds again."""
+        ...
+
+
 class StoreWatch:
     """Raise a meta-alert while `store.last_error` is set; resolve it once a commit succeeds."""
 
-    def __init__(self, state: Any, poll_seconds: float = POLL_SECONDS) -> None:
-        self.state = state
+    name = "storewatch"
+
+    def __init__(self, store: WatchedStore, meta: MetaAlerts | None, poll_seconds: float = POLL_SECONDS) -> None:
+        self.store = store
+        self.meta = meta
         self.poll_seconds = poll_seconds
         self.raised = False
         self._task: asyncio.Task[None] | None = None
 
     async def check(self) -> None:
         """One look at the store; raise or resolve the meta-alert on a change."""
-        error = self.state.store.last_error
+        error = self.store.last_error
         if error is not None and not self.raised:
             self.raised = True
             log.error("store is failing writes; ingest answers 503", extra={"error": error})
@@ -43,13 +57,12 @@ class StoreWatch:
             log.warning("store recovered; writes succeed again")
             await self._call("resolve_meta", META_NAME)
 
-    async def _call(self, method: str, *args: Any) -> None:
-        target = getattr(self.state.extras.get("alerting"), method, None)
-        if target is None:
+    async def _call(self, method: str, *args: str) -> None:
+        if self.meta is None:
             return
         try:
             # the engine may persist the alert (DuckDB I/O): keep it off the event loop
-            await asyncio.to_thread(target, *args)
+            await asyncio.to_thread(getattr(self.meta, method), *args)
         except Exception:  # the alert store may be failing too; the log line above still stands
             log.exception("store meta-alert hook failed", extra={"method": method})
 
@@ -58,7 +71,7 @@ class StoreWatch:
             await self.check()
             await asyncio.sleep(self.poll_seconds)
 
-    def start(self) -> None:
+    async def start(self) -> None:
         """Start polling on the running event loop."""
         self._task = asyncio.get_running_loop().create_task(self._run(), name="loglens-storewatch")
 
@@ -69,17 +82,3 @@ class StoreWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-
-async def start_component(state: Any) -> None:
-    """App component start: watch the store of this app."""
-    watch = StoreWatch(state)
-    state.extras["storewatch"] = watch
-    watch.start()
-
-
-async def stop_component(state: Any) -> None:
-    """App component stop."""
-    watch: StoreWatch | None = state.extras.get("storewatch")
-    if watch is not None:
-        await watch.stop()

@@ -51,12 +51,12 @@ class Dashboard:
     def state(self, expr: str) -> Any:
         return self.page.evaluate(f"() => {expr}")
 
-    def wait(self, expr: str, timeout_s: float = 5.0) -> None:
-        """Wait until the JS expression is truthy."""
+    def wait(self, expr: str, timeout_s: float = 30.0) -> None:
+        """Wait until the JS expression is truthy (generous: CI may run with both cores busy)."""
         self.page.wait_for_function(f"() => {expr}", timeout=timeout_s * 1000, polling=50)
 
     def wait_live(self) -> None:
-        self.wait("window.__loglens && window.__loglens.connection === 'live' && window.__loglens.refreshes > 0", 10)
+        self.wait("window.__loglens && window.__loglens.connection === 'live' && window.__loglens.refreshes > 0", 60)
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 
-def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1, timeout: float = 15) -> list[Any]:
+def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1, timeout: float = 60) -> list[Any]:
     """Poll a store query until it returns at least `n` rows (data arrives over real sockets)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -16,7 +16,7 @@ def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1,
         time.sleep(0.02)
 
 
-def logs(state: Any, source: str, n: int = 1, timeout: float = 15) -> list[dict[str, Any]]:
+def logs(state: Any, source: str, n: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
     """Stored logs of one source as dicts, ordered by id, once at least `n` are there."""
     cols = [
         "ts",
@@ -34,6 +34,6 @@ def logs(state: Any, source: str, n: int = 1, timeout: float = 15) -> list[dict[
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
-def dead(state: Any, source: str, n: int = 1, timeout: float = 15) -> list[tuple[str, str]]:
+def dead(state: Any, source: str, n: int = 1, timeout: float = 60) -> list[tuple[str, str]]:
     """(reason, raw) of dead-letter records of one source, once at least `n` are there."""
     return wait_rows(state, "SELECT reason, raw FROM dead_letter WHERE source = ? ORDER BY id", [source], n, timeout)

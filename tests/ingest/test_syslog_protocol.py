@@ -27,7 +27,7 @@ NOW = datetime(2026, 11, 23, 14, 0, 0, tzinfo=UTC)
 def syslog_server(settings_factory, live_server_factory):
     settings = settings_factory("protocols:\n  syslog: {enabled: true, udp_port: 0, tcp_port: 0}\n")
     srv = live_server_factory(settings)
-    return srv, srv.state.extras["syslog"]
+    return srv, srv.state.syslog
 
 
 def _logger(handler: logging.Handler) -> logging.Logger:

@@ -57,7 +57,7 @@ def test_rotating_file_handler_tailed_across_rotations(tmp_path, settings_factor
     assert abs((rows[-1]["ts"] - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 60
     # the checkpoint is written just after the commit the rows came from: wait for it to catch up
     ckpt = default_checkpoint_path(settings.protocols.tail, settings.storage.path)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60
     while orjson.loads(ckpt.read_bytes())[str(path)]["offset"] != path.stat().st_size:
         assert time.monotonic() < deadline
         time.sleep(0.01)

@@ -95,7 +95,7 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._port}/hook/secret-path-token"
 
-    def wait_for(self, n: int, timeout: float = 10.0) -> list[Received]:
+    def wait_for(self, n: int, timeout: float = 60) -> list[Received]:
         """Block until at least `n` requests were received (or fail)."""
         deadline = time.monotonic() + timeout
         with self._cond:

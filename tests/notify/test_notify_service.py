@@ -53,7 +53,7 @@ async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[Notificati
 
 
 async def wait_rows(
-    svc: NotificationService, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 10.0
+    svc: NotificationService, pred: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
 ) -> list[dict[str, Any]]:
     """Poll the outbox table until `pred(rows)` holds."""
     deadline = time.monotonic() + timeout
@@ -79,7 +79,7 @@ class MetaRecorder:
     def raise_meta(self, name: str, summary: str, severity: str) -> None:
         self.calls.append(("raise", name, summary, severity))
 
-    async def resolve_meta(self, name: str) -> None:
+    def resolve_meta(self, name: str) -> None:
         self.calls.append(("resolve", name))
 
 
@@ -164,7 +164,7 @@ async def test_gives_up_into_dead_and_raises_then_resolves_meta_alert(
         )
     )
     meta = MetaRecorder()
-    async with running(settings, alerting=lambda: meta) as svc:
+    async with running(settings, meta=meta) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
         assert rows[0]["attempts"] == 3 and "HTTP 500: down" in rows[0]["last_error"]
@@ -196,18 +196,17 @@ async def test_permanent_error_goes_dead_at_once(settings_factory, receiver_fact
 
 
 async def test_slow_channel_does_not_stall_another(settings_factory, receiver_factory, alert_factory) -> None:
-    slow = receiver_factory(default=Reply(delay=0.8))
+    # The slow receiver holds each request far longer than the fast channel needs for all three,
+    # so the order of events proves independence without timing the machine.
+    slow = receiver_factory(default=Reply(delay=4.0))
     fast = receiver_factory()
     settings = settings_factory(_yaml([{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}]))
     async with running(settings) as svc:
-        started = time.monotonic()
         for i in range(3):
             svc.submit(alert_factory(alert_id=f"s-{i}"), "firing")
-        await asyncio.to_thread(fast.wait_for, 3, 5.0)
-        fast_done = time.monotonic() - started
+        await asyncio.to_thread(fast.wait_for, 3, 60.0)
         rows = await asyncio.to_thread(svc.notifications, "pending", "slow")
         assert len(rows) >= 2  # the slow channel is still busy with its first one
-    assert fast_done < 0.6
 
 
 async def test_attempt_timeout_counts_as_transient(settings_factory, receiver_factory, alert_factory) -> None:
@@ -388,7 +387,7 @@ async def test_a_broken_meta_hook_never_breaks_delivery(
         _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {max_attempts: 1, initial_backoff_seconds: 0.01}")
     )
     plugin = WebhookNotifier(WebhookNotifier.Config(url=r.url, secret_env="LOGLENS_T_HOOK_SECRET"))
-    async with running(settings, channels={"hook": plugin}, alerting=lambda: Exploding()) as svc:
+    async with running(settings, channels={"hook": plugin}, meta=Exploding()) as svc:
         svc.submit(alert_factory(), "firing")
         rows = await wait_rows(svc, lambda rows: rows[0]["state"] == "dead")
     assert "meta-alert hook failed" in caplog.text

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,7 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from tests_support import REPO, free_port
+from serve_process import ServeProcess
+from tests_support import REPO
 
 
 def now_iso(offset_s: float = 0.0) -> str:
@@ -23,8 +20,11 @@ def now_iso(offset_s: float = 0.0) -> str:
 
 
 def write_config(tmp_path: Path, body: str = "", *, port: int | None = None, schema: Path | None = None) -> Path:
-    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended."""
-    port = port or free_port()
+    """A config.yaml in tmp_path with its own store, port and (optionally) schema; `body` is appended.
+
+    Port 0 (the default) lets an in-process test server bind an ephemeral port itself.
+    """
+    port = port or 0
     schema = schema or REPO / "schemas" / "log_schema.yaml"
     text = (
         f"server:\n  port: {port}\n  shutdown_timeout_seconds: 10\n"
@@ -37,61 +37,20 @@ def write_config(tmp_path: Path, body: str = "", *, port: int | None = None, sch
     return path
 
 
-@dataclass
-class ServerProcess:
-    """`python -m loglens.cli serve --config PATH` running in its own process."""
-
-    proc: subprocess.Popen[bytes]
-    url: str
-    config: Path
-    stderr_path: Path
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
-
-    def signal(self, sig: int) -> None:
-        self.proc.send_signal(sig)
-
-    def stop(self, timeout: float = 30) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def log_lines(self) -> list[str]:
-        return self.stderr_path.read_text(encoding="utf-8", errors="replace").splitlines()
+# The process harness is shared with the reliability tests and the benchmarks.
+ServerProcess = ServeProcess
 
 
 def start_process(config: Path) -> ServerProcess:
-    """Start the server process and wait until /healthz answers."""
-    port = int(next(line.split(":")[1] for line in config.read_text().splitlines() if line.strip().startswith("port:")))
-    stderr_path = config.with_suffix(".stderr.log")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "loglens.cli", "serve", "--config", str(config)],
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-            env=env,
-            cwd=config.parent,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited {proc.returncode}: {stderr_path.read_text()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                return ServerProcess(proc, url, config, stderr_path)
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("server did not start")
-        time.sleep(0.1)
+    """Start the server process (its config may say `port: 0`) and wait until /healthz answers.
+
+    Each start gets a fresh log file, so `log_lines()` shows this run only.
+    """
+    log_path = config.with_suffix(".stderr.log")
+    log_path.unlink(missing_ok=True)
+    sp = ServeProcess(config, log_path=log_path)
+    sp.start()
+    return sp
 
 
 @dataclass

@@ -30,7 +30,7 @@ RULES = """alerts:
 """
 
 
-def _wait(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+def _wait(predicate: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -64,7 +64,7 @@ def test_reload_switches_thresholds_and_keeps_firing_alerts(
         assert r.json()["ok"] and "alerts.rules" in r.json()["changed"]
         rules = {x["name"]: x for x in c.get("/api/v1/rules").json()["rules"]}
         assert rules["error_rate"]["threshold"] == 0.5
-        assert srv.state.extras["evaluator"].alerts.rules.error_rate.threshold == 0.5
+        assert srv.state.evaluator.alerts.rules.error_rate.threshold == 0.5
         assert [a["id"] for a in _firing(c, "volume")] == [fired["id"]]
         # the volume threshold itself rises: the alert resolves on the next evaluation
         config.write_text(config.read_text().replace("threshold: 5\n", "threshold: 100000\n"))
@@ -164,11 +164,11 @@ def test_watch_config_reloads_on_change_and_restart_keys_are_kept(
     port = settings.server.port
     text = config.read_text().replace("level: INFO", "level: DEBUG").replace(f"port: {port}", f"port: {port + 1}")
     config.write_text(text)
-    manager: ReloadManager = srv.state.extras["reload"]
+    manager: ReloadManager = srv.state.reload
     result = _wait(lambda: manager.last)
     assert result.ok and result.trigger == "watch"
     assert result.restart_required == ["server.port"]
-    assert srv.state.settings.server.port == port
+    assert srv.state.settings.server.port == srv.settings.server.port
     assert srv.state.settings.logging.level == "DEBUG"
 
 
@@ -177,6 +177,10 @@ def test_keep_restart_keys_and_no_config_file(tmp_path: Path) -> None:
     new = old.model_copy(update={"storage": old.storage.model_copy(update={"path": tmp_path / "other.duckdb"})})
     kept, differ = keep_restart_keys(old, new)
     assert kept.storage.path == old.storage.path and differ == ["storage.path"]
+    # CORS is installed when the app is built: a reload keeps the running origins and says so
+    cors = old.model_copy(update={"server": old.server.model_copy(update={"cors_origins": ["https://ops.example"]})})
+    kept, differ = keep_restart_keys(old, cors)
+    assert kept.server.cors_origins == [] and differ == ["server.cors_origins"]
 
 
 @pytest.mark.anyio

@@ -33,7 +33,7 @@ def test_reload_under_load_loses_nothing(tmp_path: Path, server_process: Callabl
     try:
         load.wait_acked(300)
         with sp.client() as c:
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60
             while not (
                 firing := [
                     a
@@ -57,7 +57,7 @@ def test_reload_under_load_loses_nothing(tmp_path: Path, server_process: Callabl
             # 2. SIGHUP: the volume threshold changes
             config.write_text(config.read_text().replace("threshold: 50", "threshold: 7777"))
             sp.signal(signal.SIGHUP)
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 60
             while _threshold(sp, "volume") != 7777:
                 assert time.monotonic() < deadline, "SIGHUP did not reload"
                 time.sleep(0.05)

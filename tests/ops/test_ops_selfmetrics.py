@@ -41,7 +41,7 @@ def val(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **la
     return m.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _wait(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+def _wait(predicate: Callable[[], Any], timeout: float = 60) -> Any:
     deadline = time.monotonic() + timeout
     while not (value := predicate()):
         assert time.monotonic() < deadline, "condition not reached"

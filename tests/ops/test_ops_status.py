@@ -25,6 +25,8 @@ def test_status_from_a_running_server(tmp_path: Path, live_server_factory: Calla
         config.read_text().replace("notifiers: []\n", "notifiers:\n  - name: console\n    type: console\n")
     )
     srv = live_server_factory(load_settings(config))
+    # the server bound an ephemeral port: point the config at it, as a user's config points at theirs
+    config.write_text(config.read_text().replace("port: 0\n", f"port: {srv.settings.server.port}\n"))
     logs = [{"timestamp": now_iso(), "level": "ERROR", "service": "pay", "message": f"m{i}"} for i in range(10)]
     with srv.client() as c:
         assert c.post("/api/v1/logs", json=[*logs, {"level": "x"}]).json()["accepted"] == 10

@@ -10,12 +10,7 @@ retries exactly once, and the metric tables agree with the stored logs.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,14 +21,9 @@ import duckdb
 import httpx
 import orjson
 
+from serve_process import ServeProcess
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(workdir: Path, port: int, extra: str = "") -> Path:
@@ -45,7 +35,7 @@ server: {{host: 127.0.0.1, port: {port}}}
 storage: {{path: {workdir / "store" / "loglens.duckdb"}}}
 schemas: {{log: {REPO / "schemas" / "log_schema.yaml"}, anomaly: {REPO / "schemas" / "anomaly_schema.yaml"}}}
 notifiers: []
-logging: {{level: WARNING}}
+logging: {{level: INFO}}  # the "loglens listening" line names the port the server bound
 {extra}
 """,
         encoding="utf-8",
@@ -53,58 +43,9 @@ logging: {{level: WARNING}}
     return cfg
 
 
-class ServerProcess:
-    """`loglens serve` in its own process; `kill()` is a SIGKILL (no cleanup of any kind)."""
-
-    def __init__(self, config: Path, port: int, log_path: Path) -> None:
-        self.config = config
-        self.port = port
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 60.0) -> float:
-        """Start and wait until /healthz answers 200; returns the seconds it took."""
-        started = time.monotonic()
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "loglens.cli", "serve", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=str(self.config.parent),
-            )
-        deadline = started + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.proc.returncode}: {self.tail_log()}")
-                try:
-                    if client.get(f"{self.url}/healthz").status_code == 200:
-                        return time.monotonic() - started
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"server did not become healthy: {self.tail_log()}")
-
-    def kill(self) -> None:
-        """SIGKILL and reap."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        self.proc = None
-
-    def tail_log(self, chars: int = 3000) -> str:
-        """The end of the server's output, for failure messages."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")[-chars:]
-        except FileNotFoundError:
-            return ""
+# `loglens serve` as a child process (start / kill -9 / logs; with `port: 0` each start learns its
+# port from the server's log) is the harness shared with tests/ops and the benchmarks.
+ServerProcess = ServeProcess
 
 
 @dataclass
@@ -314,8 +255,7 @@ def run_crash_trials(
     """`trials` × (traffic, kill -9, restart, retry keyed); then verify the store file."""
     rng = random.Random(seed)
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    server = ServerProcess(write_config(workdir, port), port, workdir / "server.log")
+    server = ServerProcess(write_config(workdir, 0), 0, workdir / "server.log")
     ledger = Ledger()
     restarts: list[float] = []
     retries = 0

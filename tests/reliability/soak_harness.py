@@ -19,7 +19,7 @@ import duckdb
 import httpx
 import orjson
 import psutil
-from crash_harness import ServerProcess, free_port, write_config
+from crash_harness import ServerProcess, write_config
 
 BATCH = 1000
 
@@ -105,7 +105,7 @@ def run_soak(
 ) -> SoakResult:
     """Run a soak against a fresh server in `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = 0  # the server picks a free port and names it in its log
     # volume/anomaly/new-pattern rules would page on the synthetic traffic; the canary needs error_rate
     cfg = write_config(workdir, port, "alerts: {rules: {volume: {enabled: false}, anomaly: {enabled: false}}}")
     if memory_limit:

@@ -14,7 +14,7 @@ import httpx
 import uvicorn
 
 from loglens.config import Settings
-from loglens.server import bind_socket, uvicorn_config
+from loglens.server import bind_listener, uvicorn_config
 
 
 @dataclass
@@ -27,7 +27,7 @@ class Served:
 @contextmanager
 def serve(settings: Settings) -> Iterator[Served]:
     """`settings` served with loglens's uvicorn config on a port the OS picks."""
-    sock = bind_socket("127.0.0.1", 0)
+    sock = bind_listener("127.0.0.1", 0)
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

@@ -1,99 +1,47 @@
 """`create_app(settings)`: the FastAPI application, its lifespan and the error → HTTP mapping.
 
-The lifespan owns every long-lived part (store writer, and the components other stages add
-through `AppState.extras`); nothing starts at import time, so each test builds its own app.
+The lifespan builds one `loglens.runtime.Runtime` (every long-lived part, wired there), starts
+it, publishes it on `app.state.runtime` for the route dependencies (`api/deps.py`) and stops
+it on shutdown; nothing starts at import time, so each test builds its own app.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from loglens import __version__
-from loglens.api.deps import AppState, require_token
-from loglens.api.events import EventHub
-from loglens.api.routes import health, ingest, query
+from loglens.api.deps import require_token
+from loglens.api.errors import install_error_handlers
+from loglens.api.routes import alerts, dashboard, health, ingest, login, notifications, ops, protocols, query, stream
 from loglens.api.security import install_guards
 from loglens.config import Settings
-from loglens.errors import (
-    Backpressure,
-    ConfigError,
-    IngestError,
-    LoglensError,
-    PayloadTooLarge,
-    StorageError,
-)
-from loglens.ingest.pipeline import build_pipeline
+from loglens.runtime import Runtime
 
-# Components started after the store and stopped before it: (name, start, stop) callables that
-# receive the AppState. Stages register here instead of editing the lifespan.
-Component = tuple[str, Callable[[AppState], Awaitable[None]], Callable[[AppState], Awaitable[None]]]
+RuntimeFactory = Callable[[Settings], Runtime]
 
 
-_SWITCH_INTERVAL_S = 0.0005
+def runtime_of(app: FastAPI) -> Runtime | None:
+    """The running runtime of `app` (None outside its lifespan)."""
+    runtime = getattr(app.state, "runtime", None)
+    return runtime if isinstance(runtime, Runtime) else None
 
 
-def build_state(settings: Settings) -> AppState:
-    """Create (not start) the stages for `settings`."""
-    pipeline = build_pipeline(settings)
-    return AppState(settings, pipeline.store, pipeline.schema, pipeline, EventHub(), time.time())
-
-
-def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Map the loglens exception tree to HTTP codes — the one place this happens."""
-
-    async def handle(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, PayloadTooLarge):
-            return _error_response(413, str(exc))
-        if isinstance(exc, IngestError):
-            return _error_response(400, str(exc))
-        if isinstance(exc, Backpressure):
-            return _error_response(429, str(exc), {"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, StorageError):
-            return _error_response(503, str(exc), {"Retry-After": str(exc.retry_after)})
-        if isinstance(exc, ConfigError):
-            return _error_response(400, str(exc))
-        return _error_response(500, str(exc))
-
-    app.add_exception_handler(LoglensError, handle)
-
-
-def create_app(settings: Settings, components: list[Component] | None = None) -> FastAPI:
-    """Build a loglens app for `settings`; stages start in the lifespan, not here."""
-    extra_components = list(components or [])
+def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
+    """Build a loglens app for `settings`; its runtime is built and started in the lifespan."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = build_state(settings)
-        state.hub.bind(asyncio.get_running_loop())
-        # The writer, evaluator and validation threads release the GIL in DuckDB/Arrow calls
-        # many times per commit; with the default 5 ms switch interval each reacquisition can
-        # wait behind the busy event loop (a convoy that made a small commit take ~30 ms).
-        sys.setswitchinterval(_SWITCH_INTERVAL_S)
-        await asyncio.to_thread(state.store.start)
-        app.state.loglens = state
-        started: list[Component] = []
+        runtime = runtime_factory(settings)
+        await runtime.start()
+        app.state.runtime = runtime
         try:
-            for comp in [*default_components(), *extra_components]:
-                await comp[1](state)
-                started.append(comp)
             yield
         finally:
-            for comp in reversed(started):
-                with contextlib.suppress(Exception):
-                    await comp[2](state)
-            await asyncio.to_thread(state.store.close)
+            await runtime.stop()
 
     app = FastAPI(
         title="loglens",
@@ -101,40 +49,29 @@ def create_app(settings: Settings, components: list[Component] | None = None) ->
         description="High-throughput log analytics and monitoring engine.",
         lifespan=lifespan,
     )
-    _install_error_handlers(app)
-    install_guards(app, settings)  # Host / cross-site checks and the request-body budget
-    app.include_router(health.router)
+    if settings.server.cors_origins:
+        # Browsers on these origins may call the API; the token still applies (sent as a header,
+        # so no cookies and no credentials mode are needed).
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.server.cors_origins),
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Content-Encoding", "Idempotency-Key", "X-API-Token"],
+        )
+    install_error_handlers(app)
+    install_guards(app, settings)  # Host / cross-site checks, token scopes, request-body budget
     protected = [Depends(require_token)]
-    app.include_router(ingest.router, dependencies=protected)
-    app.include_router(query.router, dependencies=protected)
-    for router, needs_token in optional_routers():
+    for router, needs_token in routers():
         app.include_router(router, dependencies=protected if needs_token else None)
     return app
 
 
-def default_components() -> list[Component]:
-    """Components every app runs; stages append theirs here (alerting, notifier workers, ...)."""
-    from loglens import evaluator, reload, selfmetrics, storewatch
-    from loglens.api.routes import protocols, stream
-    from loglens.notify import service as notify_service
-
-    # The notifier starts first (and stops last) so alerting finds state.extras["notifier"].
+def routers() -> list[tuple[APIRouter, bool]]:
+    """Every router of the API: (router, requires_api_token)."""
     return [
-        ("notifier", notify_service.start_component, notify_service.stop_component),
-        ("alerting", evaluator.start_component, evaluator.stop_component),
-        ("storewatch", storewatch.start_component, storewatch.stop_component),
-        ("stream", stream.start_stream, stream.stop_stream),
-        ("protocols", protocols.start_protocols, protocols.stop_protocols),
-        ("selfmetrics", selfmetrics.start_component, selfmetrics.stop_component),
-        ("reload", reload.start_component, reload.stop_component),
-    ]
-
-
-def optional_routers() -> list[tuple[Any, bool]]:
-    """Routers contributed by other stages: (router, requires_api_token)."""
-    from loglens.api.routes import alerts, dashboard, login, notifications, ops, protocols, stream
-
-    return [
+        (health.router, False),
+        (ingest.router, True),
+        (query.router, True),
         (alerts.router, True),
         (stream.router, True),
         (dashboard.build_router(), False),

@@ -55,6 +55,8 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 def required_scope(method: str, path: str) -> ScopeName | None:
     """The scope a request needs, or None for public routes (liveness, the page, API docs)."""
+    if method == "OPTIONS":
+        return None  # CORS preflights carry no credentials by design; the request that follows does
     if method == "HEAD" and path in ("/", "/_es"):
         return "ingest"  # Elasticsearch clients' ping
     if path.startswith("/static/") or (
@@ -178,7 +180,7 @@ class AuthGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            state = getattr(getattr(scope.get("app"), "state", None), "loglens", None)
+            state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
             server = state.settings.server if state is not None else self.server
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             refusal = decide(scope["method"], scope["path"], headers, server)
@@ -198,7 +200,7 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def require(request: Request, need: ScopeName | None = None) -> None:
+def require(request: Request, server: ServerConfig, need: ScopeName | None = None) -> None:
     """Route-level check (FastAPI dependency body): a no-op once `AuthGuard` authorized the request.
 
     Without the middleware (an app assembled differently) it applies the same decision, with
@@ -206,7 +208,6 @@ def require(request: Request, need: ScopeName | None = None) -> None:
     """
     if request.scope.get(AUTHORIZED):
         return
-    server = request.app.state.loglens.settings.server
     need = need or required_scope(request.method, request.url.path)
     refusal = decide_scope(need, dict(request.headers), server)
     if refusal is not None:

@@ -43,7 +43,7 @@ class BodyBudget:
 
     def _refresh(self, scope: Scope) -> None:
         """Follow a config reload: the limits come from the running settings when the app has them."""
-        state = getattr(getattr(scope.get("app"), "state", None), "loglens", None)
+        state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
         if state is not None:
             self.budget = state.settings.server.max_inflight_body_bytes
             self.max_body = state.settings.ingest.max_body_bytes

@@ -149,7 +149,7 @@ class BrowserGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            state = getattr(getattr(scope.get("app"), "state", None), "loglens", None)
+            state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
             server = state.settings.server if state is not None else self.server
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             refusal = check_request(scope["method"], scope["path"], headers, server)

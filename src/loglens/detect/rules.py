@@ -8,9 +8,10 @@ what value; the alert state machine (`loglens.alerting`) turns candidates into p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loglens.config import AbsenceRule, AlertsConfig, ErrorRateRule, VolumeRule
+from loglens.models import Candidate as Candidate  # re-exported: the alert engine imports it from here
 
 Rule = ErrorRateRule | AbsenceRule | VolumeRule
 
@@ -30,21 +31,6 @@ class RuleWindow:
     total: int = 0
     errors: int = 0
     last_seen: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """The outcome of one rule for one service: breaching or not, with the value judged."""
-
-    rule: str
-    service: str
-    breach: bool
-    value: float | None
-    threshold: float | None
-    severity: str
-    summary: str
-    for_seconds: float = 0.0
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 def rule_name(rule: Rule) -> str:

@@ -12,7 +12,8 @@ from typing import Any
 import orjson
 
 from loglens.errors import ParseError, PayloadTooLarge
-from loglens.schema import Parsed, malformed_json, raw_json
+from loglens.models import Parsed, malformed_json
+from loglens.schema import raw_json
 
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
 
@@ -102,13 +103,19 @@ def decode_json(body: bytes) -> Parsed:
     return Parsed([doc], {}, lambda i: _text(body))
 
 
-def decode_body(body: bytes, content_type: str | None, content_encoding: str | None, limit: int) -> Parsed:
-    """Decode an ingest request body according to its headers."""
+def decode_content(body: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """Undo `Content-Encoding` (gzip/deflate, within the same size limit: no zip bombs); ParseError otherwise."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("gzip", "x-gzip", "deflate"):
-        body = gunzip(body, limit)
-    elif encoding not in ("", "identity"):
+        return gunzip(body, limit)
+    if encoding not in ("", "identity"):
         raise ParseError(f"unsupported Content-Encoding {content_encoding!r} (use gzip or none)")
+    return body
+
+
+def decode_body(body: bytes, content_type: str | None, content_encoding: str | None, limit: int) -> Parsed:
+    """Decode an ingest request body according to its headers."""
+    body = decode_content(body, content_encoding, limit)
     ctype = (content_type or "").split(";", 1)[0].strip().lower()
     if ctype in _NDJSON_TYPES:
         return decode_ndjson(body)

@@ -21,8 +21,7 @@ from loglens import __version__
 from loglens.config import FieldMapping
 from loglens.errors import ParseError
 from loglens.ingest.mapping import map_document
-from loglens.models import Rejection
-from loglens.schema import Parsed
+from loglens.models import Parsed, Rejection
 
 PRODUCT_HEADERS = {"X-Elastic-Product": "Elasticsearch"}
 ES_VERSION = "9.0.0"  # the API level loglens answers like; clients only check the major version
@@ -48,7 +47,7 @@ class BulkRequest:
     parsed: Parsed = field(default_factory=lambda: Parsed([], {}, lambda i: ""))
 
 
-def es_root_document(state: Any = None) -> dict[str, Any]:
+def es_root_document() -> dict[str, Any]:
     """The `GET /` document Elasticsearch clients probe before talking to a cluster."""
     return {
         "name": "loglens",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import BinaryIO
+from contextlib import AbstractAsyncContextManager
+from typing import Any, BinaryIO
 
 import httpx
 import orjson
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from loglens.config import Settings
 from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
 
 
 def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes]:
@@ -51,8 +53,13 @@ def ingest_file(
     url: str | None = None,
     batch_size: int = 5000,
     token: str | None = None,
+    local: LocalPipeline | None = None,
 ) -> tuple[int, int]:
-    """Send every record; returns (accepted, rejected). Retries 429/503 after Retry-After."""
+    """Send every record; returns (accepted, rejected). Retries 429/503 after Retry-After.
+
+    Without `url` the records go into the local store through `local(settings)` (the CLI passes
+    `loglens.runtime.local_pipeline`).
+    """
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=total_bytes is None)
     accepted = rejected = 0
     with progress:
@@ -66,7 +73,9 @@ def ingest_file(
                     accepted += body["accepted"]
                     rejected += body["rejected"]
             return accepted, rejected
-        return asyncio.run(_ingest_local(stream, settings, batch_size, progress))
+        if local is None:
+            raise ValueError("ingest_file needs a url or a local pipeline")
+        return asyncio.run(_ingest_local(stream, local(settings), batch_size, progress))
 
 
 def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> dict[str, int]:
@@ -78,22 +87,19 @@ def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> 
             time.sleep(float(resp.headers.get("retry-after", "1")))
             continue
         resp.raise_for_status()
-        return resp.json()
+        counts: dict[str, int] = resp.json()
+        return counts
     raise RuntimeError("server kept answering 429/503; giving up")
 
 
-async def _ingest_local(stream: BinaryIO, settings: Settings, batch_size: int, progress: tqdm) -> tuple[int, int]:
-    from loglens.ingest.pipeline import build_pipeline
-
-    pipeline = build_pipeline(settings)
-    pipeline.store.start()
+async def _ingest_local(
+    stream: BinaryIO, opened: AbstractAsyncContextManager[IngestPipeline], batch_size: int, progress: tqdm[Any]
+) -> tuple[int, int]:
     accepted = rejected = 0
-    try:
+    async with opened as pipeline:
         for chunk in _chunks(stream, batch_size, progress):
             parsed = decode_ndjson(chunk) if not chunk.lstrip().startswith(b"[") else decode_json(chunk)
             result = await pipeline.ingest(parsed, "file")
             accepted += result.accepted
             rejected += result.rejected
-    finally:
-        pipeline.store.close()
     return accepted, rejected

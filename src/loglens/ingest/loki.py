@@ -23,8 +23,7 @@ import orjson
 from loglens.config import FieldMapping
 from loglens.errors import ParseError
 from loglens.ingest.mapping import map_line
-from loglens.models import Rejection
-from loglens.schema import Parsed
+from loglens.models import Parsed, Rejection
 
 PROTOBUF_UNSUPPORTED = (
     "loglens accepts Loki pushes as JSON (Content-Type: application/json, optionally gzip); "

@@ -28,7 +28,7 @@ from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
 from loglens.config import FieldMapping
 from loglens.errors import ParseError
-from loglens.schema import Parsed
+from loglens.models import Parsed
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -190,7 +190,7 @@ def to_parsed(request: ExportLogsServiceRequest, mapping: FieldMapping, now_ns: 
                 values.append(_record_dict(rec, service, resource.copy(), scope, mapping, now_ns))
 
     def raw(i: int) -> str:
-        return json_format.MessageToJson(protos[i], indent=None)
+        return str(json_format.MessageToJson(protos[i], indent=None))
 
     return Parsed(values, {}, raw)
 
@@ -202,8 +202,8 @@ def encode_response(rejected: int, message: str, kind: str) -> bytes:
         response.partial_success.rejected_log_records = rejected
         response.partial_success.error_message = message
     if kind == PROTOBUF:
-        return response.SerializeToString()
-    return json_format.MessageToJson(response, indent=None).encode()
+        return bytes(response.SerializeToString())
+    return str(json_format.MessageToJson(response, indent=None)).encode()
 
 
 def encode_status(code: int, message: str, kind: str) -> bytes:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import anyio.to_thread
 
@@ -93,22 +94,6 @@ class IngestPipeline:
         self._observe(source, 0, [rejection])
 
 
-def build_pipeline(settings: Settings) -> IngestPipeline:
-    """The schema, store (not started) and pipeline that `settings` describe."""
-    schema = LogSchema.from_file(
-        settings.schemas.log,
-        allowed_lateness_s=settings.ingest.allowed_lateness_seconds,
-        max_future_skew_s=settings.ingest.max_future_skew_seconds,
-        raw_limit=settings.ingest.dead_letter_raw_limit,
-    )
-    store = Store(
-        settings.storage.path,
-        max_queue_logs=settings.ingest.max_queue_logs,
-        max_batch_logs=settings.ingest.max_batch_logs,
-        retention_days=settings.storage.retention_days,
-        metrics_retention_days=settings.storage.metrics_retention_days,
-        retention_interval_s=settings.storage.retention_interval_seconds,
-        commit_window_s=settings.ingest.commit_interval_ms / 1000,
-        memory_limit=settings.storage.memory_limit,
-    )
-    return IngestPipeline(schema, store, settings.ingest.max_errors_reported)
+# Opens a pipeline into the local store for a `with` block (the CLI's `ingest`/`tail` without a
+# server); the runtime provides it (`loglens.runtime.local_pipeline`), so ingest never builds a store.
+LocalPipeline = Callable[[Settings], AbstractAsyncContextManager[IngestPipeline]]

@@ -27,7 +27,7 @@ from typing import Any
 from loglens.config import FieldMapping, SyslogConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.pipeline import IngestPipeline
-from loglens.schema import Parsed
+from loglens.models import Parsed
 
 log = logging.getLogger("loglens.syslog")
 

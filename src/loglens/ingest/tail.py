@@ -27,10 +27,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from loglens.config import FieldMapping, TailConfig
+from loglens.config import FieldMapping, Settings, TailConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.mapping import map_line
-from loglens.schema import Parsed, malformed_json
+from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
+from loglens.models import Parsed, malformed_json
 
 log = logging.getLogger("loglens.tail")
 
@@ -290,7 +291,7 @@ class Tailer:
             size += len(chunk)
 
 
-def pipeline_sink(pipeline: Any) -> Sink:
+def pipeline_sink(pipeline: IngestPipeline) -> Sink:
     """A sink committing into a local IngestPipeline (retrying under backpressure)."""
 
     async def sink(parsed: Parsed) -> Any:
@@ -334,39 +335,33 @@ def default_checkpoint_path(config: TailConfig, store_path: Path) -> Path:
 
 async def run_tail(
     paths: list[Path],
-    settings: Any,
+    settings: Settings,
     *,
     url: str | None = None,
     token: str | None = None,
     checkpoint: Path | None = None,
     once: bool = False,
+    local: LocalPipeline | None = None,
 ) -> int:
     """`loglens tail`: follow `paths` into a server (`url`) or the local store; returns lines committed.
 
     With `once`, read what is there now and return (cron-style); otherwise follow until cancelled.
+    Without `url`, lines go into the local store through `local(settings)`.
     """
-    tail_cfg: TailConfig = settings.protocols.tail
-    ckpt = checkpoint or default_checkpoint_path(tail_cfg, settings.storage.path)
-    state = None
-    close: Callable[[], Awaitable[None]] | None = None
-    if url:
-        sink, close = http_sink(url, token)
-    else:
-        from loglens.ingest.pipeline import build_pipeline
-
-        state = build_pipeline(settings)
-        await asyncio.to_thread(state.store.start)
-        sink = pipeline_sink(state)
-    tailer = Tailer(paths, sink, settings.protocols.mapping.tail, tail_cfg, ckpt)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        if url:
+            sink, close = http_sink(url, token)
+            stack.push_async_callback(close)
+        elif local is not None:
+            sink = pipeline_sink(await stack.enter_async_context(local(settings)))
+        else:
+            raise ValueError("run_tail needs a url or a local pipeline")
+        tail_cfg = settings.protocols.tail
+        ckpt = checkpoint or default_checkpoint_path(tail_cfg, settings.storage.path)
+        tailer = Tailer(paths, sink, settings.protocols.mapping.tail, tail_cfg, ckpt)
         if once:
             while await tailer.poll_once():
                 pass
         else:
             await tailer.run()
-    finally:
-        if close is not None:
-            await close()
-        if state is not None:
-            await asyncio.to_thread(state.store.close)
     return tailer.committed

@@ -6,7 +6,7 @@ Each channel has its own asyncio task and schedule, so a slow or failing channel
 up another, and nothing here runs on the ingest path. Failed attempts are retried with
 exponential backoff and jitter (or the receiver's Retry-After), each attempt bounded by
 `outbox.timeout_seconds`; after `outbox.max_attempts` the row becomes `dead`. A channel that
-keeps failing raises a meta-alert through `state.extras["alerting"]` when that exists. On
+keeps failing raises a meta-alert through the `MetaAlerts` port when one is given. On
 start, every pending row is resumed, so a restart between enqueue and delivery still delivers.
 """
 
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import inspect
 import logging
 import os
 import random
@@ -34,6 +33,7 @@ from loglens.models import Alert, Notification, iso
 from loglens.notify import registry
 from loglens.notify.base import notification_id, sample_notification
 from loglens.notify.outbox import Outbox, OutboxEntry
+from loglens.ports import MetaAlerts
 from loglens.store import Store
 
 log = logging.getLogger("loglens.notify")
@@ -103,7 +103,7 @@ class NotificationService:
         store: Store,
         *,
         channels: dict[str, Any] | None = None,
-        alerting: Callable[[], Any] | None = None,
+        meta: MetaAlerts | None = None,
         clock: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -111,7 +111,7 @@ class NotificationService:
         self.store = store
         self.outbox_cfg = settings.outbox
         self.group_wait = settings.alerts.group_wait_seconds
-        self._alerting = alerting or (lambda: None)
+        self._meta_alerts = meta
         self._clock = clock
         self._rng = rng
         plugins = registry.build_all(settings) if channels is None else channels
@@ -363,15 +363,12 @@ class NotificationService:
             summary = f"notifier channel {ch.cfg.name!r} is failing ({ch.consecutive_failures} in a row): {error}"
             await self._meta("raise_meta", meta_name(ch.cfg.name), summary, "critical")
 
-    async def _meta(self, method: str, *args: Any) -> None:
-        """Call the alerting engine's raise_meta/resolve_meta when it exists; never let it break delivery."""
-        target = getattr(self._alerting(), method, None)
-        if target is None:
+    async def _meta(self, method: str, *args: str) -> None:
+        """Raise/resolve a meta-alert through the port (off the loop: it persists); never break delivery."""
+        if self._meta_alerts is None:
             return
         try:
-            result = target(*args)
-            if inspect.isawaitable(result):
-                await result
+            await asyncio.to_thread(getattr(self._meta_alerts, method), *args)
         except Exception:
             log.exception("meta-alert hook failed", extra={"method": method})
 
@@ -450,23 +447,6 @@ async def send_test(settings: Settings, channel: str) -> Notification:
             with contextlib.suppress(Exception):
                 await closer()
     return n
-
-
-async def start_component(state: Any) -> None:
-    """App component: build the service, publish it as state.extras['notifier'] and start it."""
-    service = NotificationService(state.settings, state.store, alerting=lambda: state.extras.get("alerting"))
-    state.extras["notifier"] = service
-    # config reload (SIGHUP / admin API) swaps channels through this two-phase hook
-    state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)
-    await service.start()
-    state.extras.setdefault("reload_hooks", []).append(service.prepare_reload)
-
-
-async def stop_component(state: Any) -> None:
-    """App component: stop the service."""
-    service = state.extras.get("notifier")
-    if service is not None:
-        await service.stop()
 
 
 def run_notify_test(settings: Settings, channel: str) -> int:

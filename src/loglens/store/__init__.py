@@ -28,6 +28,7 @@ import pyarrow as pa
 
 from loglens import metrics
 from loglens.errors import Backpressure, StorageError
+from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners import it from here
 from loglens.models import Rejection
 
 log = logging.getLogger("loglens.store")
@@ -51,16 +52,6 @@ class CommitReceipt:
     accepted: int
     rejected: int
     duplicate: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class CommitEvent:
-    """Published to listeners after each group commit: the stored logs (with ids) and aggregates."""
-
-    logs: pa.Table
-    partials: metrics.Partials
-    dead_letters: int
-    committed_at_us: int
 
 
 @dataclass(slots=True)

@@ -9,30 +9,26 @@ import anyio.to_thread
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from loglens.alerting import AlertEngine, alert_json, to_dt
+from loglens.alerting import alert_json
 from loglens.api.contract import unprocessable
-from loglens.api.deps import State, component
-from loglens.evaluator import Evaluator
+from loglens.api.deps import EngineDep, EvaluatorDep, SettingsDep
+from loglens.api.responses import AlertsOut, AnomaliesOut, DeletedOut, RulesOut, SilenceOut, SilencesOut
+from loglens.detect.documents import to_dt
 from loglens.models import iso
 from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
 
-def _engine(state: Any) -> AlertEngine:
-    return component(state, "alerting", "alerting")
-
-
-@router.get("/alerts")
+@router.get("/alerts", response_model=AlertsOut)
 async def list_alerts(
-    state: State,
+    engine: EngineDep,
     state_filter: Annotated[
         Literal["pending", "firing", "resolved", "all"], Query(alias="state", description="Which alerts")
     ] = "all",
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> dict[str, Any]:
     """Alerts newest first: pending/firing ones and the resolved history."""
-    engine = _engine(state)
     wanted = None if state_filter == "all" else state_filter
     if engine.db is not None:
         alerts = await anyio.to_thread.run_sync(engine.db.list_alerts, wanted, limit)
@@ -41,19 +37,19 @@ async def list_alerts(
     return {"alerts": [alert_json(a, a.state == "firing" and engine.is_suppressed(a)) for a in alerts]}
 
 
-@router.get("/anomalies")
+@router.get("/anomalies", response_model=AnomaliesOut)
 async def list_anomalies(
-    state: State,
+    engine: EngineDep,
+    evaluator: EvaluatorDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     service: str | None = None,
 ) -> dict[str, Any]:
     """Anomalies newest first, each valid against schemas/anomaly_schema.yaml."""
-    engine = _engine(state)
     if engine.db is not None:
         docs = await anyio.to_thread.run_sync(engine.db.list_anomalies, limit, service)
     else:
-        evaluator: Evaluator = state.extras["evaluator"]
-        docs = [d for d in evaluator.anomalies if service in (None, d["service"])][:limit]
+        found = evaluator.anomalies if evaluator is not None else []
+        docs = [d for d in found if service in (None, d["service"])][:limit]
     return {"anomalies": docs}
 
 
@@ -86,10 +82,9 @@ def _epoch(dt: datetime) -> float:
     return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
-@router.post("/silences", status_code=201)
-async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
+@router.post("/silences", status_code=201, response_model=SilenceOut)
+async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
     """Mute notifications of matching alerts until the silence expires."""
-    engine = _engine(state)
     now = engine.clock()
     starts = _epoch(body.starts_at) if body.starts_at else now
     expires = _epoch(body.expires_at) if body.expires_at else starts + (body.duration_seconds or 0)
@@ -101,25 +96,24 @@ async def create_silence(state: State, body: SilenceIn) -> dict[str, Any]:
     return silence.to_json()
 
 
-@router.get("/silences")
-async def list_silences(state: State) -> dict[str, Any]:
+@router.get("/silences", response_model=SilencesOut)
+async def list_silences(engine: EngineDep) -> dict[str, Any]:
     """Silences that have not expired."""
-    return {"silences": [s.to_json() for s in _engine(state).silences()]}
+    return {"silences": [s.to_json() for s in engine.silences()]}
 
 
-@router.delete("/silences/{silence_id}")
-async def delete_silence(state: State, silence_id: str) -> dict[str, Any]:
+@router.delete("/silences/{silence_id}", response_model=DeletedOut)
+async def delete_silence(engine: EngineDep, silence_id: str) -> dict[str, Any]:
     """Remove a silence; alerts it muted that still fire are notified now."""
-    if not await anyio.to_thread.run_sync(_engine(state).delete_silence, silence_id):
+    if not await anyio.to_thread.run_sync(engine.delete_silence, silence_id):
         raise HTTPException(404, f"no silence {silence_id}")
     return {"deleted": silence_id}
 
 
-@router.get("/rules")
-async def list_rules(state: State) -> dict[str, Any]:
+@router.get("/rules", response_model=RulesOut)
+async def list_rules(settings: SettingsDep, evaluator: EvaluatorDep) -> dict[str, Any]:
     """Each built-in rule with its threshold and last evaluation."""
-    cfg = state.settings.alerts.rules
-    evaluator: Evaluator | None = state.extras.get("evaluator")
+    cfg = settings.alerts.rules
     thresholds = {
         "error_rate": cfg.error_rate.threshold,
         "absence": cfg.absence.threshold_seconds,
@@ -137,7 +131,7 @@ async def list_rules(state: State) -> dict[str, Any]:
                 "severity": rule.severity,
                 "enabled": rule.enabled,
                 "threshold": threshold,
-                "overrides": sorted(s for s, o in state.settings.alerts.overrides.items() if getattr(o, name, None)),
+                "overrides": sorted(s for s, o in settings.alerts.overrides.items() if getattr(o, name, None)),
                 "last_evaluated_at": _iso(st.last_evaluated_at) if st else None,
                 "last_duration_ms": st.last_duration_ms if st else None,
             }

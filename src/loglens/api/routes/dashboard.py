@@ -20,7 +20,8 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 
 from loglens import __version__
-from loglens.api.deps import State
+from loglens.api.deps import SettingsDep
+from loglens.api.responses import DashboardConfigOut
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -128,10 +129,10 @@ def _features(request: Request) -> dict[str, bool]:
     }
 
 
-@config_router.get("/dashboard/config")
-async def dashboard_config(state: State, request: Request) -> dict[str, Any]:
+@config_router.get("/dashboard/config", response_model=DashboardConfigOut)
+async def dashboard_config(settings: SettingsDep, request: Request) -> dict[str, Any]:
     """Thresholds the page uses to colour service tiles (so they match the alert rules) and features."""
-    alerts = state.settings.alerts
+    alerts = settings.alerts
     rules = alerts.rules
     return {
         "version": __version__,

@@ -9,13 +9,18 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from loglens import __version__
-from loglens.api.deps import State
+from loglens.api.deps import RuntimeDep
+from loglens.api.responses import HealthOut
 
 router = APIRouter(tags=["health"])
 
 
-@router.get("/healthz")
-async def healthz(state: State) -> Any:
+@router.get(
+    "/healthz",
+    response_model=HealthOut,
+    responses={503: {"model": HealthOut, "description": "The store is failing writes."}},
+)
+async def healthz(state: RuntimeDep) -> Any:
     """200 when the store accepts writes; 503 with the last store error otherwise."""
     body = {
         "status": "ok" if state.store.last_error is None else "degraded",

@@ -6,46 +6,16 @@ from typing import Annotated, Any
 
 import anyio.to_thread
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel
 
-from loglens.api.deps import State
+from loglens.api.body import read_body
+from loglens.api.deps import PipelineDep, SettingsDep
+from loglens.api.responses import IngestResponse
 from loglens.errors import IngestError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
 _INLINE_BYTES = 64 * 1024
 MAX_IDEMPOTENCY_KEY = 200  # keys are stored per request: an unbounded header would be stored too
-
-
-class IngestErrorItem(BaseModel):
-    """One rejected record of a request."""
-
-    index: int
-    reason: str
-
-
-class IngestResponse(BaseModel):
-    """Result of an ingest request: counts and the first rejections."""
-
-    accepted: int
-    rejected: int
-    errors: list[IngestErrorItem]
-    duplicate: bool = False
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"body exceeds the {limit} byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 @router.post(
@@ -63,7 +33,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 )
 async def ingest_logs(
     request: Request,
-    state: State,
+    settings: SettingsDep,
+    pipeline: PipelineDep,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -79,18 +50,18 @@ async def ingest_logs(
     Invalid records are rejected individually (and kept in the dead-letter store); the rest
     are accepted. Send an `Idempotency-Key` header to make a retried request count once.
     """
-    limit = state.settings.ingest.max_body_bytes
+    limit = settings.ingest.max_body_bytes
     try:
         body = await read_body(request, limit)
     except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(b"", str(exc), "http")
+        await pipeline.reject_whole(b"", str(exc), "http")
         raise
     args = (body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit)
     try:
         # Large bodies are decoded off the event loop so SSE and small requests stay responsive.
         parsed = await anyio.to_thread.run_sync(decode_body, *args) if len(body) > _INLINE_BYTES else decode_body(*args)
     except IngestError as exc:
-        await state.pipeline.reject_whole(body, str(exc), "http")
+        await pipeline.reject_whole(body, str(exc), "http")
         raise
-    result = await state.pipeline.ingest(parsed, "http", idempotency_key)
+    result = await pipeline.ingest(parsed, "http", idempotency_key)
     return result.to_json()

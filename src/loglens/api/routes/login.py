@@ -16,7 +16,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from loglens.api import auth
-from loglens.api.deps import State
+from loglens.api.deps import SettingsDep
 from loglens.api.routes.dashboard import SECURITY_HEADERS
 
 router = APIRouter(tags=["dashboard"])
@@ -56,17 +56,17 @@ def _page(error: str = "", status: int = 200) -> HTMLResponse:
 
 
 @router.get("/login", include_in_schema=False)
-async def login_form(state: State) -> Response:
+async def login_form(settings: SettingsDep) -> Response:
     """The sign-in form (or straight to the dashboard when no token is configured)."""
-    if not auth.configured_tokens(state.settings.server):
+    if not auth.configured_tokens(settings.server):
         return RedirectResponse("/", status_code=303)
     return _page()
 
 
 @router.post("/login", include_in_schema=False)
-async def login(request: Request, state: State) -> Response:
+async def login(request: Request, settings: SettingsDep) -> Response:
     """Check the posted token; on success set the session cookie and go to the dashboard."""
-    tokens = auth.configured_tokens(state.settings.server)
+    tokens = auth.configured_tokens(settings.server)
     if not tokens:
         return RedirectResponse("/", status_code=303)
     body = b""
@@ -80,7 +80,7 @@ async def login(request: Request, state: State) -> Response:
         return _page("Wrong token.", 401)
     if "read" not in auth.SCOPES[kind]:
         return _page("An ingest token cannot open the dashboard; use the read, API or admin token.", 403)
-    max_age = int(state.settings.server.session_max_age_hours * 3600)
+    max_age = int(settings.server.session_max_age_hours * 3600)
     response = RedirectResponse("/", status_code=303, headers={"Cache-Control": "no-store"})
     response.set_cookie(
         auth.COOKIE,

@@ -12,10 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from loglens import deadletter, status
-from loglens.api.deps import State, component, require_admin
+from loglens.api.deps import PipelineDep, ReloadDep, RuntimeDep, SelfMetricsDep, SettingsDep, StoreDep, require_admin
+from loglens.api.responses import ConfigOut, DeadLetterOut, ReloadOut, ReplayOut, StatusOut
 from loglens.config import mask_secrets
-from loglens.reload import ReloadManager
-from loglens.selfmetrics import CONTENT_TYPE, SelfMetrics
+from loglens.selfmetrics import CONTENT_TYPE
 from loglens.timeparse import Instant
 
 router = APIRouter(tags=["operations"])
@@ -23,47 +23,41 @@ Admin = [Depends(require_admin)]
 
 
 @router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
-async def metrics(state: State) -> Response:
+async def metrics(registry: SelfMetricsDep) -> Response:
     """loglens's own metrics in Prometheus text format."""
-    registry: SelfMetrics = component(state, "selfmetrics", "self-metrics")
     body = await anyio.to_thread.run_sync(registry.render)
     return Response(body, media_type=CONTENT_TYPE)
 
 
-@router.get("/api/v1/status")
-async def get_status(state: State) -> dict[str, Any]:
+@router.get("/api/v1/status", response_model=StatusOut)
+async def get_status(runtime: RuntimeDep) -> dict[str, Any]:
     """Version, uptime, config and store paths, rows per table, retention, rates, alerts, notifiers."""
-    return await anyio.to_thread.run_sync(status.server_status, state)
+    return await anyio.to_thread.run_sync(status.server_status, runtime)
 
 
-@router.get("/api/v1/config")
-async def get_config(state: State) -> dict[str, Any]:
+@router.get("/api/v1/config", response_model=ConfigOut)
+async def get_config(settings: SettingsDep) -> dict[str, Any]:
     """The active config (after reloads) with every secret-looking value masked."""
-    path = state.settings.config_path
-    return {"config_path": str(path) if path else None, "config": mask_secrets(state.settings)}
+    path = settings.config_path
+    return {"config_path": str(path) if path else None, "config": mask_secrets(settings)}
 
 
 @router.post(
     "/api/v1/admin/reload",
     dependencies=Admin,
-    responses={
-        400: {
-            "description": "The new config is invalid (each issue with file:line); the running one stays",
-            "content": {"application/json": {"schema": {"type": "object", "required": ["ok", "issues"]}}},
-        }
-    },
+    response_model=ReloadOut,
+    responses={400: {"model": ReloadOut, "description": "The config was rejected; `issues` name file:line."}},
 )
-async def reload_config(state: State) -> JSONResponse:
+async def reload_config(manager: ReloadDep) -> JSONResponse:
     """Re-read the config file; 200 when applied, 400 with `file:line` issues when rejected."""
-    manager: ReloadManager = component(state, "reload", "reload")
     result = await manager.reload("api")
     return JSONResponse(result.to_json(), status_code=200 if result.ok else 400)
 
 
-@router.get("/api/v1/dead-letter/{dead_id}")
-async def get_dead_letter(state: State, dead_id: int) -> dict[str, Any]:
+@router.get("/api/v1/dead-letter/{dead_id}", response_model=DeadLetterOut)
+async def get_dead_letter(store: StoreDep, dead_id: int) -> dict[str, Any]:
     """One rejected record with its reason and stored raw text."""
-    row = await anyio.to_thread.run_sync(deadletter.get, state.store, dead_id)
+    row = await anyio.to_thread.run_sync(deadletter.get, store, dead_id)
     if row is None:
         raise HTTPException(404, f"no dead-letter record {dead_id}")
     return row
@@ -91,9 +85,12 @@ def _replay_lock(request: Request) -> asyncio.Lock:
 @router.post(
     "/api/v1/dead-letter/replay",
     dependencies=Admin,
+    response_model=ReplayOut,
     responses={409: {"description": "Another replay is running; try again when it has finished"}},
 )
-async def replay_dead_letters(request: Request, state: State, body: ReplayRequest | None = None) -> Any:
+async def replay_dead_letters(
+    request: Request, store: StoreDep, pipeline: PipelineDep, body: ReplayRequest | None = None
+) -> Any:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
     lock = _replay_lock(request)
@@ -103,7 +100,7 @@ async def replay_dead_letters(request: Request, state: State, body: ReplayReques
         try:
             result = await anyio.to_thread.run_sync(
                 lambda: deadletter.replay(
-                    state.store, state.pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
+                    store, pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
                 )
             )
         except duckdb.TransactionException:  # e.g. a replay from another process on the same records

@@ -2,78 +2,112 @@
 
 Each handler only decodes its wire format (see `loglens.ingest.{otlp,loki,es_bulk}`) and answers
 in the protocol's own shape; validation, dead-letter, commit-before-ack and backpressure come
-from the shared `IngestPipeline`. Also here: the `protocols` app component that runs the
-syslog listeners and the file tailer when config enables them.
+from the shared `IngestPipeline`. (The syslog listeners and the file tailer are runtime
+components: see `loglens.runtime`.)
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import copy
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from loglens.api.deps import AppState, State
-from loglens.api.routes.ingest import read_body
-from loglens.errors import Backpressure, IngestError, ParseError, PayloadTooLarge, StorageError
+from loglens.api.body import read_decoded
+from loglens.api.deps import PipelineDep, SettingsDep
+from loglens.api.errors import HttpError, http_error
+from loglens.api.responses import EsBulkOut, EsErrorOut, EsRootOut
+from loglens.config import Settings
+from loglens.errors import Backpressure, IngestError, StorageError, UnsupportedMediaType
 from loglens.ingest import es_bulk, loki, otlp
-from loglens.ingest.decode import gunzip
+from loglens.ingest.pipeline import IngestPipeline
+from loglens.models import IngestResult, Parsed
+
+_ERROR_WHY = {
+    400: "Undecodable body or malformed action line.",
+    413: "Body over `ingest.max_body_bytes`.",
+    429: "Ingest queue full; see Retry-After.",
+    503: "Store failing or draining; see Retry-After.",
+}
 
 router = APIRouter(tags=["protocols"])
+T = TypeVar("T")
+
+_OTLP_CONTENT: dict[str, dict[str, Any]] = {otlp.PROTOBUF: {}, otlp.JSON: {}}
+_OTLP_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "ExportLogsServiceResponse; `partialSuccess` counts rejected records.",
+        "content": _OTLP_CONTENT,
+    },
+    400: {"description": "Undecodable request (google.rpc.Status).", "content": _OTLP_CONTENT},
+    413: {"description": "Body over `ingest.max_body_bytes`.", "content": _OTLP_CONTENT},
+    415: {"description": "Neither protobuf nor JSON.", "content": _OTLP_CONTENT},
+    429: {"description": "Ingest queue full; see Retry-After.", "content": _OTLP_CONTENT},
+    503: {"description": "Store failing or draining; see Retry-After.", "content": _OTLP_CONTENT},
+}
+_TEXT = {"text/plain": {"schema": {"type": "string"}}}
+_LOKI_RESPONSES: dict[int | str, dict[str, Any]] = {
+    204: {"description": "Every entry is stored."},
+    400: {"description": "Undecodable push, or the entries that were ignored and why.", "content": _TEXT},
+    413: {"description": "Body over `ingest.max_body_bytes`.", "content": _TEXT},
+    415: {"description": "Protobuf pushes are not supported; send JSON.", "content": _TEXT},
+    429: {"description": "Ingest queue full; see Retry-After.", "content": _TEXT},
+    503: {"description": "Store failing or draining; see Retry-After.", "content": _TEXT},
+}
+_ES_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": EsBulkOut, "description": "One item per action (201 or its error)."},
+    **{code: {"model": EsErrorOut, "description": why} for code, why in _ERROR_WHY.items()},
+}
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    """Body within the size limit, gunzipped when Content-Encoding says so (PayloadTooLarge/ParseError)."""
-    body = await read_body(request, limit)
-    encoding = (request.headers.get("content-encoding") or "").strip().lower()
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        return gunzip(body, limit)
-    if encoding not in ("", "identity"):
-        raise ParseError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-    return body
+async def _decoded(
+    request: Request, limit: int, pipeline: IngestPipeline, source: str, decode: Callable[[bytes], T]
+) -> T | HttpError:
+    """The decoded body, or (after keeping it as a dead letter) the error to answer with."""
+    body = b""
+    try:
+        body = await read_decoded(request, limit)
+        return decode(body)
+    except IngestError as exc:
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), source)
+        return http_error(exc)
 
 
-def _retry_headers(exc: Backpressure | StorageError) -> dict[str, str]:
-    return {"Retry-After": str(exc.retry_after)}
+async def _committed(pipeline: IngestPipeline, parsed: Parsed, source: str) -> IngestResult | HttpError:
+    """The pipeline's result, or the backpressure / storage error to answer with."""
+    try:
+        return await pipeline.ingest(parsed, source)
+    except (Backpressure, StorageError) as exc:
+        return http_error(exc)
 
 
 # --- OTLP/HTTP -------------------------------------------------------------------------------
 
 
-def _otlp_error(status: int, message: str, kind: str, headers: dict[str, str] | None = None) -> Response:
+def _otlp_error(err: HttpError, kind: str) -> Response:
     # gRPC status codes in the body: 3 INVALID_ARGUMENT, 8 RESOURCE_EXHAUSTED, 14 UNAVAILABLE.
-    code = {400: 3, 413: 3, 415: 3, 429: 8, 503: 14}.get(status, 2)
-    return Response(otlp.encode_status(code, message, kind), status, headers=headers, media_type=kind)
+    code = {400: 3, 413: 3, 415: 3, 429: 8, 503: 14}.get(err.status, 2)
+    return Response(otlp.encode_status(code, err.message, kind), err.status, headers=err.headers, media_type=kind)
 
 
-@router.post("/v1/logs", summary="OTLP/HTTP logs (protobuf or JSON)")
-async def otlp_logs(request: Request, state: State) -> Response:
+@router.post("/v1/logs", summary="OTLP/HTTP logs (protobuf or JSON)", responses=_OTLP_RESPONSES)
+async def otlp_logs(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Export logs the OTLP/HTTP way; a partialSuccess names how many records were rejected."""
     kind = otlp.content_kind(request.headers.get("content-type"))
     if kind is None:
-        return _otlp_error(415, "Content-Type must be application/x-protobuf or application/json", otlp.JSON)
-    limit = state.settings.ingest.max_body_bytes
-    body = b""
-    try:
-        body = await _body(request, limit)
-        export = otlp.decode_request(body, kind)
-    except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
-        return _otlp_error(413, str(exc), kind)
-    except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "otlp")
-        return _otlp_error(400, str(exc), kind)
-    parsed = otlp.to_parsed(export, state.settings.protocols.mapping.otlp, time.time_ns())
-    try:
-        result = await state.pipeline.ingest(parsed, "otlp")
-    except Backpressure as exc:
-        return _otlp_error(429, str(exc), kind, _retry_headers(exc))
-    except StorageError as exc:
-        return _otlp_error(503, str(exc), kind, _retry_headers(exc))
+        return _otlp_error(HttpError(415, "Content-Type must be application/x-protobuf or application/json"), otlp.JSON)
+    export = await _decoded(
+        request, settings.ingest.max_body_bytes, pipeline, "otlp", lambda body: otlp.decode_request(body, kind)
+    )
+    if isinstance(export, HttpError):
+        return _otlp_error(export, kind)
+    parsed = otlp.to_parsed(export, settings.protocols.mapping.otlp, time.time_ns())
+    result = await _committed(pipeline, parsed, "otlp")
+    if isinstance(result, HttpError):
+        return _otlp_error(result, kind)
     message = "; ".join(f"record {e.index}: {e.reason}" for e in result.errors[:10])
     return Response(otlp.encode_response(result.rejected, message, kind), 200, media_type=kind)
 
@@ -81,101 +115,114 @@ async def otlp_logs(request: Request, state: State) -> Response:
 # --- Loki push -------------------------------------------------------------------------------
 
 
-@router.post("/loki/api/v1/push", status_code=204, summary="Loki push (JSON, optionally gzip)")
-async def loki_push(request: Request, state: State) -> Response:
+def _loki_error(err: HttpError) -> Response:
+    return PlainTextResponse(err.message + "\n", err.status, headers=err.headers)
+
+
+def _refuse_protobuf(body: bytes) -> tuple[Parsed, list[str]]:
+    raise UnsupportedMediaType(loki.PROTOBUF_UNSUPPORTED)
+
+
+@router.post(
+    "/loki/api/v1/push", status_code=204, summary="Loki push (JSON, optionally gzip)", responses=_LOKI_RESPONSES
+)
+async def loki_push(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries."""
     ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    limit = state.settings.ingest.max_body_bytes
-    body = b""
-    try:
-        body = await read_body(request, limit)
-        if ctype in ("application/x-protobuf", "application/protobuf"):
-            await state.pipeline.reject_whole(otlp.dead_letter_text(body), loki.PROTOBUF_UNSUPPORTED, "loki")
-            return PlainTextResponse(loki.PROTOBUF_UNSUPPORTED + "\n", 415)
-        encoding = (request.headers.get("content-encoding") or "").strip().lower()
-        if encoding in ("gzip", "x-gzip", "deflate"):
-            body = gunzip(body, limit)
-        elif encoding not in ("", "identity"):
-            raise ParseError(f"unsupported Content-Encoding {encoding!r} (use gzip or none)")
-        parsed, streams = loki.decode_push(body, state.settings.protocols.mapping.loki)
-    except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
-        return PlainTextResponse(str(exc) + "\n", 413)
-    except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
-        return PlainTextResponse(str(exc) + "\n", 400)
-    try:
-        result = await state.pipeline.ingest(parsed, "loki")
-    except (Backpressure, StorageError) as exc:
-        status = 429 if isinstance(exc, Backpressure) else 503
-        return PlainTextResponse(str(exc) + "\n", status, headers=_retry_headers(exc))
+    mapping = settings.protocols.mapping.loki
+
+    def decode(body: bytes) -> tuple[Parsed, list[str]]:
+        return loki.decode_push(body, mapping)
+
+    protobuf = ctype in ("application/x-protobuf", "application/protobuf")
+    decoded = await _decoded(
+        request, settings.ingest.max_body_bytes, pipeline, "loki", _refuse_protobuf if protobuf else decode
+    )
+    if isinstance(decoded, HttpError):
+        return _loki_error(decoded)
+    parsed, streams = decoded
+    result = await _committed(pipeline, parsed, "loki")
+    if isinstance(result, HttpError):
+        return _loki_error(result)
     if result.rejected:
-        text = loki.ignored_message(result.rejected, result.errors, len(parsed), streams)
-        return PlainTextResponse(text, 400)
+        return PlainTextResponse(loki.ignored_message(result.rejected, result.errors, len(parsed), streams), 400)
     return Response(status_code=204)
 
 
 # --- Elasticsearch ---------------------------------------------------------------------------
+
+_ES_KIND = {
+    400: "illegal_argument_exception",
+    413: "content_too_long_exception",
+    415: "illegal_argument_exception",
+    429: "es_rejected_execution_exception",
+    503: "unavailable_shards_exception",
+}
 
 
 def _es_json(body: dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(body, status, headers={**es_bulk.PRODUCT_HEADERS, **(headers or {})})
 
 
-async def _bulk(request: Request, state: AppState, index: str | None) -> Response:
+def _es_error(err: HttpError) -> JSONResponse:
+    kind = _ES_KIND.get(err.status, "exception")
+    return _es_json(es_bulk.es_error(err.status, kind, err.message), err.status, err.headers)
+
+
+async def _bulk(request: Request, settings: Settings, pipeline: IngestPipeline, index: str | None) -> Response:
     started = time.perf_counter()
-    limit = state.settings.ingest.max_body_bytes
-    body = b""
-    try:
-        body = await _body(request, limit)
-        bulk = es_bulk.parse_bulk(body, index, state.settings.protocols.mapping.es_bulk)
-    except PayloadTooLarge as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
-        return _es_json(es_bulk.es_error(413, "content_too_long_exception", str(exc)), 413)
-    except IngestError as exc:
-        await state.pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "es_bulk")
-        return _es_json(es_bulk.es_error(400, "illegal_argument_exception", str(exc)), 400)
+    mapping = settings.protocols.mapping.es_bulk
+    bulk = await _decoded(
+        request,
+        settings.ingest.max_body_bytes,
+        pipeline,
+        "es_bulk",
+        lambda body: es_bulk.parse_bulk(body, index, mapping),
+    )
+    if isinstance(bulk, HttpError):
+        return _es_error(bulk)
     # Every item needs its own status, so this request asks the pipeline for all rejections.
-    pipeline = copy.copy(state.pipeline)
-    pipeline.max_errors = len(bulk.parsed)
-    try:
-        result = await pipeline.ingest(bulk.parsed, "es_bulk")
-    except (Backpressure, StorageError) as exc:
-        status = 429 if isinstance(exc, Backpressure) else 503
-        kind = "es_rejected_execution_exception" if status == 429 else "unavailable_shards_exception"
-        return _es_json(es_bulk.es_error(status, kind, str(exc)), status, _retry_headers(exc))
+    every_error = copy.copy(pipeline)
+    every_error.max_errors = len(bulk.parsed)
+    result = await _committed(every_error, bulk.parsed, "es_bulk")
+    if isinstance(result, HttpError):
+        return _es_error(result)
     took = round((time.perf_counter() - started) * 1000)
     return _es_json(es_bulk.bulk_response(bulk, result.errors, took))
 
 
-@router.post("/_bulk", summary="Elasticsearch bulk API")
-async def es_bulk_root(request: Request, state: State) -> Response:
+@router.post("/_bulk", summary="Elasticsearch bulk API", responses=_ES_RESPONSES)
+@router.put(
+    "/_bulk",
+    summary="Elasticsearch bulk API (PUT, as some clients send it)",
+    responses=_ES_RESPONSES,
+    operation_id="es_bulk_root_put",
+)
+async def es_bulk_root(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; the index comes from each action line."""
-    return await _bulk(request, state, None)
+    return await _bulk(request, settings, pipeline, None)
 
 
-@router.put("/_bulk", summary="Elasticsearch bulk API (PUT, as some clients send it)")
-async def es_bulk_root_put(request: Request, state: State) -> Response:
-    """Same as `POST /_bulk`."""
-    return await _bulk(request, state, None)
-
-
-@router.post("/{index}/_bulk", summary="Elasticsearch bulk API with a default index")
-async def es_bulk_index(index: str, request: Request, state: State) -> Response:
+@router.post("/{index}/_bulk", summary="Elasticsearch bulk API with a default index", responses=_ES_RESPONSES)
+@router.put(
+    "/{index}/_bulk",
+    summary="Elasticsearch bulk API with a default index (PUT)",
+    responses=_ES_RESPONSES,
+    operation_id="es_bulk_index_put",
+)
+async def es_bulk_index(index: str, request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; `index` is used when an action names none."""
-    return await _bulk(request, state, index)
+    return await _bulk(request, settings, pipeline, index)
 
 
-@router.put("/{index}/_bulk", summary="Elasticsearch bulk API with a default index (PUT)")
-async def es_bulk_index_put(index: str, request: Request, state: State) -> Response:
-    """Same as `POST /{index}/_bulk`."""
-    return await _bulk(request, state, index)
-
-
-@router.get("/_es", summary="Elasticsearch version document (what clients probe at GET /)")
-async def es_root(state: State) -> Response:
+@router.get(
+    "/_es",
+    summary="Elasticsearch version document (what clients probe at GET /)",
+    response_model=EsRootOut,
+)
+async def es_root() -> Response:
     """The version document Elasticsearch clients expect from `GET /`."""
-    return _es_json(es_bulk.es_root_document(state))
+    return _es_json(es_bulk.es_root_document())
 
 
 @router.head("/", include_in_schema=False)
@@ -183,42 +230,3 @@ async def es_root(state: State) -> Response:
 async def es_head() -> Response:
     """`HEAD /`: Elasticsearch clients' ping."""
     return Response(status_code=200, headers=es_bulk.PRODUCT_HEADERS)
-
-
-# --- syslog and file tail as an app component ------------------------------------------------
-
-
-async def start_protocols(state: AppState) -> None:
-    """Start the syslog listeners and the file tailer when the config asks for them."""
-    from loglens.ingest.syslog import SyslogServer
-    from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
-
-    settings = state.settings
-    if settings.protocols.syslog.enabled:
-        server = SyslogServer(state.pipeline, settings.protocols.mapping.syslog, settings.protocols.syslog)
-        await server.start()
-        state.extras["syslog"] = server
-    if settings.ingest.files:
-        tail_cfg = settings.protocols.tail
-        tailer = Tailer(
-            list(settings.ingest.files),
-            pipeline_sink(state.pipeline),
-            settings.protocols.mapping.tail,
-            tail_cfg,
-            default_checkpoint_path(tail_cfg, settings.storage.path),
-        )
-        state.extras["tailer"] = tailer
-        state.extras["tailer_task"] = asyncio.create_task(tailer.run(), name="tailer")
-
-
-async def stop_protocols(state: AppState) -> None:
-    """Stop the tailer (after its current batch) and the syslog listeners (after their last flush)."""
-    tailer = state.extras.pop("tailer", None)
-    task = state.extras.pop("tailer_task", None)
-    if tailer is not None and task is not None:
-        tailer.stop()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(task, 10)
-    server = state.extras.pop("syslog", None)
-    if server is not None:
-        await server.stop()

@@ -9,43 +9,44 @@ from fastapi import APIRouter, Query
 
 from loglens import queries
 from loglens.api.contract import unprocessable
-from loglens.api.deps import State
+from loglens.api.deps import StoreDep
+from loglens.api.responses import DeadLettersOut, LogsOut, ServicesOut, SummaryOut, TimeseriesOut
 from loglens.models import LEVELS, utcnow
 from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
 
-@router.get("/timeseries")
+@router.get("/timeseries", response_model=TimeseriesOut)
 async def timeseries(
-    state: State,
+    store: StoreDep,
     metric: Literal["volume", "error_rate", "avg_response_time", "p95_response_time"] = "volume",
     service: str | None = None,
     minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
 ) -> dict[str, Any]:
     """One point per minute (UTC) for the last `minutes` minutes, per service."""
-    return await anyio.to_thread.run_sync(queries.timeseries, state.store, metric, service, minutes, utcnow())
+    return await anyio.to_thread.run_sync(queries.timeseries, store, metric, service, minutes, utcnow())
 
 
-@router.get("/metrics/summary")
+@router.get("/metrics/summary", response_model=SummaryOut)
 async def metrics_summary(
-    state: State,
+    store: StoreDep,
     minutes: Annotated[int, Query(ge=1, le=10080)] = 60,
     top: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> dict[str, Any]:
     """Average response time per service, requests per user, error-rate trend, most active services."""
-    return await anyio.to_thread.run_sync(queries.summary, state.store, minutes, top, utcnow())
+    return await anyio.to_thread.run_sync(queries.summary, store, minutes, top, utcnow())
 
 
-@router.get("/services")
-async def services(state: State) -> dict[str, Any]:
+@router.get("/services", response_model=ServicesOut)
+async def services(store: StoreDep) -> dict[str, Any]:
     """Every service seen, with last-seen (arrival) time and counts."""
-    return {"services": await anyio.to_thread.run_sync(queries.services, state.store, utcnow())}
+    return {"services": await anyio.to_thread.run_sync(queries.services, store, utcnow())}
 
 
-@router.get("/logs")
+@router.get("/logs", response_model=LogsOut)
 async def search_logs(
-    state: State,
+    store: StoreDep,
     service: str | None = None,
     level: Annotated[str | None, Query(description="One level or a comma-separated list")] = None,
     q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive text in the message")] = None,
@@ -61,16 +62,16 @@ async def search_logs(
     try:
         return await anyio.to_thread.run_sync(
             lambda: queries.search_logs(
-                state.store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
+                store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
             )
         )
     except ValueError as exc:  # e.g. a malformed cursor
         raise unprocessable("query", "cursor", str(exc)) from None
 
 
-@router.get("/dead-letter")
+@router.get("/dead-letter", response_model=DeadLettersOut)
 async def dead_letter(
-    state: State,
+    store: StoreDep,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
     source: str | None = None,
     since: Instant | None = None,
@@ -80,9 +81,7 @@ async def dead_letter(
     """Rejected records with their reason, source, arrival time and (truncated) raw text."""
     try:
         return await anyio.to_thread.run_sync(
-            lambda: queries.dead_letters(
-                state.store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
-            )
+            lambda: queries.dead_letters(store, reason=reason, source=source, since=since, limit=limit, cursor=cursor)
         )
     except ValueError as exc:  # e.g. a malformed cursor
         raise unprocessable("query", "cursor", str(exc)) from None
