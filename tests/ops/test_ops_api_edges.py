@@ -56,6 +56,21 @@ def test_idempotency_key_is_bounded(live_server: LiveServer) -> None:
 
 def test_an_aborted_upload_is_logged_quietly(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
+    # loglens's and uvicorn's loggers may not propagate (configure_logging, run by other tests in
+    # this process): listen on them directly
+    levels = {name: logging.getLogger(name).level for name in ("loglens", "uvicorn")}
+    for name in levels:
+        logging.getLogger(name).addHandler(caplog.handler)
+        logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        _abort_upload(live_server, caplog)
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).removeHandler(caplog.handler)
+            logging.getLogger(name).setLevel(level)
+
+
+def _abort_upload(live_server: LiveServer, caplog: pytest.LogCaptureFixture) -> None:
     with socket.create_connection(("127.0.0.1", live_server.settings.server.port), timeout=30) as s:
         s.sendall(
             b"POST /api/v1/logs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n"
