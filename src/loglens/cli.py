@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from loglens import __version__
-from loglens.config import Settings, load_settings
+from loglens.config import Settings, load_settings, secret_value
 from loglens.errors import ConfigError, LoglensError, describe
 
 app = typer.Typer(
@@ -48,6 +48,12 @@ def load_or_exit(path: Path | None) -> Settings:
         for issue in exc.issues:
             typer.echo(str(issue), err=True)
         raise typer.Exit(2) from None
+
+
+def shipper_token(settings: Settings) -> str | None:
+    """The token `ingest`/`tail --url` send when none is given: the config's ingest, API or admin token."""
+    server = settings.server
+    return next((t for t in map(secret_value, (server.ingest_token, server.api_token, server.admin_token)) if t), None)
 
 
 def _with_overrides(settings: Settings, host: str | None, port: int | None, data_dir: Path | None) -> Settings:
@@ -126,7 +132,13 @@ def ingest(
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
         accepted, rejected = ingest_file(
-            stream, total, settings, url=url, batch_size=batch_size, token=token, local=local_pipeline
+            stream,
+            total,
+            settings,
+            url=url,
+            batch_size=batch_size,
+            token=token or shipper_token(settings),
+            local=local_pipeline,
         )
     typer.echo(f"accepted {accepted}, rejected {rejected}")
     if rejected:
@@ -151,7 +163,15 @@ def tail(
     settings = load_or_exit(config)
     try:
         lines = asyncio.run(
-            run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once, local=local_pipeline)
+            run_tail(
+                paths,
+                settings,
+                url=url,
+                token=token or shipper_token(settings),
+                checkpoint=checkpoint,
+                once=once,
+                local=local_pipeline,
+            )
         )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
         raise typer.Exit(0) from None

@@ -188,3 +188,29 @@ def test_status_reads_the_token_from_the_config(tmp_path: Path, live_server_fact
     )
     assert result.returncode == 0, result.stderr
     assert "tok-read" not in result.stdout
+
+
+def test_ingest_cli_sends_the_configured_ingest_token(
+    tmp_path: Path, live_server_factory: Callable[..., LiveServer]
+) -> None:
+    from typer.testing import CliRunner
+
+    from loglens.cli import app
+
+    config = write_config(tmp_path, "")
+    config.write_text(config.read_text().replace("server:\n", "server:\n  ingest_token: tok-ingest\n"))
+    srv = live_server_factory(load_settings(config))
+    data = tmp_path / "logs.ndjson"
+    data.write_text("\n".join(orjson_line() for _ in range(3)) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(
+        app,
+        ["ingest", str(data), "--url", srv.url, "--config", str(config)],
+        env={"LOGLENS_API_TOKEN": None, "LOGLENS_ADMIN_TOKEN": None},
+    )
+    assert result.exit_code == 0 and "accepted 3, rejected 0" in result.output, result.output
+
+
+def orjson_line() -> str:
+    import json
+
+    return json.dumps(log())
