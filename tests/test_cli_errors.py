@@ -154,3 +154,19 @@ def test_port_0_logs_the_real_port_after_the_bind(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(timeout=60)
     assert proc.returncode == 0
+
+
+def test_a_store_held_by_another_process_is_one_line(tmp_path: Path) -> None:
+    import duckdb
+
+    cfg = repo_schema_config(tmp_path)
+    (tmp_path / "store").mkdir()
+    holder = duckdb.connect(str(tmp_path / "store" / "ll.duckdb"))  # a writer holds the file lock
+    try:
+        result = run_cli(tmp_path, "serve", "--config", str(cfg), "--port", "0")
+    finally:
+        holder.close()
+    assert "Traceback" not in result.stderr and result.returncode == 2, result.stderr
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "ll.duckdb" in lines[0], result.stderr
+    assert "listening" not in result.stderr
