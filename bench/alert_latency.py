@@ -46,8 +46,12 @@ class Receiver:
                 now = time.perf_counter()
                 alert = json.loads(body).get("alert", {})
                 if json.loads(body).get("kind") == "firing" and alert.get("rule") == "error_rate":
+                    # a grouped notification (several breaches in one evaluation) names them all
+                    labels = alert.get("labels") or {}
+                    names = labels["services"].split(", ") if "group_size" in labels else [alert["service"]]
                     with outer.cond:
-                        outer.arrived.setdefault(alert["service"], now)
+                        for name in names:
+                            outer.arrived.setdefault(name, now)
                         outer.cond.notify_all()
                 self.send_response(200)
                 self.send_header("content-length", "0")

@@ -1,6 +1,15 @@
-"""Ingest throughput per wire protocol: OTLP/HTTP (protobuf) and syslog (TCP, UDP).
+"""Ingest throughput per wire protocol, against loglens's own NDJSON bulk endpoint in the same run.
 
-Starts `loglens serve` as a separate process (syslog enabled on free ports), then:
+NDJSON, Loki and Fluent each run on a fresh `loglens serve` process (warmed up with 20,000 NDJSON
+logs, not measured), in the order NDJSON, Loki, Fluent, NDJSON; the baseline is the mean of the
+two NDJSON rows, and the Loki and Fluent rows are reported as ratios to it:
+- NDJSON bulk (the baseline): C concurrent clients post B-record NDJSON bodies to /api/v1/logs.
+- Loki protobuf: the same records as snappy-compressed `PushRequest`s (one JSON line per entry,
+  stream label `job`), as Promtail/Alloy ship JSON log files, posted like the NDJSON bodies.
+- Fluent forward: the same records as PackedForward messages of B entries (EventTime) with the
+  `chunk` option over C TCP connections; each connection waits for the ack (sent after commit)
+  before the next chunk, as Fluent Bit does with `Require_ack_response`.
+Then one more server (syslog enabled on free ports) runs the older rows in sequence:
 - OTLP: C concurrent clients post pre-built `ExportLogsServiceRequest`s of B records each; every
   response comes after commit, so logs/s = accepted records / wall time.
 - syslog TCP: C connections stream newline-framed RFC 5424 lines; syslog has no ack, so the
@@ -15,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+import struct
 import sys
 import tempfile
 import time
@@ -27,7 +37,104 @@ from bench_server import free_port, post_bodies, start_server  # noqa: E402  (be
 
 sys.path.insert(0, str(REPO / "src"))
 
+import cramjam  # noqa: E402
+import msgpack  # noqa: E402
+import orjson  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest  # noqa: E402
+
+from loglens.demo import generate_logs  # noqa: E402
+from loglens.ingest import loki_proto  # noqa: E402
+
+
+def records(n: int, seed: int) -> list[dict[str, object]]:
+    """The generated logs every protocol row sends (event times spread over the last 50 minutes)."""
+    return list(generate_logs(n, spacing_s=3000 / n, start=time.time() - 50 * 60, seed=seed))
+
+
+def epoch(ts: object) -> tuple[int, int]:
+    """(seconds, nanoseconds) of an RFC 3339 timestamp."""
+    from datetime import datetime
+
+    dt = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    seconds = int(dt.timestamp())
+    return seconds, dt.microsecond * 1000
+
+
+def ndjson_bodies(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    return [b"\n".join(orjson.dumps(r) for r in logs[i : i + batch]) for i in range(0, len(logs), batch)]
+
+
+def loki_bodies(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    """Snappy-compressed PushRequests: a stream per service, the whole log as the JSON line."""
+    bodies = []
+    for i in range(0, len(logs), batch):
+        req = loki_proto.PushRequest()
+        streams: dict[object, object] = {}
+        for r in logs[i : i + batch]:
+            stream = streams.get(r["service"])
+            if stream is None:
+                stream = streams[r["service"]] = req.streams.add()  # type: ignore[attr-defined]
+                stream.labels = f'{{job="{r["service"]}"}}'  # type: ignore[attr-defined]
+            entry = stream.entries.add()  # type: ignore[attr-defined]
+            entry.timestamp.seconds, entry.timestamp.nanos = epoch(r["timestamp"])
+            entry.line = orjson.dumps({k: v for k, v in r.items() if k != "timestamp"}).decode()
+        bodies.append(bytes(cramjam.snappy.compress_raw(req.SerializeToString())))
+    return bodies
+
+
+def fluent_messages(logs: list[dict[str, object]], batch: int) -> list[bytes]:
+    """PackedForward messages (tag = first record's service; records keep their own service)."""
+    out = []
+    for i in range(0, len(logs), batch):
+        chunk = logs[i : i + batch]
+        entries = b"".join(
+            msgpack.packb(
+                [
+                    msgpack.ExtType(0, struct.pack(">II", *epoch(r["timestamp"]))),
+                    {k: v for k, v in r.items() if k != "timestamp"},
+                ]
+            )
+            for r in chunk
+        )
+        out.append(msgpack.packb([chunk[0]["service"], entries, {"chunk": f"c{i}", "size": len(chunk)}]))
+    return out
+
+
+def fluent_send(port: int, messages: list[bytes], clients: int) -> tuple[int, float]:
+    """Send every message once over `clients` connections, each waiting for its ack; (acks, seconds)."""
+    import threading
+
+    queue = list(reversed(messages))
+    lock = threading.Lock()
+    acked = 0
+
+    def worker() -> None:
+        nonlocal acked
+        with socket.create_connection(("127.0.0.1", port), timeout=120) as sock:
+            unpacker = msgpack.Unpacker(raw=False)
+            while True:
+                with lock:
+                    if not queue:
+                        return
+                    msg = queue.pop()
+                sock.sendall(msg)
+                reply = None
+                while reply is None:
+                    data = sock.recv(4096)
+                    if not data:
+                        raise SystemExit("fluent connection closed before the ack")
+                    unpacker.feed(data)
+                    reply = next(iter(unpacker), None)
+                with lock:
+                    acked += 1
+
+    threads = [threading.Thread(target=worker) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return acked, time.perf_counter() - t0
 
 
 def otlp_bodies(n: int, batch: int) -> list[bytes]:
@@ -122,10 +229,61 @@ def syslog_udp(port: int, n: int, rate: float) -> None:
                     time.sleep(ahead)
 
 
+def fluent_port(url: str) -> int:
+    """The port the Fluent listener bound (configured as 0); the status API lists it."""
+    inputs = httpx.get(f"{url}/api/v1/status", timeout=30).json()["inputs"]
+    return int(next(i["listen"] for i in inputs if i["source"] == "fluent").rsplit(":", 1)[1])
+
+
+def measure(tmp: Path, kind: str, n: int, batch: int, clients: int, seed: int) -> tuple[int, float]:
+    """(logs committed, seconds) of one protocol on a fresh `loglens serve`, after a warm-up.
+
+    Each protocol row gets its own server so that no row inherits the store size and the
+    detection/pattern-mining backlog of the rows before it.
+    """
+    tmp.mkdir(parents=True)
+    port = free_port()
+    proc = start_server(tmp, port, "protocols: {fluent: {enabled: true, port: 0}}\n")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        # Warm-up (not measured): the first requests of a fresh server pay for caches and lazy imports.
+        warm = ndjson_bodies(records(min(n, 20_000), 10), batch)
+        asyncio.run(post_bodies(url, "/api/v1/logs", warm, clients, "application/x-ndjson", lambda *_: 0))
+        logs = records(n, seed)
+        if kind == "ndjson":
+            bodies = ndjson_bodies(logs, batch)
+            got, secs = asyncio.run(
+                post_bodies(
+                    url, "/api/v1/logs", bodies, clients, "application/x-ndjson", lambda r, _b: r.json()["accepted"]
+                )
+            )
+        elif kind == "loki":
+            bodies = loki_bodies(logs, batch)
+            sizes = dict(zip(map(id, bodies), (min(batch, n - i) for i in range(0, n, batch)), strict=True))
+            got, secs = asyncio.run(
+                post_bodies(
+                    url, "/loki/api/v1/push", bodies, clients, "application/x-protobuf", lambda _r, b: sizes[id(b)]
+                )
+            )  # a 204 means every entry of the push was stored
+        else:
+            messages = fluent_messages(logs, batch)
+            acks, secs = fluent_send(fluent_port(url), messages, clients)
+            if acks != len(messages):
+                raise SystemExit(f"fluent: {acks} acks for {len(messages)} messages")
+            got = n  # every message acked, i.e. committed
+        stored = wait_committed(url, "", min(n, 20_000) + got, timeout=30)
+        if stored < min(n, 20_000) + got:
+            raise SystemExit(f"{kind}: only {stored:,} logs stored")
+        return got, secs
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--logs", type=int, default=200_000)
-    parser.add_argument("--batch", type=int, default=1000, help="records per OTLP request")
+    parser.add_argument("--batch", type=int, default=1000, help="records per request / forward message")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--udp-rate", type=float, default=20_000, help="UDP datagrams/s offered")
     parser.add_argument("--markdown", action="store_true")
@@ -133,9 +291,21 @@ def main() -> None:
     n = args.logs
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
+        # NDJSON is measured before and after the two protocols (each on a fresh server); the
+        # baseline is the mean of both, so a change in machine load during the run shows up.
+        phases = {}
+        for i, kind in enumerate(("ndjson", "loki", "fluent", "ndjson2")):
+            phases[kind] = measure(tmp / f"{i}-{kind}", kind.rstrip("2"), n, args.batch, args.clients, 11 + i)
+        (nd1, nd1_s), (nd2, nd2_s) = phases["ndjson"], phases["ndjson2"]
+        nd_rate = (nd1 / nd1_s + nd2 / nd2_s) / 2
+        loki_accepted, loki_secs = phases["loki"]
+        fluent_got, fluent_secs = phases["fluent"]
+        loki_rate, fluent_rate = loki_accepted / loki_secs, fluent_got / fluent_secs
+
         port, sport = free_port(), free_port()
+        (tmp / "shared").mkdir()
         proc = start_server(
-            tmp, port, f"protocols: {{syslog: {{enabled: true, udp_port: {sport}, tcp_port: {sport}}}}}\n"
+            tmp / "shared", port, f"protocols: {{syslog: {{enabled: true, udp_port: {sport}, tcp_port: {sport}}}}}\n"
         )
         url = f"http://127.0.0.1:{port}"
         try:
@@ -158,7 +328,37 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(30)
+    how = f"{args.clients} clients, {args.batch} records/request, answered after commit, fresh server"
     rows = [
+        (
+            "NDJSON bulk `POST /api/v1/logs`, before",
+            f"{nd1:,}",
+            f"{nd1_s:.2f} s",
+            f"{nd1 / nd1_s:,.0f}",
+            f"baseline: mean of before and after = {nd_rate:,.0f} · {how}",
+        ),
+        (
+            "Loki push, snappy protobuf",
+            f"{loki_accepted:,}",
+            f"{loki_secs:.2f} s",
+            f"{loki_rate:,.0f}",
+            f"**{loki_rate / nd_rate:.2f}** · {how.replace('records/request', 'JSON lines/push')}",
+        ),
+        (
+            "Fluent forward, PackedForward + chunk ack",
+            f"{fluent_got:,}",
+            f"{fluent_secs:.2f} s",
+            f"{fluent_rate:,.0f}",
+            f"**{fluent_rate / nd_rate:.2f}** · {args.clients} connections, {args.batch} entries/message, "
+            "each waits for its ack (sent after commit), fresh server",
+        ),
+        (
+            "NDJSON bulk `POST /api/v1/logs`, after",
+            f"{nd2:,}",
+            f"{nd2_s:.2f} s",
+            f"{nd2 / nd2_s:,.0f}",
+            f"1.00 (with the row before) · {how}",
+        ),
         (
             "OTLP/HTTP protobuf",
             f"{accepted:,}",
@@ -182,7 +382,7 @@ def main() -> None:
         ),
     ]
     if args.markdown:
-        print("| protocol | logs committed | time | logs/s | how |")
+        print("| protocol | logs committed | time | logs/s | × NDJSON · how |")
         print("|---|---|---|---|---|")
         for r in rows:
             print("| " + " | ".join(r) + " |")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent environment setup: creates .venv, installs loglens + test deps, and the
-# system packages the tests need (Chromium for browser tests, graphviz for diagrams).
+# system packages the tests need (Chromium for browser tests, graphviz for diagrams, node/npm
+# and Go for the npm and Go clients the protocol tests drive).
 # Safe to run twice: every step checks before it acts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,12 @@ STAMP=$VENV/.installed-$(cat "$REQ" pyproject.toml tests/plugins/loglens_example
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v dot >/dev/null 2>&1 || need_apt+=(graphviz)
+# node + npm: the Loki test installs the real winston-loki client from npm (no skip without them)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# Go + fluent-logger-golang (the client library of Docker's fluentd log driver) for the Fluent test
+command -v go >/dev/null 2>&1 || need_apt+=(golang-go)
+[ -d /usr/share/gocode/src/github.com/fluent/fluent-logger-golang ] || need_apt+=(golang-github-fluent-fluent-logger-golang-dev)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing system packages: ${need_apt[*]}"

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
-from loglens.alerting import AlertDB, AlertEngine, Silence, alert_json
+from loglens.alerting import AlertEngine, Silence, alert_json
 from loglens.config import AlertsConfig
 from loglens.detect.rules import Candidate
 from loglens.models import Alert
 from loglens.store import Store
+from loglens.store.alerts import AlertRepository, AlertWriter
 
 T0 = 1_800_000_000.0
 
@@ -30,7 +31,7 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, str, float | None]] = []
 
-    def __call__(self, alert: Alert, kind: str, duration: float | None) -> None:
+    def submit(self, alert: Alert, kind: str, duration: float | None = None) -> None:
         self.calls.append((alert.rule, alert.service, kind, duration))
 
 
@@ -38,8 +39,9 @@ def cand(rule: str, service: str, breach: bool, value: float = 0.5, for_s: float
     return Candidate(rule, service, breach, value, 0.1, "critical", f"{rule} {service} {value}", for_s)
 
 
-def engine(clock: Clock, notify: Recorder, db: AlertDB | None = None, **cfg: Any) -> AlertEngine:
-    return AlertEngine(AlertsConfig(**cfg), clock=clock, notify=notify, db=db)
+def engine(clock: Clock, notify: Recorder, repo: AlertRepository | None = None, **cfg: Any) -> AlertEngine:
+    writer = AlertWriter(repo) if repo is not None else None
+    return AlertEngine(AlertsConfig(**cfg), clock=clock, sink=notify, persistence=writer, silence_store=repo)
 
 
 def test_fire_once_then_resolve_with_duration() -> None:
@@ -121,30 +123,53 @@ def test_absence_inhibits_error_rate_and_volume_of_the_same_service() -> None:
     assert rec.calls[-1] == ("error_rate", "api", "firing", None)
 
 
-def test_group_wait_holds_a_burst_then_hands_it_over_together() -> None:
+def test_reads_use_a_snapshot_and_never_wait_for_an_evaluation() -> None:
+    import threading
+
     clock, rec = Clock(), Recorder()
-    eng = engine(clock, rec, group_wait_seconds=2)
-    eng.observe([cand("error_rate", "a", True)])
+    eng = engine(clock, rec)
+    eng.observe([cand("absence", f"svc-{i}", True) for i in range(2000)])
+    entered, release = threading.Event(), threading.Event()
+
+    class SlowSink(Recorder):
+        def submit(self, alert: Alert, kind: str, duration: float | None = None) -> None:
+            entered.set()
+            release.wait(30)
+
+    eng.sink = SlowSink()
+    worker = threading.Thread(target=lambda: eng.observe([cand("volume", "x", True)]))
+    worker.start()
+    assert entered.wait(30)  # the evaluator is inside a notification hand-over...
+    assert len(eng.active()) == 2001  # ...and readers still answer from the snapshot
+    assert eng.is_suppressed(eng.get("volume", "x")) is False  # type: ignore[arg-type]
+    assert eng.silences() == []
+    release.set()
+    worker.join(30)
+
+
+def test_damped_resolve_completes_on_tick_without_another_candidate() -> None:
+    clock, rec = Clock(), Recorder()
+    eng = engine(clock, rec, resolve_after_seconds=10)
+    eng.observe([cand("new_pattern", "api", True)])
+    clock.t += 300
+    assert eng.observe([cand("new_pattern", "api", False)]) == []  # one clear signal, then silence
+    clock.t += 9
+    assert eng.tick() == []
     clock.t += 1
-    eng.observe([cand("error_rate", "b", True)])
-    assert rec.calls == []
-    clock.t += 1
-    eng.tick()
-    assert [c[1] for c in rec.calls] == ["a", "b"]
-    eng.observe([cand("error_rate", "c", True)])
-    eng.flush()
-    assert rec.calls[-1][1] == "c"
-    assert eng.notifications == 3
+    [r] = eng.tick()
+    assert r.kind == "resolved" and r.alert.rule == "new_pattern"
+    assert rec.calls[-1] == ("new_pattern", "api", "resolved", 310.0)
 
 
 def test_meta_alerts_and_a_failing_notifier_do_not_break_alerting() -> None:
     clock = Clock()
 
-    def broken(alert: Alert, kind: str, duration: float | None) -> None:
-        raise RuntimeError("outbox down")
+    class Broken:
+        def submit(self, alert: Alert, kind: str, duration: float | None = None) -> None:
+            raise RuntimeError("outbox down")
 
     published: list[tuple[str, Any]] = []
-    eng = AlertEngine(AlertsConfig(), clock=clock, notify=broken, publish=lambda k, d: published.append((k, d)))
+    eng = AlertEngine(AlertsConfig(), clock=clock, sink=Broken(), publish=lambda k, d: published.append((k, d)))
     eng.raise_meta("notifier:slack", "slack failed 8 times", "warning")
     eng.raise_meta("notifier:slack", "slack failed 9 times", "warning")  # once per outage
     assert [a.rule for a in eng.active()] == ["meta"]
@@ -192,25 +217,27 @@ def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     clock, rec = Clock(), Recorder()
     with Store(path) as store:
-        db = AlertDB(store.cursor())
-        eng = engine(clock, rec, db=db)
+        repo = AlertRepository(store.cursor)
+        eng = engine(clock, rec, repo=repo)
         eng.observe([cand("error_rate", "api", True), cand("volume", "web", True, for_s=60)])
         s = eng.add_silence({"service": "db"}, T0 + 3600, "maint", "me")
         eng.add_silence({"service": "old"}, T0 + 1)
         eng.observe([cand("absence", "db", True)])  # silenced: firing but not notified
         assert len(rec.calls) == 1
-        db.save_anomaly(
-            {"id": "a" * 32, "type": "volume_spike", "severity": "warning", "service": "api", "score": 4.0},
-            __import__("datetime").datetime.now(),
+        writer = eng.persistence
+        assert isinstance(writer, AlertWriter)
+        writer.save_anomaly(
+            {"id": "a" * 32, "type": "volume_spike", "severity": "warning", "service": "api", "score": 4.0}, T0
         )
-        db.close()
+        writer.flush()  # one transaction for everything queued
+        repo.close()
 
     clock.t += 30
     rec2 = Recorder()
     with Store(path) as store:
-        db = AlertDB(store.cursor())
-        eng2 = engine(clock, rec2, db=db)
-        assert eng2.restore() == 3
+        repo = AlertRepository(store.cursor)
+        eng2 = engine(clock, rec2, repo=repo)
+        assert eng2.restore(repo.load_active(), repo.load_silences()) == 3
         assert rec2.calls == []  # a restart re-notifies nothing
         assert {(a.rule, a.service, a.state) for a in eng2.active()} == {
             ("error_rate", "api", "firing"),
@@ -226,11 +253,17 @@ def test_persistence_and_restore_without_renotifying(tmp_path: Path) -> None:
         # the silenced absence alert resolves quietly: its firing was never notified
         eng2.observe([cand("absence", "db", False)])
         assert len(rec2.calls) == 1
-        assert [a.state for a in db.list_alerts("resolved", 10)] == ["resolved", "resolved"]
-        assert len(db.list_alerts(None, 10)) == 3
-        assert db.list_anomalies(10)[0]["score"] == 4.0
-        assert db.list_anomalies(10, service="web") == []
-        db.close()
+        writer2 = eng2.persistence
+        assert isinstance(writer2, AlertWriter)
+        writer2.flush()
+        assert [a.state for a in repo.list_alerts("resolved", 10).items] == ["resolved", "resolved"]
+        first = repo.list_alerts(None, 2)
+        assert len(first.items) == 2 and first.next_offset == 2
+        rest = repo.list_alerts(None, 2, first.next_offset)
+        assert len(rest.items) == 1 and rest.next_offset is None
+        assert repo.list_anomalies(10).items[0]["score"] == 4.0
+        assert repo.list_anomalies(10, service="web").items == []
+        repo.close()
 
 
 def test_fires_at_once_when_the_clock_rounds_up_to_the_next_microsecond() -> None:

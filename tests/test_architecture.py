@@ -25,12 +25,15 @@ COMPONENT_CLASSES = frozenset(
         "IngestPipeline",
         "NotificationService",
         "SyslogServer",
+        "FluentServer",
         "ReloadManager",
         "StoreWatch",
         "SelfMetrics",
         "MetricsPublisher",
         "EventHub",
-        "AlertDB",
+        "AlertRepository",
+        "AlertWriter",
+        "OutboxRepository",
     }
 )
 WIRING_MODULES = frozenset({"runtime", "cli", "opscli", "demo"})

@@ -17,10 +17,15 @@ import pyarrow as pa
 import pytest
 
 from loglens import metrics
-from loglens.alerting import AlertDB, AlertEngine
+from loglens.alerting import AlertEngine
+from loglens.alerting.evaluator import Evaluator
+from loglens.alerting.scheduler import Scheduler
 from loglens.config import Settings
-from loglens.evaluator import AnomalyValidator, Evaluator, PatternWorker
+from loglens.detect.pattern_worker import PatternWorker
+from loglens.detect.validator import AnomalyValidator
+from loglens.models import Alert
 from loglens.store import CommitEvent, Store
+from loglens.store.alerts import AlertRepository, AlertWriter
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0
@@ -143,7 +148,7 @@ notifiers:
         )
         assert c.delete(f"/api/v1/silences/{sid}").status_code == 200
         assert c.delete(f"/api/v1/silences/{sid}").status_code == 404
-        assert c.get("/api/v1/anomalies").json() == {"anomalies": []}
+        assert c.get("/api/v1/anomalies").json() == {"anomalies": [], "next_offset": None}
     n_before = len(receiver.bodies)
     srv.stop()
 
@@ -190,11 +195,35 @@ class Clock:
         return self.t
 
 
+class Calls:
+    """A NotificationSink recording (rule, service, kind)."""
+
+    def __init__(self, calls: list[tuple[str, str, str]]) -> None:
+        self.calls = calls
+
+    def submit(self, alert: Alert, kind: str, duration: float | None = None) -> None:
+        self.calls.append((alert.rule, alert.service, kind))
+
+
 def make_evaluator(
-    settings: Settings, clock: Clock, calls: list[tuple[str, str, str]], db: AlertDB | None = None
+    settings: Settings, clock: Clock, calls: list[tuple[str, str, str]], repo: AlertRepository | None = None
 ) -> Evaluator:
-    eng = AlertEngine(settings.alerts, clock=clock, db=db, notify=lambda a, k, d: calls.append((a.rule, a.service, k)))
-    return Evaluator(settings, eng, clock=clock, validator=AnomalyValidator(REPO / "schemas" / "anomaly_schema.yaml"))
+    writer = AlertWriter(repo) if repo is not None else None
+    eng = AlertEngine(settings.alerts, clock=clock, persistence=writer, sink=Calls(calls))
+    return Evaluator(
+        settings,
+        eng,
+        clock=clock,
+        validator=AnomalyValidator(REPO / "schemas" / "anomaly_schema.yaml"),
+        persistence=writer,
+    )
+
+
+def process(ev: Evaluator, e: CommitEvent) -> None:
+    """Fold a batch and evaluate the services it touched, as the scheduler does."""
+    touched = ev.fold(e.logs, e.partials)
+    if touched:
+        ev.evaluate(touched)
 
 
 def test_absence_fires_once_per_outage_and_resolves_when_logs_return(
@@ -202,14 +231,14 @@ def test_absence_fires_once_per_outage_and_resolves_when_logs_return(
 ) -> None:
     clock, calls = Clock(), []
     ev = make_evaluator(settings_factory(), clock, calls)
-    ev.process(event([(T0, "INFO", "api", "hello")], T0))
+    process(ev, event([(T0, "INFO", "api", "hello")], T0))
     for step in range(1, 200):  # 1-s timer, injectable clock
         clock.t = T0 + step
         ev.tick()
     assert calls == [("absence", "api", "firing")]  # fired at T0+121, once
     assert ev.engine.get("absence", "api").fired_at.timestamp() == T0 + 121
     clock.t = T0 + 300
-    ev.process(event([(T0 + 300, "INFO", "api", "hello")], T0 + 300))
+    process(ev, event([(T0 + 300, "INFO", "api", "hello")], T0 + 300))
     assert calls[-1] == ("absence", "api", "resolved")
     ev.tick()
     assert len(calls) == 2
@@ -221,18 +250,23 @@ def test_thread_hands_commits_from_a_real_store_to_the_engine(
     settings = settings_factory()
     calls: list[tuple[str, str, str]] = []
     with Store(tmp_path / "x.duckdb") as store:
-        ev = make_evaluator(settings, time.time, calls, AlertDB(store.cursor()))  # type: ignore[arg-type]
-        store.listeners.append(ev.on_commit)
-        ev.start()
+        repo = AlertRepository(store.cursor)
+        ev = make_evaluator(settings, time.time, calls, repo)  # type: ignore[arg-type]
+        sched = Scheduler(ev, restore_from=store)
+        store.listeners.append(sched.on_commit)
+        sched.start()
         now = time.time()
         t = table([(now, "ERROR", "api", "boom")] * 150, now).drop_columns(["id"])
         store.submit(t, [], int(now * 1e6)).result()
         deadline = time.monotonic() + 60
         while ("volume", "api", "firing") not in calls and time.monotonic() < deadline:
             time.sleep(0.01)
-        ev.stop()
+        sched.stop()
         assert ("volume", "api", "firing") in calls and ("error_rate", "api", "firing") in calls
-        ev.engine.db.close()
+        assert isinstance(ev.persistence, AlertWriter)
+        ev.persistence.flush()
+        assert {(a.rule, a.state) for a in repo.load_active() for a in [a[0]]} >= {("volume", "firing")}
+        repo.close()
 
 
 def test_new_error_pattern_anomaly_is_valid_and_persisted(
@@ -249,9 +283,10 @@ def test_new_error_pattern_anomaly_is_valid_and_persisted(
     )
     clock, calls = Clock(), []
     with Store(tmp_path / "p.duckdb") as store:
-        ev = make_evaluator(settings, clock, calls, AlertDB(store.cursor()))
+        repo = AlertRepository(store.cursor)
+        ev = make_evaluator(settings, clock, calls, repo)
         state = tmp_path / "templates.json"
-        pw = PatternWorker(settings.alerts, ev.on_pattern, state_path=state, clock=clock)
+        pw = PatternWorker(settings.alerts, lambda f: None, state_path=state, clock=clock)
         # during warm-up every template is learned silently
         assert pw.process(table([(T0, "ERROR", "api", "timeout calling db after 30 ms")], T0)) == []
         clock.t = T0 + 120
@@ -269,7 +304,9 @@ def test_new_error_pattern_anomaly_is_valid_and_persisted(
         assert [(f.kind, f.template) for f in found] == [("new_pattern", "disk <PATH> full on node <NUM>")]
         ev.handle_pattern(found[0])
         assert calls == [("new_pattern", "api", "firing")]
-        doc = ev.engine.db.list_anomalies(5)[0]
+        assert isinstance(ev.persistence, AlertWriter)
+        ev.persistence.flush()
+        doc = repo.list_anomalies(5).items[0]
         assert doc["type"] == "new_pattern" and doc["related_log_ids"] == [12]
         assert doc["details"]["example"] == "disk /var/lib/x full on node 12"
         assert "disk <PATH> full on node <NUM>" in doc["description"]
@@ -278,10 +315,10 @@ def test_new_error_pattern_anomaly_is_valid_and_persisted(
         assert calls[-1] == ("new_pattern", "api", "resolved")
         pw.save()
         ids = {tid for tid, _, _ in pw.miner.templates()}
-        pw2 = PatternWorker(settings.alerts, ev.on_pattern, state_path=state, clock=clock)
+        pw2 = PatternWorker(settings.alerts, lambda f: None, state_path=state, clock=clock)
         assert {tid for tid, _, _ in pw2.miner.templates()} == ids  # stable across restarts
         assert pw2.born == pw.born
-        ev.engine.db.close()
+        repo.close()
 
 
 def test_pattern_queue_is_bounded_and_counts_drops(settings_factory: Callable[..., Settings]) -> None:
@@ -370,8 +407,9 @@ alerts:
     clock, calls = Clock(), []
     ev = make_evaluator(settings, clock, calls)
     assert ev.windows.horizon_s == 125
-    ev.patterns = PatternWorker(settings.alerts, ev.on_pattern)
-    ev._handle(
+    sched = Scheduler(ev)
+    ev.patterns = PatternWorker(settings.alerts, sched.on_pattern)
+    sched.handle(
         [
             event([(T0, "INFO", "big", "a")] * 6, T0),
             event([(T0, "INFO", "big", "b")] * 6, T0, first_id=7),
@@ -380,7 +418,7 @@ alerts:
     )
     assert ("volume", "big", "firing") in calls
     stricter = settings.model_copy(update={"alerts": settings.alerts.model_copy(update={"overrides": {}})})
-    assert ev.reconfigure(stricter) is True
+    assert sched.reconfigure(stricter) is True
     clock.t += 1
     ev.tick()
     assert calls[-1] == ("volume", "big", "resolved")  # 12 logs is fine under the global threshold of 100

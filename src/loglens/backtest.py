@@ -1,41 +1,34 @@
 """`loglens backtest`: replay archived logs through the live rules and state machine, in event time.
 
-The same `Evaluator` (windows, rules, anomaly baselines, pattern mining) and `AlertEngine` as
-the server run here with a clock that follows the logs' own timestamps and no store or
-notifier: each second of the archive is fed as one batch (arrival time = event time), then the
-1-s timer runs. The result is the list of alerts that would have fired, when, and for how long,
-so thresholds can be tuned before they page anyone.
+The archive is read with `loglens analyze`'s reader (one archive reader), validated, counted per (service, second) and aggregated per minute, then handed
+to `loglens.alerting.replay` — the same evaluator, candidate builders and `AlertEngine` as the
+server and as `loglens analyze`, with a clock that follows the logs' own timestamps and no store
+or notifier. Here the replay also sees response times (p95 latency anomalies) and mines log
+templates (new_pattern alerts), which `analyze` cannot: it only has aggregates. The result is
+the list of alerts that would have fired, when, and for how long, so thresholds can be tuned
+before they page anyone.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loglens import metrics
-from loglens.alerting import AlertEngine, Transition, to_dt
+from loglens.alerting.engine import Transition, to_dt
+from loglens.alerting.evaluator import Evaluator
+from loglens.alerting.replay import per_second, replay
+from loglens.analyze import inputs
 from loglens.config import Settings
-from loglens.evaluator import AnomalyValidator, Evaluator, PatternWorker
-from loglens.models import iso
-from loglens.schema import LogSchema, parse_values
-from loglens.store import CommitEvent
-
-
-class _Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
+from loglens.detect.pattern_worker import PatternWorker
+from loglens.detect.validator import AnomalyValidator
+from loglens.models import LOG_ARROW_SCHEMA, iso
+from loglens.schema import LogSchema
 
 
 @dataclass
@@ -48,6 +41,7 @@ class BacktestResult:
     end: float | None = None
     transitions: list[Transition] = field(default_factory=list)
     anomalies: list[dict[str, Any]] = field(default_factory=list)
+    alerts: list[dict[str, Any]] = field(default_factory=list)
 
     def episodes(self) -> list[dict[str, Any]]:
         """One row per alert that fired: rule, service, severity, fired/resolved times, duration."""
@@ -70,40 +64,28 @@ class BacktestResult:
         return list(rows.values())
 
 
-def _open(path: Path) -> IO[bytes]:
-    return gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")
-
-
-def read_records(paths: Iterable[Path]) -> Iterator[Any]:
-    """Decoded records of NDJSON or JSON-array files (.gz ok)."""
-    for path in paths:
-        with _open(path) as fh:
-            data = fh.read()
-        stripped = data.lstrip()
-        if stripped.startswith(b"["):
-            yield from orjson.loads(stripped)
-            continue
-        for line in io.BytesIO(data):
-            line = line.strip()
-            if line:
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield line.decode("utf-8", "replace")  # rejected by the schema, counted
-
-
 def load_table(settings: Settings, paths: list[Path]) -> tuple[pa.Table, int]:
-    """Validate every record (huge lateness/skew limits: it is an archive); sorted by event time."""
+    """Read and validate every record with `loglens analyze`'s reader (NDJSON, JSON arrays, .gz,
+    Parquet, directories and globs), with huge lateness/skew limits since it is an archive;
+    sorted by event time, arrival = event time. Returns (table, rejected records)."""
     schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12, max_future_skew_s=1e12)
-    records = list(read_records(paths))
-    batch = schema.validate(parse_values(records), "backtest", 0)
-    t = batch.table
-    order = pc.sort_indices(t, [("ts", "ascending")])
-    t = t.take(order)
-    ts = t["ts"]
-    t = t.set_column(t.column_names.index("received_at"), "received_at", ts)  # arrival = event time
+    tables: list[pa.Table] = []
+    rejected = 0
+    for part in inputs.plan(inputs.discover(paths), 1):
+        if part.kind == "store":
+            raise inputs.InputError(f"{part.path}: backtest replays archives, not a store (use loglens analyze)")
+        for block in inputs.read_blocks(part):
+            batch = schema.validate(block.parsed, "backtest", 0)
+            rejected += len(batch.rejections)
+            if batch.table.num_rows:
+                tables.append(batch.table)
+    if not tables:
+        return LOG_ARROW_SCHEMA.empty_table(), rejected
+    t = pa.concat_tables(tables)
+    t = t.take(pc.sort_indices(t, [("ts", "ascending")]))
+    t = t.set_column(t.column_names.index("received_at"), "received_at", t["ts"])  # arrival = event time
     t = t.set_column(t.column_names.index("late"), "late", pa.array(np.zeros(t.num_rows, dtype=bool)))
-    return t, len(batch.rejections)
+    return t, rejected
 
 
 def run_backtest(settings: Settings, paths: list[Path], *, patterns: bool = True) -> BacktestResult:
@@ -113,30 +95,33 @@ def run_backtest(settings: Settings, paths: list[Path], *, patterns: bool = True
     if table.num_rows == 0:
         return result
     secs = pc.divide(pc.cast(table["ts"], pa.int64()), 1_000_000).to_numpy()
-    start, end = int(secs[0]), int(secs[-1])
-    result.start, result.end = float(start), float(end + 1)
-    clock = _Clock(float(start))
-    engine = AlertEngine(settings.alerts, clock=clock)
-    engine.keep_history = True
-    validator = AnomalyValidator(settings.schemas.anomaly)
-    ev = Evaluator(settings, engine, clock=clock, validator=validator)
-    miner = PatternWorker(settings.alerts, ev.handle_pattern, clock=clock) if patterns else None
-    table = table.add_column(0, "id", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
-    bounds = np.searchsorted(secs, np.arange(start, end + 2), side="left")
-    # the replay stops with the archive: alerts still firing then are reported as such (running the
-    # timer on would only page for the archive's end, which is not an outage)
-    for i, sec in enumerate(range(start, end + 1)):
-        lo, hi = bounds[i], bounds[i + 1]
-        clock.t = sec + 1 - 1e-6  # the end of this second
-        if hi > lo:
-            batch = table.slice(lo, hi - lo)
-            ev.fold(CommitEvent(batch, metrics.aggregate(batch.drop_columns(["id"])), 0, 0))
-            if miner is not None:
-                miner.process(batch)
-        ev.tick()  # evaluates every rule for every service at the end of each second
-    ev.engine.flush()
-    result.transitions = [t for t in engine.history if t.kind in ("firing", "resolved")]
-    result.anomalies = list(reversed(ev.anomalies))
+    start = int(secs[0])
+    bounds = np.searchsorted(secs, np.arange(start, int(secs[-1]) + 2), side="left")
+    with_ids = table.add_column(0, "id", pa.array(np.arange(1, table.num_rows + 1, dtype=np.int64)))
+    miner: list[PatternWorker] = []
+
+    def on_second(ev: Evaluator, sec: int) -> None:
+        lo, hi = int(bounds[sec - start]), int(bounds[sec - start + 1])
+        if hi <= lo:
+            return
+        batch = with_ids.slice(lo, hi - lo)
+        ev.windows.add_latency(batch)
+        if patterns:
+            if not miner:
+                miner.append(PatternWorker(settings.alerts, ev.handle_pattern, clock=ev.clock))
+            miner[0].process(batch)
+
+    found = replay(
+        settings,
+        per_second(table),
+        metrics.aggregate(table),
+        validator=AnomalyValidator(settings.schemas.anomaly),
+        on_second=on_second,
+    )
+    result.start, result.end = found.start, found.end
+    result.transitions = found.transitions
+    result.anomalies = found.anomalies
+    result.alerts = found.alerts()
     return result
 
 

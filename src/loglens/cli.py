@@ -232,20 +232,24 @@ def analyze(
 
 @app.command()
 def backtest(
-    files: Annotated[list[Path], typer.Argument(help="Archived logs: NDJSON or JSON files (.gz ok).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Archived logs: NDJSON, JSON or Parquet files (.gz ok), directories, globs.")
+    ],
     rules: Annotated[
         Path | None, typer.Option("--rules", "--config", "-c", help="config.yaml whose alerts: rules to replay.")
     ] = None,
     patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
 ) -> None:
     """Replay archived logs through the alert rules (event time); print what would have fired."""
+    from loglens.analyze.inputs import InputError
     from loglens.backtest import format_report, run_backtest
 
-    missing = [str(f) for f in files if not f.exists()]
-    if missing:
-        typer.echo(f"no such file: {', '.join(missing)}", err=True)
-        raise typer.Exit(2)
-    result = run_backtest(load_or_exit(rules), files, patterns=patterns)
+    settings = load_or_exit(rules)
+    try:
+        result = run_backtest(settings, files, patterns=patterns)
+    except InputError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
     for line in format_report(result):
         typer.echo(line)
 

@@ -176,12 +176,17 @@ class IngestConfig(_Model):
 
 
 class ErrorRateRule(_Model):
-    """error+fatal / total over a sliding window."""
+    """error+fatal / total over a sliding window (default: above 10 % in any 1-minute window)."""
 
     enabled: bool = Field(True, description="Evaluate this rule.")
     threshold: float = Field(0.10, ge=0, le=1, description="Fires when the ratio is strictly above this.")
     window_seconds: int = Field(60, gt=0, description="Length of the sliding window (event time).")
-    min_events: int = Field(20, ge=1, description="No alert on windows with fewer logs than this.")
+    min_events: int = Field(
+        10,
+        ge=1,
+        description="No alert on windows with fewer logs than this (noise guard: 1 error out of 1 log pages "
+        "nobody). The default lets 5 errors out of 10 logs in a minute fire.",
+    )
     for_seconds: float = Field(0, ge=0, description="Breach must last this long before firing.")
     severity: Severity = Field("critical", description="Severity of the alert it raises.")
 
@@ -260,12 +265,42 @@ class AlertsConfig(_Model):
     """Alert evaluation and lifecycle."""
 
     evaluation_interval_seconds: float = Field(1.0, gt=0, description="Timer evaluation period.")
-    group_wait_seconds: float = Field(0.0, ge=0, description="Burst grouping window for notifications.")
+    group_wait_seconds: float = Field(
+        0.0,
+        ge=0,
+        description="Transitions of one rule reaching a channel within this window go out as one grouped "
+        "notification (those of one evaluation always do).",
+    )
     resolve_after_seconds: float = Field(
         0.0,
         ge=0,
         description="A firing alert resolves only after its condition has been clear this long (no flapping "
         "when a value hovers at the threshold).",
+    )
+    max_series: int = Field(
+        10_000,
+        ge=1,
+        description="Most services tracked by detection (like Prometheus's sample limit or Loki's max streams). "
+        "Logs of further new service names are stored as usual but left out of alerting, counted, and a "
+        "`series_limit` meta-alert fires once.",
+    )
+    series_idle_seconds: float = Field(
+        86_400,
+        ge=0,
+        description="A service that sent nothing for this long is forgotten by detection and its alerts resolve "
+        "(0 = never).",
+    )
+    max_queue_logs: int = Field(
+        500_000,
+        ge=1000,
+        description="Committed logs waiting for the evaluator; beyond it batches are counted "
+        "and left out of alerting, and an `evaluator` meta-alert fires.",
+    )
+    max_queue_rows: int = Field(
+        200_000,
+        ge=1000,
+        description="Alert and anomaly rows waiting to be written; beyond it the oldest are "
+        "dropped (alerting goes on in memory) and an `alert-store` meta-alert fires.",
     )
     rules: RulesConfig = RulesConfig()
     overrides: dict[str, ServiceOverride] = Field(default_factory=dict, description="Keyed by service.")
@@ -293,7 +328,18 @@ class OutboxConfig(_Model):
         0.5, gt=0, description="Wait before the first retry; doubles each time, with jitter."
     )
     max_backoff_seconds: float = Field(60, gt=0, description="Longest wait between two tries.")
-    timeout_seconds: float = Field(5, gt=0, description="Per-attempt timeout.")
+    timeout_seconds: float = Field(
+        5,
+        gt=0,
+        description="Per-attempt timeout. A channel's own `timeout_seconds` may be shorter (it is then the bound); "
+        "a longer one is a check-config error.",
+    )
+    max_queue: int = Field(
+        100_000,
+        ge=100,
+        description="Alert transitions waiting to be grouped and written; beyond it they are counted and dropped, "
+        "and a `notifier:queue` meta-alert fires (meta-alerts always pass).",
+    )
 
 
 class LoggingConfig(_Model):
@@ -379,6 +425,23 @@ class MappingsConfig(_Model):
             level=["level", "detected_level", "severity", "log.level", "lvl"],
         )
     )
+    # The forward protocol's event time is the timestamp (no record key by default) and the tag
+    # is the service when the record names none (Fluent Bit's kubernetes filter adds the two
+    # `kubernetes.*` keys; its tags are file paths, often too long for a service name).
+    fluent: FieldMapping = Field(
+        default_factory=_fields(
+            timestamp=[],
+            message=["message", "log", "msg"],
+            service=[
+                "service",
+                "service.name",
+                "app",
+                "application",
+                "kubernetes.labels.app",
+                "kubernetes.container_name",
+            ],
+        )
+    )
     es_bulk: FieldMapping = Field(
         default_factory=_fields(
             timestamp=["@timestamp", "timestamp", "time"],
@@ -406,6 +469,21 @@ class SyslogConfig(_Model):
     max_pending: int = Field(50_000, ge=1, description="Buffered records before TCP reads pause / UDP drops.")
 
 
+class FluentConfig(_Model):
+    """Fluent forward input (Fluent Bit / Fluentd `forward` output, Docker's `fluentd` log driver); off by default."""
+
+    enabled: bool = Field(False, description="Start the Fluent forward listener with the server.")
+    host: str = Field("127.0.0.1", description="Interface to bind (0.0.0.0 to accept other hosts).")
+    port: int = Field(24224, ge=0, le=65535, description="TCP port (24224 is Fluentd's; 0 picks a free one).")
+    shared_key: str | None = Field(
+        None, description="When set, clients must pass the forward protocol's HELO/PING/PONG handshake with it."
+    )
+    self_hostname: str = Field("loglens", description="Hostname this server gives in the handshake's PONG.")
+    max_chunk_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="Largest forward message (and decompressed chunk); larger ones are refused."
+    )
+
+
 class TailConfig(_Model):
     """How `ingest.files` and `loglens tail` follow files."""
 
@@ -418,9 +496,10 @@ class TailConfig(_Model):
 
 
 class ProtocolsConfig(_Model):
-    """Extra ingest protocols: syslog, file tail, and the field mapping of every protocol."""
+    """Extra ingest protocols: syslog, Fluent forward, file tail, and the field mapping of every protocol."""
 
     syslog: SyslogConfig = SyslogConfig()
+    fluent: FluentConfig = FluentConfig()
     tail: TailConfig = TailConfig()
     mapping: MappingsConfig = MappingsConfig()
 
@@ -662,8 +741,9 @@ def load_settings(path: str | Path | None = None) -> Settings:
     return settings.model_copy(update={"config_path": path.resolve()})
 
 
-def _is_secret_annotation(annotation: Any) -> bool:
-    return annotation is SecretStr or any(_is_secret_annotation(a) for a in get_args(annotation))
+def is_secret_annotation(annotation: Any) -> bool:
+    """Whether a field's type is (or contains) `SecretStr`."""
+    return annotation is SecretStr or any(is_secret_annotation(a) for a in get_args(annotation))
 
 
 def is_secret_path(path: tuple[Any, ...]) -> bool:
@@ -673,23 +753,12 @@ def is_secret_path(path: tuple[Any, ...]) -> bool:
         return False
     owner = _model_at(keys)
     field = owner.model_fields.get(str(keys[-1])) if owner is not None else None
-    return field is not None and _is_secret_annotation(field.annotation)
+    return field is not None and is_secret_annotation(field.annotation)
 
 
 MASK = "***"
 # Plugin settings are plain dicts in Settings; these keys hold secrets whatever the plugin.
 _SECRET_KEY = re.compile(r"(token|secret|password|passwd|key|webhook_url|url|authorization|cookie)$", re.I)
-
-
-def _plugin_secret_fields(type_name: str) -> set[str]:
-    """Fields the notifier plugin's own Config model declares secret (SecretStr)."""
-    try:
-        from loglens.notify.registry import load_class
-
-        model = load_class(type_name).Config
-    except Exception:  # an unknown or broken plugin: fall back to the key names
-        return set()
-    return {name for name, f in model.model_fields.items() if _is_secret_annotation(f.annotation)}
 
 
 def _mask_plugin_settings(values: Any, secret_fields: set[str], key: str = "") -> Any:
@@ -704,30 +773,34 @@ def _mask_plugin_settings(values: Any, secret_fields: set[str], key: str = "") -
     return values
 
 
-def _mask_model(model: BaseModel) -> dict[str, Any]:
+PluginSecrets = Callable[[str], set[str]]
+"""Which settings of a notifier plugin type are declared secret (the registry knows the plugins)."""
+
+
+def _mask_model(model: BaseModel, plugin_secrets: PluginSecrets) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in type(model).model_fields.items():
         if field.exclude:
             continue
         value = getattr(model, name)
-        if _is_secret_annotation(field.annotation):
+        if is_secret_annotation(field.annotation):
             out[name] = None if value is None else MASK
         elif isinstance(value, NotifierConfig):
-            out[name] = _mask_notifier(value)
+            out[name] = _mask_notifier(value, plugin_secrets)
         elif isinstance(value, BaseModel):
-            out[name] = _mask_model(value)
+            out[name] = _mask_model(value, plugin_secrets)
         elif isinstance(value, list) and value and isinstance(value[0], NotifierConfig):
-            out[name] = [_mask_notifier(v) for v in value]
+            out[name] = [_mask_notifier(v, plugin_secrets) for v in value]
         elif isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
-            out[name] = {k: _mask_model(v) for k, v in value.items()}
+            out[name] = {k: _mask_model(v, plugin_secrets) for k, v in value.items()}
         else:
             out[name] = _to_json(value)
     return out
 
 
-def _mask_notifier(cfg: NotifierConfig) -> dict[str, Any]:
-    out = _mask_model(cfg.model_copy(update={"settings": {}}))
-    out["settings"] = _mask_plugin_settings(_to_json(cfg.settings), _plugin_secret_fields(cfg.type))
+def _mask_notifier(cfg: NotifierConfig, plugin_secrets: PluginSecrets) -> dict[str, Any]:
+    out = _mask_model(cfg.model_copy(update={"settings": {}}), plugin_secrets)
+    out["settings"] = _mask_plugin_settings(_to_json(cfg.settings), plugin_secrets(cfg.type))
     return out
 
 
@@ -737,10 +810,10 @@ def _to_json(value: Any) -> Any:
     return to_jsonable_python(value)
 
 
-def mask_secrets(settings: Settings) -> dict[str, Any]:
+def mask_secrets(settings: Settings, plugin_secrets: PluginSecrets = lambda _type: set()) -> dict[str, Any]:
     """The active config as a dict with secrets masked by type, never by guesswork alone.
 
     Fields declared `SecretStr` in the config models, fields the notifier plugins declare secret,
     every notifier header value, and plugin keys named like credentials become '***'.
     """
-    return _mask_model(settings)
+    return _mask_model(settings, plugin_secrets)

@@ -149,6 +149,34 @@ def config_keys(model: type[BaseModel] = Settings, prefix: str = "") -> list[str
     return [r.split("`")[1] for r in rows]
 
 
+_ALERTING = """
+## How alerting reads these keys
+
+- **Error rate.** The default rule is the seed's: *error rate above 10 % in any 1-minute window*.
+  Every second, each service's ERROR+FATAL logs are divided by all its logs in the sliding
+  `window_seconds` (60) ending now; it fires when the ratio is strictly above `threshold` (0.1)
+  and the window holds at least `min_events` logs (10). So 5 errors out of 10 logs in a minute
+  fire (50 % > 10 %), 1 error out of 200 does not (0.5 %), and 1 error out of 1 log does not
+  either (too few logs to mean anything). Raise `min_events` for noisy low-volume services.
+- **Grouping.** Transitions of one rule and kind (firing / resolved) that reach a channel within
+  `alerts.group_wait_seconds` go out as one notification listing the services (and those of one
+  evaluation always do, even with 0); once a grouped message went out, further transitions of
+  that rule are collected for at least 5 s before the next one (Alertmanager's group_interval).
+  20,000 services going silent together are a handful of messages, not 20,000. Meta-alerts
+  about loglens itself are never held or grouped.
+- **Flapping.** With `alerts.resolve_after_seconds` > 0 a firing alert resolves once its
+  condition has been clear that long; `new_pattern` alerts (events, not levels) clear
+  `rules.new_pattern.resolve_after_seconds` after their last finding and then resolve the same way.
+- **Many services.** At most `alerts.max_series` services are tracked by detection; logs of
+  further new names are stored and queryable as usual, counted (GET /api/v1/rules, `series`)
+  and left out of alerting, and a `series_limit` meta-alert fires once. A service silent for
+  `alerts.series_idle_seconds` is forgotten (its alerts resolve), which makes room again.
+- **Timeouts.** Each notification attempt is bounded by the channel's own `timeout_seconds`
+  when it sets one, else by `outbox.timeout_seconds`; a channel timeout longer than the outbox's
+  is a `check-config` error (the outbox would cut it short and the receiver would get repeats).
+"""
+
+
 def render() -> str:
     """The whole configuration reference as markdown."""
     out = [_HEADER, "| key | type | default | description |", "|---|---|---|---|"]
@@ -157,6 +185,7 @@ def render() -> str:
     out.append("Notifier `settings` are validated by each plugin's own config model; see the README's")
     out.append("notifier section for the built-in plugins' keys.")
     out.append(_EXAMPLE)
+    out.append(_ALERTING)
     return "\n".join(out) + "\n"
 
 

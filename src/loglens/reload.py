@@ -52,6 +52,7 @@ RESTART_KEYS = (
     ("ingest", "commit_interval_ms"),
     ("ingest", "files"),
     ("protocols", "syslog"),
+    ("protocols", "fluent"),
     ("protocols", "tail"),
 )
 

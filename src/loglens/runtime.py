@@ -2,7 +2,7 @@
 
 `Runtime(settings)` constructs each component with its dependencies passed explicitly (no
 service locator): the store and ingest pipeline, the notifier, the alert evaluator, the store
-watch, the SSE publisher, the syslog and file-tail listeners, self-metrics and config reload.
+watch, the SSE publisher, the syslog, Fluent forward and file-tail listeners, self-metrics and config reload.
 Parts that need each other meet through the ports in `loglens.ports`:
 
 - the alert engine hands transitions to the notifier through `NotificationSink`;
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import sys
 import time
@@ -27,11 +28,16 @@ from typing import Protocol
 
 import anyio.to_thread
 
-from loglens.alerting import AlertDB, AlertEngine
+from loglens.alerting import AlertEngine
+from loglens.alerting.component import AlertingComponent, persistence_alarm
+from loglens.alerting.evaluator import Evaluator
+from loglens.alerting.scheduler import Scheduler
 from loglens.api.events import EventHub
 from loglens.api.live import MetricsPublisher, StreamSettings
 from loglens.config import Settings
-from loglens.evaluator import AnomalyValidator, Evaluator, PatternWorker
+from loglens.detect.pattern_worker import PatternWorker
+from loglens.detect.validator import AnomalyValidator
+from loglens.ingest.fluent import FluentServer
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.ingest.syslog import SyslogServer
 from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
@@ -41,6 +47,8 @@ from loglens.reload import ReloadHook, ReloadManager
 from loglens.schema import LogSchema
 from loglens.selfmetrics import SelfMetrics
 from loglens.store import Store
+from loglens.store.alerts import AlertRepository, AlertWriter
+from loglens.store.outbox import OutboxRepository
 from loglens.storewatch import StoreWatch
 
 log = logging.getLogger("loglens.runtime")
@@ -146,10 +154,10 @@ class NotifierComponent:
 
 
 class AlertingStage:
-    """The alert engine and the evaluator thread, fed by store commits.
+    """The alerting stage (`loglens.alerting.component`): engine, evaluator thread, alert writer.
 
-    Built at start, not at construction: the engine restores firing alerts and silences, and
-    the evaluator its windows, from the store, which must be open.
+    Built at start, not at construction: the engine takes back firing alerts and silences from
+    the store, which must be open (the evaluator restores its windows on its own thread).
     """
 
     name = "alerting"
@@ -170,62 +178,59 @@ class AlertingStage:
         self.publish = publish
         self.meta = meta
         self.clock = clock
-        self.evaluator: Evaluator | None = None
+        self.component: AlertingComponent | None = None
 
     @property
     def engine(self) -> AlertEngine | None:
         """The running alert engine (None before start)."""
-        return self.evaluator.engine if self.evaluator is not None else None
+        return self.component.engine if self.component is not None else None
 
-    def build(self) -> Evaluator:
-        """Create the engine and evaluator and restore their state from the store (blocking I/O)."""
-        settings = self.settings
-        # the notifier service groups bursts per channel (alerts.group_wait_seconds) in its
-        # outbox; holding them here as well would make people wait twice
-        engine = AlertEngine(
-            settings.alerts.model_copy(update={"group_wait_seconds": 0.0}),
-            clock=self.clock,
-            db=AlertDB(self.store.cursor()),
-            notify=self.sink.submit,
-            publish=self.publish,
-        )
-        engine.restore()
+    def build(self) -> AlertingComponent:
+        """Construct the stage (not started); takes back firing alerts and silences (small reads)."""
+        settings, clock = self.settings, self.clock
+        repo = AlertRepository(self.store.cursor)
+        engine = AlertEngine(settings.alerts, clock=clock, sink=self.sink, silence_store=repo, publish=self.publish)
+        overflow, error = persistence_alarm(engine)
+        writer = AlertWriter(repo, max_rows=settings.alerts.max_queue_rows, on_overflow=overflow, on_error=error)
+        engine.persistence = writer
+        engine.restore(repo.load_active(limit=settings.alerts.max_series * 5), repo.load_silences())
         validator = AnomalyValidator(settings.schemas.anomaly)
-        evaluator = Evaluator(settings, engine, clock=self.clock, validator=validator, publish=self.publish)
+        evaluator = Evaluator(
+            settings, engine, clock=clock, validator=validator, persistence=writer, publish=self.publish
+        )
+        scheduler = Scheduler(evaluator, restore_from=self.store, max_queue_logs=settings.alerts.max_queue_logs)
         if settings.alerts.rules.new_pattern.enabled:
             path = settings.storage.path.with_name(settings.storage.path.name + ".templates.json")
-            evaluator.patterns = PatternWorker(settings.alerts, evaluator.on_pattern, state_path=path, clock=self.clock)
-        evaluator.restore(self.store)
-        return evaluator
+            evaluator.patterns = PatternWorker(settings.alerts, scheduler.on_pattern, state_path=path, clock=clock)
+        return AlertingComponent(engine, evaluator, scheduler, repo, writer)
 
     async def start(self) -> None:
-        """Build, restore, listen to commits and run the evaluator thread."""
-        evaluator = await anyio.to_thread.run_sync(self.build)
-        self.evaluator = evaluator
-        self.meta.bind(evaluator.engine)
-        self.store.listeners.append(evaluator.on_commit)
-        evaluator.start()
+        """Build, listen to commits and run the threads (the evaluator restores on its own thread)."""
+        component = await anyio.to_thread.run_sync(self.build)
+        self.component = component
+        self.meta.bind(component.engine)
+        self.store.listeners.append(component.scheduler.on_commit)
+        component.start()
 
     async def stop(self) -> None:
-        """Detach from the store and stop the threads."""
-        evaluator, self.evaluator = self.evaluator, None
+        """Detach from the store and stop the threads (queued alert rows are written)."""
+        component, self.component = self.component, None
         self.meta.bind(None)
-        if evaluator is None:
+        if component is None:
             return
         with contextlib.suppress(ValueError):
-            self.store.listeners.remove(evaluator.on_commit)
-        await anyio.to_thread.run_sync(evaluator.stop)
-        if evaluator.engine.db is not None:
-            evaluator.engine.db.close()
+            self.store.listeners.remove(component.scheduler.on_commit)
+        await anyio.to_thread.run_sync(component.stop)
 
     def prepare_reload(self, new: Settings) -> ReloadApply | None:
         """Reload hook: the evaluator applies new thresholds on its own thread, off the event loop."""
-        evaluator = self.evaluator
-        if evaluator is None:
+        component = self.component
+        if component is None:
             return None
+        self.settings = new
 
         async def apply() -> None:
-            await anyio.to_thread.run_sync(evaluator.reconfigure, new)
+            await anyio.to_thread.run_sync(component.scheduler.reconfigure, new)
 
         return apply
 
@@ -281,7 +286,7 @@ class Runtime:
         self.pipeline = IngestPipeline(self.schema, self.store, settings.ingest.max_errors_reported)
         self.hub = EventHub()
         self.meta = MetaAlertRelay()
-        self.notifier = NotificationService(settings, self.store, meta=self.meta)
+        self.notifier = NotificationService(settings, OutboxRepository(self.store.cursor), meta=self.meta)
         self.alerting = AlertingStage(
             settings, self.store, sink=self.notifier, publish=self.hub.publish, meta=self.meta, clock=clock
         )
@@ -290,6 +295,11 @@ class Runtime:
         self.syslog: SyslogServer | None = None
         if settings.protocols.syslog.enabled:
             self.syslog = SyslogServer(self.pipeline, settings.protocols.mapping.syslog, settings.protocols.syslog)
+        self.fluent: FluentServer | None = None
+        if settings.protocols.fluent.enabled:  # the mapping is read per message, so reloads apply
+            self.fluent = FluentServer(
+                self.pipeline, lambda: self.settings.protocols.mapping.fluent, settings.protocols.fluent
+            )
         self.tailer: Tailer | None = None
         if settings.ingest.files:
             tail_cfg = settings.protocols.tail
@@ -314,6 +324,7 @@ class Runtime:
             self.storewatch,
             self.stream,
             *([SyslogComponent(self.syslog)] if self.syslog is not None else []),
+            *([self.fluent] if self.fluent is not None else []),
             *([TailComponent(self.tailer)] if self.tailer is not None else []),
             self.selfmetrics,
             self.reload,
@@ -327,9 +338,9 @@ class Runtime:
         return self.alerting.engine
 
     @property
-    def evaluator(self) -> Evaluator | None:
-        """The running evaluator."""
-        return self.alerting.evaluator
+    def evaluator(self) -> AlertingComponent | None:
+        """The running alerting stage (rule stats, pattern miner, series cap, alert repository)."""
+        return self.alerting.component
 
     # ---- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -343,6 +354,9 @@ class Runtime:
         except BaseException:
             await self.stop()
             raise
+        # Everything built so far lives as long as the server: keep it out of the cyclic GC's
+        # full collections, whose pause (all threads, event loop included) grows with the heap.
+        gc.freeze()
 
     async def stop(self) -> None:
         """Stop the started components in reverse order; one failing does not keep others running."""

@@ -24,8 +24,8 @@ from loglens.store import Store
 
 if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itself as `Observed`
     from loglens.alerting import AlertEngine
+    from loglens.alerting.component import AlertingComponent
     from loglens.config import Settings
-    from loglens.evaluator import Evaluator
     from loglens.ingest.pipeline import IngestPipeline
     from loglens.notify.service import NotificationService
     from loglens.reload import ReloadManager
@@ -49,7 +49,7 @@ def reason_class(reason: str) -> str:
         return "timestamp"
     if "exceeds" in text or "too large" in text:
         return "too_large"
-    if text.startswith(("syslog:", "entry must be", "otlp", "loki", "es_bulk")):
+    if text.startswith(("syslog:", "fluent:", "entry must be", "otlp", "loki", "es_bulk")):
         return "protocol"
     if text.startswith("log: must be"):
         return "not_an_object"
@@ -101,7 +101,7 @@ class Observed(Protocol):
         ...
 
     @property
-    def evaluator(self) -> Evaluator | None:
+    def evaluator(self) -> AlertingComponent | None:
         """The rule evaluator, while alerting runs."""
         ...
 
@@ -151,6 +151,11 @@ class SelfMetrics:
         collecting once, which reads the store (open by now) and every other part (built by now).
         """
         self.registry.register(self._collector)
+        from loglens.ingest.inputs import sources
+
+        for source in sources(self.state):  # every running input's counters exist from the start, at 0
+            self.received.labels(source)
+            self.accepted.labels(source)
         self.state.pipeline.observers.append(self.on_ingest)
         self.state.store.listeners.append(self.on_commit)
 
@@ -187,7 +192,7 @@ class LoglensCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         """Yield every live-state metric; a part that fails is skipped and logged, never the whole scrape."""
-        for part in (self._process, self._store, self._alerting, self._notifier, self._reload):
+        for part in (self._process, self._store, self._alerting, self._notifier, self._reload, self._inputs):
             try:
                 yield from part()
             except Exception:  # one broken part must not hide the others
@@ -292,6 +297,11 @@ class LoglensCollector(Collector):
             dead.add_metric([name], ch["dead"])
             healthy.add_metric([name], 0 if ch["status"] == "failing" else 1)
         yield from (sent, failed, retrying, dead, healthy)
+
+    def _inputs(self) -> Iterator[Metric]:
+        from loglens.ingest import inputs
+
+        yield from inputs.collect(self.state)
 
     def _reload(self) -> Iterator[Metric]:
         manager = self.state.reload

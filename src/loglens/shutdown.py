@@ -48,10 +48,11 @@ class Drainable(Protocol):
 
 
 def drained(state: Drainable) -> bool:
-    """No admitted request in flight, nothing waiting for commit, nothing pending in the outbox."""
+    """No admitted request in flight, nothing waiting for commit, nothing deliverable pending in the
+    outbox (a failing channel's rows stay durable and resume after the restart)."""
     if state.pipeline.in_flight or state.store.queue_depth:
         return False
-    return all(ch["pending"] == 0 for ch in state.notifier.health())
+    return state.notifier.deliverable_pending() == 0
 
 
 class DrainingServer(uvicorn.Server):

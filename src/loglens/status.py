@@ -17,6 +17,7 @@ import duckdb
 
 from loglens import __version__
 from loglens.config import Settings
+from loglens.ingest import inputs
 from loglens.models import iso
 from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
 
@@ -98,6 +99,7 @@ def server_status(state: Observed) -> dict[str, Any]:
         {k: ch[k] for k in ("name", "type", "status", "pending", "delivered", "dead", "last_error")}
         for ch in state.notifier.health()
     ]
+    out["inputs"] = inputs.to_json(inputs.describe(state.settings, state))
     last = state.reload.last
     out["last_reload"] = last.to_json() if last is not None else None
     return out
@@ -107,6 +109,7 @@ def store_status(settings: Settings) -> dict[str, Any]:
     """Status from the store file of a server that is not running (opened read-only)."""
     out = _base(settings, "store")
     out["uptime_seconds"] = None
+    out["inputs"] = inputs.to_json(inputs.describe(settings))
     path = settings.storage.path
     if not path.exists():
         out["store"]["rows"] = {}
@@ -195,6 +198,7 @@ def render(status: dict[str, Any]) -> str:
             f"last {rates['window_seconds']} s: {rates['accepted_per_second']:g} logs/s accepted, "
             f"{rates['rejected_per_second']:g} /s rejected"
         )
+    lines.extend(inputs.render_lines(status.get("inputs")))
     firing = status.get("firing_alerts") or []
     lines.append(f"firing alerts: {len(firing)}")
     lines.extend(f"  [{a['severity']}] {a['rule']} {a['service']}: {a['summary']}" for a in firing)

@@ -178,3 +178,18 @@ def test_latency_quantile_in_window() -> None:
     w.prune(T0 + 57)
     p95b, nb = w.quantile("api", T0 + 57, 60, 0.95)
     assert nb == 140 and p95b is not None and p95b > p95
+
+
+def test_default_error_rate_rule_is_the_seeds_10_percent_in_a_minute() -> None:
+    """5 errors out of 10 logs in a minute fire; 1 out of 200 and 1 out of 1 do not."""
+    rule = AlertsConfig().rules.error_rate
+    assert rule.window_seconds == 60 and rule.threshold == 0.1
+
+    def fires(errors: int, total: int) -> bool:
+        [c] = rules.evaluate(rule, RuleWindow("api", 0.0, total, errors, 0.0))
+        return c.breach
+
+    assert fires(5, 10)
+    assert not fires(1, 200)
+    assert not fires(1, 1)
+    assert fires(21, 200)

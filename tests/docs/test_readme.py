@@ -14,6 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import typer.main
 from pydantic import BaseModel
@@ -134,7 +135,17 @@ def _app_routes(tmp_path: Path) -> set[tuple[str, str]]:
     app = create_app(settings)  # every optional router is included here; nothing starts
     # The OpenAPI document lists every included route whatever FastAPI's internal route types are.
     routes = {(m.upper(), _norm(p)) for p, ops in app.openapi()["paths"].items() for m in ops}
-    return routes | {("GET", app.docs_url or ""), ("GET", app.openapi_url or "")}
+    # /docs and /redoc are served by routes.docs (offline assets) and kept out of the schema
+    return routes | asyncio.run(_docs_pages(app)) | {("GET", app.openapi_url or "")}
+
+
+async def _docs_pages(app: Any) -> set[tuple[str, str]]:
+    """/docs and /redoc (kept out of the OpenAPI document) when the app serves them; they need no
+    running state, so the app is asked without starting its lifespan."""
+    transport = httpx.ASGITransport(app=app)
+    # localhost: the app refuses Host names it does not serve (DNS-rebinding guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        return {("GET", p) for p in ("/docs", "/redoc") if (await client.get(p)).status_code == 200}
 
 
 def test_every_api_path_in_the_readme_is_a_route(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from loglens import demo
 from loglens.config import RulesConfig, Settings
 from loglens.detect.anomaly import METRICS, Finding
 from loglens.detect.documents import PatternFinding, finding_doc, pattern_doc
-from loglens.evaluator import AnomalyValidator
+from loglens.detect.validator import AnomalyValidator
 from loglens.models import LEVELS
 from loglens.schema import LogSchema, load_schema_document
 

@@ -18,6 +18,7 @@ from loglens.models import Alert, Notification
 from loglens.notify.service import NotificationService, meta_name, routes
 from loglens.notify.webhook import WebhookNotifier
 from loglens.store import Store
+from loglens.store.outbox import OutboxRepository
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +42,11 @@ def _yaml(channels: list[dict[str, Any]], outbox: str = "", group_wait: float = 
 
 
 @contextlib.asynccontextmanager
-async def running(settings: Settings, **kwargs: Any) -> AsyncIterator[NotificationService]:
+async def running(
+    settings: Settings, outbox: type[OutboxRepository] = OutboxRepository, **kwargs: Any
+) -> AsyncIterator[NotificationService]:
     store = Store(settings.storage.path).start()
-    svc = NotificationService(settings, store, **kwargs)
+    svc = NotificationService(settings, outbox(store.cursor), **kwargs)
     await svc.start()
     try:
         yield svc
@@ -59,7 +62,7 @@ async def wait_rows(
     deadline = time.monotonic() + timeout
     while True:
         rows = await asyncio.to_thread(svc.notifications, "all", None, 1000)
-        if pred(rows):
+        if rows and pred(rows):  # rows are written by the grouping pass, a moment after submit()
             return rows
         if time.monotonic() > deadline:
             raise AssertionError(f"outbox never reached the expected state: {rows}")
@@ -92,14 +95,14 @@ async def test_routing_by_severity_rule_and_service(settings_factory, alert_fact
                 {"name": "absence_only", "rules": ["absence"]},
                 {"name": "off", "enabled": False},
             ],
-            group_wait=60,
+            outbox="outbox: {initial_backoff_seconds: 60, max_backoff_seconds: 60}",
         )
     )
-    async with running(settings) as svc:
+    async with running(settings) as svc:  # every channel points at a closed port: rows stay pending
         svc.submit(alert_factory(alert_id="1", severity="critical", rule="error_rate", service="checkout"), "firing")
         svc.submit(alert_factory(alert_id="2", severity="warning", rule="volume", service="payments"), "firing")
         svc.submit(alert_factory(alert_id="3", severity="critical", rule="absence", service="payments"), "firing")
-        rows = svc.notifications()
+        rows = await wait_rows(svc, lambda rows: len(rows) == 5)
     got = sorted((r["alert"]["id"], r["channel"]) for r in rows)
     assert got == [("1", "crit"), ("2", "payments"), ("3", "absence_only"), ("3", "crit"), ("3", "payments")]
     assert {r["state"] for r in rows} == {"pending"}
@@ -202,8 +205,8 @@ async def test_slow_channel_does_not_stall_another(settings_factory, receiver_fa
     fast = receiver_factory()
     settings = settings_factory(_yaml([{"name": "slow", "url": slow.url}, {"name": "fast", "url": fast.url}]))
     async with running(settings) as svc:
-        for i in range(3):
-            svc.submit(alert_factory(alert_id=f"s-{i}"), "firing")
+        for i, rule in enumerate(("error_rate", "volume", "absence")):  # 3 rules: 3 notifications each
+            svc.submit(alert_factory(alert_id=f"s-{i}", rule=rule), "firing")
         await asyncio.to_thread(fast.wait_for, 3, 60.0)
         rows = await asyncio.to_thread(svc.notifications, "pending", "slow")
         assert len(rows) >= 2  # the slow channel is still busy with its first one
@@ -243,18 +246,22 @@ async def test_restart_between_enqueue_and_delivery_delivers_exactly_once(
 ) -> None:
     r = receiver_factory()
     settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
-    # Process 1 writes the outbox row and dies before any worker ran (never started, never stopped).
+    # Process 1 writes the outbox row; its channel never answers, and it stops with the row pending.
     store = Store(settings.storage.path).start()
-    first = NotificationService(settings, store)
+    first = NotificationService(settings, OutboxRepository(store.cursor), channels={"hook": Blocking()})
+    first.stop_grace_seconds = 0.05
+    await first.start()
     alert = alert_factory()
     first.submit(alert, "firing")
-    assert [row["state"] for row in first.notifications()] == ["pending"] and r.requests == []
-    first.outbox.close()
+    await wait_rows(first, lambda rows: [row["state"] for row in rows] == ["pending"])
+    await first.stop()
     store.close()
+    assert r.requests == []
     # Process 2 resumes it; the alerting engine re-submitting the same transition changes nothing.
     async with running(settings) as svc:
         svc.submit(alert, "firing")
         await wait_rows(svc, _delivered())
+        await asyncio.sleep(0.2)
     async with running(settings) as svc:  # a third start has nothing left to send
         await asyncio.sleep(0.2)
     assert len(r.requests) == 1
@@ -314,8 +321,8 @@ async def test_backoff_is_capped_and_jittered(settings_factory) -> None:
     settings = settings_factory(_yaml([], outbox="outbox: {initial_backoff_seconds: 1, max_backoff_seconds: 8}"))
     store = Store(settings.storage.path).start()
     try:
-        low = NotificationService(settings, store, rng=lambda: 0.0)
-        high = NotificationService(settings, store, rng=lambda: 1.0)
+        low = NotificationService(settings, None, rng=lambda: 0.0)
+        high = NotificationService(settings, None, rng=lambda: 1.0)
         assert [high.backoff(a, None) for a in (1, 2, 3, 4, 5, 9)] == [1, 2, 4, 8, 8, 8]
         assert [low.backoff(a, None) for a in (1, 4)] == [0.5, 4]
         assert high.backoff(1, 30) == 30 and high.backoff(1, 10**9) == 86_400
@@ -349,7 +356,7 @@ async def test_stop_cancels_a_stuck_attempt_and_the_row_stays_pending(settings_f
     settings = settings_factory(_yaml([{"name": "x", "type": "console"}]))
     plugin = Blocking()
     store = Store(settings.storage.path).start()
-    svc = NotificationService(settings, store, channels={"x": plugin})
+    svc = NotificationService(settings, OutboxRepository(store.cursor), channels={"x": plugin})
     svc.stop_grace_seconds = 0.05
     await svc.start()
     svc.submit(alert_factory(), "firing")
@@ -357,7 +364,7 @@ async def test_stop_cancels_a_stuck_attempt_and_the_row_stays_pending(settings_f
     started = time.monotonic()
     await svc.stop()
     assert time.monotonic() - started < 1.0
-    svc2 = NotificationService(settings, store, channels={})  # the channel was removed from config
+    svc2 = NotificationService(settings, OutboxRepository(store.cursor), channels={})  # channel removed
     await svc2.start()
     rows = svc2.notifications()
     await svc2.stop()
@@ -365,13 +372,138 @@ async def test_stop_cancels_a_stuck_attempt_and_the_row_stays_pending(settings_f
     assert [(r["state"], r["attempts"]) for r in rows] == [("pending", 0)]
 
 
-async def test_submit_with_a_closed_store_is_logged_not_raised(settings_factory, alert_factory, caplog) -> None:
+class Recording:
+    """A channel plugin that records what it is sent."""
+
+    name = "recording"
+    Config = WebhookNotifier.Config
+
+    def __init__(self) -> None:
+        self.sent: list[Notification] = []
+
+    async def send(self, n: Notification) -> None:
+        self.sent.append(n)
+
+
+async def test_a_store_that_cannot_write_still_delivers_from_memory(settings_factory, alert_factory, caplog) -> None:
+    """Disk full / store gone: the meta-alert about the store (and any other notification) still
+    reaches the channel; nothing raises into the alerting engine."""
     settings = settings_factory(_yaml([{"name": "x", "type": "console"}]))
     store = Store(settings.storage.path).start()
-    svc = NotificationService(settings, store)
-    store.close()
-    svc.submit(alert_factory(), "firing")
-    assert "cannot write notification to outbox" in caplog.text
+    plugin = Recording()
+    svc = NotificationService(settings, OutboxRepository(store.cursor), channels={"x": plugin})
+    store.close()  # every outbox statement now fails
+    await svc.start()
+    try:
+        svc.submit(alert_factory(rule="meta", service="store", severity="critical"), "firing")
+        svc.submit(alert_factory(alert_id="a-2"), "firing")
+        deadline = time.monotonic() + 10
+        while len(plugin.sent) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+    finally:
+        await svc.stop()
+    assert sorted(n.alert.rule for n in plugin.sent) == ["error_rate", "meta"]
+    assert "delivering from memory" in caplog.text
+
+
+class MarkFailsOnce(OutboxRepository):
+    """The real outbox, with the first delivered-mark failing like a full disk would."""
+
+    failed = 0
+
+    def mark_delivered(self, nid: str, attempts: int, at: Any) -> None:
+        if MarkFailsOnce.failed == 0:
+            MarkFailsOnce.failed += 1
+            raise OSError("No space left on device")
+        super().mark_delivered(nid, attempts, at)
+
+
+async def test_a_failed_delivered_mark_is_retried_not_resent(settings_factory, receiver_factory, alert_factory) -> None:
+    r = receiver_factory()
+    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
+    async with running(settings, outbox=MarkFailsOnce) as svc:
+        svc.submit(alert_factory(), "firing")
+        await asyncio.to_thread(r.wait_for, 1, 10.0)
+        svc.submit(alert_factory(alert_id="a-2"), "firing")  # the next pass retries the mark
+        rows = await wait_rows(svc, _delivered(2))
+    assert MarkFailsOnce.failed == 1
+    assert len(r.requests) == 2 and all(row["attempts"] == 1 for row in rows)
+    async with running(settings) as svc:  # a restart finds nothing pending: nothing is sent again
+        await asyncio.sleep(0.3)
+    assert len(r.requests) == 2
+
+
+async def test_a_storm_of_one_rule_becomes_one_grouped_notification(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
+    r = receiver_factory()
+    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}], group_wait=0.5))
+    async with running(settings) as svc:
+        for i in range(500):
+            svc.submit(alert_factory(alert_id=f"abs-{i}", rule="absence", service=f"svc-{i:03d}"), "firing")
+        svc.submit(alert_factory(alert_id="meta-1", rule="meta", service="store"), "firing")
+        svc.submit(alert_factory(alert_id="er-1", rule="error_rate", service="api"), "firing")
+        rows = await wait_rows(svc, _delivered(3))
+        await asyncio.sleep(0.3)
+    assert len(rows) == 3 and len(r.requests) == 3
+    bodies = {q.json()["alert"]["rule"]: q.json() for q in r.requests}
+    group = bodies["absence"]["alert"]
+    assert group["labels"]["group_size"] == "500" and group["service"] == "500 services"
+    assert (
+        group["summary"].startswith("500 absence alerts firing: svc-000, svc-001") and "(+480 more)" in group["summary"]
+    )
+    assert bodies["error_rate"]["alert"]["id"] == "er-1"  # alone in its group: sent as itself
+    assert svc.grouped == 500
+
+
+async def test_a_storm_that_keeps_building_is_collected_per_interval(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
+    r = receiver_factory()
+    settings = settings_factory(_yaml([{"name": "hook", "url": r.url}]))
+    async with running(settings) as svc:
+        for i in range(50):
+            svc.submit(alert_factory(alert_id=f"abs-{i}", rule="absence", service=f"s{i}"), "firing")
+        await asyncio.to_thread(r.wait_for, 1, 60.0)  # the storm's first group
+        # the storm goes on: its next members wait for the group interval, other rules do not
+        for i in range(50, 60):
+            svc.submit(alert_factory(alert_id=f"abs-{i}", rule="absence", service=f"s{i}"), "firing")
+        svc.submit(alert_factory(alert_id="er-1", rule="error_rate"), "firing")
+        await asyncio.to_thread(r.wait_for, 3, 60.0)
+    rules = [(q.json()["alert"]["rule"], q.json()["alert"]["labels"].get("group_size")) for q in r.requests]
+    assert rules == [("absence", "50"), ("error_rate", None), ("absence", "10")]
+
+
+async def test_submit_never_blocks_and_overflow_is_counted_and_alerted(settings_factory, alert_factory) -> None:
+    settings = settings_factory(_yaml([{"name": "x", "type": "console"}], outbox="outbox: {max_queue: 100}"))
+    meta = MetaRecorder()
+    svc = NotificationService(settings, None, channels={"x": Recording()}, meta=meta)
+    for i in range(150):  # not started: nothing drains the queue
+        svc.submit(alert_factory(alert_id=f"a-{i}"), "firing")
+    svc.submit(alert_factory(alert_id="m", rule="meta", service="store"), "firing")  # meta always passes
+    assert svc.dropped == 50 and svc.pending() == 101
+    assert [c[:2] for c in meta.calls] == [("raise", "notifier:queue")]
+
+
+async def test_channel_timeout_bounds_attempts_and_a_longer_one_is_a_config_error(
+    settings_factory, receiver_factory, alert_factory
+) -> None:
+    from loglens.notify import registry
+
+    r = receiver_factory(default=Reply(delay=1.0))
+    ok = settings_factory(
+        "notifiers: [{name: hook, type: webhook, settings: {url: '" + r.url + "', timeout_seconds: 0.2}}]\n"
+        "outbox: {max_attempts: 1, timeout_seconds: 5}\n"
+    )
+    async with running(ok) as svc:
+        svc.submit(alert_factory(), "firing")
+        rows = await wait_rows(svc, lambda rows: rows and rows[0]["state"] == "dead")
+    assert "timed out" in rows[0]["last_error"]  # the channel's 0.2 s, not the outbox's 5 s
+    bad = settings_factory(
+        "notifiers: [{name: hook, type: webhook, settings: {url: 'http://x', timeout_seconds: 60}}]\n"
+    )
+    with pytest.raises(ConfigError, match=r"notifiers\[0\].settings.timeout_seconds.*longer than outbox"):
+        registry.build_all(bad)
 
 
 async def test_a_broken_meta_hook_never_breaks_delivery(
@@ -419,3 +551,17 @@ async def test_config_reload_swaps_channels_and_keeps_pending(
         ("b", "2", "delivered"),
     ]
     assert sorted(q.json()["alert"]["id"] for q in b.requests) == ["2", "2"]
+
+
+async def test_a_drain_does_not_wait_for_a_failing_channel(settings_factory, receiver_factory, alert_factory) -> None:
+    """Rows of a channel that keeps failing are durable and resume after a restart: a shutdown
+    drain waits for deliverable notifications only, not for the drain timeout."""
+    r = receiver_factory(default=Reply(500))
+    settings = settings_factory(
+        _yaml([{"name": "hook", "url": r.url}], outbox="outbox: {initial_backoff_seconds: 30, max_backoff_seconds: 30}")
+    )
+    async with running(settings) as svc:
+        svc.submit(alert_factory(), "firing")
+        assert svc.deliverable_pending() == 1  # queued: a drain waits for it
+        await wait_rows(svc, lambda rows: rows[0]["attempts"] == 1)  # failed once, next try in ~30 s
+        assert svc.pending() == 1 and svc.deliverable_pending() == 0

@@ -17,6 +17,7 @@ from ops_support import now_iso, write_config
 from loglens.api import auth
 from loglens.config import ServerConfig, load_settings, mask_secrets, parse_settings
 from loglens.errors import ConfigError
+from loglens.notify import registry
 from tests_support import LiveServer
 
 TOKENS = "  ingest_token: tok-ingest\n  read_token: tok-read\n  api_token: tok-api\n  admin_token: tok-admin\n"
@@ -38,7 +39,7 @@ def test_secrets_are_masked_by_type_including_every_notifier_header() -> None:
         " X-Tenant: t1}}}\n"
         "  - {name: s, type: slack, settings: {webhook_url: 'http://hooks/s3cr3t-path'}}\n"
     )
-    masked = mask_secrets(settings)
+    masked = mask_secrets(settings, registry.secret_fields)
     text = str(masked)
     for secret in ("tok-admin", "hdr-secret", "t1", "s3cr3t-path"):
         assert secret not in text
@@ -95,6 +96,8 @@ def test_a_rejected_reload_never_repeats_the_secret(
         ("POST", "/api/v1/logs", "ingest"),
         ("POST", "/v1/logs", "ingest"),
         ("POST", "/loki/api/v1/push", "ingest"),
+        ("POST", "/api/prom/push", "ingest"),
+        ("GET", "/docs/assets/swagger-ui.css", None),
         ("PUT", "/logs-2026/_bulk", "ingest"),
         ("GET", "/api/v1/logs", "read"),
         ("GET", "/metrics", "read"),

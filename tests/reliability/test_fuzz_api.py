@@ -97,6 +97,7 @@ _RAW_TARGETS = [
     ("/v1/logs", "application/x-protobuf"),
     ("/v1/logs", "application/json"),
     ("/loki/api/v1/push", "application/json"),
+    ("/loki/api/v1/push", "application/x-protobuf"),
     ("/_bulk", "application/x-ndjson"),
 ]
 _json_line = st.recursive(

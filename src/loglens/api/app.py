@@ -16,7 +16,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from loglens import __version__
 from loglens.api.deps import require_token
 from loglens.api.errors import install_error_handlers
-from loglens.api.routes import alerts, dashboard, health, ingest, login, notifications, ops, protocols, query, stream
+from loglens.api.routes import (
+    alerts,
+    dashboard,
+    docs,
+    health,
+    ingest,
+    login,
+    notifications,
+    ops,
+    protocols,
+    query,
+    stream,
+)
 from loglens.api.security import install_guards
 from loglens.config import Settings
 from loglens.runtime import Runtime
@@ -48,6 +60,8 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
         version=__version__,
         description="High-throughput log analytics and monitoring engine.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from routes.docs, with assets served locally (no CDN)
+        redoc_url=None,
     )
     if settings.server.cors_origins:
         # Browsers on these origins may call the API; the token still applies (sent as a header,
@@ -70,6 +84,7 @@ def routers() -> list[tuple[APIRouter, bool]]:
     """Every router of the API: (router, requires_api_token)."""
     return [
         (health.router, False),
+        (docs.build_router(), False),
         (ingest.router, True),
         (query.router, True),
         (alerts.router, True),

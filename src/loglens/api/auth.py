@@ -49,7 +49,7 @@ AUTHORIZED = "loglens.authorized"  # ASGI scope key set once the middleware has 
 _PUBLIC_PATHS = frozenset(
     {"/healthz", "/", "/favicon.ico", "/login", "/logout", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
-_INGEST_POSTS = frozenset({"/api/v1/logs", "/v1/logs", "/loki/api/v1/push"})
+_INGEST_POSTS = frozenset({"/api/v1/logs", "/v1/logs", "/loki/api/v1/push", "/api/prom/push"})
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -59,7 +59,7 @@ def required_scope(method: str, path: str) -> ScopeName | None:
         return None  # CORS preflights carry no credentials by design; the request that follows does
     if method == "HEAD" and path in ("/", "/_es"):
         return "ingest"  # Elasticsearch clients' ping
-    if path.startswith("/static/") or (
+    if path.startswith(("/static/", "/docs/assets/")) or (
         path in _PUBLIC_PATHS and (method in _READ_METHODS or path in ("/login", "/logout"))
     ):
         return None

@@ -15,11 +15,11 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 
 from loglens.alerting import AlertEngine
+from loglens.alerting.component import AlertingComponent
 from loglens.api import auth
 from loglens.api.events import EventHub
 from loglens.api.live import StreamSettings
 from loglens.config import Settings
-from loglens.evaluator import Evaluator
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.notify.service import NotificationService
 from loglens.reload import ReloadManager
@@ -72,8 +72,8 @@ async def get_engine(runtime: RuntimeDep) -> AlertEngine:
     return engine
 
 
-async def get_evaluator(runtime: RuntimeDep) -> Evaluator | None:
-    """The rule evaluator, None while alerting is not running."""
+async def get_evaluator(runtime: RuntimeDep) -> AlertingComponent | None:
+    """The running alerting stage, None while alerting is not running."""
     return runtime.evaluator
 
 
@@ -98,7 +98,7 @@ PipelineDep = Annotated[IngestPipeline, Depends(get_pipeline)]
 HubDep = Annotated[EventHub, Depends(get_hub)]
 StreamSettingsDep = Annotated[StreamSettings, Depends(get_stream_settings)]
 EngineDep = Annotated[AlertEngine, Depends(get_engine)]
-EvaluatorDep = Annotated[Evaluator | None, Depends(get_evaluator)]
+EvaluatorDep = Annotated[AlertingComponent | None, Depends(get_evaluator)]
 NotifierDep = Annotated[NotificationService, Depends(get_notifier)]
 ReloadDep = Annotated[ReloadManager, Depends(get_reload)]
 SelfMetricsDep = Annotated[SelfMetrics, Depends(get_selfmetrics)]

@@ -71,6 +71,7 @@ class TimeseriesOut(Out):
     start: str
     end: str
     series: list[Series]
+    next_offset: int | None = Field(None, description="With `limit`: offset of the next page (null: last).")
 
 
 class Window(Out):
@@ -144,6 +145,8 @@ class ServicesOut(Out):
     """Every service seen."""
 
     services: list[ServiceOut]
+    total: int | None = Field(None, description="With `q` or `limit`: how many services match.")
+    next_offset: int | None = Field(None, description="With `limit`: offset of the next page (null: last).")
 
 
 class LogOut(Out):
@@ -213,12 +216,14 @@ class AlertsOut(Out):
     """Alerts, newest first."""
 
     alerts: list[AlertOut]
+    next_offset: int | None = Field(None, description="Offset of the next page (null: this is the last).")
 
 
 class AnomaliesOut(Out):
     """Anomalies, newest first; each document follows schemas/anomaly_schema.yaml."""
 
     anomalies: list[dict[str, Any]]
+    next_offset: int | None = Field(None, description="Offset of the next page (null: this is the last).")
 
 
 class SilenceOut(Out):
@@ -237,6 +242,7 @@ class SilencesOut(Out):
     """Silences that have not expired."""
 
     silences: list[SilenceOut]
+    next_offset: int | None = Field(None, description="Offset of the next page (null: this is the last).")
 
 
 class DeletedOut(Out):
@@ -267,10 +273,22 @@ class RuleOut(Out):
     mining: MiningOut | None = None
 
 
+class SeriesCapOut(Out):
+    """The cap on services tracked by detection (alerts.max_series) at work."""
+
+    tracked: int
+    max_series: int
+    rejected_logs: int
+    rejected_names: int
+    expired: int
+    evaluator_dropped_logs: int
+
+
 class RulesOut(Out):
     """Every built-in rule."""
 
     rules: list[RuleOut]
+    series: SeriesCapOut | None = None
 
 
 # ---- dashboard ------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import numpy as np
 
 from loglens import metrics
 from loglens.config import AnomalyRule
+from loglens.detect.rules import Candidate
 
 METRICS: tuple[str, ...] = ("volume", "error_rate", "p95_latency")
 _MAD_TO_SD = 1.4826  # MAD of a normal distribution × this = its standard deviation
@@ -118,10 +119,14 @@ class AnomalyDetector:
         self.rule_for = rule_for
         self.history = history_minutes
         self.grace = close_grace_s
-        self._open: dict[tuple[str, int], _Minute] = {}
+        # open minutes per service: a new service costs O(1), never a scan of everyone's minutes
+        self._open: dict[str, dict[int, _Minute]] = {}
         self._base: dict[str, _Baseline] = {}
         self.active: dict[tuple[str, str], Finding] = {}
+        self._by_service: dict[str, dict[str, Finding]] = {}
+        self._fresh: set[str] = set()  # services added since the last close pass
         self._upto: int | None = None
+        self.ready: set[str] = set()  # services with the history to be judged (see `judgeable`)
 
     # ---- feeding ---------------------------------------------------------------------------
     def add_partials(self, partials: metrics.Partials) -> None:
@@ -152,7 +157,12 @@ class AnomalyDetector:
         base = self._base.get(service)
         if base is not None and base.last_closed is not None and minute_s <= base.last_closed:
             return  # that minute is already part of the baseline: too late to change it
-        agg = self._open.setdefault((service, minute_s), _Minute())
+        minutes = self._open.get(service)
+        if minutes is None:
+            minutes = self._open[service] = {}
+        agg = minutes.get(minute_s)
+        if agg is None:
+            agg = minutes[minute_s] = _Minute()
         agg.count += count
         agg.errors += errors
         for b, c in (sketch or {}).items():
@@ -161,38 +171,67 @@ class AnomalyDetector:
             self._base[service] = _Baseline(
                 deque(maxlen=self.history), deque(maxlen=self.history), deque(maxlen=self.history)
             )
-            self._upto = None  # a new service: its past minutes can close at once
+            self._fresh.add(service)  # its past minutes can close at the next pass
 
     def close_minutes(self, now: float) -> None:
         """Move every minute that ended at least `grace` seconds ago into the baselines.
 
         Minutes with no logs from a known service count as volume 0, so a drop is part of the
-        history the next judgement sees.
+        history the next judgement sees. Cost: one pass over the services when a minute ends;
+        in between, only services first seen since the last pass.
         """
         upto = int((now - self.grace) // 60) * 60 - 60  # start of the newest minute fully over
         if upto == self._upto:
-            return  # nothing new has closed since the last call (called every second)
-        self._upto = upto
-        for service, base in self._base.items():
-            if base.last_closed is None:
-                starts = [m for (s, m) in self._open if s == service]
-                if not starts:
-                    continue
-                base.last_closed = min(starts) - 60
-            first = max(base.last_closed + 60, upto - 60 * (self.history - 1))
-            for minute in range(first, upto + 1, 60):
-                agg = self._open.pop((service, minute), None) or _Minute()
-                base.volume.append(float(agg.count))
-                if agg.count:
-                    base.error_rate.append(agg.errors / agg.count)
-                if sum(agg.sketch.values()) >= _MIN_LATENCY_SAMPLES:
-                    p95 = metrics.quantile(list(agg.sketch), list(agg.sketch.values()), 0.95)
-                    if p95 is not None:
-                        base.p95_latency.append(p95)
-            base.last_closed = max(base.last_closed, upto)
-            base.stats.clear()
-        for key in [k for k in self._open if k[1] <= upto]:  # late data for closed minutes
-            del self._open[key]
+            services: list[str] = [s for s in self._fresh if s in self._base]
+        else:
+            self._upto = upto
+            services = list(self._base)
+        self._fresh.clear()
+        for service in services:
+            self._close_service(service, self._base[service], upto)
+
+    def _close_service(self, service: str, base: _Baseline, upto: int) -> None:
+        minutes = self._open.get(service, {})
+        if base.last_closed is None:
+            if not minutes:
+                return
+            base.last_closed = min(minutes) - 60
+        if base.last_closed >= upto:
+            return
+        first = max(base.last_closed + 60, upto - 60 * (self.history - 1))
+        for minute in range(first, upto + 1, 60):
+            agg = minutes.pop(minute, None) or _Minute()
+            base.volume.append(float(agg.count))
+            if agg.count:
+                base.error_rate.append(agg.errors / agg.count)
+            if sum(agg.sketch.values()) >= _MIN_LATENCY_SAMPLES:
+                p95 = metrics.quantile(list(agg.sketch), list(agg.sketch.values()), 0.95)
+                if p95 is not None:
+                    base.p95_latency.append(p95)
+        base.last_closed = max(base.last_closed, upto)
+        base.stats.clear()
+        if self.judgeable(service, self.rule_for(service)):
+            self.ready.add(service)
+        else:
+            self.ready.discard(service)
+        for m in [m for m in minutes if m <= upto]:  # late data for closed minutes
+            del minutes[m]
+        if not minutes:
+            self._open.pop(service, None)
+
+    def forget(self, service: str) -> None:
+        """Drop every trace of `service` (it went idle for good or is over the series cap)."""
+        self._open.pop(service, None)
+        self._base.pop(service, None)
+        self._fresh.discard(service)
+        self.ready.discard(service)
+        for metric in self._by_service.pop(service, {}):
+            self.active.pop((service, metric), None)
+
+    @property
+    def services(self) -> int:
+        """How many services have a baseline."""
+        return len(self._base)
 
     def baseline_minutes(self, service: str) -> int:
         """Closed minutes of volume history for `service`."""
@@ -218,10 +257,14 @@ class AnomalyDetector:
                 # hysteresis: stay anomalous until the score falls below exit_k
                 if finding is None or abs(finding.score) < rule.exit_k:
                     del self.active[key]
+                    self._by_service.get(service, {}).pop(metric, None)
                     ended.append(metric)
             elif finding is not None and abs(finding.score) > rule.k:
                 self.active[key] = finding
+                self._by_service.setdefault(service, {})[metric] = finding
                 started.append(finding)
+        if not self._by_service.get(service, True):
+            del self._by_service[service]
         return started, ended
 
     def _judge(
@@ -276,9 +319,50 @@ class AnomalyDetector:
             high = min(1.0, high)
         return Finding(service, metric, observed, med, low, high, round(score, 3), n, now)
 
+    def judgeable(self, service: str, rule: AnomalyRule) -> bool:
+        """Whether `service` has the history to be judged at all (warm-up, minimum volume)."""
+        base = self._base.get(service)
+        if not rule.enabled or base is None or len(base.volume) < rule.warmup_minutes:
+            return False
+        return base.median_mad("volume")[0] >= rule.min_baseline_volume
+
+    def refresh_ready(self) -> None:
+        """Recompute `ready` for every service (after the rules changed)."""
+        self.ready = {s for s in self._base if self.judgeable(s, self.rule_for(s))}
+
+    @property
+    def active_services(self) -> set[str]:
+        """Services with an anomaly episode under way."""
+        return set(self._by_service)
+
     def is_active(self, service: str) -> bool:
         """Whether any metric of `service` is in an anomaly episode."""
-        return any(s == service for s, _ in self.active)
+        return bool(self._by_service.get(service))
+
+    def findings(self, service: str) -> list[Finding]:
+        """The active findings of `service` (one per metric in an episode)."""
+        return list(self._by_service.get(service, {}).values())
+
+
+def anomaly_candidate(detector: AnomalyDetector, service: str, rule: AnomalyRule) -> Candidate:
+    """The `anomaly` rule outcome of a service: breaching with its strongest active finding.
+
+    Shared by the live evaluator and the event-time replay, so both alert on the same thing.
+    """
+    active = detector.findings(service)
+    if not active:
+        return Candidate("anomaly", service, False, None, None, rule.severity, "")
+    top = max(active, key=lambda f: abs(f.score))
+    return Candidate(
+        "anomaly",
+        service,
+        True,
+        round(top.observed, 6),
+        round(top.high, 6),
+        rule.severity,
+        top.description,
+        labels={"metric": top.metric},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,9 +391,10 @@ class TemplateRates:
         self.warmup = warmup_minutes
         self.min_count = min_count
         self.grace = close_grace_s
-        self._open: dict[tuple[str, int], int] = {}
+        self._open: dict[str, dict[int, int]] = {}  # per template: a new one costs O(1)
         self._hist: dict[str, deque[int]] = {}
         self._closed: dict[str, int] = {}
+        self._fresh: set[str] = set()
         self._upto: int | None = None
 
     def add(self, template_id: str, minute_s: int, n: int = 1) -> None:
@@ -317,34 +402,43 @@ class TemplateRates:
         last = self._closed.get(template_id)
         if last is not None and minute_s <= last:
             return
-        self._open[(template_id, minute_s)] = self._open.get((template_id, minute_s), 0) + n
+        minutes = self._open.setdefault(template_id, {})
+        minutes[minute_s] = minutes.get(minute_s, 0) + n
         if template_id not in self._hist:
             self._hist[template_id] = deque(maxlen=self.history)
-            self._upto = None
+            self._fresh.add(template_id)
 
     def close(self, now: float) -> list[RateJump]:
         """Close finished minutes; returns the templates that jumped in them."""
         upto = int((now - self.grace) // 60) * 60 - 60
         jumps: list[RateJump] = []
         if upto == self._upto:
-            return jumps
-        self._upto = upto
-        for tid, hist in self._hist.items():
+            tids = [t for t in self._fresh if t in self._hist]
+        else:
+            self._upto = upto
+            tids = list(self._hist)
+        self._fresh.clear()
+        for tid in tids:
+            hist = self._hist[tid]
+            minutes = self._open.get(tid, {})
             last = self._closed.get(tid)
             if last is None:
-                starts = [m for (t, m) in self._open if t == tid]
-                if not starts:
+                if not minutes:
                     continue
-                last = min(starts) - 60
+                last = min(minutes) - 60
+            if last >= upto:
+                continue
             first = max(last + 60, upto - 60 * (self.history - 1))
             for minute in range(first, upto + 1, 60):
-                n = self._open.pop((tid, minute), 0)
+                n = minutes.pop(minute, 0)
                 if len(hist) >= self.warmup:
                     expected = sum(hist) / len(hist)
                     if n >= self.min_count and n > self.factor * max(expected, 0.1):
                         jumps.append(RateJump(tid, minute, n, round(expected, 3)))
                 hist.append(n)
             self._closed[tid] = max(last, upto)
-        for key in [k for k in self._open if k[1] <= upto]:
-            del self._open[key]
+            for m in [m for m in minutes if m <= upto]:
+                del minutes[m]
+            if not minutes:
+                self._open.pop(tid, None)
         return jumps

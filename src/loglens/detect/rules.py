@@ -8,12 +8,17 @@ what value; the alert state machine (`loglens.alerting`) turns candidates into p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from loglens.config import AbsenceRule, AlertsConfig, ErrorRateRule, VolumeRule
 from loglens.models import Candidate as Candidate  # re-exported: the alert engine imports it from here
 
 Rule = ErrorRateRule | AbsenceRule | VolumeRule
+
+# The threshold rules, in evaluation order: the one list live, backtest and analyze all use.
+THRESHOLD_RULES: tuple[str, ...] = ("error_rate", "volume", "absence")
 
 RULE_NAMES: dict[type, str] = {ErrorRateRule: "error_rate", AbsenceRule: "absence", VolumeRule: "volume"}
 
@@ -31,6 +36,62 @@ class RuleWindow:
     total: int = 0
     errors: int = 0
     last_seen: float | None = None
+
+
+class Counts(Protocol):
+    """Sums over one window."""
+
+    @property
+    def total(self) -> int:
+        """Logs in the window."""
+        ...
+
+    @property
+    def errors(self) -> int:
+        """ERROR and FATAL logs in the window."""
+        ...
+
+
+class WindowSource(Protocol):
+    """Where rule windows come from (`loglens.detect.windows.SlidingWindows`)."""
+
+    def counts(self, service: str, now: float, window_s: int) -> Counts:
+        """Logs and errors of `service` in the `window_s` seconds ending at `now`."""
+        ...
+
+    def seen(self, service: str) -> float | None:
+        """Arrival time of the newest log of `service` (None: never seen)."""
+        ...
+
+
+def threshold_rule(alerts: AlertsConfig, name: str, service: str) -> Rule:
+    """The effective threshold rule `name` (error_rate, volume, absence) for `service`."""
+    rule = effective_rule(alerts, name, service)
+    assert isinstance(rule, ErrorRateRule | AbsenceRule | VolumeRule)
+    return rule
+
+
+def threshold_candidates(
+    alerts: AlertsConfig, name: str, source: WindowSource, services: Iterable[str], now: float
+) -> list[Candidate]:
+    """Judge threshold rule `name` for each service on the windows ending at `now`.
+
+    The one candidate builder of the threshold rules, shared by the live evaluator and the
+    event-time replay (`loglens backtest` and `loglens analyze`).
+    """
+    out: list[Candidate] = []
+    for svc in services:
+        rule = threshold_rule(alerts, name, svc)
+        if not rule.enabled:
+            continue
+        window_s = rule.window_seconds if isinstance(rule, ErrorRateRule | VolumeRule) else 0
+        if window_s:
+            c = source.counts(svc, now, window_s)
+            w = RuleWindow(svc, now, c.total, c.errors, source.seen(svc))
+        else:
+            w = RuleWindow(svc, now, 0, 0, source.seen(svc))
+        out.extend(evaluate(rule, w))
+    return out
 
 
 def rule_name(rule: Rule) -> str:

@@ -50,11 +50,47 @@ class SlidingWindows:
         self._seconds: dict[str, dict[int, _Second]] = {}
         self.last_seen: dict[str, float] = {}  # arrival time (epoch s) of each service's newest log
         self._newest = 0
+        # per service: [logs, errors] over every second still held, kept up to date on add and
+        # prune, so "could this service breach anything?" is answered in O(1)
+        self._held: dict[str, list[int]] = {}
 
     @property
     def services(self) -> list[str]:
         """Every service seen (including ones that have gone silent)."""
-        return sorted(self.last_seen)
+        return list(self.last_seen)
+
+    @property
+    def busy(self) -> list[str]:
+        """Services with logs inside the horizon: the only ones whose window sums can be non-zero."""
+        return list(self._held)
+
+    def __contains__(self, service: object) -> bool:
+        return service in self.last_seen
+
+    def __len__(self) -> int:
+        return len(self.last_seen)
+
+    def seen(self, service: str) -> float | None:
+        """Arrival time of the newest log of `service` (None: never seen)."""
+        return self.last_seen.get(service)
+
+    def idle(self, before: float) -> list[str]:
+        """Services whose newest log arrived before `before`."""
+        return [svc for svc, t in self.last_seen.items() if t < before]
+
+    def add_counts(self, service: str, second: int, total: int, errors: int, arrival_s: float) -> None:
+        """Add pre-aggregated counts of one second (the event-time replay feeds these)."""
+        self.touch(service, arrival_s)
+        if second <= self._newest - self.horizon_s:
+            return
+        bucket = self._seconds[service].get(second)
+        if bucket is None:
+            bucket = self._seconds[service][second] = _Second()
+        bucket.total += total
+        bucket.errors += errors
+        held = self._held.setdefault(service, [0, 0])
+        held[0] += total
+        held[1] += errors
 
     def touch(self, service: str, arrival_s: float) -> None:
         """Record that `service` sent logs at `arrival_s` (used when restoring from the store)."""
@@ -101,8 +137,20 @@ class SlidingWindows:
                 bucket = self._seconds[svc][s] = _Second()
             bucket.total += n
             bucket.errors += e
+            held = self._held.setdefault(svc, [0, 0])
+            held[0] += n
+            held[1] += e
         self._add_latency(logs, sec, floor)
         return sorted(set(services))
+
+    def add_latency(self, logs: pa.Table) -> None:
+        """Add only the response times of a batch (its counts came through `add_counts`)."""
+        if logs.num_rows == 0:
+            return
+        ts = pc.min_element_wise(pc.cast(logs["ts"], pa.int64()), pc.cast(logs["received_at"], pa.int64()))
+        for svc in pc.unique(logs["service"]).to_pylist():
+            self._seconds.setdefault(svc, {})
+        self._add_latency(logs, pc.divide(ts, 1_000_000), self._newest - self.horizon_s)
 
     def _add_latency(self, logs: pa.Table, sec: pa.Array, floor: int) -> None:
         rt = logs["response_time_ms"]
@@ -128,6 +176,12 @@ class SlidingWindows:
             bucket = self._seconds[svc].setdefault(s, _Second())
             bucket.rt_buckets.append(np.array(bl, dtype=np.int32))
             bucket.rt_counts.append(np.array(cl, dtype=np.int64))
+            if len(bucket.rt_buckets) > 32:  # compact the fragments of a second that many batches hit
+                bk = np.concatenate(bucket.rt_buckets)
+                ct = np.concatenate(bucket.rt_counts)
+                uniq, inv = np.unique(bk, return_inverse=True)
+                bucket.rt_buckets = [uniq.astype(np.int32)]
+                bucket.rt_counts = [np.bincount(inv, weights=ct).astype(np.int64)]
 
     def counts(self, service: str, now: float, window_s: int) -> WindowCounts:
         """Logs and errors of `service` in the window of `window_s` seconds ending at `now`."""
@@ -154,28 +208,31 @@ class SlidingWindows:
             return None, 0
         buckets = np.concatenate(bs)
         counts = np.concatenate(cs)
-        return metrics.quantile(buckets, counts, q), int(counts.sum())
+        return metrics.quantile(buckets, counts, q), int(counts.sum())  # type: ignore[arg-type]  # numpy arrays work
 
     def prune(self, now: float) -> None:
         """Forget seconds that no window ending at or after `now` can contain."""
         self._newest = max(self._newest, int(now // 1))
         floor = self._newest - self.horizon_s
-        for secs in self._seconds.values():
-            old = [s for s in secs if s <= floor]
-            for s in old:
+        for svc in [svc for svc, held in self._held.items() if held[0] or held[1]]:
+            secs = self._seconds[svc]
+            if min(secs) > floor:
+                continue
+            held = self._held[svc]
+            for s in [s for s in secs if s <= floor]:
                 b = secs.pop(s)
-                b.rt_buckets.clear()
-        # compact latency fragments of each second so repeated small batches stay cheap
-        for secs in self._seconds.values():
-            for b in secs.values():
-                if len(b.rt_buckets) > 32:
-                    bk = np.concatenate(b.rt_buckets)
-                    ct = np.concatenate(b.rt_counts)
-                    uniq, inv = np.unique(bk, return_inverse=True)
-                    b.rt_buckets = [uniq.astype(np.int32)]
-                    b.rt_counts = [np.bincount(inv, weights=ct).astype(np.int64)]
+                held[0] -= b.total
+                held[1] -= b.errors
+            if not secs:
+                del self._held[svc]
+
+    def held(self, service: str) -> tuple[int, int]:
+        """(logs, errors) of `service` over everything inside the horizon: an upper bound of any window."""
+        h = self._held.get(service)
+        return (h[0], h[1]) if h else (0, 0)
 
     def forget(self, service: str) -> None:
         """Drop a service entirely."""
+        self._held.pop(service, None)
         self._seconds.pop(service, None)
         self.last_seen.pop(service, None)

@@ -8,6 +8,8 @@ dropped. Validity is decided by the schema, not here.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from loglens.config import FieldMapping
@@ -44,6 +46,21 @@ def _pop_path(doc: dict[str, Any], name: str) -> None:
             _pop_path(doc, ".".join(parts[:-1]))
 
 
+_PLANS: dict[int, tuple[FieldMapping, tuple[tuple[str, tuple[str, ...]], ...]]] = {}
+
+
+def _plan(mapping: FieldMapping) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(field, candidates) pairs of a mapping, built once per mapping object (this runs per record)."""
+    cached = _PLANS.get(id(mapping))
+    if cached is not None and cached[0] is mapping:
+        return cached[1]
+    plan = tuple((field, tuple(getattr(mapping, field))) for field in SCHEMA_FIELDS)
+    if len(_PLANS) > 64:  # mappings change only on reload: keep the cache small
+        _PLANS.clear()
+    _PLANS[id(mapping)] = (mapping, plan)
+    return plan
+
+
 def map_document(
     doc: dict[str, Any],
     mapping: FieldMapping,
@@ -56,23 +73,30 @@ def map_document(
     `doc` is consumed (mapped keys are removed from it); the remaining keys stay as extra
     fields, which the schema keeps in `metadata`.
     """
-    out: dict[str, Any] = dict(fixed or {})
-    for field in SCHEMA_FIELDS:
-        candidates: list[str] = getattr(mapping, field)
+    out: dict[str, Any] = dict(fixed) if fixed else {}
+    get = doc.get
+    for field, candidates in _plan(mapping):
         if field in out:
-            for name in candidates:  # a protocol-given value wins; drop the duplicate source key
-                if name == field:
-                    doc.pop(name, None)
+            if field in candidates:  # a protocol-given value wins; drop the duplicate source key
+                doc.pop(field, None)
             continue
         for name in candidates:
-            value = lookup(doc, name)
+            # `lookup` inlined for flat keys: this loop runs for every field of every record
+            value = get(name, _MISSING)
+            flat = value is not _MISSING
+            if not flat and "." in name:
+                value = lookup(doc, name)
             if value is not _MISSING and value is not None and not isinstance(value, dict):
                 out[field] = value
-                _pop_path(doc, name)
+                if flat:
+                    del doc[name]
+                else:
+                    _pop_path(doc, name)
                 break
-    for key, value in (defaults or {}).items():
-        if key not in out and value is not None:
-            out[key] = value
+    if defaults:
+        for key, value in defaults.items():
+            if key not in out and value is not None:
+                out[key] = value
     if "level" not in out and mapping.default_level is not None:
         out["level"] = mapping.default_level
     if "service" not in out and mapping.default_service is not None:
@@ -88,6 +112,22 @@ def map_document(
         else:  # e.g. {"service": {"version": ..}} left after service.name was mapped: keep it
             out["metadata"] = {**(out.get("metadata") or {}), key: value}
     return out
+
+
+@lru_cache(maxsize=4096)
+def _second_prefix(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def iso_from_epoch(seconds: int, nanos: int = 0) -> str:
+    """RFC 3339 UTC text of an epoch time, to the microsecond (truncated, as datetime does).
+
+    Wire protocols give event times as (seconds, nanoseconds); a batch shares few distinct
+    seconds, so the date part is cached. Raises ValueError/OverflowError/OSError out of range.
+    """
+    if not 0 <= nanos < 1_000_000_000:
+        raise ValueError(f"nanoseconds {nanos} out of range")
+    return f"{_second_prefix(seconds)}.{nanos // 1000:06d}+00:00"
 
 
 def map_line(

@@ -24,6 +24,10 @@ from pydantic import BaseModel, ConfigDict, SecretStr
 from loglens.errors import PermanentNotifierError
 from loglens.models import Alert, Notification, iso, utcnow
 
+# A plugin's own client timeout when its config leaves it to the outbox (the outbox's per-attempt
+# timeout bounds every attempt anyway; this only keeps a client from waiting forever).
+FALLBACK_TIMEOUT_SECONDS = 30.0
+
 # Colours shared by Slack, email and anything else that paints a notification.
 COLORS: dict[str, str] = {
     "critical": "#d32f2f",

@@ -19,7 +19,15 @@ from pydantic import Field
 
 from loglens.errors import PermanentNotifierError, TransientNotifierError
 from loglens.models import Notification
-from loglens.notify.base import NotifierSettings, color_of, detail_lines, render_text, resolve_secret, title_of
+from loglens.notify.base import (
+    FALLBACK_TIMEOUT_SECONDS,
+    NotifierSettings,
+    color_of,
+    detail_lines,
+    render_text,
+    resolve_secret,
+    title_of,
+)
 
 
 class EmailNotifier:
@@ -41,7 +49,9 @@ class EmailNotifier:
         username: str | None = None
         password_env: str | None = Field(None, description="Name of the env var holding the password.")
         subject_prefix: str = "[loglens]"
-        timeout_seconds: float = Field(10, gt=0)
+        timeout_seconds: float | None = Field(
+            None, gt=0, description="Per-attempt timeout; at most outbox.timeout_seconds (None: that one)."
+        )
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -81,9 +91,11 @@ class EmailNotifier:
         cfg = self.config
         smtp: smtplib.SMTP
         if cfg.ssl:
-            smtp = smtplib.SMTP_SSL(cfg.host, cfg.port, timeout=cfg.timeout_seconds, context=self._tls_context())
+            smtp = smtplib.SMTP_SSL(
+                cfg.host, cfg.port, timeout=cfg.timeout_seconds or FALLBACK_TIMEOUT_SECONDS, context=self._tls_context()
+            )
         else:
-            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds)
+            smtp = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout_seconds or FALLBACK_TIMEOUT_SECONDS)
         with smtp:
             if cfg.starttls and not cfg.ssl:
                 smtp.starttls(context=self._tls_context())

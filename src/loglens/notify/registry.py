@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from loglens.config import NotifierConfig, Settings
+from loglens.config import NotifierConfig, Settings, is_secret_annotation
 from loglens.errors import ConfigError, ConfigIssue
 
 GROUP = "loglens.notifiers"
@@ -58,6 +58,16 @@ def describe_types(plugins: dict[str, EntryPoint]) -> str:
     )
     text = "built-in: " + (", ".join(builtin) or "none")
     return text + ("; installed plugins: " + ", ".join(extra) if extra else "")
+
+
+def secret_fields(type_name: str) -> set[str]:
+    """Settings the plugin's own Config model declares secret (`SecretStr`), for masking; an
+    unknown or broken plugin has none (its settings are then masked by key name only)."""
+    try:
+        model = load_class(type_name).Config
+    except ConfigError:
+        return set()
+    return {name for name, f in model.model_fields.items() if is_secret_annotation(f.annotation)}
 
 
 def load_class(type_name: str, key: str = "type", settings: Settings | None = None) -> type[Any]:
@@ -111,6 +121,24 @@ def build_all(settings: Settings) -> dict[str, Any]:
             channels[cfg.name] = build(cfg, i, settings)
         except ConfigError as exc:
             issues.extend(exc.issues)
+            continue
+        timeout = channel_timeout(channels[cfg.name])
+        if timeout is not None and timeout > settings.outbox.timeout_seconds:
+            # the outbox would cut every slow attempt short and retry it: the receiver gets duplicates
+            issues.append(
+                _issue(
+                    settings,
+                    f"notifiers[{i}].settings.timeout_seconds",
+                    f"{timeout:g} s is longer than outbox.timeout_seconds ({settings.outbox.timeout_seconds:g} s), "
+                    "which bounds every attempt; raise outbox.timeout_seconds or lower this",
+                )
+            )
     if issues:
         raise ConfigError(issues)
     return channels
+
+
+def channel_timeout(plugin: Any) -> float | None:
+    """The per-attempt timeout a channel's own settings ask for (None: it leaves it to the outbox)."""
+    value = getattr(getattr(plugin, "config", None), "timeout_seconds", None)
+    return float(value) if isinstance(value, int | float) else None

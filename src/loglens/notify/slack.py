@@ -12,7 +12,14 @@ import orjson
 from pydantic import Field, SecretStr, model_validator
 
 from loglens.models import Notification
-from loglens.notify.base import NotifierSettings, color_of, detail_lines, resolve_secret, title_of
+from loglens.notify.base import (
+    FALLBACK_TIMEOUT_SECONDS,
+    NotifierSettings,
+    color_of,
+    detail_lines,
+    resolve_secret,
+    title_of,
+)
 from loglens.notify.webhook import HttpPoster
 
 
@@ -34,7 +41,9 @@ class SlackNotifier:
         channel: str | None = Field(None, description="Override the webhook's default channel.")
         username: str | None = None
         icon_emoji: str | None = None
-        timeout_seconds: float = Field(10, gt=0)
+        timeout_seconds: float | None = Field(
+            None, gt=0, description="Per-attempt timeout; at most outbox.timeout_seconds (None: that one)."
+        )
 
         @model_validator(mode="after")
         def _one_url(self) -> SlackNotifier.Config:
@@ -44,7 +53,7 @@ class SlackNotifier:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._http = HttpPoster(config.timeout_seconds)
+        self._http = HttpPoster(config.timeout_seconds or FALLBACK_TIMEOUT_SECONDS)
 
     def payload(self, n: Notification) -> dict[str, Any]:
         """The incoming-webhook JSON: fallback text plus one coloured attachment with fields."""

@@ -21,7 +21,13 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from loglens import __version__
 from loglens.errors import PermanentNotifierError, TransientNotifierError
 from loglens.models import Notification
-from loglens.notify.base import NotifierSettings, notification_to_dict, redact_url, resolve_secret
+from loglens.notify.base import (
+    FALLBACK_TIMEOUT_SECONDS,
+    NotifierSettings,
+    notification_to_dict,
+    redact_url,
+    resolve_secret,
+)
 
 SIGNATURE_HEADER = "X-Loglens-Signature"
 _TRANSIENT_STATUS = {408, 425, 429}
@@ -100,7 +106,9 @@ class WebhookNotifier:
         secret: SecretStr | None = Field(None, description="HMAC-SHA256 key; prefer secret_env.")
         secret_env: str | None = Field(None, description="Name of the env var holding the HMAC key.")
         headers: dict[str, str] = Field(default_factory=dict, description="Extra request headers.")
-        timeout_seconds: float = Field(10, gt=0)
+        timeout_seconds: float | None = Field(
+            None, gt=0, description="Per-attempt timeout; at most outbox.timeout_seconds (None: that one)."
+        )
 
         @field_validator("headers")
         @classmethod
@@ -113,7 +121,7 @@ class WebhookNotifier:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._http = HttpPoster(config.timeout_seconds)
+        self._http = HttpPoster(config.timeout_seconds or FALLBACK_TIMEOUT_SECONDS)
 
     def body(self, notification: Notification) -> bytes:
         """The exact bytes posted (and signed)."""

@@ -1,4 +1,9 @@
-"""Alerting endpoints: alerts, anomalies, silences CRUD and the rules with their last evaluation."""
+"""Alerting endpoints: alerts, anomalies, silences CRUD and the rules with their last evaluation.
+
+Listings are paged (`limit` ≤ 1000, `offset`, `next_offset`) and read, shaped and encoded in a
+worker thread from the alert repository's own connection (a DuckDB snapshot), so neither a large
+page nor an evaluation in progress holds up the event loop.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from loglens.alerting import alert_json
@@ -19,38 +26,54 @@ from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
+Limit = Annotated[int, Query(ge=1, le=1000, description="Page size (bounded).")]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Rows to skip: the `next_offset` of the last page.")]
+
+
+def _running(evaluator: EvaluatorDep) -> Any:
+    if evaluator is None:
+        raise HTTPException(503, "alerting is not running")
+    return evaluator
+
 
 @router.get("/alerts", response_model=AlertsOut)
 async def list_alerts(
     engine: EngineDep,
+    evaluator: EvaluatorDep,
     state_filter: Annotated[
         Literal["pending", "firing", "resolved", "all"], Query(alias="state", description="Which alerts")
     ] = "all",
-    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-) -> dict[str, Any]:
-    """Alerts newest first: pending/firing ones and the resolved history."""
+    limit: Limit = 200,
+    offset: Offset = 0,
+) -> Response:
+    """Alerts newest first: pending/firing ones and the resolved history, one page at a time."""
+    repo = _running(evaluator).repo
     wanted = None if state_filter == "all" else state_filter
-    if engine.db is not None:
-        alerts = await anyio.to_thread.run_sync(engine.db.list_alerts, wanted, limit)
-    else:
-        alerts = [a for a in engine.active() if wanted in (None, a.state)][:limit]
-    return {"alerts": [alert_json(a, a.state == "firing" and engine.is_suppressed(a)) for a in alerts]}
+
+    def read() -> bytes:  # query, shape and encode in a worker thread: the event loop only sends
+        page = repo.list_alerts(wanted, limit, offset)
+        now = engine.clock()
+        alerts = [alert_json(a, a.state == "firing" and engine.is_suppressed(a, now)) for a in page.items]
+        return orjson.dumps({"alerts": alerts, "next_offset": page.next_offset})
+
+    return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
 @router.get("/anomalies", response_model=AnomaliesOut)
 async def list_anomalies(
-    engine: EngineDep,
     evaluator: EvaluatorDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    service: str | None = None,
-) -> dict[str, Any]:
-    """Anomalies newest first, each valid against schemas/anomaly_schema.yaml."""
-    if engine.db is not None:
-        docs = await anyio.to_thread.run_sync(engine.db.list_anomalies, limit, service)
-    else:
-        found = evaluator.anomalies if evaluator is not None else []
-        docs = [d for d in found if service in (None, d["service"])][:limit]
-    return {"anomalies": docs}
+    limit: Limit = 100,
+    offset: Offset = 0,
+    service: Annotated[str | None, Query(max_length=500)] = None,
+) -> Response:
+    """Anomalies newest first (one document per episode), each valid against schemas/anomaly_schema.yaml."""
+    repo = _running(evaluator).repo
+
+    def read() -> bytes:
+        page = repo.list_anomalies(limit, service, offset)
+        return orjson.dumps({"anomalies": page.items, "next_offset": page.next_offset})
+
+    return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
 # a matcher names a field (never empty: `{"": "0"}` would match nothing yet look like a silence)
@@ -97,9 +120,13 @@ async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
 
 
 @router.get("/silences", response_model=SilencesOut)
-async def list_silences(engine: EngineDep) -> dict[str, Any]:
-    """Silences that have not expired."""
-    return {"silences": [s.to_json() for s in engine.silences()]}
+async def list_silences(engine: EngineDep, limit: Limit = 200, offset: Offset = 0) -> Response:
+    """Silences that have not expired, oldest first, one page at a time (from the engine's snapshot)."""
+    silences = engine.silences()
+    page = silences[offset : offset + limit]
+    next_offset = offset + limit if len(silences) > offset + limit else None
+    body = {"silences": [s.to_json() for s in page], "next_offset": next_offset}
+    return Response(await anyio.to_thread.run_sync(orjson.dumps, body), media_type="application/json")
 
 
 @router.delete("/silences/{silence_id}", response_model=DeletedOut)
@@ -144,7 +171,18 @@ async def list_rules(settings: SettingsDep, evaluator: EvaluatorDep) -> dict[str
                 "lines_per_second": round(pw.lines_per_second),
                 "templates": len(pw.miner),
             }
-    return {"rules": out}
+    series = None
+    if evaluator is not None:
+        cap = evaluator.series
+        series = {
+            "tracked": cap.tracked,
+            "max_series": settings.alerts.max_series,
+            "rejected_logs": cap.rejected_logs,
+            "rejected_names": cap.rejected_names,
+            "expired": cap.expired,
+            "evaluator_dropped_logs": evaluator.scheduler.dropped,
+        }
+    return {"rules": out, "series": series}
 
 
 def _iso(epoch: float | None) -> str | None:

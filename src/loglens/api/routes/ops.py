@@ -15,6 +15,7 @@ from loglens import deadletter, status
 from loglens.api.deps import PipelineDep, ReloadDep, RuntimeDep, SelfMetricsDep, SettingsDep, StoreDep, require_admin
 from loglens.api.responses import ConfigOut, DeadLetterOut, ReloadOut, ReplayOut, StatusOut
 from loglens.config import mask_secrets
+from loglens.notify import registry
 from loglens.selfmetrics import CONTENT_TYPE
 from loglens.timeparse import Instant
 
@@ -39,7 +40,7 @@ async def get_status(runtime: RuntimeDep) -> dict[str, Any]:
 async def get_config(settings: SettingsDep) -> dict[str, Any]:
     """The active config (after reloads) with every secret-looking value masked."""
     path = settings.config_path
-    return {"config_path": str(path) if path else None, "config": mask_secrets(settings)}
+    return {"config_path": str(path) if path else None, "config": mask_secrets(settings, registry.secret_fields)}
 
 
 @router.post(

@@ -2,8 +2,8 @@
 
 Each handler only decodes its wire format (see `loglens.ingest.{otlp,loki,es_bulk}`) and answers
 in the protocol's own shape; validation, dead-letter, commit-before-ack and backpressure come
-from the shared `IngestPipeline`. (The syslog listeners and the file tailer are runtime
-components: see `loglens.runtime`.)
+from the shared `IngestPipeline`. (The syslog and Fluent forward listeners and the file tailer
+are runtime components: see `loglens.runtime`.)
 """
 
 from __future__ import annotations
@@ -13,16 +13,18 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from loglens.api.body import read_decoded
+from loglens.api.body import read_body, read_decoded
 from loglens.api.deps import PipelineDep, SettingsDep
 from loglens.api.errors import HttpError, http_error
 from loglens.api.responses import EsBulkOut, EsErrorOut, EsRootOut
 from loglens.config import Settings
-from loglens.errors import Backpressure, IngestError, StorageError, UnsupportedMediaType
+from loglens.errors import Backpressure, IngestError, StorageError
 from loglens.ingest import es_bulk, loki, otlp
+from loglens.ingest.decode import decode_content
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.models import IngestResult, Parsed
 
@@ -53,7 +55,6 @@ _LOKI_RESPONSES: dict[int | str, dict[str, Any]] = {
     204: {"description": "Every entry is stored."},
     400: {"description": "Undecodable push, or the entries that were ignored and why.", "content": _TEXT},
     413: {"description": "Body over `ingest.max_body_bytes`.", "content": _TEXT},
-    415: {"description": "Protobuf pushes are not supported; send JSON.", "content": _TEXT},
     429: {"description": "Ingest queue full; see Retry-After.", "content": _TEXT},
     503: {"description": "Store failing or draining; see Retry-After.", "content": _TEXT},
 }
@@ -119,28 +120,57 @@ def _loki_error(err: HttpError) -> Response:
     return PlainTextResponse(err.message + "\n", err.status, headers=err.headers)
 
 
-def _refuse_protobuf(body: bytes) -> tuple[Parsed, list[str]]:
-    raise UnsupportedMediaType(loki.PROTOBUF_UNSUPPORTED)
+_PROTOBUF_TYPES = ("application/x-protobuf", "application/protobuf", "application/vnd.google.protobuf")
+_LOKI_THREAD_BYTES = 16 * 1024  # decode bigger pushes off the event loop, as big ingest bodies are
 
 
-@router.post(
-    "/loki/api/v1/push", status_code=204, summary="Loki push (JSON, optionally gzip)", responses=_LOKI_RESPONSES
-)
-async def loki_push(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
-    """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries."""
-    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+def _loki_decoder(
+    ctype: str, encoding: str, limit: int, settings: Settings, tenant: str | None
+) -> Callable[[bytes], tuple[Parsed, list[str]]]:
+    """Loki's rule: `application/json` is JSON; any other type is a snappy-compressed protobuf
+    `PushRequest` (which is what Promtail, Alloy and winston-loki send, with no Content-Encoding)."""
     mapping = settings.protocols.mapping.loki
 
     def decode(body: bytes) -> tuple[Parsed, list[str]]:
-        return loki.decode_push(body, mapping)
+        if encoding != "snappy":  # `snappy` here only names the protobuf body's own compression
+            body = decode_content(body, encoding, limit)
+        if ctype in _PROTOBUF_TYPES or (ctype not in ("application/json", "") and not body.lstrip().startswith(b"{")):
+            return loki.decode_protobuf(body, mapping, limit, tenant)
+        return loki.decode_push(body, mapping, tenant)
 
-    protobuf = ctype in ("application/x-protobuf", "application/protobuf")
-    decoded = await _decoded(
-        request, settings.ingest.max_body_bytes, pipeline, "loki", _refuse_protobuf if protobuf else decode
-    )
-    if isinstance(decoded, HttpError):
-        return _loki_error(decoded)
-    parsed, streams = decoded
+    return decode
+
+
+@router.post(
+    "/loki/api/v1/push",
+    status_code=204,
+    summary="Loki push (snappy protobuf as Promtail/Alloy send, or JSON)",
+    responses=_LOKI_RESPONSES,
+)
+@router.post(
+    "/api/prom/push", status_code=204, summary="Loki push, legacy path (same bodies)", responses=_LOKI_RESPONSES
+)
+async def loki_push(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
+    """Push log streams as Loki does: 204 when all entries are stored, 400 listing ignored entries.
+
+    Bodies: `application/x-protobuf` (a snappy-compressed `logproto.PushRequest`, the default of
+    Promtail, Grafana Alloy and winston-loki) or `application/json` (optionally gzip). An
+    `X-Scope-OrgID` tenant header is accepted and kept as `metadata.tenant`.
+    """
+    ctype = (request.headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    encoding = (request.headers.get("content-encoding") or "").strip().lower()
+    limit = settings.ingest.max_body_bytes
+    decode = _loki_decoder(ctype, encoding, limit, settings, request.headers.get("x-scope-orgid"))
+    body = b""
+    try:
+        body = await read_body(request, limit)
+        if len(body) > _LOKI_THREAD_BYTES:
+            parsed, streams = await anyio.to_thread.run_sync(decode, body)
+        else:
+            parsed, streams = decode(body)
+    except IngestError as exc:
+        await pipeline.reject_whole(otlp.dead_letter_text(body), str(exc), "loki")
+        return _loki_error(http_error(exc))
     result = await _committed(pipeline, parsed, "loki")
     if isinstance(result, HttpError):
         return _loki_error(result)

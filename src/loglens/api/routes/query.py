@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
+import orjson
 from fastapi import APIRouter, Query
+from fastapi.responses import Response
 
 from loglens import queries
 from loglens.api.contract import unprocessable
@@ -17,15 +20,46 @@ from loglens.timeparse import Instant
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
 
+Limit = Annotated[int | None, Query(ge=1, le=10_000, description="Page size (none: everything).")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip: the `next_offset` of the previous page.")]
+
+
+def _page(items: list[Any], limit: int | None, offset: int) -> tuple[list[Any], int | None]:
+    """A slice of `items` and the offset of the next slice (None: this was the last)."""
+    if limit is None:
+        return items[offset:], None
+    page = items[offset : offset + limit]
+    return page, offset + limit if len(items) > offset + limit else None
+
+
+async def _encoded(build: Callable[[], dict[str, Any]]) -> Response:
+    """Query, shape and encode in a worker thread: a 48 MB body must not stall the event loop."""
+    return Response(await anyio.to_thread.run_sync(lambda: orjson.dumps(build())), media_type="application/json")
+
+
 @router.get("/timeseries", response_model=TimeseriesOut)
 async def timeseries(
     store: StoreDep,
     metric: Literal["volume", "error_rate", "avg_response_time", "p95_response_time"] = "volume",
     service: str | None = None,
     minutes: Annotated[int, Query(ge=1, le=1440)] = 60,
-) -> dict[str, Any]:
-    """One point per minute (UTC) for the last `minutes` minutes, per service."""
-    return await anyio.to_thread.run_sync(queries.timeseries, store, metric, service, minutes, utcnow())
+    top: Annotated[int | None, Query(ge=1, le=10_000, description="Only the N series with the most volume.")] = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> Response:
+    """One point per minute (UTC) for the last `minutes` minutes, per service; `top`/`limit`/`offset` bound it."""
+
+    def build() -> dict[str, Any]:
+        body = queries.timeseries(store, metric, service, minutes, utcnow())
+        series = body["series"]
+        if top is not None:
+            series = sorted(series, key=lambda s: -sum(p["v"] or 0 for p in s["points"]))[:top]
+        body["series"], next_offset = _page(series, limit, offset)
+        if limit is not None:
+            body["next_offset"] = next_offset
+        return body
+
+    return await _encoded(build)
 
 
 @router.get("/metrics/summary", response_model=SummaryOut)
@@ -39,9 +73,26 @@ async def metrics_summary(
 
 
 @router.get("/services", response_model=ServicesOut)
-async def services(store: StoreDep) -> dict[str, Any]:
-    """Every service seen, with last-seen (arrival) time and counts."""
-    return {"services": await anyio.to_thread.run_sync(queries.services, store, utcnow())}
+async def services(
+    store: StoreDep,
+    q: Annotated[str | None, Query(max_length=500, description="Only services whose name contains this.")] = None,
+    limit: Limit = None,
+    offset: Offset = 0,
+) -> Response:
+    """Every service seen, with last-seen (arrival) time and counts; `q`/`limit`/`offset` bound it."""
+
+    def build() -> dict[str, Any]:
+        found = queries.services(store, utcnow())
+        if q:
+            needle = q.lower()
+            found = [s for s in found if needle in s["service"].lower()]
+        page, next_offset = _page(found, limit, offset)
+        body: dict[str, Any] = {"services": page}
+        if limit is not None or q:
+            body.update(total=len(found), next_offset=next_offset)
+        return body
+
+    return await _encoded(build)
 
 
 @router.get("/logs", response_model=LogsOut)
