@@ -9,9 +9,8 @@ from typing import Any
 
 import pytest
 
-from loglens import queries
 from loglens.schema import LogSchema, parse_values
-from loglens.store import Store
+from loglens.store import Store, deadletters, queries
 
 REPO = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 12, 30, 30, tzinfo=UTC)
@@ -139,15 +138,15 @@ def test_bad_cursor(loaded: Store) -> None:
     with pytest.raises(ValueError):
         queries.search_logs(loaded, cursor="!!!")
     with pytest.raises(ValueError):
-        queries.dead_letters(loaded, cursor=queries.encode_cursor(1, 2))
+        deadletters.dead_letters(loaded, cursor=queries.encode_cursor(1, 2))
 
 
 def test_dead_letters_paging_and_filters(store: Store) -> None:
     put(store, [{"x": i} for i in range(5)] + [log(at(0), level="nope")])
-    page = queries.dead_letters(store, limit=4)
+    page = deadletters.dead_letters(store, limit=4)
     assert page["total"] == 6 and len(page["dead_letters"]) == 4
-    rest = queries.dead_letters(store, limit=4, cursor=page["next_cursor"])
+    rest = deadletters.dead_letters(store, limit=4, cursor=page["next_cursor"])
     assert len(rest["dead_letters"]) == 2 and rest["next_cursor"] is None
-    assert queries.dead_letters(store, reason="MUST BE ONE OF")["total"] == 1
-    assert queries.dead_letters(store, source="other")["total"] == 0
-    assert queries.dead_letters(store, since=NOW + timedelta(days=1))["total"] == 0
+    assert deadletters.dead_letters(store, reason="MUST BE ONE OF")["total"] == 1
+    assert deadletters.dead_letters(store, source="other")["total"] == 0
+    assert deadletters.dead_letters(store, since=NOW + timedelta(days=1))["total"] == 0

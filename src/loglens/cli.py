@@ -231,6 +231,36 @@ def analyze(
 
 
 @app.command()
+def export(
+    out: Annotated[Path | None, typer.Option(help="Archive directory (default: archive.directory).")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Only hours at/after this ISO 8601 time (UTC if no offset).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Only hours before this ISO 8601 time.")] = None,
+    store: Annotated[Path | None, typer.Option(help="Store file (default: storage.path).")] = None,
+    include_open: Annotated[
+        bool, typer.Option(help="Also export the current hour and those within archive.delay_seconds.")
+    ] = False,
+    force: Annotated[bool, typer.Option(help="Rewrite hours the manifest says are unchanged.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Archive the store's logs as hourly Parquet (date=/hour=/service=, zstd); resumable, idempotent."""
+    from loglens.analyze.export import export_command
+
+    raise typer.Exit(
+        export_command(
+            load_or_exit(config),
+            out,
+            since=since,
+            until=until,
+            store_path=store,
+            include_open=include_open,
+            force=force,
+        )
+    )
+
+
+@app.command()
 def backtest(
     files: Annotated[
         list[Path], typer.Argument(help="Archived logs: NDJSON, JSON or Parquet files (.gz ok), directories, globs.")

@@ -150,6 +150,43 @@ class StorageConfig(_Model):
         description="Cap on DuckDB's buffer memory (it caches up to 80 % of RAM by default); keeps the "
         "server's memory bounded.",
     )
+    wal_dir: Path | None = Field(
+        None, description="Write-ahead log directory (default: next to the database, `<path>.wal.d`)."
+    )
+    wal_max_bytes: int = Field(
+        1 << 30,
+        gt=0,
+        description="WAL bytes acknowledged but not yet loaded into DuckDB before ingest answers 429 "
+        "(Retry-After from the loader's drain rate).",
+    )
+    wal_segment_bytes: int = Field(64 << 20, ge=1 << 16, description="Size at which a WAL segment file is closed.")
+    load_interval_ms: int = Field(
+        200, ge=1, le=1000, description="Longest time an acknowledged log waits before the loader moves it to DuckDB."
+    )
+    load_batch_logs: int = Field(100_000, gt=0, description="Most logs the loader moves in one DuckDB transaction.")
+
+
+class ArchiveConfig(_Model):
+    """Hourly Parquet archive of the live store, written by `serve` (and `loglens export`)."""
+
+    enabled: bool = Field(False, description="Archive closed hours automatically while serving.")
+    directory: Path = Field(
+        Path("data/archive"),
+        description="Archive root: date=YYYY-MM-DD/hour=HH/service=NAME/*.parquet (zstd) plus manifest.json.",
+    )
+    delay_seconds: float = Field(
+        900,
+        ge=0,
+        description="An hour is archived this long after it ends, so late logs (ingest.allowed_lateness_seconds) "
+        "land first; an hour that still gains logs later is rewritten atomically.",
+    )
+    live_retention_hours: float | None = Field(
+        None,
+        gt=0,
+        description="Once archived, raw logs stay in the live store this many hours (never longer than "
+        "storage.retention_days); unset = storage.retention_days alone decides.",
+    )
+    interval_seconds: float = Field(60, gt=0, description="How often the archiver looks for closed hours.")
 
 
 class SchemasConfig(_Model):
@@ -163,7 +200,7 @@ class IngestConfig(_Model):
     """Limits and timing of the ingest path."""
 
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip).")
-    max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for commit before 429.")
+    max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for their WAL fsync before 429.")
     commit_interval_ms: int = Field(20, ge=1, le=50, description="Group-commit window.")
     max_batch_logs: int = Field(100_000, gt=0, description="Largest group commit in logs.")
     dead_letter_raw_limit: int = Field(4096, gt=0, description="Raw text kept per rejected log.")
@@ -516,6 +553,7 @@ class Settings(_Model):
     notifiers: list[NotifierConfig] = Field(default_factory=lambda: [NotifierConfig(name="console", type="console")])
     outbox: OutboxConfig = OutboxConfig()
     logging: LoggingConfig = LoggingConfig()
+    archive: ArchiveConfig = ArchiveConfig()
     config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
     cli_overrides: tuple[str, ...] = Field(
         (), exclude=True, description="Keys (`server.port`) set by command-line flags, which a reload keeps."
@@ -651,7 +689,7 @@ def _issues_from_validation(exc: ValidationError, root: Any, file: str) -> list[
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
-    for section, key in (("storage", "path"), ("schemas", "log"), ("schemas", "anomaly")):
+    for section, key in (("storage", "path"), ("schemas", "log"), ("schemas", "anomaly"), ("archive", "directory")):
         sec = data.get(section)
         if isinstance(sec, dict) and isinstance(sec.get(key), str):
             p = Path(sec[key])

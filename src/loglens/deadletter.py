@@ -1,32 +1,36 @@
-"""Dead-letter inspection and replay: after a schema or mapping fix, re-validate rejected records.
+"""Dead-letter replay: after a schema or mapping fix, re-validate rejected records.
 
 `replay()` selects dead-letter rows not yet replayed (filtered by reason, arrival time or ids),
-*claims* them first (`replayed_at` set in one UPDATE … WHERE replayed_at IS NULL), validates
-their raw JSON against the CURRENT log schema, releases the claim of records that are still
-invalid (so a later fix can replay them) and commits the valid ones through the store's writer
-like any ingest. A record is therefore ingested at most once, even with two replays running at
-the same time; a commit failure releases the claim. Raw text that is not one JSON object (a
-truncated record, a syslog line, an undecodable body) is reported as skipped.
+claims them in the store (so two replays running at once never take the same record), and
+validates their raw JSON against the CURRENT log schema through the ingest pipeline. The valid
+ones are submitted like any ingest, in ONE batch that also carries their dead-letter ids: the
+WAL frame holds the logs and the "replayed" mark together, and the loader applies both in one
+DuckDB transaction. A crash before the WAL fsync leaves every record replayable; a crash after
+it replays the frame — nothing is lost and nothing is ingested twice. Records still invalid or
+not one JSON object (a truncated record, a syslog line, an undecodable body) stay unreplayed
+and are reported.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pyarrow as pa
 
-from loglens.models import iso
-from loglens.schema import LogSchema, now_us, parse_values
-from loglens.store import Store
+from loglens.ingest.pipeline import IngestPipeline
+from loglens.schema import now_us, parse_values
+from loglens.store import deadletters
 
 log = logging.getLogger("loglens.deadletter")
 
 DEFAULT_LIMIT = 10_000
 _MAX_ERRORS = 100
+
+get = deadletters.get
 
 
 @dataclass
@@ -52,86 +56,27 @@ class ReplayResult:
         }
 
 
-def _naive(dt: datetime) -> datetime:
-    return dt.astimezone(UTC).replace(tzinfo=None) if dt.tzinfo else dt
-
-
-def _row_json(r: tuple[Any, ...]) -> dict[str, Any]:
-    return {"id": r[0], "received_at": iso(r[1]), "source": r[2], "reason": r[3], "raw": r[4], "replayed_at": iso(r[5])}
-
-
-def get(store: Store, dead_id: int) -> dict[str, Any] | None:
-    """One dead-letter record with its full stored raw text, or None."""
-    rows = store.query(
-        "SELECT id, received_at, source, reason, raw, replayed_at FROM dead_letter WHERE id = ?", [dead_id]
-    )
-    return _row_json(rows[0]) if rows else None
-
-
-def _candidates(
-    store: Store, reason: str | None, since: datetime | None, ids: list[int] | None, limit: int
-) -> list[int]:
-    where: list[str] = ["replayed_at IS NULL"]
-    params: list[Any] = []
-    if reason:
-        where.append("contains(lower(reason), lower(?))")
-        params.append(reason)
-    if since is not None:
-        where.append("received_at >= ?")
-        params.append(_naive(since))
-    if ids is not None:
-        where.append("id IN (SELECT unnest(?))")
-        params.append(list(ids))
-    rows = store.query(f"SELECT id FROM dead_letter WHERE {' AND '.join(where)} ORDER BY id LIMIT ?", [*params, limit])
-    return [r[0] for r in rows]
-
-
-def _set_replayed(store: Store, ids: list[int], at: datetime | None) -> list[int]:
-    """Claim (`at`) or release (None) rows; returns the ids that changed. Claims only unclaimed rows."""
-    if not ids:
-        return []
-    cur = store.cursor()
-    try:
-        if at is None:
-            rows = cur.execute(
-                "UPDATE dead_letter SET replayed_at = NULL WHERE id IN (SELECT unnest(?)) RETURNING id", [ids]
-            ).fetchall()
-        else:
-            rows = cur.execute(
-                "UPDATE dead_letter SET replayed_at = ? WHERE id IN (SELECT unnest(?)) AND replayed_at IS NULL "
-                "RETURNING id",
-                [at, ids],
-            ).fetchall()
-    finally:
-        cur.close()
-    return [r[0] for r in rows]
-
-
 def replay(
-    store: Store,
-    schema: LogSchema,
+    pipeline: IngestPipeline,
     *,
     reason: str | None = None,
     since: datetime | None = None,
     ids: list[int] | None = None,
     limit: int = DEFAULT_LIMIT,
 ) -> ReplayResult:
-    """Re-validate matching dead letters with `schema` and ingest the valid ones (blocking: run off the loop)."""
+    """Re-validate matching dead letters and ingest the valid ones atomically (blocking: run off the loop)."""
+    store = pipeline.store
     result = ReplayResult()
-    candidates = _candidates(store, reason, since, ids, limit)
-    if not candidates:
-        return result
-    now = now_us()
-    claimed = set(_set_replayed(store, candidates, datetime.fromtimestamp(now / 1e6, UTC).replace(tzinfo=None)))
+    rows = deadletters.candidates(store, reason, since, ids, limit)
+    claimed = set(store.claim_dead_letters([r[0] for r in rows]))
     result.matched = len(claimed)
     if not claimed:
         return result
-    rows = store.query(
-        "SELECT id, source, raw FROM dead_letter WHERE id IN (SELECT unnest(?)) ORDER BY id", [sorted(claimed)]
-    )
     release: list[int] = []
     by_source: dict[str, list[tuple[int, dict[str, Any]]]] = {}
     for dead_id, source, raw in rows:
+        if dead_id not in claimed:
+            continue
         try:
             value = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -145,7 +90,7 @@ def replay(
     tables: list[pa.Table] = []
     valid: list[int] = []
     for source, records in by_source.items():
-        batch = schema.validate(parse_values([v for _, v in records]), source, now)
+        batch, _ = pipeline.validate(parse_values([v for _, v in records]), source)
         bad = {r.index: r.reason for r in batch.rejections}
         for i, (dead_id, _) in enumerate(records):
             if i in bad:
@@ -156,12 +101,13 @@ def replay(
                 valid.append(dead_id)
         if batch.table.num_rows:
             tables.append(batch.table)
-    _set_replayed(store, release, None)
+    store.release_dead_letters(release)
     if tables:
         try:
-            store.submit(pa.concat_tables(tables), [], now).result()
+            # one batch, one WAL frame: the logs and their dead letters' "replayed" mark together
+            store.submit(pa.concat_tables(tables), [], now_us(), replayed_dead_ids=valid).result()
         except Exception:
-            _set_replayed(store, valid, None)  # nothing was stored: let a later replay try again
+            store.release_dead_letters(valid)  # nothing was written: a later replay may try again
             raise
     result.replayed = len(valid)
     result.replayed_ids = sorted(valid)

@@ -16,11 +16,12 @@ from typing import Any
 import httpx
 import typer
 
-from loglens import deadletter, queries, status, timeparse
+from loglens import deadletter, status, timeparse
 from loglens.config import Settings, secret_value
 from loglens.errors import ConfigError, LoglensError, StorageError
+from loglens.ingest.pipeline import IngestPipeline
 from loglens.schema import LogSchema
-from loglens.store import Store
+from loglens.store import Store, deadletters
 
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -85,7 +86,7 @@ def _fail(message: str) -> int:
 @contextmanager
 def local_store(settings: Settings) -> Iterator[Store]:
     """The store file opened for this command (fails clearly while a server holds it)."""
-    store = Store(settings.storage.path)
+    store = Store(settings.storage.path, wal_dir=settings.storage.wal_dir)  # replays its WAL on start
     try:
         store.start()
     except StorageError as exc:
@@ -158,7 +159,7 @@ def dead_letter_list(
 
     def local() -> int:
         with local_store(settings) as store:
-            doc = queries.dead_letters(store, reason=reason, since=since_dt, limit=limit)
+            doc = deadletters.dead_letters(store, reason=reason, since=since_dt, limit=limit)
         _print_rows(doc["dead_letters"], doc["total"])
         return 0
 
@@ -226,7 +227,9 @@ def dead_letter_replay(
             return _fail("\n".join(str(i) for i in exc.issues))
         with local_store(settings) as store:
             try:
-                result = deadletter.replay(store, schema, reason=reason, since=since_dt, ids=ids or None)
+                result = deadletter.replay(
+                    IngestPipeline(schema, store), reason=reason, since=since_dt, ids=ids or None
+                )
             except LoglensError as exc:
                 return _fail(str(exc))
         _print_replay(result.to_json())

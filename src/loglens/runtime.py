@@ -34,6 +34,7 @@ from loglens.alerting.evaluator import Evaluator
 from loglens.alerting.scheduler import Scheduler
 from loglens.api.events import EventHub
 from loglens.api.live import MetricsPublisher, StreamSettings
+from loglens.archiver import Archiver
 from loglens.config import Settings
 from loglens.detect.pattern_worker import PatternWorker
 from loglens.detect.validator import AnomalyValidator
@@ -99,6 +100,11 @@ def build_store(settings: Settings) -> Store:
         retention_interval_s=settings.storage.retention_interval_seconds,
         commit_window_s=settings.ingest.commit_interval_ms / 1000,
         memory_limit=settings.storage.memory_limit,
+        wal_dir=settings.storage.wal_dir,
+        wal_max_bytes=settings.storage.wal_max_bytes,
+        wal_segment_bytes=settings.storage.wal_segment_bytes,
+        load_interval_s=settings.storage.load_interval_ms / 1000,
+        load_batch_logs=settings.storage.load_batch_logs,
     )
 
 
@@ -310,6 +316,9 @@ class Runtime:
                 tail_cfg,
                 default_checkpoint_path(tail_cfg, settings.storage.path),
             )
+        self.archiver: Archiver | None = None
+        if settings.archive.enabled:  # hourly Parquet of closed hours (store/archive.py)
+            self.archiver = Archiver(self.store, settings.archive, settings.storage.retention_days)
         self.selfmetrics = SelfMetrics(self)
         # one hook per component that takes part in a reload (each registered exactly once)
         hooks: list[ReloadHook] = [self.notifier.prepare_reload, self.alerting.prepare_reload]
@@ -326,6 +335,7 @@ class Runtime:
             *([SyslogComponent(self.syslog)] if self.syslog is not None else []),
             *([self.fluent] if self.fluent is not None else []),
             *([TailComponent(self.tailer)] if self.tailer is not None else []),
+            *([self.archiver] if self.archiver is not None else []),
             self.selfmetrics,
             self.reload,
         ]

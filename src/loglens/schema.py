@@ -304,8 +304,8 @@ class LogSchema:
         n = len(ts_col)
         table = pa.Table.from_arrays(
             [
-                pa.array(ts_col, pa.int64()).cast(pa.timestamp("us")),
-                pa.array([now_us] * n, pa.int64()).cast(pa.timestamp("us")),
+                pa.array(ts_col, pa.timestamp("us")),
+                pa.array([now_us] * n, pa.timestamp("us")),
                 pa.array(level_col, pa.string()),
                 pa.array(service_col, pa.string()),
                 pa.array(message_col, pa.string()),

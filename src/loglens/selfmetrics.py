@@ -138,7 +138,7 @@ class SelfMetrics:
         )
         self.commit_seconds = Histogram(
             "loglens_store_commit_seconds",
-            "Duration of one group commit (logs, dead letters, metrics).",
+            "Duration of one group commit into the write-ahead log (encode, append, fsync).",
             buckets=_COMMIT_BUCKETS,
             registry=self.registry,
         )
@@ -176,7 +176,7 @@ class SelfMetrics:
             self.rejected.labels(r.source or source, reason_class(r.reason)).inc()
 
     def on_commit(self, event: CommitEvent) -> None:
-        """Store listener (writer thread): the commit that just finished took `last_commit_seconds`."""
+        """Store listener (dispatcher thread): the last WAL group commit took `last_commit_seconds`."""
         self.commit_seconds.observe(self.state.store.last_commit_seconds)
 
     def render(self) -> bytes:
@@ -223,7 +223,32 @@ class LoglensCollector(Collector):
             "loglens_store_size_bytes", "Size of the DuckDB file and its WAL.", value=store.size_bytes()
         )
         yield GaugeMetricFamily(
-            "loglens_store_healthy", "0 when the last commit failed.", value=0 if store.last_error else 1
+            "loglens_store_healthy", "0 when the last WAL write or load failed.", value=0 if store.last_error else 1
+        )
+        wal = store.wal_status()
+        yield GaugeMetricFamily("loglens_wal_bytes", "Bytes of write-ahead log segments on disk.", value=wal.wal_bytes)
+        yield GaugeMetricFamily(
+            "loglens_wal_lag_bytes", "WAL bytes acknowledged but not yet loaded into DuckDB.", value=wal.lag_bytes
+        )
+        yield GaugeMetricFamily(
+            "loglens_loader_lag_seconds",
+            "Age of the oldest acknowledged batch not yet loaded into DuckDB (0 when caught up).",
+            value=wal.lag_seconds,
+        )
+        yield GaugeMetricFamily(
+            "loglens_wal_replay_progress", "Share (0-1) of the start-up WAL backlog loaded.", value=wal.replay_progress
+        )
+        yield GaugeMetricFamily(
+            "loglens_wal_replay_remaining_bytes",
+            "Bytes of the start-up WAL backlog not yet loaded.",
+            value=wal.replay_total_bytes - wal.replay_done_bytes,
+        )
+        yield CounterMetricFamily("loglens_loader_loads", "DuckDB load transactions since start.", value=wal.loads)
+        yield CounterMetricFamily(
+            "loglens_loader_failures", "Failed load transactions (retried).", value=wal.load_failures
+        )
+        yield GaugeMetricFamily(
+            "loglens_loader_drain_bytes_per_second", "Measured loader throughput.", value=wal.drain_bytes_per_s
         )
         rows = GaugeMetricFamily("loglens_store_rows", "Rows per table.", labels=["table"])
         for table, n in table_rows(store).items():
@@ -318,7 +343,9 @@ class LoglensCollector(Collector):
 
 def table_rows(store: Store) -> dict[str, int]:
     """Exact row count of every loglens table present in the store."""
-    present = {r[0] for r in store.query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'")}
+    present = {
+        r[0] for r in store.query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'")
+    }
     tables = [t for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present]
     if not tables:
         return {}

@@ -20,6 +20,7 @@ from loglens.config import Settings
 from loglens.ingest import inputs
 from loglens.models import iso
 from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
+from loglens.store import wal_dir_for
 
 _RATE_WINDOW_S = 60
 
@@ -36,7 +37,7 @@ def _rates(query: Any, now_s: float) -> dict[str, float]:
 
 
 def _rows(query: Any) -> dict[str, int]:
-    present = {r[0] for r in query("SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main'", [])}
+    present = {r[0] for r in query("SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'", [])}
     return {
         t: int(query(f"SELECT count(*) FROM {t}", [])[0][0]) for t in (*STORE_TABLES, *OPTIONAL_TABLES) if t in present
     }
@@ -78,6 +79,18 @@ def server_status(state: Observed) -> dict[str, Any]:
     out["store"].update(
         rows=_rows(state.store.query), queue_depth=state.store.queue_depth, last_error=state.store.last_error
     )
+    wal = state.store.wal_status()
+    out["wal"] = {
+        "bytes": wal.wal_bytes,
+        "lag_bytes": wal.lag_bytes,
+        "loader_lag_seconds": round(wal.lag_seconds, 3),
+        "replay_progress": round(wal.replay_progress, 4),
+        "replay_remaining_bytes": wal.replay_total_bytes - wal.replay_done_bytes,
+        "loads": wal.loads,
+        "load_failures": wal.load_failures,
+        "loader_error": wal.loader_error,
+        "drain_bytes_per_second": round(wal.drain_bytes_per_s),
+    }
     out["rates"] = _rates(state.store.query, now)
     engine = state.engine
     out["firing_alerts"] = (
@@ -111,6 +124,12 @@ def store_status(settings: Settings) -> dict[str, Any]:
     out["uptime_seconds"] = None
     out["inputs"] = inputs.to_json(inputs.describe(settings))
     path = settings.storage.path
+    wal_dir = wal_dir_for(path, settings.storage.wal_dir)
+    out["wal"] = {
+        "bytes": sum(p.stat().st_size for p in wal_dir.glob("*.seg")) if wal_dir.is_dir() else 0,
+        "lag_bytes": None,
+        "note": "replayed into the database at the next start",
+    }
     if not path.exists():
         out["store"]["rows"] = {}
         out["rates"] = None
@@ -190,6 +209,16 @@ def render(status: dict[str, Any]) -> str:
         lines.append(f"store:      {store['path']} (does not exist yet: created when the server first starts)")
     for table, n in store.get("rows", {}).items():
         lines.append(f"  {table:<20} {n:>12,} rows")
+    wal = status.get("wal")
+    if wal and wal.get("lag_bytes") is None:
+        lines.append(f"wal:        {_size(wal['bytes'])} on disk ({wal['note']})")
+    elif wal:
+        lines.append(
+            f"wal:        {_size(wal['bytes'])} on disk, {_size(wal['lag_bytes'])} not yet loaded "
+            f"(loader lag {wal['loader_lag_seconds']:.2f} s, replay {wal['replay_progress'] * 100:.0f} %)"
+        )
+        if wal.get("loader_error"):
+            lines.append(f"  loader failing: {wal['loader_error']}")
     r = status["retention"]
     lines.append(f"retention:  logs {r['logs_days']:g} d, metrics {r['metrics_days']:g} d")
     rates = status.get("rates")

@@ -42,7 +42,8 @@ def test_html_report_is_self_contained_and_escaped(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "bad lines: 2" in result.output
     text = out.read_text()
-    assert text.startswith("<!doctype html>") and text.count("<svg") == 3 and "<polyline" in text
+    assert text.startswith("<!doctype html>") and text.count("<svg") == 3
+    assert "<polyline" in text or "<circle" in text  # one minute per service: dots
     assert "<script" not in text and "<img" not in text and "<b>" not in text
     assert "&lt;script&gt;alert(2)&lt;/script&gt;" in text and "&lt;img src=x onerror=alert(1)&gt;" in text
     assert not re.search(r"(src|href)=\"?https?:", text)  # nothing fetched from the network
@@ -133,3 +134,31 @@ def test_cli_starts_and_stops_its_own_cluster(clean_file: Path, tmp_path: Path, 
         import ray
 
         assert not ray.is_initialized()  # the engine shut down the instance it started
+
+
+def test_outage_is_a_gap_and_alerts_are_listed(tmp_path: Path) -> None:
+    """auth goes silent for 10 minutes: its chart line stops there, and the text lists the alerts."""
+    from loglens.analyze.report import _runs, minute_series, render_html
+
+    records = [
+        r for r in logs(40_000, seed=8) if not (r["service"] == "auth" and "22:20" <= r["timestamp"][11:16] < "22:30")
+    ]
+    path = write_ndjson(tmp_path / "outage.ndjson", records)
+    out = tmp_path / "report.json"
+    result = runner.invoke(app, ["analyze", str(path), "--no-progress", "--out", str(out), *CONFIG])
+    assert result.exit_code == 0, result.output
+    rep = orjson.loads(out.read_bytes())
+    auth = minute_series(rep["minutes"], "count")["auth"]
+    gap = [x for x, y in auth if y is None]
+    assert len(gap) == 10 and len(_runs(auth)) == 2  # two lines, nothing drawn across the outage
+    html = render_html(rep)
+    assert html.count("<polyline") >= 3 * (len(rep["services"]) + 1)  # auth's lines are split in each chart
+    assert rep["alerts"], "an outage of 10 minutes raises at least an absence alert"
+    text = result.output
+    assert "rule" in text and "started" in text
+    for alert in rep["alerts"]:
+        assert alert["started_at"] in text and alert["rule"] in text
+    assert _runs([(0.0, None), (1.0, 2.0), (2.0, None), (3.0, 1.0), (4.0, 1.0)]) == [
+        [(1.0, 2.0)],
+        [(3.0, 1.0), (4.0, 1.0)],
+    ]

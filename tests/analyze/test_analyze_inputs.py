@@ -112,6 +112,8 @@ def test_server_store_file_is_analysed_with_its_dead_letters(tmp_path: Path, set
     got = analyse(settings, [copy], partitions=3)
     assert got["summary"]["partitions"] == 3
     assert got["minutes"] == expected["minutes"]
+    s = got["summary"]
+    assert s["records"] == s["accepted"] + s["rejected"] == 2_002  # dead letters are records too
     assert {b["reason"]: b["count"] for b in got["bad_lines"]["by_reason"]} == {
         "missing required fields: timestamp, service, message": 1,
         "log: must be a JSON object, got str": 1,

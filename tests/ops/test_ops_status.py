@@ -43,6 +43,8 @@ def test_status_from_a_running_server(tmp_path: Path, live_server_factory: Calla
     text = runner.invoke(app, ["status", "--config", str(config)]).output
     assert "running server" in text and "firing alerts:" in text and "console (console)" in text
     assert "volume pay" in text
+    assert doc["wal"]["lag_bytes"] >= 0 and doc["wal"]["replay_progress"] == 1.0 and doc["wal"]["loader_error"] is None
+    assert "wal:" in text and "not yet loaded" in text
 
 
 def test_status_errors_and_rendering(tmp_path: Path) -> None:
@@ -52,6 +54,7 @@ def test_status_errors_and_rendering(tmp_path: Path) -> None:
     config = write_config(tmp_path, "")
     text = runner.invoke(app, ["status", "--config", str(config)]).output
     assert "not running" in text and "notifiers: none" in text
+    assert "wal:" in text and "replayed into the database at the next start" in text
     doc = {
         "version": "0",
         "source": "server",
@@ -74,7 +77,15 @@ def test_status_errors_and_rendering(tmp_path: Path) -> None:
             }
         ],
     }
+    doc["wal"] = {
+        "bytes": 2048,
+        "lag_bytes": 1024,
+        "loader_lag_seconds": 3.5,
+        "replay_progress": 0.5,
+        "loader_error": "IOException: disk full",
+    }
     out = render(doc)
+    assert "1.0 KiB not yet loaded" in out and "replay 50 %" in out and "loader failing: IOException" in out
     assert "[DRAINING]" in out and "3.0 MiB" in out and "HTTP 500" in out and "(built-in defaults)" in out
 
 

@@ -80,12 +80,14 @@ def _batch(prefix: str, n: int, rng: random.Random) -> tuple[bytes, list[str]]:
     return b"\n".join(orjson.dumps(x) for x in logs), traces
 
 
-def _client(url: str, cid: str, stop: threading.Event, ledger: Ledger, rng: random.Random) -> None:
+def _client(
+    url: str, cid: str, stop: threading.Event, ledger: Ledger, rng: random.Random, sizes: tuple[int, int] = (1, 40)
+) -> None:
     seq = 0
-    with httpx.Client(base_url=url, timeout=10) as client:
+    with httpx.Client(base_url=url, timeout=30) as client:
         while not stop.is_set():
             seq += 1
-            body, traces = _batch(f"{cid}-{seq}", rng.randint(1, 40), rng)
+            body, traces = _batch(f"{cid}-{seq}", rng.randint(*sizes), rng)
             key = f"{cid}-{seq}" if rng.random() < 0.5 else None
             headers = {"content-type": "application/x-ndjson"}
             if key:
@@ -123,14 +125,20 @@ def traffic_then_kill(
     rng: random.Random,
     min_s: float = 0.3,
     max_s: float = 1.0,
+    bulk_clients: int = 0,
 ) -> float:
-    """Run `clients` concurrent senders and SIGKILL the server after a random delay."""
+    """Run `clients` concurrent small senders (the first sends one log per request) plus
+    `bulk_clients` bulk senders, and SIGKILL the server after a random delay."""
     stop = threading.Event()
+    sizes = [(1, 1) if c == 0 and clients > 1 else (1, 40) for c in range(clients)]
+    sizes += [(500, 3000)] * bulk_clients
     threads = [
         threading.Thread(
-            target=_client, args=(server.url, f"t{trial}c{c}", stop, ledger, random.Random(rng.random())), daemon=True
+            target=_client,
+            args=(server.url, f"t{trial}c{c}", stop, ledger, random.Random(rng.random()), size),
+            daemon=True,
         )
-        for c in range(clients)
+        for c, size in enumerate(sizes)
     ]
     for t in threads:
         t.start()
@@ -186,9 +194,22 @@ class Verdict:
     problems: list[str]
 
 
+def replay_wal(db_path: Path) -> None:
+    """Open the store as a restart would (replaying loglens's write-ahead log into DuckDB) and close it."""
+    from loglens.store import Store
+
+    store = Store(db_path).start()
+    try:
+        if not store.sync(120):
+            raise AssertionError(f"WAL replay did not finish: {store.wal_status()}")
+    finally:
+        store.close()
+
+
 def verify_store(db_path: Path, ledger: Ledger) -> Verdict:
-    """Open the store file directly (replaying its WAL) and compare it with the ledger."""
+    """Replay the WAL left by the last kill, open the DuckDB file directly and compare it with the ledger."""
     problems: list[str] = []
+    replay_wal(db_path)
     con = duckdb.connect(str(db_path))
     try:
         stored = Counter(dict(con.execute("SELECT trace_id, count(*) FROM logs GROUP BY trace_id").fetchall()))
@@ -247,10 +268,17 @@ class CrashRun:
     keyed_retries: int
     mean_restart_s: float
     problems: list[str]
+    max_restart_s: float = 0.0
 
 
 def run_crash_trials(
-    workdir: Path, trials: int, clients: int = 4, seed: int = 0, min_s: float = 0.3, max_s: float = 1.0
+    workdir: Path,
+    trials: int,
+    clients: int = 4,
+    seed: int = 0,
+    min_s: float = 0.3,
+    max_s: float = 1.0,
+    bulk_clients: int = 0,
 ) -> CrashRun:
     """`trials` × (traffic, kill -9, restart, retry keyed); then verify the store file."""
     rng = random.Random(seed)
@@ -262,7 +290,7 @@ def run_crash_trials(
     try:
         restarts.append(server.start())
         for trial in range(trials):
-            traffic_then_kill(server, ledger, trial, clients, rng, min_s, max_s)
+            traffic_then_kill(server, ledger, trial, clients, rng, min_s, max_s, bulk_clients)
             restarts.append(server.start())  # the store must open cleanly after every kill -9
             retries += retry_keyed(server, ledger)
     finally:
@@ -278,4 +306,5 @@ def run_crash_trials(
         retries,
         sum(restarts) / len(restarts),
         verdict.problems,
+        max(restarts),
     )

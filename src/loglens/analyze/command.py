@@ -1,13 +1,22 @@
-"""`loglens analyze`: turn CLI options into an analysis run and print/write the report."""
+"""`loglens analyze`: turn CLI options into an analysis run and print/write the report.
+
+The run happens in a worker thread while the main thread waits for it, so Ctrl-C and SIGTERM are
+handled at once even while a library call blocks (a DuckDB query, `ray.init`): the engine is
+told to abort, and the process exits with 130 at most `STOP_GRACE_S` later, whatever is stuck.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from loglens.analyze.driver import AnalyzeOptions, run_analysis
-from loglens.analyze.engines import ENGINES
+from loglens.analyze.engines import ENGINES, Engine, EngineError, make_engine
 from loglens.analyze.inputs import InputError
 from loglens.analyze.report import render_text, write_report
 from loglens.config import Settings
@@ -22,6 +31,53 @@ def parse_time(text: str | None, option: str) -> datetime | None:
         return parse_instant(text)  # the one timestamp parser: same rules and range as the server
     except TimestampError as exc:
         raise ValueError(f"{option}: {exc}") from None
+
+
+STOP_GRACE_S = 1.5
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _hard_exit(code: int) -> None:
+    """Leave now (flushing our output): a library thread may be blocked beyond recall."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_interruptibly(settings: Settings, options: AnalyzeOptions, engine: Engine) -> dict[str, Any]:
+    """Run the analysis on `engine` in a thread; Ctrl-C/SIGTERM abort it within STOP_GRACE_S."""
+    box: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            with engine:
+                box["report"] = run_analysis(settings, options, engine)
+        except BaseException as exc:  # handed to the main thread below
+            box["error"] = exc
+
+    thread = threading.Thread(target=work, name="loglens-analyze", daemon=True)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)
+    except KeyboardInterrupt:
+        print(f"interrupted: stopping the {engine.name} engine", file=sys.stderr)
+        aborter = threading.Thread(target=engine.abort, daemon=True)
+        aborter.start()
+        thread.join(STOP_GRACE_S)
+        _hard_exit(130)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+    if "error" in box:
+        raise box["error"]
+    report: dict[str, Any] = box["report"]
+    return report
 
 
 def analyze_command(
@@ -57,7 +113,12 @@ def analyze_command(
             service=service,
             progress=progress,
         )
-        report = run_analysis(settings, options)
+        report = run_interruptibly(settings, options, make_engine(engine, address))
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.stuck:
+            _hard_exit(2)  # a connect call is still blocked in its thread: do not wait for it
+        return 2
     except (ValueError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

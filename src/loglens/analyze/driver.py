@@ -18,13 +18,13 @@ from tqdm import tqdm
 
 from loglens import metrics
 from loglens.analyze import detection, report
-from loglens.analyze.engines import Engine, cpu_count, make_engine
+from loglens.analyze.aggregate import merge_seconds
+from loglens.analyze.engines import Engine, LocalEngine, cpu_count, make_engine
 from loglens.analyze.inputs import discover, plan, store_dead_letters, total_bytes
 from loglens.analyze.worker import (
     Filters,
     PartitionResult,
     PartitionTask,
-    merge_seconds,
     reason_key,
     run_partition,
 )
@@ -61,6 +61,7 @@ class Analysis:
     results: list[PartitionResult]
     rejected: Counter[str] = field(default_factory=Counter)
     samples: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    dead_letters: int = 0  # rejected records kept in store files (not read by any partition)
 
 
 def to_us(dt: datetime | None) -> int | None:
@@ -94,12 +95,24 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
     from `options.engine`/`options.address` and closed afterwards.
     """
     started = time.perf_counter()
+    stages: dict[str, float] = {}
     files = discover(options.paths)
     workers = options.workers or cpu_count()
-    partitions = plan(files, options.partitions or max(2, workers))
+    # In-process, one partition per file: DuckDB parallelises inside it. Clusters get 2 per worker.
+    in_process = (engine is None and options.engine == "local" and not options.workers) or (
+        isinstance(engine, LocalEngine) and engine.in_process
+    )
+    partitions = plan(
+        files,
+        options.partitions or (1 if in_process else 2 * workers),
+        since_us=to_us(options.since),
+        until_us=to_us(options.until),
+        service=options.service,
+    )
     document = load_schema_document(settings.schemas.log)
     filters = Filters(to_us(options.since), to_us(options.until), options.service)
-    clock = to_us(options.now) if options.now else now_us()
+    given = to_us(options.now)
+    clock = given if given is not None else now_us()
     tasks = [
         PartitionTask(
             p,
@@ -115,29 +128,41 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
     own_engine = engine is None
     eng = engine or make_engine(options.engine, options.address, options.workers)
     results: list[PartitionResult] = []
+    stages["plan_s"] = time.perf_counter() - started
     try:
+        mark = time.perf_counter()
         if own_engine:
             eng.__enter__()
         engine_detail = eng.describe()
+        stages["engine_start_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
         with tqdm(
             total=len(tasks), desc=f"analyze ({eng.name})", unit="partition", disable=not options.progress
         ) as bar:
             for res in eng.run(run_partition, tasks):
                 results.append(res)
                 bar.update(1)
+        stages["partitions_s"] = time.perf_counter() - mark
     finally:
+        mark = time.perf_counter()
         if own_engine:
             eng.__exit__(None, None, None)
+        stages["engine_stop_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     analysis = merge_results(results, options.sample_limit)
     for store_file in sorted({p.path for p in partitions if p.kind == "store"}):
         counts, samples = store_dead_letters(store_file, options.sample_limit)
         for reason, n in counts.items():
             analysis.rejected[reason_key(reason)] += n
+            analysis.dead_letters += n  # records too: records = accepted + rejected + filtered out
         for reason, raw, where in samples:
             kept = analysis.samples.setdefault(reason_key(reason), [])
             if len(kept) < options.sample_limit:
                 kept.append((reason, raw[:500], where))
+    stages["merge_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     found = detection.run_detectors(analysis.partials, analysis.seconds, settings)
+    stages["detection_s"] = time.perf_counter() - mark
     elapsed = time.perf_counter() - started
     meta = {
         "engine": eng.name,
@@ -146,6 +171,8 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
         "input_bytes": total_bytes(files),
         "partitions": len(partitions),
         "elapsed_s": round(elapsed, 3),
+        # where the time went (report building, after this, is not included)
+        "stages": {k: round(v, 3) for k, v in stages.items()},
         "filters": {
             "since": options.since.isoformat() if options.since else None,
             "until": options.until.isoformat() if options.until else None,

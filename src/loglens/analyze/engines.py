@@ -8,16 +8,78 @@ passed in (or already initialised) is not shut down.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
 import os
+import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, as_completed
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 ENGINES = ("local", "dask", "ray")
+CONNECT_TIMEOUT_S = 5.0  # an address that does not answer like a cluster fails within this
+
+
+class EngineError(RuntimeError):
+    """A cluster cannot be reached or used; the message names the address.
+
+    `stuck` is set when a library call is still blocked in a thread (Ray's connect cannot be
+    cancelled): the process should exit rather than wait for it.
+    """
+
+    def __init__(self, message: str, *, stuck: bool = False) -> None:
+        super().__init__(message)
+        self.stuck = stuck
+
+
+def bounded(fn: Callable[[], R], address: str, what: str, hint: str) -> R:
+    """`fn()` (a library's connect call) within CONNECT_TIMEOUT_S, else EngineError(stuck=True).
+
+    Dask and Ray retry a wrong address for minutes and ignore signals meanwhile; the call runs
+    in a daemon thread so the caller can give up on it.
+    """
+    box: list[R] = []
+    failure: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            box.append(fn())
+        except BaseException as exc:  # reported below
+            failure.append(exc)
+
+    thread = threading.Thread(target=call, name="loglens-connect", daemon=True)
+    thread.start()
+    thread.join(CONNECT_TIMEOUT_S)
+    if thread.is_alive():
+        raise EngineError(f"no {what} answered at {address} within {CONNECT_TIMEOUT_S:.0f} s ({hint})", stuck=True)
+    if failure:
+        lines = str(failure[0]).strip().splitlines()
+        reason = lines[0] if lines else type(failure[0]).__name__
+        raise EngineError(f"cannot connect to the {what} at {address}: {reason} ({hint})")
+    return box[0]
+
+
+def probe(address: str, default_port: int, what: str) -> None:
+    """Fail fast (EngineError) when nothing listens at `address` (host:port, any scheme)."""
+    target = urlsplit(address if "://" in address else f"tcp://{address}")
+    host, port = target.hostname, target.port or default_port
+    if not host:
+        raise EngineError(f"--address {address}: not a {what} address (expected host:port)")
+    try:
+        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S / 2):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__.replace("Error", " error").lower()
+        if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+            reason = f"no answer within {CONNECT_TIMEOUT_S / 2:.0f} s"
+        raise EngineError(f"cannot reach the {what} at {address}: {reason}") from None
+
 
 # A LocalCluster bound to loopback without a dashboard. The scheduler still serves its health
 # routes over HTTP; a random port keeps two clusters on one machine from colliding on 8787.
@@ -43,6 +105,8 @@ class Engine(Protocol):
 
     def describe(self) -> str: ...
 
+    def abort(self) -> None: ...
+
 
 def cpu_count() -> int:
     """CPUs this process may use (the affinity mask, not the machine's total)."""
@@ -53,13 +117,19 @@ def cpu_count() -> int:
 
 
 class LocalEngine:
-    """A process pool on this machine; one task runs in-process (no pool start-up cost)."""
+    """This process, or a process pool when asked for several workers.
+
+    By default partitions run in this process one after the other: DuckDB already spreads each
+    one over every CPU, and there is no pool to start. `workers=N` (N > 1) runs them in N
+    processes instead.
+    """
 
     name = "local"
 
     def __init__(self, workers: int | None = None) -> None:
-        self.workers = workers or cpu_count()
-        self._pool: Executor | None = None
+        self.in_process = workers is None or workers <= 1
+        self.workers = 1 if self.in_process else int(workers or 1)
+        self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> LocalEngine:
         return self
@@ -69,7 +139,17 @@ class LocalEngine:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    def abort(self) -> None:
+        """Stop at once: kill the pool's processes (the in-process run ends with the process)."""
+        pool = self._pool
+        if pool is not None:
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.kill()
+            pool.shutdown(wait=False, cancel_futures=True)
+
     def describe(self) -> str:
+        if self.in_process:
+            return f"local (in-process, DuckDB on {cpu_count()} CPUs)"
         return f"local ({self.workers} processes)"
 
     def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
@@ -97,13 +177,21 @@ class DaskEngine:
         self.workers = workers or cpu_count()
         self._client = client
         self._owned: list[Any] = []
+        self._futures: list[Any] = []
 
     def __enter__(self) -> DaskEngine:
         if self._client is None:
             from distributed import Client, LocalCluster
 
             if self.address:
-                self._client = Client(self.address)
+                address = self.address
+                probe(address, 8786, "Dask scheduler")
+                self._client = bounded(
+                    lambda: Client(address, timeout=CONNECT_TIMEOUT_S),
+                    address,
+                    "Dask scheduler",
+                    "is it a Dask scheduler address, tcp://host:8786?",
+                )
             else:
                 cluster = LocalCluster(n_workers=self.workers, **LOCAL_CLUSTER_KWARGS)
                 self._owned.append(cluster)
@@ -116,6 +204,16 @@ class DaskEngine:
             obj.close()
         self._owned.clear()
 
+    def abort(self) -> None:
+        """Cancel our tasks and drop the connection; a LocalCluster we started is killed."""
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.cancel(list(self._futures), force=True)
+        for obj in self._owned:
+            with contextlib.suppress(Exception):
+                obj.close(timeout=1)
+        self._owned.clear()
+
     def describe(self) -> str:
         workers = len(self._client.scheduler_info(n_workers=-1)["workers"]) if self._client else 0
         where = self.address or "LocalCluster"
@@ -125,6 +223,7 @@ class DaskEngine:
         from distributed import as_completed as dask_completed
 
         futures = self._client.map(fn, list(tasks), pure=False)
+        self._futures = futures
         for f in dask_completed(futures):
             yield f.result()
 
@@ -138,17 +237,40 @@ class RayEngine:
         self.address = address
         self.workers = workers or cpu_count()
         self._owned = False
+        self._pending: list[Any] = []
 
     def __enter__(self) -> RayEngine:
         import ray
 
         if not ray.is_initialized():
             if self.address:
-                ray.init(address=self.address, log_to_driver=False)
+                self._connect(ray)
             else:
                 ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             self._owned = True
         return self
+
+    def _connect(self, ray: Any) -> None:
+        """`ray.init(address)` bounded in time: Ray retries a wrong address for minutes."""
+        address = self.address or ""
+        if address != "auto" and not address.startswith("ray://"):
+            probe(address, 6379, "Ray cluster")
+        # Ray logs its retries (C++ and Python) to stderr: keep the user's terminal to our one line.
+        os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+        bounded(
+            lambda: ray.init(address=address, log_to_driver=False, logging_level=logging.ERROR),
+            address,
+            "Ray cluster",
+            "is it the head's GCS address, host:6379?",
+        )
+
+    def abort(self) -> None:
+        """Cancel our tasks; a local Ray we started goes down with the process."""
+        import ray
+
+        for ref in self._pending:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
 
     def __exit__(self, *exc: object) -> None:
         if self._owned:
@@ -168,6 +290,7 @@ class RayEngine:
 
         remote = ray.remote(num_cpus=1)(fn)
         pending = [remote.remote(t) for t in tasks]
+        self._pending = list(pending)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             yield ray.get(done[0])

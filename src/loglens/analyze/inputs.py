@@ -1,13 +1,19 @@
 """Inputs of `loglens analyze`: find files, cut them into partitions, read one partition.
 
-Kinds of input, told apart by name (content for JSON arrays):
+This is loglens' one archive reader (`discover` → `plan` → `read_text`/`read_blocks`/
+`archive_source`); `backtest` and `loglens ingest FILE` can read archives through it too.
+
+Kinds of input, told apart by name (content for JSON arrays and Parquet):
 - NDJSON (`.ndjson`, `.jsonl`, `.json`, `.log`, `.txt`): split by **byte ranges**. A partition
   `[start, end)` owns every line whose first byte lies in the range, so ranges can be cut
   anywhere without coordination; a worker seeks to `start`, skips the tail of the line the
   previous partition owns, and reads past `end` to finish its last line.
 - a JSON array (a file starting with `[`): one partition per file (it must be parsed whole).
 - `.gz`: one partition per file (gzip streams cannot be split), streamed in blocks.
-- Parquet: partitions are groups of row groups.
+- Parquet of validated logs (`loglens export`'s hive-partitioned archive, or any Parquet with
+  the store's `ts`/`level`/`service` columns): partitions are groups of files, pruned by the
+  `date=/hour=/service=` directories against --since/--until/--service; read by DuckDB.
+- other Parquet: partitions are groups of row groups, validated like JSON.
 - the server's DuckDB store (`.duckdb`): partitions are ranges of `logs.id`; its rows were
   validated at ingest, so they go straight to aggregation; its dead letters are reported.
 
@@ -24,9 +30,10 @@ import math
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import duckdb
 import orjson
@@ -40,7 +47,9 @@ from loglens.schema import Parsed
 NDJSON_SUFFIXES = frozenset({".ndjson", ".jsonl", ".json", ".log", ".txt"})
 PARQUET_SUFFIXES = frozenset({".parquet", ".pq"})
 STORE_SUFFIXES = frozenset({".duckdb", ".db"})
-BLOCK_BYTES = 32 * 1024 * 1024  # NDJSON read in blocks of about this size: bounded memory per worker
+BLOCK_BYTES = 64 * 1024 * 1024  # NDJSON read in blocks of about this size: bounded memory per worker
+# The tool's own outputs, never inputs (a report written next to the logs it describes).
+OWN_OUTPUTS = frozenset({"report.json", "report.html", "manifest.json"})
 PARQUET_BLOCK_ROWS = 100_000
 
 _STORE_COLUMNS = [f.name for f in LOG_ARROW_SCHEMA]
@@ -55,11 +64,15 @@ class Partition:
     """One unit of work: a byte range of a text file, row groups of Parquet, or a store id range."""
 
     index: int
-    kind: str  # ndjson | gzip | json | parquet | store
+    kind: str  # ndjson | gzip | json | parquet | archive | store
     path: str
     start: int = 0
     end: int = -1  # exclusive; -1 = to the end
     row_groups: tuple[int, ...] = ()
+    files: tuple[str, ...] = ()  # archive: the Parquet files of this partition
+    # store: (hour start µs, highest archived id) of hours also given as archive inputs: their
+    # logs up to that id are read from the archive, not twice (later, late ones from the store)
+    archived_hours: tuple[tuple[int, int], ...] = ()
 
     def describe(self) -> str:
         """Short human name, e.g. `logs.ndjson[0:1048576]`."""
@@ -68,7 +81,17 @@ class Partition:
             return f"{name}[{self.start}:{self.end}]"
         if self.kind == "parquet":
             return f"{name}{list(self.row_groups)}"
+        if self.kind == "archive":
+            return f"{len(self.files)} Parquet files"
         return name
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """Raw NDJSON bytes of part of a partition; `base` is the file offset of `body[0]`."""
+
+    body: bytes
+    base: int
 
 
 @dataclass(slots=True)
@@ -85,7 +108,7 @@ def _kind_of(path: Path) -> str:
         return "gzip"
     suffix = path.suffix.lower()
     if suffix in PARQUET_SUFFIXES:
-        return "parquet"
+        return "archive" if is_log_parquet(path) else "parquet"
     if suffix in STORE_SUFFIXES:
         return "store"
     return "json_array" if _starts_with_bracket(path) else "ndjson"
@@ -97,8 +120,17 @@ def _starts_with_bracket(path: Path) -> bool:
     return head.startswith(b"[")
 
 
+def is_log_parquet(path: Path) -> bool:
+    """True for Parquet of validated logs (the store's columns: `ts` timestamp, `level`, `service`)."""
+    schema = pq.read_schema(path)
+    names = set(schema.names)
+    return {"ts", "level", "service"} <= names and pa.types.is_timestamp(schema.field("ts").type)
+
+
 def _is_input(path: Path) -> bool:
     name = path.name.lower()
+    if name in OWN_OUTPUTS or name.startswith(".") or ".tmp" in name:
+        return False
     if name.endswith(".gz"):
         name = name[:-3]
     suffix = Path(name).suffix
@@ -133,17 +165,100 @@ def discover(paths: Sequence[str | Path]) -> list[Path]:
             found.setdefault(f.resolve(), None)
     if missing:
         raise InputError(f"no input files found at: {', '.join(missing)}")
-    return sorted(found)
+    return sorted(_drop_compressed_copies(found))
+
+
+def _drop_compressed_copies(files: dict[Path, None]) -> list[Path]:
+    """`x.log` and `x.log.gz` side by side are one log (rotation compressed it): keep `x.log`."""
+    return [f for f in files if not (f.name.lower().endswith(".gz") and f.with_name(f.name[:-3]) in files)]
 
 
 def _walk(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file() and _is_input(p))
 
 
-def plan(files: Sequence[Path], partitions: int) -> list[Partition]:
-    """Cut `files` into about `partitions` partitions of similar size."""
+def hive_values(path: Path) -> dict[str, str]:
+    """`key=value` directories of a hive-partitioned path (values URL-decoded)."""
+    out: dict[str, str] = {}
+    for part in path.parts[:-1]:
+        if "=" in part:
+            key, _, value = part.partition("=")
+            out[key] = unquote(value)
+    return out
+
+
+def archived_ids(files: Sequence[Path]) -> tuple[tuple[int, int], ...]:
+    """(hour start µs, highest log id archived) of each hour the archive files hold.
+
+    The ids come from the archive's manifest.json (`loglens export`); without one, a whole hour
+    counts as archived (max id unbounded).
+    """
+    from loglens.store.archive import MANIFEST, load_manifest
+
+    manifests: dict[Path, dict[str, dict[str, int | str]]] = {}
+    out: dict[int, int] = {}
+    for f in files:
+        hour = hour_of(f)
+        if hour is None:
+            continue
+        root = f.parents[3] if len(f.parents) > 3 else f.parent  # DIR/date=/hour=/service=/file
+        if root not in manifests:
+            manifests[root] = load_manifest(root) if (root / MANIFEST).exists() else {}
+        entry = manifests[root].get(datetime.fromtimestamp(hour / 1e6, UTC).strftime("%Y-%m-%dT%H"))
+        max_id = entry.get("max_id") if entry else None
+        out[hour] = max(out.get(hour, 0), int(max_id) if isinstance(max_id, int) else 2**62)
+    return tuple(sorted(out.items()))
+
+
+def hour_of(path: Path) -> int | None:
+    """Start (epoch µs) of the hour a `date=/hour=` archive file holds, None if not that layout."""
+    values = hive_values(path)
+    try:
+        day = date.fromisoformat(values["date"])
+        hour = int(values["hour"])
+    except (KeyError, ValueError):
+        return None
+    return int(datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp()) * 1_000_000
+
+
+def prune(path: Path, since_us: int | None, until_us: int | None, service: str | None) -> bool:
+    """False when the file's hive directories prove it holds no log inside the filters."""
+    values = hive_values(path)
+    if service is not None and "service" in values and values["service"] != service:
+        return False
+    if "date" in values:
+        try:
+            day = date.fromisoformat(values["date"])
+            hour = int(values.get("hour", "0"))
+            start = int(datetime(day.year, day.month, day.day, hour, tzinfo=UTC).timestamp()) * 1_000_000
+        except ValueError:
+            return True  # not our layout: read it
+        span = 3_600_000_000 if "hour" in values else 86_400_000_000
+        if until_us is not None and start >= until_us:
+            return False
+        if since_us is not None and start + span <= since_us:
+            return False
+    return True
+
+
+def plan(
+    files: Sequence[Path],
+    partitions: int,
+    *,
+    since_us: int | None = None,
+    until_us: int | None = None,
+    service: str | None = None,
+) -> list[Partition]:
+    """Cut `files` into about `partitions` partitions of similar size.
+
+    Archive files whose hive directories lie outside the filters are not read at all.
+    """
     partitions = max(1, partitions)
     kinds = [(f, _kind_of(f)) for f in files]
+    all_archive = [f for f, k in kinds if k == "archive"]
+    archive = [f for f in all_archive if prune(f, since_us, until_us, service)]
+    archived_hours = archived_ids(all_archive)
+    kinds = [(f, k) for f, k in kinds if k != "archive"]
     splittable = sum(f.stat().st_size for f, k in kinds if k == "ndjson")
     chunk = max(1, math.ceil(splittable / partitions))
     out: list[Partition] = []
@@ -167,13 +282,27 @@ def plan(files: Sequence[Path], partitions: int) -> list[Partition]:
             lo, hi = (int(row[0]), int(row[1])) if row and row[0] is not None else (0, -1)
             step = max(1, math.ceil((hi - lo + 1) / partitions))
             for s in range(lo, hi + 1, step):
-                add("store", f, start=s, end=min(hi + 1, s + step))
+                add("store", f, start=s, end=min(hi + 1, s + step), archived_hours=archived_hours)
             if hi < lo:
                 add("store", f, start=0, end=0)
         elif kind == "json_array":
             add("json", f)
         else:
             add("gzip", f)
+    if archive:
+        # groups of similar total size, files kept in path order (deterministic merges)
+        total = sum(f.stat().st_size for f in archive)
+        per = max(1, math.ceil(total / partitions))
+        group: list[str] = []
+        size = 0
+        for f in archive:
+            group.append(str(f))
+            size += f.stat().st_size
+            if size >= per:
+                add("archive", Path(group[0]), files=tuple(group))
+                group, size = [], 0
+        if group:
+            add("archive", Path(group[0]), files=tuple(group))
     return out
 
 
@@ -193,7 +322,7 @@ def read_blocks(part: Partition) -> Iterator[Block]:
         raise InputError(f"{part.path}: partition kind {part.kind!r} has no records to decode")
 
 
-def _located(path: str, base: int, body: bytes) -> Block:
+def located_block(path: str, base: int, body: bytes) -> Block:
     """Decode NDJSON text; bad lines are located as file@byte-offset (computed only when asked)."""
     parsed = decode_ndjson(body)
     offsets: list[int] = []
@@ -210,7 +339,27 @@ def _located(path: str, base: int, body: bytes) -> Block:
     return Block(parsed, location)
 
 
-def _ndjson_blocks(part: Partition) -> Iterator[Block]:
+def read_text(part: Partition, block_bytes: int = BLOCK_BYTES) -> Iterator[TextChunk]:
+    """Raw NDJSON of an `ndjson` (byte range) or `gzip` partition, in chunks of whole lines.
+
+    A gzipped JSON array yields nothing here: `is_json_array_gzip` tells the caller to use
+    `read_blocks` for it.
+    """
+    if part.kind == "ndjson":
+        yield from _ndjson_text(part, block_bytes)
+    elif part.kind == "gzip":
+        yield from _gzip_text(part, block_bytes)
+    else:
+        raise InputError(f"{part.path}: partition kind {part.kind!r} is not NDJSON text")
+
+
+def is_json_array_gzip(part: Partition) -> bool:
+    """True when a gzip partition holds a JSON array rather than NDJSON."""
+    with gzip.open(part.path, "rb") as f:
+        return f.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+
+
+def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
     with open(part.path, "rb") as f:
         if part.start > 0:
             f.seek(part.start - 1)
@@ -218,30 +367,46 @@ def _ndjson_blocks(part: Partition) -> Iterator[Block]:
                 f.readline()  # the rest of this line belongs to the previous partition
         pos = f.tell()
         while pos < part.end:
-            body = f.read(min(BLOCK_BYTES, part.end - pos))
+            body = f.read(min(block_bytes, part.end - pos))
             if not body:
                 break
             if not body.endswith(b"\n"):
                 body += f.readline()  # finish the last line even past `end`
-            yield _located(part.path, pos, body)
+            if pos == 0 and body.startswith(b"\xef\xbb\xbf"):
+                yield TextChunk(body[3:], 3)
+            else:
+                yield TextChunk(body, pos)
             pos += len(body)
 
 
-def _gzip_blocks(part: Partition) -> Iterator[Block]:
+def _gzip_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
     with gzip.open(part.path, "rb") as f:
-        head = f.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n")
-        if head.startswith(b"["):
-            yield Block(decode_json(f.read()), lambda i: f"{part.path}[{i}]")
-            return
         pos = 0
         while True:
-            body = f.read(BLOCK_BYTES)
+            body = f.read(block_bytes)
             if not body:
                 break
             if not body.endswith(b"\n"):
                 body += f.readline()
-            yield _located(part.path, pos, body)
+            if pos == 0 and body.startswith(b"\xef\xbb\xbf"):
+                yield TextChunk(body[3:], 3)
+            else:
+                yield TextChunk(body, pos)
             pos += len(body)
+
+
+def _ndjson_blocks(part: Partition) -> Iterator[Block]:
+    for chunk in _ndjson_text(part, BLOCK_BYTES):
+        yield located_block(part.path, chunk.base, chunk.body)
+
+
+def _gzip_blocks(part: Partition) -> Iterator[Block]:
+    if is_json_array_gzip(part):
+        with gzip.open(part.path, "rb") as f:
+            yield Block(decode_json(f.read()), lambda i: f"{part.path}[{i}]")
+        return
+    for chunk in _gzip_text(part, BLOCK_BYTES):
+        yield located_block(part.path, chunk.base, chunk.body)
 
 
 def _plain(value: Any) -> Any:
@@ -276,6 +441,32 @@ def _parquet_blocks(part: Partition) -> Iterator[Block]:
         base += len(rows)
 
 
+def archive_source(part: Partition) -> tuple[str, list[object]]:
+    """SQL (and parameters) of the validated logs in an archive partition's Parquet files."""
+    return (
+        "SELECT ts, level, service, user_id, response_time_ms, coalesce(late, false) AS late "
+        "FROM read_parquet(?, hive_partitioning = false, union_by_name = true)",
+        [list(part.files)],
+    )
+
+
+def store_source(part: Partition) -> tuple[str, list[object]]:
+    """SQL (and parameters) of the logs in a store partition (an id range)."""
+    sql = "SELECT ts, level, service, user_id, response_time_ms, late FROM logs WHERE id >= ? AND id < ?"
+    params: list[object] = [part.start, part.end]
+    if part.archived_hours:
+        # An archive and the live store given together: a log of an archived hour is read from
+        # the archive if its id was archived, else (it arrived late) from the store. Never twice.
+        sql += (
+            " AND CASE WHEN list_contains(?::BIGINT[], epoch_us(date_trunc('hour', ts))) "
+            "THEN id > list_extract(?::BIGINT[], list_position(?::BIGINT[], epoch_us(date_trunc('hour', ts)))) "
+            "ELSE true END"
+        )
+        hours = [h for h, _ in part.archived_hours]
+        params += [hours, [m for _, m in part.archived_hours], hours]
+    return sql, params
+
+
 def read_store(part: Partition) -> pa.Table:
     """Logs of a store partition (id range) as LOG_ARROW_SCHEMA, read-only."""
     with duckdb.connect(part.path, read_only=True) as db:
@@ -296,6 +487,13 @@ def store_dead_letters(path: str, sample_limit: int) -> tuple[dict[str, int], li
             [sample_limit],
         ).fetchall()
     return {str(r): int(c) for r, c in counts}, [(str(r), str(raw), f"{path}#dead_letter{i}") for r, raw, i in samples]
+
+
+def store_records(path: str) -> tuple[int, int]:
+    """(logs, dead letters) held in a store file."""
+    with duckdb.connect(path, read_only=True) as db:
+        row = db.execute("SELECT (SELECT count(*) FROM logs), (SELECT count(*) FROM dead_letter)").fetchone()
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 def total_bytes(files: Sequence[Path]) -> int:

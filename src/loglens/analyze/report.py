@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 QUANTILES = (0.5, 0.95, 0.99)
 
 
-def sketch_quantiles(sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES) -> dict[tuple, list]:
+def sketch_quantiles(
+    sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES
+) -> dict[tuple[Any, ...], list[float | None]]:
     """{group key: [value per q]} from sketch rows, identical to `metrics.quantile` per group."""
     if sketch.num_rows == 0:
         return {}
@@ -136,7 +138,7 @@ def build_report(
     services.sort(key=lambda s: (-s["count"], s["service"]))
 
     workers: Counter[str] = Counter(r.worker for r in analysis.results)
-    records = sum(r.records for r in analysis.results)
+    records = sum(r.records for r in analysis.results) + analysis.dead_letters
     accepted = sum(r.accepted for r in analysis.results)
     rejected_total = sum(analysis.rejected.values())
     all_minutes = [r["minute"] for r in minute]
@@ -259,8 +261,51 @@ def render_text(rep: dict[str, Any]) -> str:
             ),
         ]
     lines += ["", f"alerts: {len(rep['alerts'])}   anomalies: {len(rep['anomalies'])}"]
+    if rep["alerts"]:
+        lines += [
+            _table(
+                ["rule", "service", "severity", "started", "resolved", "value", "threshold", "summary"],
+                [
+                    [
+                        a.get("rule"),
+                        a.get("service"),
+                        a.get("severity"),
+                        a.get("started_at"),
+                        a.get("resolved_at") or "still firing",
+                        a.get("value"),
+                        a.get("threshold"),
+                        _clip(a.get("summary")),
+                    ]
+                    for a in rep["alerts"]
+                ],
+            )
+        ]
+    if rep["anomalies"]:
+        lines += [
+            "",
+            _table(
+                ["detected", "service", "type", "severity", "score", "description"],
+                [
+                    [
+                        a.get("detected_at"),
+                        a.get("service"),
+                        a.get("type"),
+                        a.get("severity"),
+                        a.get("score"),
+                        _clip(a.get("description")),
+                    ]
+                    for a in rep["anomalies"]
+                ],
+            ),
+        ]
     lines += [f"note: {n}" for n in rep["detection_notes"]]
     return "\n".join(lines)
+
+
+def _clip(text: Any, width: int = 90) -> str:
+    """One table cell of free text: a single line of at most `width` characters."""
+    flat = " ".join(str(text or "").split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def render_json(rep: dict[str, Any]) -> bytes:
@@ -305,13 +350,45 @@ def _svg_chart(title: str, series: dict[str, list[tuple[float, float | None]]], 
         )
     for i, (name, ps) in enumerate(sorted(series.items())):
         color = _PALETTE[i % len(_PALETTE)]
-        coords = " ".join(xy(x, y) for x, y in ps if y is not None)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
+        # A None is a minute without data: the line stops there (an outage shows as a gap,
+        # not as a straight line over it); a lone minute between gaps is drawn as a dot.
+        for run in _runs(ps):
+            if len(run) == 1:
+                cx, cy = xy(*run[0]).split(",")
+                parts.append(f'<circle cx="{cx}" cy="{cy}" r="1.5" fill="{color}"/>')
+            else:
+                coords = " ".join(xy(x, y) for x, y in run)
+                parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{coords}"/>')
         parts.append(
             f'<text x="{w - right + 8}" y="{top + 14 * i + 10}" font-size="12" fill="{color}">{esc(name)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _runs(points: list[tuple[float, float | None]]) -> list[list[tuple[float, float]]]:
+    """Consecutive points with a value, split at every None."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for x, y in points:
+        if y is None:
+            if runs[-1]:
+                runs.append([])
+        else:
+            runs[-1].append((x, y))
+    return [r for r in runs if r]
+
+
+def minute_series(minutes: list[dict[str, Any]], field: str) -> dict[str, list[tuple[float, float | None]]]:
+    """Per service, `field` for every minute of the report's period; None where it has no logs."""
+    if not minutes:
+        return {}
+    xs = [_epoch(m["minute"]) for m in minutes]
+    lo, hi = min(xs), max(xs)
+    values: dict[str, dict[float, float | None]] = {}
+    for x, m in zip(xs, minutes, strict=True):
+        values.setdefault(m["service"], {})[x] = m[field]
+    grid = [lo + 60 * k for k in range(int((hi - lo) // 60) + 1)]
+    return {svc: [(x, vals.get(x)) for x in grid] for svc, vals in values.items()}
 
 
 def iso_from_epoch(x: float) -> str:
@@ -334,14 +411,9 @@ def render_html(rep: dict[str, Any]) -> str:
     """A self-contained HTML report (inline CSS + SVG; nothing fetched from the network)."""
     esc = html.escape
     s = rep["summary"]
-    volume: dict[str, list[tuple[float, float | None]]] = {}
-    err: dict[str, list[tuple[float, float | None]]] = {}
-    p95: dict[str, list[tuple[float, float | None]]] = {}
-    for m in rep["minutes"]:
-        x = _epoch(m["minute"])
-        volume.setdefault(m["service"], []).append((x, m["count"]))
-        err.setdefault(m["service"], []).append((x, m["error_rate"]))
-        p95.setdefault(m["service"], []).append((x, m["p95_ms"]))
+    volume = minute_series(rep["minutes"], "count")
+    err = minute_series(rep["minutes"], "error_rate")
+    p95 = minute_series(rep["minutes"], "p95_ms")
     sections = [
         f"<h1>loglens analysis</h1><p>engine {esc(s['engine_detail'])} · {s['partitions']} partitions · "
         f"{len(s['workers'])} workers · {s['elapsed_s']:.2f} s · {esc(_fmt(s['records']))} records, "

@@ -1,8 +1,14 @@
-"""What runs on a worker for one partition: decode → `LogSchema` → filter → `metrics.aggregate`.
+"""What runs on a worker for one partition: check → aggregate, pushed down into DuckDB.
 
-This is the same validation and aggregation code as the live server; the result is a small,
-picklable `PartitionResult` (Arrow partials + rejection counts and samples) that the driver
-merges. Nothing here knows which engine called it.
+- NDJSON (plain or gzip): each chunk's lines become a zero-copy Arrow string column; DuckDB
+  checks them with the log schema compiled to SQL (`predicates`), and only the lines it does
+  not accept are decoded in Python and judged by the server's exact validator (`LogSchema`),
+  which gives every rejection its reason.
+- the store and Parquet archives hold validated logs: DuckDB reads them directly.
+- JSON arrays and other Parquet: `LogSchema` (vectorised fast path, then exact) as on the server.
+Everything accepted is aggregated by one SQL scan (`aggregate`, equal to `metrics.aggregate`).
+The result is a small, picklable `PartitionResult` (Arrow partials + rejection counts and
+samples) that the driver merges. Nothing here knows which engine called it.
 """
 
 from __future__ import annotations
@@ -12,24 +18,35 @@ import re
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from loglens import metrics
-from loglens.analyze.inputs import Partition, read_blocks, read_store
-from loglens.models import ERROR_LEVELS
-from loglens.schema import LogSchema
+from loglens.analyze.aggregate import AGG_COLUMNS, SECONDS_SCHEMA, Aggregates, Window, aggregate, merge_seconds
+from loglens.analyze.inputs import (
+    Partition,
+    TextChunk,
+    archive_source,
+    is_json_array_gzip,
+    located_block,
+    read_blocks,
+    read_text,
+    store_source,
+)
+from loglens.analyze.predicates import CompiledChecks, compile_checks
+from loglens.models import Rejection
+from loglens.schema import LogSchema, Parsed
 
 SAMPLE_RAW_CHARS = 500
-SECONDS_SCHEMA = pa.schema(
-    [("service", pa.string()), ("second", pa.timestamp("us")), ("count", pa.int64()), ("errors", pa.int64())]
-)
 
 _SCHEMAS: dict[bytes, LogSchema] = {}  # per-process cache: compiling the schema once per worker, not per task
+_CHECKS: dict[bytes, CompiledChecks | None] = {}
 
 _GOT = re.compile(r" \(got .*\)$", re.S)
 _INVALID_VALUE = re.compile(r"invalid value .*?; expected", re.S)
@@ -105,50 +122,11 @@ def _schema(task: PartitionTask) -> LogSchema:
     return schema
 
 
-def apply_filters(table: pa.Table, filters: Filters) -> pa.Table:
-    """Keep rows inside the time range and service filter."""
-    mask = None
-
-    def both(m: Any, cond: Any) -> Any:
-        return cond if m is None else pc.and_(m, cond)
-
-    if filters.since_us is not None:
-        mask = both(mask, pc.greater_equal(table["ts"], pa.scalar(filters.since_us, pa.timestamp("us"))))
-    if filters.until_us is not None:
-        mask = both(mask, pc.less(table["ts"], pa.scalar(filters.until_us, pa.timestamp("us"))))
-    if filters.service is not None:
-        mask = both(mask, pc.equal(table["service"], filters.service))
-    return table if mask is None else table.filter(mask)
-
-
-def per_second(table: pa.Table) -> pa.Table:
-    """Logs and errors per (service, second): the resolution sliding-window rules need."""
-    if table.num_rows == 0:
-        return SECONDS_SCHEMA.empty_table()
-    errors = pc.cast(pc.is_in(table["level"], pa.array(sorted(ERROR_LEVELS))), pa.int64())
-    t = pa.table(
-        {"service": table["service"], "second": pc.floor_temporal(table["ts"], unit="second"), "errors": errors}
-    )
-    g = t.group_by(["service", "second"], use_threads=False).aggregate([("errors", "count"), ("errors", "sum")])
-    return pa.table(
-        {"service": g["service"], "second": g["second"], "count": g["errors_count"], "errors": g["errors_sum"]},
-        schema=SECONDS_SCHEMA,
-    )
-
-
-def merge_seconds(tables: list[pa.Table]) -> pa.Table:
-    """Sum per-second counts of several partitions."""
-    if not tables:
-        return SECONDS_SCHEMA.empty_table()
-    g = (
-        pa.concat_tables(tables)
-        .group_by(["service", "second"], use_threads=False)
-        .aggregate([("count", "sum"), ("errors", "sum")])
-    )
-    return pa.table(
-        {"service": g["service"], "second": g["second"], "count": g["count_sum"], "errors": g["errors_sum"]},
-        schema=SECONDS_SCHEMA,
-    ).sort_by([("service", "ascending"), ("second", "ascending")])
+def _checks(task: PartitionTask) -> CompiledChecks | None:
+    key = orjson.dumps(task.schema_document, option=orjson.OPT_SORT_KEYS)
+    if key not in _CHECKS:
+        _CHECKS[key] = compile_checks(task.schema_document)
+    return _CHECKS[key]
 
 
 def run_partition(task: PartitionTask) -> PartitionResult:
@@ -156,32 +134,169 @@ def run_partition(task: PartitionTask) -> PartitionResult:
     started = time.perf_counter()
     part = task.partition
     result = PartitionResult(part.index, worker_id())
-    tables: list[pa.Table] = []
-    if part.kind == "store":
-        table = read_store(part)  # validated when it was ingested
-        result.records += table.num_rows
-        tables.append(table)
+    window = Window(task.filters.since_us, task.filters.until_us, task.filters.service)
+    aggs: list[Aggregates] = []
+    if part.kind == "store":  # validated when it was ingested
+        with duckdb.connect(part.path, read_only=True) as con:
+            agg = aggregate(con, *store_source(part), window)
+        result.records += agg.kept + agg.filtered_out
+        aggs.append(agg)
+    elif part.kind == "archive":  # validated Parquet (loglens export): straight to aggregation
+        with _connect() as con:
+            agg = aggregate(con, *archive_source(part), window)
+        result.records += agg.kept + agg.filtered_out
+        aggs.append(agg)
     else:
         schema = _schema(task)
+        checks = _checks(task)
         rejected: Counter[str] = Counter()
-        for block in read_blocks(part):
-            batch = schema.validate(block.parsed, "analyze", task.now_us)
-            result.records += len(block.parsed)
-            tables.append(batch.table)
-            for rej in batch.rejections:
-                key = reason_key(rej.reason)
-                rejected[key] += 1
-                kept = result.samples.setdefault(key, [])
-                if len(kept) < task.sample_limit:
-                    kept.append((rej.reason, rej.raw[:SAMPLE_RAW_CHARS], str(block.location(rej.index))))
+        with _connect() as con:
+            if (
+                checks is not None
+                and part.kind in ("ndjson", "gzip")
+                and not (part.kind == "gzip" and is_json_array_gzip(part))
+            ):
+                for chunk in read_text(part):
+                    aggs.append(_check_chunk(con, checks, schema, task, chunk, window, result, rejected))
+            else:
+                for block in read_blocks(part):
+                    batch = schema.validate(block.parsed, "analyze", task.now_us)
+                    result.records += len(block.parsed)
+                    _count_rejections(batch.rejections, block.location, task, result, rejected)
+                    aggs.append(_aggregate_table(con, batch.table, window))
         result.rejected = dict(rejected)
-    logs = pa.concat_tables(tables) if tables else pa.table({})
-    accepted = sum(t.num_rows for t in tables)
-    if accepted:
-        kept_logs = apply_filters(logs, task.filters)
-        result.accepted = kept_logs.num_rows
-        result.filtered_out = accepted - kept_logs.num_rows
-        result.partials = metrics.aggregate(kept_logs)
-        result.seconds = per_second(kept_logs)
+    result.accepted = sum(a.kept for a in aggs)
+    result.filtered_out = sum(a.filtered_out for a in aggs)
+    if len(aggs) == 1:
+        result.partials, result.seconds = aggs[0].partials, aggs[0].seconds
+    elif aggs:
+        result.partials = metrics.merge(a.partials for a in aggs)
+        result.seconds = merge_seconds([a.seconds for a in aggs])
     result.elapsed_s = time.perf_counter() - started
     return result
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for one partition; its threads share the worker's CPUs."""
+    return duckdb.connect(config={"threads": max(1, cpu_count())})
+
+
+def cpu_count() -> int:
+    """CPUs this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _count_rejections(
+    rejections: list[Rejection],
+    location: Callable[[int], str],
+    task: PartitionTask,
+    result: PartitionResult,
+    rejected: Counter[str],
+) -> None:
+    for rej in rejections:
+        key = reason_key(rej.reason)
+        rejected[key] += 1
+        kept = result.samples.setdefault(key, [])
+        if len(kept) < task.sample_limit:
+            kept.append((rej.reason, rej.raw[:SAMPLE_RAW_CHARS], str(location(rej.index))))
+
+
+def _aggregate_table(con: duckdb.DuckDBPyConnection, table: pa.Table, window: Window) -> Aggregates:
+    con.register("validated", table)
+    try:
+        return aggregate(con, f"SELECT {', '.join(AGG_COLUMNS)} FROM validated", [], window)
+    finally:
+        con.unregister("validated")
+
+
+_BLANK_START = np.zeros(256, dtype=bool)
+_BLANK_START[[9, 10, 11, 12, 13, 32]] = True  # bytes.strip()'s whitespace
+
+
+def split_lines(body: bytes) -> tuple[pa.Array, np.ndarray]:
+    """The non-blank lines of an NDJSON body as an Arrow string array (zero-copy views of `body`,
+    each line keeping its newline) and each line's offset in `body`."""
+    buf = np.frombuffer(body, np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
+    if not len(ends) or ends[-1] != len(body):
+        ends = np.append(ends, len(body))
+    offsets = np.concatenate([[0], ends]).astype(np.int64)
+    starts = offsets[:-1]
+    lines = pa.Array.from_buffers(pa.large_string(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+    maybe_blank = np.flatnonzero(_BLANK_START[buf[np.minimum(starts, max(len(body) - 1, 0))]] | (starts >= len(body)))
+    blank = [int(k) for k in maybe_blank if not body[offsets[k] : offsets[k + 1]].strip()]
+    if blank:
+        keep = np.ones(len(starts), dtype=bool)
+        keep[blank] = False
+        return lines.filter(pa.array(keep)), starts[keep]
+    return lines, starts
+
+
+def _check_chunk(
+    con: duckdb.DuckDBPyConnection,
+    checks: CompiledChecks,
+    schema: LogSchema,
+    task: PartitionTask,
+    chunk: TextChunk,
+    window: Window,
+    result: PartitionResult,
+    rejected: Counter[str],
+) -> Aggregates:
+    """Check an NDJSON chunk in SQL; lines it does not accept get the exact validator's verdict."""
+    path = task.partition.path
+    body = chunk.body
+    if not body.isascii():
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:  # the exact path rejects the bad lines one by one
+            block = located_block(path, chunk.base, body)
+            batch = schema.validate(block.parsed, "analyze", task.now_us)
+            result.records += len(block.parsed)
+            _count_rejections(batch.rejections, block.location, task, result, rejected)
+            return _aggregate_table(con, batch.table, window)
+    lines, starts = split_lines(body)
+    result.records += len(starts)
+    con.register("lines", pa.table({"i": pa.array(np.arange(len(starts), dtype=np.int64)), "line": lines}))
+    params = {"now_us": task.now_us, "skew_us": schema.skew_us, "late_us": schema.lateness_us}
+    try:
+        try:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.sql}", params).fetchall()
+        except duckdb.Error:  # a malformed line: check again, telling JSON from not-JSON per line
+            con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.guarded_sql}", params).fetchall()
+    finally:
+        con.unregister("lines")
+    bad = con.sql("SELECT i FROM checked WHERE NOT ok ORDER BY i").fetchnumpy()["i"]
+    exact_table = None
+    if len(bad):
+        raws = [body[starts[k] : (starts[k + 1] if k + 1 < len(starts) else len(body))] for k in bad.tolist()]
+        batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+        _count_rejections(
+            batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
+        )
+        exact_table = batch.table
+    source = f"SELECT {', '.join(AGG_COLUMNS)} FROM checked WHERE ok"
+    if exact_table is not None and exact_table.num_rows:
+        con.register("exact", exact_table)
+        source += f" UNION ALL SELECT {', '.join(AGG_COLUMNS)} FROM exact"
+    try:
+        return aggregate(con, source, [], window)
+    finally:
+        if exact_table is not None and exact_table.num_rows:
+            con.unregister("exact")
+        con.execute("DROP TABLE IF EXISTS checked").fetchall()
+
+
+def _parsed(raws: list[bytes]) -> Parsed:
+    """Lines decoded one by one (orjson: strict JSON), as the server decodes NDJSON."""
+    values: list[Any] = []
+    failures: dict[int, str] = {}
+    for k, raw in enumerate(raws):
+        try:
+            values.append(orjson.loads(raw))
+        except orjson.JSONDecodeError as exc:
+            values.append(None)
+            failures[k] = f"malformed JSON: {exc}"
+    return Parsed(values, failures, lambda k: raws[k].rstrip(b"\r\n").decode("utf-8", errors="replace"))

@@ -28,8 +28,12 @@ class HealthOut(Out):
     status: Literal["ok", "degraded"]
     version: str
     uptime_seconds: float
-    queue_depth: int = Field(description="Logs submitted and not yet committed.")
-    store_error: str | None = Field(description="The last commit failure while the store is failing.")
+    queue_depth: int = Field(description="Logs submitted and not yet fsynced to the write-ahead log.")
+    store_error: str | None = Field(
+        description="The last WAL write failure (then 503) or loader failure (then 200, degraded)."
+    )
+    wal_lag_bytes: int = Field(description="WAL bytes acknowledged but not yet loaded into DuckDB.")
+    replay_progress: float = Field(description="Share (0-1) of the start-up WAL backlog loaded.")
 
 
 class IngestErrorItem(Out):

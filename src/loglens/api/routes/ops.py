@@ -89,9 +89,7 @@ def _replay_lock(request: Request) -> asyncio.Lock:
     response_model=ReplayOut,
     responses={409: {"description": "Another replay is running; try again when it has finished"}},
 )
-async def replay_dead_letters(
-    request: Request, store: StoreDep, pipeline: PipelineDep, body: ReplayRequest | None = None
-) -> Any:
+async def replay_dead_letters(request: Request, pipeline: PipelineDep, body: ReplayRequest | None = None) -> Any:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
     lock = _replay_lock(request)
@@ -100,9 +98,7 @@ async def replay_dead_letters(
     async with lock:
         try:
             result = await anyio.to_thread.run_sync(
-                lambda: deadletter.replay(
-                    store, pipeline.schema, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit
-                )
+                lambda: deadletter.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
             )
         except duckdb.TransactionException:  # e.g. a replay from another process on the same records
             return _conflict()

@@ -10,11 +10,11 @@ import orjson
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
-from loglens import queries
 from loglens.api.contract import unprocessable
 from loglens.api.deps import StoreDep
 from loglens.api.responses import DeadLettersOut, LogsOut, ServicesOut, SummaryOut, TimeseriesOut
 from loglens.models import LEVELS, utcnow
+from loglens.store import deadletters, queries
 from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
@@ -132,7 +132,9 @@ async def dead_letter(
     """Rejected records with their reason, source, arrival time and (truncated) raw text."""
     try:
         return await anyio.to_thread.run_sync(
-            lambda: queries.dead_letters(store, reason=reason, source=source, since=since, limit=limit, cursor=cursor)
+            lambda: deadletters.dead_letters(
+                store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
+            )
         )
     except ValueError as exc:  # e.g. a malformed cursor
         raise unprocessable("query", "cursor", str(exc)) from None

@@ -1,7 +1,10 @@
-"""Read side of the store: time series, summaries, services, log search, dead letters.
+"""Read side of the store: time series, summaries, services, log search.
 
 Every function takes a `Store` and returns plain JSON-ready dicts; the API routes are thin
-wrappers. Times are UTC; the API renders them as ISO 8601 with a Z.
+wrappers. Times are UTC; the API renders them as ISO 8601 with a Z. Metric tables are views
+that merge the loader's append-only partials (see sql/013_wal_loader.sql), so a query never
+sees a half-merged minute. `Store.query` waits until DuckDB holds every acknowledged log, so a
+client reads its own writes; dead-letter reads live in deadletters.py.
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ from loglens.store import Store
 
 Metric = Literal["volume", "error_rate", "avg_response_time", "p95_response_time"]
 METRICS: tuple[str, ...] = ("volume", "error_rate", "avg_response_time", "p95_response_time")
+
+
+def _from_us(us: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=us)
 
 
 def _naive_utc(dt: datetime) -> datetime:
@@ -148,19 +155,19 @@ def services(store: Store, now: datetime) -> list[dict[str, Any]]:
         )
     }
     out = []
-    for svc, first_seen, last_seen, last_event, total, errors in store.query(
-        "SELECT service, first_seen, last_seen, last_event_ts, total, errors FROM services ORDER BY service"
-    ):
+    for info in store.services():  # the in-memory registry: as fresh as the acknowledgements
+        svc = info.service
+        last_seen = _from_us(info.last_seen_us)
         count5, err5, rs, rc = recent.get(svc, (0, 0, 0.0, 0))
         out.append(
             {
                 "service": svc,
-                "first_seen": iso(first_seen),
+                "first_seen": iso(_from_us(info.first_seen_us)),
                 "last_seen": iso(last_seen),
-                "last_event_ts": iso(last_event),
+                "last_event_ts": iso(_from_us(info.last_event_us)),
                 "seconds_since_last_seen": max(0.0, (now_naive - last_seen).total_seconds()),
-                "total": int(total),
-                "errors": int(errors),
+                "total": int(info.total),
+                "errors": int(info.errors),
                 "volume_per_min": (count5 or 0) / 5,
                 "error_rate": (err5 / count5) if count5 else 0.0,
                 "avg_response_time_ms": (rs / rc) if rc else None,
@@ -217,7 +224,8 @@ def search_logs(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     """Stored logs newest first (event time, then id), filtered and paged by an opaque cursor."""
-    where, params = ["TRUE"], []
+    where: list[str] = ["TRUE"]
+    params: list[Any] = []
     if service:
         where.append("service = ?")
         params.append(service)
@@ -251,52 +259,3 @@ def search_logs(
         ts_us = (last[1] - datetime(1970, 1, 1)) // timedelta(microseconds=1)
         next_cursor = encode_cursor(ts_us, last[0])
     return {"logs": [_log_row(r) for r in rows], "next_cursor": next_cursor}
-
-
-def dead_letters(
-    store: Store,
-    *,
-    reason: str | None = None,
-    source: str | None = None,
-    since: datetime | None = None,
-    limit: int = 100,
-    cursor: str | None = None,
-) -> dict[str, Any]:
-    """Rejected records newest first, with reason, source, arrival time and raw text."""
-    where, params = ["TRUE"], []
-    if reason:
-        where.append("contains(lower(reason), lower(?))")
-        params.append(reason)
-    if source:
-        where.append("source = ?")
-        params.append(source)
-    if since:
-        where.append("received_at >= ?")
-        params.append(_naive_utc(since))
-    total = store.query(f"SELECT count(*) FROM dead_letter WHERE {' AND '.join(where)}", params)[0][0]
-    if cursor:
-        (last_id,) = decode_cursor(cursor, 1)
-        where.append("id < ?")
-        params.append(last_id)
-    rows = store.query(
-        f"SELECT id, received_at, source, reason, raw, replayed_at FROM dead_letter WHERE {' AND '.join(where)} "
-        "ORDER BY id DESC LIMIT ?",
-        [*params, limit + 1],
-    )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {
-        "total": int(total),
-        "dead_letters": [
-            {
-                "id": r[0],
-                "received_at": iso(r[1]),
-                "source": r[2],
-                "reason": r[3],
-                "raw": r[4],
-                "replayed_at": iso(r[5]),
-            }
-            for r in rows
-        ],
-        "next_cursor": encode_cursor(rows[-1][0]) if more and rows else None,
-    }

@@ -1,0 +1,180 @@
+"""The log schema compiled to DuckDB SQL: a vectorised check of raw NDJSON lines.
+
+`compile_checks()` turns the column checks that `schema_fast.FastPlan` derives from
+`schemas/log_schema.yaml` (type, enum, length, pattern, minimum/maximum, formats, required,
+aliases) into one SQL predicate per field over `json_extract` of each line. The predicate is
+conservative in the same way as the Arrow fast path: it may only *accept* a line that the exact
+per-record validator (`LogSchema`) also accepts, with the same normalised values. Every line it
+does not accept goes back to the exact validator, which gives the exact reason — so a wrong
+"no" costs speed, never correctness. Where DuckDB's JSON reader is laxer than orjson (NaN,
+trailing commas, duplicate keys, years 0000, 24:00) the line is not fast-accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loglens.schema_fast import _FAST_FORMATS, FastPlan, _Alt, _Prop
+
+# Output columns of the check (the validated fields aggregation needs), in order.
+CHECK_COLUMNS = ("i", "ok", "ts", "level", "service", "user_id", "response_time_ms", "late")
+
+# RFC 3339 that both DuckDB's cast and Python's `datetime.fromisoformat` read identically:
+# years 0001-9999, hours 00-23, seconds 00-59, offsets within a day.
+_DATE_TIME = (
+    r"^(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T"
+    r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+# Lines DuckDB's lenient JSON reader accepts but orjson rejects (NaN/Infinity literals, trailing
+# commas) go to the exact validator. Matches inside string values are false alarms, which only
+# cost the exact path for that line. (`contains` is a memmem; one regex alternation is 5x slower.)
+_LENIENT = r"contains(line, 'NaN') OR contains(line, 'Infinity') OR regexp_matches(line, ',\s*[}\]]')"
+# The JSON kind of an extracted value, told by its first character (no second parse).
+_KIND = {"string": "'\"'", "object": "'{'", "null": "'n'"}
+_NUMBER_START = "('-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9')"
+
+
+def _lit(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class CompiledChecks:
+    """SQL that checks the lines of table `lines(i BIGINT, line VARCHAR)` (see CHECK_COLUMNS)."""
+
+    sql: str  # assumes every line is JSON: DuckDB raises on a malformed one
+    guarded_sql: str  # also right when some lines are malformed (they come out not ok)
+    fields: tuple[str, ...]
+
+
+def _string_value(name: str, prop: _Prop) -> str:
+    # Strings without escapes are their JSON text minus the quotes; only escaped ones are parsed.
+    raw = (
+        f"(CASE WHEN t_{name} = {_KIND['string']} THEN "
+        f"CASE WHEN contains(x_{name}, '\\') THEN x_{name} ->> '$' ELSE (x_{name}::VARCHAR)[2:-2] END END)"
+    )
+    if not prop.aliases:
+        return raw
+    cases = " ".join(f"WHEN {_lit(k)} THEN {_lit(v)}" for k, v in sorted(prop.aliases.items()))
+    return f"coalesce(CASE lower({raw}) {cases} END, {raw})"
+
+
+def _alt_sql(name: str, alt: _Alt) -> str | None:
+    """Predicate for one present, non-null value against one alternative; None = never fast."""
+    conds: list[str] = []
+    if "string" in alt.types:
+        v = f"s_{name}"
+        conds.append(f"t_{name} = {_KIND['string']}")
+        if alt.enum is not None:
+            conds.append(f"{v} IN ({', '.join(_lit(str(e)) for e in alt.enum)})")
+        if alt.min_length is not None:
+            conds.append(f"length({v}) >= {int(alt.min_length)}")
+        if alt.max_length is not None:
+            conds.append(f"length({v}) <= {int(alt.max_length)}")
+        if alt.pattern is not None:
+            conds.append(f"regexp_matches({v}, {_lit(alt.pattern)})")
+        if alt.format == "date-time":
+            conds.append(f"regexp_full_match({v}, {_lit(_DATE_TIME)})")
+        elif alt.format is not None:
+            regex = _FAST_FORMATS.get(alt.format)
+            if regex is None:
+                return None  # e.g. ipv6: the exact validator decides
+            conds.append(f"regexp_matches({v}, {_lit(regex)})")
+    elif "number" in alt.types:
+        v = f"n_{name}"
+        conds.append(f"t_{name} IN {_NUMBER_START}")
+        if alt.enum is not None or alt.format is not None:
+            return None
+        if alt.minimum is not None:
+            conds.append(f"{v} >= {float(alt.minimum)!r}")
+        if alt.maximum is not None:
+            conds.append(f"{v} <= {float(alt.maximum)!r}")
+    elif "object" in alt.types:
+        conds.append(f"t_{name} = {_KIND['object']}")
+    else:
+        return None  # integer-only or other shapes: exact path
+    return "(" + " AND ".join(conds) + ")"
+
+
+def _field_sql(name: str, prop: _Prop) -> str:
+    """The whole check of one field: missing, null or one of its alternatives."""
+    alts = []
+    for alt in prop.alts:
+        if name == "timestamp" and "string" not in alt.types:
+            continue  # epoch numbers: the exact path (its rounding is Python's)
+        sql = _alt_sql(name, alt)
+        if sql is not None:
+            alts.append(sql)
+    present = " OR ".join(alts) if alts else "false"
+    missing = "false" if prop.required else "true"
+    null = "true" if prop.nullable else "false"
+    return (
+        f"(CASE WHEN x_{name} IS NULL THEN {missing} WHEN t_{name} = {_KIND['null']} THEN {null} ELSE ({present}) END)"
+    )
+
+
+def compile_checks(document: dict[str, Any]) -> CompiledChecks | None:
+    """The SQL check for a schema document, or None when the schema can't be checked in SQL.
+
+    Parameters of the SQL: $now_us (clock), $skew_us (allowed future skew), $late_us (lateness).
+    """
+    plan = FastPlan.from_schema(document)
+    if plan is None:
+        return None
+    names = tuple(plan.props)
+    for needed in ("timestamp", "level", "service"):
+        if needed not in names:
+            return None
+    paths = ", ".join(_lit(f'$."{n}"') for n in names)
+    extract = ",\n    ".join(f"v[{k + 1}] AS x_{n}" for k, n in enumerate(names))
+    types = ",\n    ".join(f"left(x_{n}, 1) AS t_{n}" for n in names)
+    values = ",\n    ".join(
+        f"{_string_value(n, plan.props[n])} AS s_{n}, "
+        f"CASE WHEN t_{n} IN {_NUMBER_START} THEN try_cast(x_{n}::VARCHAR AS DOUBLE) END AS n_{n}"
+        for n in names
+    )
+    checks = " AND ".join(_field_sql(n, plan.props[n]) for n in names)
+
+    def value(name: str, kind: str) -> str:
+        if name not in plan.props:
+            return f"NULL::{kind}"
+        return f"n_{name}" if kind == "DOUBLE" else f"s_{name}"
+
+    ts = "epoch_us(try_cast(s_timestamp AS TIMESTAMPTZ))"
+
+    def sql(good: str) -> str:
+        return f"""
+WITH parsed AS (
+  SELECT i, {good} AS good, line FROM lines
+), extracted AS (
+  SELECT i, good, CASE WHEN good THEN json_extract(line, [{paths}]) END AS v FROM parsed
+), fields AS (
+  SELECT i, good,
+    {extract}
+  FROM extracted
+), typed AS (
+  SELECT *,
+    {types}
+  FROM fields
+), valued AS (
+  SELECT *,
+    {values}
+  FROM typed
+), checked AS (
+  SELECT i, coalesce(good AND {checks}, false) AS ok,
+    {ts} AS ts_us,
+    {value("level", "VARCHAR")} AS level,
+    {value("service", "VARCHAR")} AS service,
+    {value("user_id", "VARCHAR")} AS user_id,
+    {value("response_time_ms", "DOUBLE")} AS response_time_ms
+  FROM valued
+)
+SELECT i, ok AND ts_us IS NOT NULL AND ts_us <= $now_us + $skew_us AS ok,
+  make_timestamp(ts_us) AS ts, level, service, user_id, response_time_ms,
+  coalesce(ts_us < $now_us - $late_us, false) AS late
+FROM checked
+"""
+
+    return CompiledChecks(sql(f"NOT ({_LENIENT})"), sql(f"json_valid(line) AND NOT ({_LENIENT})"), names)

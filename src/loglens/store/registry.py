@@ -1,0 +1,102 @@
+"""The service registry in memory: every service seen, with first/last arrival, totals.
+
+It is updated from each batch right after its WAL fsync, so it is always as fresh as the
+acknowledgements; DuckDB's `services` table is its persisted copy, written by the loader in
+the same transaction as the logs (see loader.py), and seeds the registry at start.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, replace
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceInfo:
+    """One service: arrival times (epoch µs), newest event time (epoch µs) and counts."""
+
+    service: str
+    first_seen_us: int
+    last_seen_us: int
+    last_event_us: int
+    total: int
+    errors: int
+
+
+def per_service(logs: pa.Table) -> list[ServiceInfo]:
+    """Aggregate a batch of logs (LOG_ARROW_SCHEMA columns) per service."""
+    if logs.num_rows == 0:
+        return []
+    errors = pc.cast(pc.is_in(logs["level"], pa.array(["ERROR", "FATAL"])), pa.int64())
+    table = pa.table(
+        {
+            "service": logs["service"],
+            "received": pc.cast(logs["received_at"], pa.int64()),
+            "ts": pc.cast(logs["ts"], pa.int64()),
+            "err": errors,
+        }
+    )
+    g = table.group_by("service", use_threads=False).aggregate(
+        [("received", "min"), ("received", "max"), ("ts", "max"), ("err", "count"), ("err", "sum")]
+    )
+    return [
+        ServiceInfo(s, int(a), int(b), int(c), int(n), int(e))
+        for s, a, b, c, n, e in zip(
+            g["service"].to_pylist(),
+            g["received_min"].to_pylist(),
+            g["received_max"].to_pylist(),
+            g["ts_max"].to_pylist(),
+            g["err_count"].to_pylist(),
+            g["err_sum"].to_pylist(),
+            strict=True,
+        )
+    ]
+
+
+class ServiceRegistry:
+    """Thread-safe map service → ServiceInfo."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._services: dict[str, ServiceInfo] = {}
+
+    def seed(self, rows: list[ServiceInfo]) -> None:
+        """Replace the content (at start, from the persisted table)."""
+        with self._lock:
+            self._services = {r.service: r for r in rows}
+
+    def add(self, deltas: list[ServiceInfo]) -> None:
+        """Fold per-service aggregates of a new batch in."""
+        with self._lock:
+            for d in deltas:
+                old = self._services.get(d.service)
+                if old is None:
+                    self._services[d.service] = d
+                else:
+                    self._services[d.service] = replace(
+                        old,
+                        first_seen_us=min(old.first_seen_us, d.first_seen_us),
+                        last_seen_us=max(old.last_seen_us, d.last_seen_us),
+                        last_event_us=max(old.last_event_us, d.last_event_us),
+                        total=old.total + d.total,
+                        errors=old.errors + d.errors,
+                    )
+
+    def forget_idle(self, last_seen_before_us: int) -> list[str]:
+        """Drop services whose newest arrival is before `last_seen_before_us`; returns their names."""
+        with self._lock:
+            gone = [name for name, info in self._services.items() if info.last_seen_us < last_seen_before_us]
+            for name in gone:
+                del self._services[name]
+        return gone
+
+    def snapshot(self) -> list[ServiceInfo]:
+        """Every service, sorted by name."""
+        with self._lock:
+            return sorted(self._services.values(), key=lambda s: s.service)
+
+    def __len__(self) -> int:
+        return len(self._services)

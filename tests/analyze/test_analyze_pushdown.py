@@ -1,0 +1,189 @@
+"""The work pushed into DuckDB agrees with the server's code: SQL checks vs `LogSchema`, SQL
+aggregation vs `metrics.aggregate`."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pytest
+from analyze_data import logs
+
+from loglens import metrics
+from loglens.analyze.aggregate import AGG_COLUMNS, Window, aggregate
+from loglens.analyze.inputs import discover, plan
+from loglens.analyze.predicates import compile_checks
+from loglens.analyze.worker import PartitionTask, reason_key, run_partition, split_lines
+from loglens.config import Settings
+from loglens.ingest.decode import decode_ndjson
+from loglens.schema import LogSchema, load_schema_document, parse_values
+
+NOW = 1_800_000_000_000_000
+GOOD = {
+    "timestamp": "2023-11-14T22:13:20.123Z",
+    "level": "INFO",
+    "service": "checkout",
+    "message": "ok",
+    "user_id": "u-1",
+    "ip_address": "10.0.0.1",
+    "response_time_ms": 12.5,
+}
+
+
+def line(**kw: object) -> bytes:
+    rec = {**GOOD, **kw}
+    return orjson.dumps({k: v for k, v in rec.items() if v is not ...})
+
+
+# Lines where DuckDB's reader, casts or regexes could disagree with orjson + fastjsonschema.
+EDGE_LINES = [
+    line(),
+    line(level="warning"),
+    line(level="Warn"),
+    line(level="LOUD"),
+    line(timestamp="2023-11-14T22:13:20+01:00"),
+    line(timestamp="2023-11-14T24:00:00Z"),
+    line(timestamp="2023-11-14T22:13:60Z"),
+    line(timestamp="0000-01-01T00:00:00Z"),
+    line(timestamp="2023-02-30T00:00:00Z"),
+    line(timestamp="2023-11-14 22:13:20Z"),
+    line(timestamp=1_700_000_000),
+    line(timestamp=1_700_000_000_123),
+    line(timestamp=True),
+    line(timestamp="2099-01-01T00:00:00Z"),
+    line(service="checkout\u00e9"),
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"check\\u006fut","message":"a\\"b"}',
+    line(service="bad service"),
+    line(service=""),
+    line(service=5),
+    line(message="é" * 65536),
+    line(message="é" * 65537),
+    line(user_id=7),
+    line(user_id=None),
+    line(user_id=...),
+    line(ip_address="2001:db8::1"),
+    line(ip_address="300.1.1.1"),
+    line(response_time_ms=-1),
+    line(response_time_ms="12"),
+    line(response_time_ms=True),
+    line(response_time_ms=86_400_001),
+    line(response_time_ms=0),
+    line(response_time_ms=0.0001),
+    line(metadata={"a": [1, {"b": None}]}),
+    line(metadata=[1]),
+    line(metadata="x"),
+    line(extra_field=1),
+    line(message=...),
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","metadata":{"x":NaN}}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m",}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","metadata":{"a":1 , }}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"NaN, ]"}',
+    b"[1, 2]",
+    b'"just a string"',
+    b"{not json",
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"\xff"}',
+    b"   ",
+    b"",
+]
+
+
+def reference(body: bytes, settings: Settings) -> tuple[int, Counter[str]]:
+    """What the server's decoder and exact validator make of the same body."""
+    schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12)
+    batch = schema.validate(decode_ndjson(body), "analyze", NOW)
+    return batch.table.num_rows, Counter(reason_key(r.reason) for r in batch.rejections)
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_sql_checks_agree_with_the_exact_validator(tmp_path: Path, settings: Settings, crlf: bool) -> None:
+    sep = b"\r\n" if crlf else b"\n"
+    body = b"\xef\xbb\xbf" + sep.join(EDGE_LINES * 3) + sep
+    f = tmp_path / "edge.ndjson"
+    f.write_bytes(body)
+    doc = load_schema_document(settings.schemas.log)
+    results = [run_partition(PartitionTask(p, doc, 300, 4096, NOW)) for p in plan([f], 3)]
+    accepted, rejected = reference(body, settings)
+    assert sum(r.accepted for r in results) == accepted
+    got: Counter[str] = Counter()
+    for r in results:
+        got.update(r.rejected)
+    assert got == rejected
+    assert sum(r.records for r in results) == accepted + sum(rejected.values())
+    # every sample points at the line it quotes
+    for r in results:
+        for samples in r.samples.values():
+            for _reason, raw, where in samples:
+                offset = int(where.rsplit("@", 1)[1])
+                full = body[offset:].split(b"\n", 1)[0].rstrip(b"\r").decode(errors="replace")
+                assert full[: len(raw)] == raw
+
+
+def test_clean_lines_are_all_accepted_in_sql(settings: Settings) -> None:
+    """On clean data nothing falls back to Python: the SQL check accepts every line."""
+    body = b"\n".join(orjson.dumps(r) for r in logs(2_000)) + b"\n\n  \n"
+    lines, starts = split_lines(body)
+    assert len(starts) == 2_000
+    checks = compile_checks(load_schema_document(settings.schemas.log))
+    assert checks is not None
+    con = duckdb.connect()
+    con.register("lines", pa.table({"i": pa.array(range(len(starts)), pa.int64()), "line": lines}))
+    params = {"now_us": NOW, "skew_us": 300_000_000, "late_us": 10**15}
+    ok = con.execute(f"SELECT count(*) FILTER (WHERE ok) FROM ({checks.sql})", params).fetchall()
+    assert ok == [(2_000,)]
+
+
+def test_a_schema_the_sql_cannot_express_falls_back(settings: Settings, tmp_path: Path) -> None:
+    doc = load_schema_document(settings.schemas.log)
+    strict = {**doc, "additionalProperties": False}
+    assert compile_checks(strict) is None
+    f = tmp_path / "a.ndjson"
+    f.write_bytes(line() + b"\n" + line(extra_field=1) + b"\n")
+    (res,) = [run_partition(PartitionTask(p, strict, 300, 4096, NOW)) for p in plan([f], 1)]
+    assert res.accepted == 1 and sum(res.rejected.values()) == 1
+
+
+def test_sql_aggregation_equals_metrics_aggregate(settings: Settings) -> None:
+    schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12)
+    records = logs(5_000, seed=3)
+    for r in records[::7]:
+        r["response_time_ms"] = None
+    for r in records[::11]:
+        r["user_id"] = None
+    records[5]["response_time_ms"] = 0.0
+    table = schema.validate(parse_values(records), "t", NOW).table
+    expected = metrics.aggregate(table)
+    con = duckdb.connect()
+    con.register("t", table)
+    got = aggregate(con, f"SELECT {', '.join(AGG_COLUMNS)} FROM t", [], Window())
+    assert got.kept == 5_000 and got.filtered_out == 0
+
+    def rows(t: pa.Table, keys: list[str]) -> list[dict[str, object]]:
+        return t.sort_by([(k, "ascending") for k in keys]).to_pylist()
+
+    exp_min, got_min = rows(expected.minute, ["service", "minute"]), rows(got.partials.minute, ["service", "minute"])
+    for a, b in zip(exp_min, got_min, strict=True):
+        assert a.pop("rt_sum") == pytest.approx(b.pop("rt_sum"), rel=1e-12)
+        assert a == b
+    assert rows(expected.sketch, ["service", "minute", "bucket"]) == rows(
+        got.partials.sketch, ["service", "minute", "bucket"]
+    )
+    assert rows(expected.users, ["service", "minute", "user_id"]) == rows(
+        got.partials.users, ["service", "minute", "user_id"]
+    )
+    assert int(pa.compute.sum(got.seconds["count"]).as_py()) == 5_000
+
+
+def test_discover_skips_own_outputs_and_compressed_copies(tmp_path: Path) -> None:
+    import gzip
+
+    (tmp_path / "app.log").write_bytes(line() + b"\n")
+    with gzip.open(tmp_path / "app.log.gz", "wb") as f:
+        f.write(line() + b"\n")
+    with gzip.open(tmp_path / "old.log.gz", "wb") as f:
+        f.write(line() + b"\n")
+    (tmp_path / "report.json").write_bytes(b"{}")
+    (tmp_path / "report.html").write_bytes(b"<html>")
+    assert [p.name for p in discover([tmp_path])] == ["app.log", "old.log.gz"]
