@@ -21,7 +21,8 @@ runner = CliRunner()
 def test_status_of_a_missing_store_says_so_and_lists_the_configured_channels(tmp_path: Path) -> None:
     settings = parse_settings(f"storage: {{path: {tmp_path / 'none.duckdb'}}}\n")  # console by default
     text = status.render(status.store_status(settings))
-    assert "does not exist yet" in text and "0 B" not in text
+    store_line = next(line for line in text.splitlines() if line.startswith("store:"))
+    assert "does not exist yet" in store_line and "0 B" not in store_line
     assert "console (console): stopped" in text and "notifiers: none" not in text
     empty = parse_settings(f"storage: {{path: {tmp_path / 'none.duckdb'}}}\nnotifiers: []\n")
     assert "notifiers: none configured" in status.render(status.store_status(empty))
