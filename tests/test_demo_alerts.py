@@ -38,3 +38,62 @@ def test_short_fast_demo_run(settings_factory: Callable[..., Settings], capsys: 
     out = capsys.readouterr().out
     assert "dashboard: http://127.0.0.1:" in out
     assert "FIRING" in out and "error_rate" in out  # the payments spike starts at 3 s
+
+
+def test_history_has_no_error_burst_in_its_last_minute() -> None:
+    """The injected history once put every everyday error line in its last minute, which the
+    anomaly detector (rightly) reported as the demo's first line."""
+    from loglens.demo import _NORMAL
+
+    now = 1e9
+    history = _history(random.Random(1), _NORMAL, now)
+    for svc in ("checkout", "payments", "search", "auth", "inventory"):
+        last_minute = [r for r in history if r["service"] == svc and r["timestamp"] >= "2001-09-09T01:45:40Z"]
+        assert sum(r["level"] == "ERROR" for r in last_minute) <= 2, svc
+
+
+def test_normal_demo_starts_without_a_spurious_alert(
+    settings_factory: Callable[..., Settings], capsys: pytest.CaptureFixture[Any]
+) -> None:
+    # the first scripted incident starts at 10 s and needs minutes to breach: nothing may fire before
+    assert run_demo(settings_factory(), duration=8, fast=False) == 0
+    fired = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[FIRING]")]
+    assert fired == []
+
+
+def test_fresh_store_removes_the_previous_run(settings_factory: Callable[..., Settings], tmp_path: Any) -> None:
+    from loglens.demo import fresh_store
+
+    settings = settings_factory()
+    store = settings.storage.path
+    store.parent.mkdir(parents=True, exist_ok=True)
+    companions = [store, store.with_name(store.name + ".wal"), store.with_name(store.name + ".templates.json")]
+    for f in companions:
+        f.write_text("previous run")
+    other = store.with_name("notes.txt")
+    other.write_text("not the demo's")
+    fresh_store(settings)
+    assert not any(f.exists() for f in companions) and other.exists()
+
+
+@pytest.mark.slow
+def test_every_alert_fires_and_resolves_through_the_console_notifier(
+    settings_factory: Callable[..., Settings], capsys: pytest.CaptureFixture[Any]
+) -> None:
+    assert run_demo(settings_factory(), duration=70, fast=True) == 0
+    out = capsys.readouterr().out
+    for rule, service in (
+        ("absence", "auth"),
+        ("error_rate", "payments"),
+        ("volume", "search"),
+        ("anomaly", "inventory"),
+        ("new_pattern", "checkout"),
+    ):
+        assert any(line.startswith("[FIRING]") and f" {rule} on {service}:" in line for line in out.splitlines()), (
+            rule,
+            out,
+        )
+        assert any(line.startswith("[RESOLVED]") and f" {rule} on {service}:" in line for line in out.splitlines()), (
+            rule,
+            out,
+        )

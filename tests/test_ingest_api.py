@@ -170,11 +170,13 @@ def test_restart_keeps_everything(settings_factory: Callable[..., Settings], liv
 def test_api_token_required_when_configured(
     settings_factory: Callable[..., Settings], live_server_factory: Any
 ) -> None:
-    srv = live_server_factory(settings_factory(server={"api_token": "t0ken"}))
+    srv = live_server_factory(settings_factory("server: {api_token: t0ken}\n"))
     with srv.client() as c:
         assert post(c, list(generate_logs(1))).status_code == 401
         assert c.get("/api/v1/services").status_code == 401
         assert c.get("/healthz").status_code == 200
         ok = post(c, list(generate_logs(1)), Authorization="Bearer t0ken")
         assert ok.status_code == 200
-        assert c.get("/api/v1/services", params={"token": "t0ken"}).status_code == 200
+        assert c.get("/api/v1/services", headers={"X-API-Token": "t0ken"}).status_code == 200
+        # never in the URL: it would land in browser history and access logs
+        assert c.get("/api/v1/services", params={"token": "t0ken"}).status_code == 401

@@ -165,6 +165,6 @@ def test_relay_keeps_the_latest_state_per_name_until_bound_and_again_after_unbin
 async def test_routes_answer_503_outside_the_lifespan(settings_factory: Callable[..., Settings]) -> None:
     app = create_app(settings_factory())
     assert runtime_of(app) is None
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://loglens") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         resp = await client.get("/api/v1/services")
     assert resp.status_code == 503 and resp.json()["detail"] == "loglens is not running"

@@ -204,12 +204,16 @@ def test_heartbeat_when_idle(live_server: Any) -> None:
 def test_stream_requires_token_when_configured(
     settings_factory: Callable[..., Any], live_server_factory: Callable[[Any], Any]
 ) -> None:
-    srv = live_server_factory(settings_factory(server={"api_token": "s3cret"}))
+    srv = live_server_factory(settings_factory("server: {api_token: s3cret}\n"))
     with srv.client() as client:
         assert client.get("/api/v1/stream").status_code == 401
         assert client.get("/api/v1/dashboard/config").status_code == 401
         assert client.get("/").status_code == 200  # the page holds no data
-        with client.stream("GET", "/api/v1/stream", params={"token": "s3cret"}) as resp:
+        assert client.get("/api/v1/stream", params={"token": "s3cret"}).status_code == 401  # never in the URL
+        # the dashboard's EventSource authenticates with the session cookie of the login form
+        login = client.post("/login", data={"token": "s3cret"}, headers={"origin": srv.url})
+        assert login.status_code == 303 and "loglens_session" in client.cookies
+        with client.stream("GET", "/api/v1/stream") as resp:
             assert resp.status_code == 200
             assert next_event(sse_events(resp), "hello")
 

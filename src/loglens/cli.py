@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,8 +11,8 @@ from typing import Annotated
 import typer
 
 from loglens import __version__
-from loglens.config import Settings, load_settings
-from loglens.errors import ConfigError, ServerBindError
+from loglens.config import Settings, load_settings, secret_value
+from loglens.errors import ConfigError, LoglensError, describe
 
 app = typer.Typer(
     name="loglens",
@@ -49,12 +50,21 @@ def load_or_exit(path: Path | None) -> Settings:
         raise typer.Exit(2) from None
 
 
+def shipper_token(settings: Settings) -> str | None:
+    """The token `ingest`/`tail --url` send when none is given: the config's ingest, API or admin token."""
+    server = settings.server
+    return next((t for t in map(secret_value, (server.ingest_token, server.api_token, server.admin_token)) if t), None)
+
+
 def _with_overrides(settings: Settings, host: str | None, port: int | None, data_dir: Path | None) -> Settings:
     server = settings.server.model_copy(update={k: v for k, v in (("host", host), ("port", port)) if v is not None})
     storage = settings.storage
     if data_dir is not None:
         storage = storage.model_copy(update={"path": data_dir / "loglens.duckdb"})
-    return settings.model_copy(update={"server": server, "storage": storage})
+    flags = [k for k, v in (("server.host", host), ("server.port", port), ("storage.path", data_dir)) if v is not None]
+    return settings.model_copy(
+        update={"server": server, "storage": storage, "cli_overrides": (*settings.cli_overrides, *flags)}
+    )
 
 
 @app.command("check-config")
@@ -64,13 +74,19 @@ def check_config(path: Annotated[Path, typer.Argument(help="Config file to check
     from loglens.notify import registry
     from loglens.schema import LogSchema
 
-    try:
-        LogSchema.from_file(settings.schemas.log)
-        registry.build_all(settings)  # every notifier's plugin settings, by its own model
-    except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
+    issues = []
+    for check in (
+        lambda: LogSchema.from_file(settings.schemas.log),
+        lambda: registry.build_all(settings),  # every notifier's plugin settings, by its own model
+    ):
+        try:
+            check()
+        except ConfigError as exc:  # report every problem of the file, not just the first
+            issues.extend(exc.issues)
+    for issue in issues:
+        typer.echo(str(issue), err=True)
+    if issues:
+        raise typer.Exit(2)
     typer.echo("OK")
 
 
@@ -87,13 +103,8 @@ def serve(
 
     try:
         run_server(settings)
-    except ConfigError as exc:
-        for issue in exc.issues:
-            typer.echo(str(issue), err=True)
-        raise typer.Exit(2) from None
-    except ServerBindError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    except LoglensError as exc:
+        raise typer.Exit(report_error(exc)) from None
 
 
 @app.command()
@@ -121,7 +132,13 @@ def ingest(
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
         accepted, rejected = ingest_file(
-            stream, total, settings, url=url, batch_size=batch_size, token=token, local=local_pipeline
+            stream,
+            total,
+            settings,
+            url=url,
+            batch_size=batch_size,
+            token=token or shipper_token(settings),
+            local=local_pipeline,
         )
     typer.echo(f"accepted {accepted}, rejected {rejected}")
     if rejected:
@@ -146,7 +163,15 @@ def tail(
     settings = load_or_exit(config)
     try:
         lines = asyncio.run(
-            run_tail(paths, settings, url=url, token=token, checkpoint=checkpoint, once=once, local=local_pipeline)
+            run_tail(
+                paths,
+                settings,
+                url=url,
+                token=token or shipper_token(settings),
+                checkpoint=checkpoint,
+                once=once,
+                local=local_pipeline,
+            )
         )
     except KeyboardInterrupt:  # pragma: no cover - interactive stop
         raise typer.Exit(0) from None
@@ -160,11 +185,14 @@ def demo(
     data_dir: Annotated[Path, typer.Option(help="Store directory of the demo.")] = Path("data/demo"),
     duration: Annotated[float, typer.Option(help="Seconds of traffic (0 = until Ctrl-C).")] = 0,
     fast: Annotated[bool, typer.Option(help="Compressed timeline for tests.")] = False,
+    keep: Annotated[bool, typer.Option(help="Keep the previous run's store instead of starting fresh.")] = False,
 ) -> None:
     """Start a server and send generated traffic that triggers every alert type."""
-    from loglens.demo import run_demo
+    from loglens.demo import fresh_store, run_demo
 
     settings = _with_overrides(load_or_exit(config), None, port, data_dir)
+    if not keep:  # a previous run's alerts and silent services would replay into this one
+        fresh_store(settings)
     raise typer.Exit(run_demo(settings, duration=duration, fast=fast))
 
 
@@ -237,7 +265,9 @@ def backtest(
     files: Annotated[
         list[Path], typer.Argument(help="Archived logs: NDJSON, JSON or Parquet files (.gz ok), directories, globs.")
     ],
-    rules: Annotated[Path | None, typer.Option("--rules", help="config.yaml whose alerts: rules to replay.")] = None,
+    rules: Annotated[
+        Path | None, typer.Option("--rules", "--config", "-c", help="config.yaml whose alerts: rules to replay.")
+    ] = None,
     patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
 ) -> None:
     """Replay archived logs through the alert rules (event time); print what would have fired."""
@@ -337,9 +367,27 @@ def dead_letter_replay(
     raise typer.Exit(run(load_or_exit(config), url, token, reason, since, ids))
 
 
+def report_error(exc: BaseException) -> int:
+    """Print `exc` for the operator — one line per problem, no traceback — and return the exit code."""
+    if isinstance(exc, ConfigError):
+        for issue in exc.issues:
+            typer.echo(str(issue), err=True)
+        return 2
+    if isinstance(exc, LoglensError):
+        typer.echo(f"error: {exc}", err=True)
+        return 2
+    typer.echo(f"error: {describe(exc)} (set LOGLENS_DEBUG=1 for the traceback)", err=True)
+    return 1
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: every error the user can cause ends as one clear line, never a traceback."""
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: a clear line instead of a traceback
+        if os.environ.get("LOGLENS_DEBUG"):
+            raise
+        sys.exit(report_error(exc))
 
 
 if __name__ == "__main__":  # pragma: no cover

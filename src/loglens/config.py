@@ -13,9 +13,18 @@ import os
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError
@@ -29,18 +38,90 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _token(value: object) -> object:
+    """A token must be a non-empty string; its value is never repeated in the error."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if not isinstance(value, str):
+        raise ValueError('must be a string (quote it in YAML, e.g. "0123")')
+    if not value.strip():
+        raise ValueError("is empty: an empty token would turn authentication off; remove the key to run without one")
+    return value
+
+
+Token = Annotated[SecretStr, BeforeValidator(_token)]
+"""A secret token: masked in dumps and `repr`, never echoed in validation errors."""
+
+
+def secret_value(value: SecretStr | str | None) -> str | None:
+    """The plain text of a secret field (settings built with `model_copy` may hold a plain str)."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    return value
+
+
 class ServerConfig(_Model):
     """HTTP server settings."""
 
     host: str = Field("127.0.0.1", description="Interface to bind; 127.0.0.1 keeps loglens local.")
     port: int = Field(8080, ge=0, le=65535, description="TCP port of the API and dashboard.")
-    api_token: str | None = Field(
-        None, description="When set, every /api request needs `Authorization: Bearer <token>`."
+    api_token: Token | None = Field(
+        None,
+        description="Token for reading and ingesting (scopes `read` + `ingest`): when any token is set, every "
+        "API request needs `Authorization: Bearer <token>` with a token of the right scope.",
     )
-    admin_token: str | None = Field(None, description="When set, admin endpoints need this token.")
+    ingest_token: Token | None = Field(None, description="Token for log shippers: may only send logs (scope `ingest`).")
+    read_token: Token | None = Field(
+        None, description="Token for dashboards and scripts: may only read (scope `read`)."
+    )
+    admin_token: Token | None = Field(
+        None,
+        description="Token for everything, including the admin scope: silences, reload, dead-letter replay, "
+        "notification retry. Once any token is set, admin endpoints need this one.",
+    )
+    session_max_age_hours: float = Field(
+        12, gt=0, description="How long a dashboard login (HttpOnly, SameSite=Strict cookie) stays valid."
+    )
     cors_origins: list[str] = Field(
         default_factory=list,
-        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS); empty: none.",
+        description="Browser origins (e.g. `https://ops.example.com`) allowed to call the API cross-origin (CORS) "
+        "and to write cross-site; every other site's writes are refused (403). Empty: none.",
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names clients may use to reach loglens, besides loopback names, IP addresses and (when "
+        "bound to all interfaces) this machine's names; `.example.com` allows subdomains, `*` turns the check off "
+        "(only behind a proxy that checks Host). Refusing unknown names defeats DNS rebinding.",
+    )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections at most; at the limit the longest-idle connection is closed for a new one "
+        "(or the new one is refused when none is idle), so idle sockets cannot exhaust file descriptors.",
+    )
+    header_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A client must send a complete request head within this time of connecting (or of starting "
+        "a request on a kept-alive connection), else 408 and the connection closes.",
+    )
+    max_header_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request head (request line + headers); larger → 431."
+    )
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Longest pause while a request body is being received; a stalled upload is closed (408).",
+    )
+    keep_alive_seconds: int = Field(
+        5, ge=1, description="An idle kept-alive connection is closed after this many seconds."
+    )
+    max_inflight_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="Request-body bytes all clients together may have in flight; a request that does not fit "
+        "is answered 503 with Retry-After, so many slow large uploads cannot exhaust memory. At least "
+        "`ingest.max_body_bytes`.",
     )
     watch_config: bool = Field(
         False,
@@ -474,6 +555,18 @@ class Settings(_Model):
     logging: LoggingConfig = LoggingConfig()
     archive: ArchiveConfig = ArchiveConfig()
     config_path: Path | None = Field(None, exclude=True, description="Where this config was read from.")
+    cli_overrides: tuple[str, ...] = Field(
+        (), exclude=True, description="Keys (`server.port`) set by command-line flags, which a reload keeps."
+    )
+
+    @model_validator(mode="after")
+    def _budget_fits_one_body(self) -> Settings:
+        if self.server.max_inflight_body_bytes < self.ingest.max_body_bytes:
+            raise ValueError(
+                f"server.max_inflight_body_bytes ({self.server.max_inflight_body_bytes}) must be at least "
+                f"ingest.max_body_bytes ({self.ingest.max_body_bytes})"
+            )
+        return self
 
     @field_validator("notifiers")
     @classmethod
@@ -503,6 +596,17 @@ def _interpolate(node: Any, file: str, issues: list[ConfigIssue], path: tuple[An
         def repl(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
             value = os.environ.get(name)
+            if value == "" and is_secret_path(path):
+                issues.append(
+                    ConfigIssue(
+                        file,
+                        None,
+                        _dotted(path),
+                        f"environment variable {name} is set but empty: an empty token would turn authentication "
+                        "off (unset the variable to run without a token)",
+                    )
+                )
+                return ""
             if value is None or (value == "" and default is not None):
                 if default is None:
                     issues.append(ConfigIssue(file, None, _dotted(path), f"environment variable {name} is not set"))
@@ -577,8 +681,8 @@ def _issues_from_validation(exc: ValidationError, root: Any, file: str) -> list[
                 if close:
                     message += f" (did you mean '{close[0]}'?)"
                 else:
-                    message += f" (allowed: {', '.join(k for k in owner.model_fields if k != 'config_path')})"
-        elif "input" in err and err["type"] not in ("missing",):
+                    message += f" (allowed: {', '.join(k for k, f in owner.model_fields.items() if not f.exclude)})"
+        elif "input" in err and err["type"] not in ("missing",) and not is_secret_path(loc):
             message += f" (got {err['input']!r})"
         issues.append(ConfigIssue(file, _line_of(root, loc), _dotted(loc), message))
     return issues
@@ -631,7 +735,20 @@ def parse_settings(text: str, file: str = "config.yaml", base_dir: Path | None =
         settings = Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_issues_from_validation(exc, root, file)) from None
-    return settings
+    return settings if base_dir is None else _anchor_defaults(settings, base_dir)
+
+
+def _anchor_defaults(settings: Settings, base: Path) -> Settings:
+    """Relative paths left at their defaults resolve against the config file's directory too."""
+
+    def anchored(p: Path) -> Path:
+        return p if p.is_absolute() else base / p
+
+    schemas = settings.schemas.model_copy(
+        update={"log": anchored(settings.schemas.log), "anomaly": anchored(settings.schemas.anomaly)}
+    )
+    storage = settings.storage.model_copy(update={"path": anchored(settings.storage.path)})
+    return settings.model_copy(update={"schemas": schemas, "storage": storage})
 
 
 def _to_plain(node: Any) -> Any:
@@ -662,18 +779,79 @@ def load_settings(path: str | Path | None = None) -> Settings:
     return settings.model_copy(update={"config_path": path.resolve()})
 
 
-def mask_secrets(settings: Settings) -> dict[str, Any]:
-    """The active config as a dict with every secret-looking value replaced by '***'."""
-    secret = re.compile(r"(token|secret|password|key|webhook_url|url)$", re.I)
+def is_secret_annotation(annotation: Any) -> bool:
+    """Whether a field's type is (or contains) `SecretStr`."""
+    return annotation is SecretStr or any(is_secret_annotation(a) for a in get_args(annotation))
 
-    def walk(node: Any, key: str = "") -> Any:
-        if isinstance(node, dict):
-            return {k: walk(v, k) for k, v in node.items()}
-        if isinstance(node, list):
-            return [walk(v, key) for v in node]
-        if node is not None and key and secret.search(key) and key not in ("path",):
-            return "***"
-        return node
 
-    masked: dict[str, Any] = walk(settings.model_dump(mode="json"))
-    return masked
+def is_secret_path(path: tuple[Any, ...]) -> bool:
+    """Whether the dotted config location `path` is a field declared secret (a SecretStr) in the models."""
+    keys = tuple(p for p in path if not isinstance(p, int))
+    if not keys:
+        return False
+    owner = _model_at(keys)
+    field = owner.model_fields.get(str(keys[-1])) if owner is not None else None
+    return field is not None and is_secret_annotation(field.annotation)
+
+
+MASK = "***"
+# Plugin settings are plain dicts in Settings; these keys hold secrets whatever the plugin.
+_SECRET_KEY = re.compile(r"(token|secret|password|passwd|key|webhook_url|url|authorization|cookie)$", re.I)
+
+
+def _mask_plugin_settings(values: Any, secret_fields: set[str], key: str = "") -> Any:
+    if isinstance(values, dict):
+        if key.lower() == "headers":  # every header value may carry a credential (Authorization, X-Api-Key)
+            return {k: MASK for k in values}
+        return {k: _mask_plugin_settings(v, secret_fields, str(k)) for k, v in values.items()}
+    if isinstance(values, list):
+        return [_mask_plugin_settings(v, secret_fields, key) for v in values]
+    if values is not None and key and (key in secret_fields or _SECRET_KEY.search(key)):
+        return MASK
+    return values
+
+
+PluginSecrets = Callable[[str], set[str]]
+"""Which settings of a notifier plugin type are declared secret (the registry knows the plugins)."""
+
+
+def _mask_model(model: BaseModel, plugin_secrets: PluginSecrets) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        if field.exclude:
+            continue
+        value = getattr(model, name)
+        if is_secret_annotation(field.annotation):
+            out[name] = None if value is None else MASK
+        elif isinstance(value, NotifierConfig):
+            out[name] = _mask_notifier(value, plugin_secrets)
+        elif isinstance(value, BaseModel):
+            out[name] = _mask_model(value, plugin_secrets)
+        elif isinstance(value, list) and value and isinstance(value[0], NotifierConfig):
+            out[name] = [_mask_notifier(v, plugin_secrets) for v in value]
+        elif isinstance(value, dict) and value and all(isinstance(v, BaseModel) for v in value.values()):
+            out[name] = {k: _mask_model(v, plugin_secrets) for k, v in value.items()}
+        else:
+            out[name] = _to_json(value)
+    return out
+
+
+def _mask_notifier(cfg: NotifierConfig, plugin_secrets: PluginSecrets) -> dict[str, Any]:
+    out = _mask_model(cfg.model_copy(update={"settings": {}}), plugin_secrets)
+    out["settings"] = _mask_plugin_settings(_to_json(cfg.settings), plugin_secrets(cfg.type))
+    return out
+
+
+def _to_json(value: Any) -> Any:
+    from pydantic_core import to_jsonable_python
+
+    return to_jsonable_python(value)
+
+
+def mask_secrets(settings: Settings, plugin_secrets: PluginSecrets = lambda _type: set()) -> dict[str, Any]:
+    """The active config as a dict with secrets masked by type, never by guesswork alone.
+
+    Fields declared `SecretStr` in the config models, fields the notifier plugins declare secret,
+    every notifier header value, and plugin keys named like credentials become '***'.
+    """
+    return _mask_model(settings, plugin_secrets)

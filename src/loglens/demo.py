@@ -17,7 +17,7 @@ import httpx
 import orjson
 import uvicorn
 
-from loglens.config import Settings
+from loglens.config import NotifierConfig, Settings, secret_value
 
 DEMO_SERVICES = ("checkout", "payments", "search", "auth", "inventory")
 _MESSAGES = {
@@ -121,13 +121,30 @@ def demo_settings(settings: Settings, fast: bool) -> Settings:
         update["volume"] = rules.volume.model_copy(update={"window_seconds": 10, "threshold": 100})
         update["absence"] = rules.absence.model_copy(update={"threshold_seconds": 6})
         update["anomaly"] = rules.anomaly.model_copy(update={"window_seconds": 15})
-    # Damp flapping (a rate hovering at its threshold) and leave printing to the demo itself:
-    # its own timeline lines replace the console channel's copy of each alert.
+    # Damp flapping (a rate hovering at its threshold).
     alerts = settings.alerts.model_copy(
         update={"rules": rules.model_copy(update=update), "resolve_after_seconds": 2.0 if fast else 10.0}
     )
-    notifiers = [n for n in settings.notifiers if n.type != "console"]
+    # Every alert and its resolution reach the terminal through a notifier plugin (the console
+    # channel), the same path a Slack or webhook channel takes: what you see is what they get.
+    console = NotifierConfig(
+        name="console",
+        type="console",
+        severities=["critical", "warning", "info"],
+        settings={"stream": "stdout", "format": "text"},
+    )
+    notifiers = [n for n in settings.notifiers if n.type != "console" and n.name != "console"] + [console]
     return settings.model_copy(update={"alerts": alerts, "notifiers": notifiers})
+
+
+def fresh_store(settings: Settings) -> None:
+    """Delete the demo's store and its companions (WAL, learned templates) so a new run starts from
+    nothing (`--keep` skips this)."""
+    path = settings.storage.path
+    if path.parent.is_dir():
+        for candidate in path.parent.glob(path.name + "*"):
+            if candidate.is_file():
+                candidate.unlink()
 
 
 def _records(
@@ -159,26 +176,16 @@ def _history(rng: random.Random, tl: _Timeline, now: float, minutes: int = 15) -
         for i in range(n)
         for svc in DEMO_SERVICES
     ]
-    # every everyday error line once, so only the scripted FATAL line is a *new* pattern later
-    for i, (template, target) in enumerate((t, target) for t in _MESSAGES["ERROR"] for target in DEMO_SERVICES):
-        rec = make_log(rng, DEMO_SERVICES[i % len(DEMO_SERVICES)], "ERROR", now - 60 + i)
+    # every everyday error line once, so only the scripted FATAL line is a *new* pattern later;
+    # spread over the whole history (not its last minute, where they made a spurious error-rate
+    # anomaly the demo's first line)
+    pairs = [(t, target) for t in _MESSAGES["ERROR"] for target in DEMO_SERVICES]
+    step = minutes * 60 / len(pairs)
+    for i, (template, target) in enumerate(pairs):
+        rec = make_log(rng, DEMO_SERVICES[i % len(DEMO_SERVICES)], "ERROR", now - minutes * 60 + (i + 0.5) * step)
         rec["message"] = template.format(service=target, n=rng.randint(1, 99999))
         out.append(rec)
     return out
-
-
-def _print_new(client: httpx.Client, seen: set[tuple[str, str]], t: float) -> None:
-    try:
-        alerts = client.get("/api/v1/alerts", params={"state": "all", "limit": 100}).json()["alerts"]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return
-    for a in reversed(alerts):
-        key = (a["id"], a["state"])
-        if key in seen or a["state"] == "pending" or (a["state"] == "resolved" and not a["fired_at"]):
-            continue
-        seen.add(key)
-        mark = "FIRING  " if a["state"] == "firing" else "RESOLVED"
-        print(f"[{t:6.1f}s] {mark} {a['severity']:8} {a['rule']:11} {a['service']:10} {a['summary']}", flush=True)
 
 
 def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> int:
@@ -192,12 +199,13 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
     print(f"loglens demo running — dashboard: {url}/   API docs: {url}/docs", flush=True)
     print(
         "timeline: auth goes silent, payments error spike, search volume burst, inventory latency "
-        "anomaly, a new FATAL pattern in checkout; each alert resolves afterwards",
+        "anomaly, a new FATAL pattern in checkout. Each alert and its resolution are printed by the "
+        "console notifier channel as [FIRING] / [RESOLVED] lines.",
         flush=True,
     )
     rng = random.Random(1)
-    headers = {"Authorization": f"Bearer {settings.server.api_token}"} if settings.server.api_token else {}
-    seen: set[tuple[str, str]] = set()
+    token = secret_value(settings.server.admin_token) or secret_value(settings.server.api_token)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     sent: dict[str, float] = {}
     end = duration or float("inf")  # 0: steady traffic after the timeline until Ctrl-C
     started = time.monotonic()
@@ -207,7 +215,6 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
         with httpx.Client(base_url=url, timeout=10, headers=headers) as client:
             post: dict[str, Any] = {"headers": {"Content-Type": "application/json"}}
             client.post("/api/v1/logs", content=orjson.dumps(_history(rng, tl, time.time())), **post)
-            next_poll = 0.0
             while (t := time.monotonic() - started) < end:
                 batch = _records(rng, tl, last, t - last, time.time(), sent)
                 last = t
@@ -221,14 +228,10 @@ def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> 
                     )
                 if batch:
                     client.post("/api/v1/logs", content=orjson.dumps(batch), **post)
-                if t >= next_poll:
-                    next_poll = t + 0.5
-                    _print_new(client, seen, t)
                 if not done and t >= tl.end:
                     done = True
                     print(f"[{t:6.1f}s] demo timeline done; steady traffic continues. Dashboard: {url}/", flush=True)
                 time.sleep(0.1)
-            _print_new(client, seen, time.monotonic() - started)
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ LoglensError
 ├── Backpressure           ingest queue full; carries retry_after seconds          → HTTP 429
 ├── StorageError           the store could not commit; carries retry_after        → HTTP 503
 ├── ServerBindError        `serve` cannot listen on its host:port                  → CLI exit 2
+├── StartupError           `serve`'s app start-up failed (store locked, ...)        → CLI exit 2
 └── NotifierError          a notification could not be delivered
     ├── TransientNotifierError   retry later (timeouts, 5xx, 429 + Retry-After)
     └── PermanentNotifierError   give up (4xx, bad config)
@@ -51,6 +52,10 @@ class ConfigError(LoglensError):
 
 class ServerBindError(LoglensError):
     """The server cannot listen on its configured address (port busy, address not local, ...)."""
+
+
+class StartupError(LoglensError):
+    """The server's application start-up failed; the message is one line."""
 
 
 class IngestError(LoglensError):
@@ -103,3 +108,9 @@ class TransientNotifierError(NotifierError):
 
 class PermanentNotifierError(NotifierError):
     """Delivery failed in a way that retrying cannot fix."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for an unexpected exception: its type and the first line of its message."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -232,7 +232,7 @@ class Parsed:
         try:  # the line's own bytes: invalid UTF-8 must be rejected, not repaired
             return orjson.loads(self._lines[i]), None
         except orjson.JSONDecodeError as exc:
-            return None, f"malformed JSON: {exc}"
+            return None, malformed_json(self._lines[i], exc)
 
     @property
     def is_lazy(self) -> bool:
@@ -280,3 +280,15 @@ class Candidate:
     summary: str
     for_seconds: float = 0.0
     labels: dict[str, str] = field(default_factory=dict)
+
+
+def malformed_json(raw: bytes, exc: Exception) -> str:
+    """The reason a record's bytes are not JSON, saying what is wrong when it is the encoding."""
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return (
+            f"malformed JSON: not valid UTF-8 (byte 0x{raw[bad.start]:02x} at offset {bad.start}); "
+            "send UTF-8 text, e.g. é is c3 a9, not Latin-1 e9"
+        )
+    return f"malformed JSON: {exc}"

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import typer
 
-from loglens import deadletter, status
-from loglens.config import Settings
+from loglens import deadletter, status, timeparse
+from loglens.config import Settings, secret_value
 from loglens.errors import ConfigError, LoglensError, StorageError
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.schema import LogSchema
@@ -33,12 +33,14 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
         return None
     m = _RELATIVE.match(text.strip())
     if m:
-        return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        try:
+            return (now or datetime.now(UTC)) - timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+        except OverflowError:
+            raise typer.BadParameter(f"{text!r}: an age before the year 1") from None
     try:
-        dt = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: use ISO 8601 (2024-05-01T10:00:00Z) or an age like 30m, 2h, 7d") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return timeparse.parse_instant(text)
+    except timeparse.TimestampError as exc:
+        raise typer.BadParameter(f"{exc} (or give an age like 30m, 2h, 7d)") from None
 
 
 def server_url(settings: Settings, url: str | None) -> str | None:
@@ -52,6 +54,13 @@ def server_url(settings: Settings, url: str | None) -> str | None:
     except httpx.HTTPError:
         return None
     return candidate
+
+
+def default_token(settings: Settings, admin: bool = False) -> str | None:
+    """The token from the config file (`--config`) when none is given: admin first for admin calls."""
+    server = settings.server
+    order = (server.admin_token,) if admin else (server.read_token, server.api_token, server.admin_token)
+    return next((v for v in map(secret_value, order) if v), None)
 
 
 def _client(url: str, token: str | None) -> httpx.Client:
@@ -105,19 +114,30 @@ def status_command(settings: Settings, url: str | None, token: str | None, as_js
         return 0
 
     def remote(target: str) -> int:
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             return show(_check(c.get("/api/v1/status")))
 
     return _run(settings, url, remote, lambda: show(status.store_status(settings)))
 
 
 # ---- dead letters ---------------------------------------------------------------------------
+def display_raw(raw: str, limit: int = 100) -> str:
+    """Raw text safe for a terminal: binary bodies (e.g. gzip without Content-Encoding) are
+    summarised, control characters escaped (they could drive the terminal), long text cut."""
+    if not raw:
+        return "(empty)"
+    odd = sum(ch == "\ufffd" or (not ch.isprintable() and ch not in "\t ") for ch in raw)
+    if odd > len(raw) * 0.1:
+        return f"(binary data, {len(raw)} characters; `loglens dead-letter show ID` prints it escaped)"
+    text = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in raw)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _print_rows(rows: list[dict[str, Any]], total: int) -> None:
     typer.echo(f"{total} dead-letter record(s)" + (f", showing {len(rows)}" if len(rows) < total else ""))
     for r in rows:
         mark = f" [replayed {r['replayed_at']}]" if r.get("replayed_at") else ""
-        raw = r["raw"] if len(r["raw"]) <= 100 else r["raw"][:97] + "..."
-        typer.echo(f"#{r['id']} {r['received_at']} {r['source']}: {r['reason']}{mark}\n    {raw}")
+        typer.echo(f"#{r['id']} {r['received_at']} {r['source']}: {r['reason']}{mark}\n    {display_raw(r['raw'])}")
 
 
 def dead_letter_list(
@@ -132,7 +152,7 @@ def dead_letter_list(
             params["reason"] = reason
         if since_dt:
             params["since"] = since_dt.isoformat()
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             doc = _check(c.get("/api/v1/dead-letter", params=params))
         _print_rows(doc["dead_letters"], doc["total"])
         return 0
@@ -156,7 +176,7 @@ def dead_letter_show(settings: Settings, url: str | None, token: str | None, dea
         return 0
 
     def remote(target: str) -> int:
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings)) as c:
             resp = c.get(f"/api/v1/dead-letter/{dead_id}")
             return show(None if resp.status_code == 404 else _check(resp))
 
@@ -191,7 +211,7 @@ def dead_letter_replay(
         body: dict[str, Any] = {"reason": reason, "ids": ids or None}
         if since_dt:
             body["since"] = since_dt.isoformat()
-        with _client(target, token) as c:
+        with _client(target, token or default_token(settings, admin=True)) as c:
             _print_replay(_check(c.post("/api/v1/dead-letter/replay", json=body)))
         return 0
 

@@ -98,9 +98,12 @@ def keep_restart_keys(old: Settings, new: Settings) -> tuple[Settings, list[str]
     for section, key in RESTART_KEYS:
         old_sec, new_sec = getattr(old, section), updates.get(section, getattr(new, section))
         if getattr(old_sec, key) != getattr(new_sec, key):
-            differ.append(f"{section}.{key}")
+            # a value given by a command-line flag (--port, --data-dir) overrides the file: the file
+            # differing from it is expected, not a change that needs a restart
+            if f"{section}.{key}" not in old.cli_overrides:
+                differ.append(f"{section}.{key}")
             updates[section] = new_sec.model_copy(update={key: getattr(old_sec, key)})
-    return new.model_copy(update=updates), differ
+    return new.model_copy(update={**updates, "cli_overrides": old.cli_overrides}), differ
 
 
 class ReloadManager:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,9 +24,11 @@ import pyarrow.json as pa_json
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
+from loglens import timeparse
 from loglens.errors import ConfigError, ConfigIssue
 from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
 from loglens.models import Parsed as Parsed  # re-exported: the type lives in models (crosses stages)
+from loglens.models import malformed_json as malformed_json  # re-exported for the decoders
 from loglens.schema_fast import FastPlan
 
 _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
@@ -43,8 +44,6 @@ _FAST_COLUMNS = (
     "trace_id",
     "metadata",
 )
-_MS_THRESHOLD = 1e11  # epoch numbers above this are milliseconds (1e11 s is the year 5138)
-_MAX_EPOCH_S = 253402300799  # 9999-12-31T23:59:59Z: beyond it no calendar date exists
 
 
 @dataclass(slots=True)
@@ -61,32 +60,26 @@ def load_schema_document(path: str | Path) -> dict[str, Any]:
     try:
         doc = YAML(typ="safe").load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigError([ConfigIssue(str(path), None, "", "schema file not found")]) from None
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    str(path),
+                    None,
+                    "",
+                    "schema file not found (schemas.log/schemas.anomaly are relative to the config file; "
+                    "pass --config PATH or set an absolute path)",
+                )
+            ]
+        ) from None
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(
-            [ConfigIssue(str(path), mark.line + 1 if mark else None, "", f"invalid YAML: {exc}")]
+            [ConfigIssue(str(path), mark.line + 1 if mark else None, "", f"invalid YAML: {problem}")]
         ) from None
     if not isinstance(doc, dict):
         raise ConfigError([ConfigIssue(str(path), 1, "", "a schema must be a mapping")])
     return doc
-
-
-def _parse_timestamp(value: Any) -> int:
-    """Epoch microseconds (UTC) from an RFC 3339 string or an epoch number in s or ms."""
-    if isinstance(value, str):
-        text = value.strip()
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        delta = dt - _EPOCH
-        return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
-    seconds = float(value)
-    if seconds > _MS_THRESHOLD:
-        seconds /= 1000.0
-    if not math.isfinite(seconds) or seconds > _MAX_EPOCH_S:
-        raise ValueError("epoch timestamp out of range")
-    return round(seconds * 1_000_000)
 
 
 def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dict[str, Any]) -> str:
@@ -97,6 +90,11 @@ def _reason_from(exc: fastjsonschema.JsonSchemaValueException, schema_props: dic
     if message.startswith(name + " "):
         message = message[len(name) + 1 :]
     top = field.split(".", 1)[0].split("[", 1)[0]
+    if top == "timestamp" and field == "timestamp" and exc.rule in ("anyOf", "format", "oneOf", "type"):
+        try:  # say what is wrong with it (no timezone, no such date, ...), not just "invalid"
+            timeparse.parse_timestamp(exc.value)
+        except timeparse.TimestampError as bad:
+            return f"timestamp: {bad}"
     if "cannot be validated by any definition" in message and top in schema_props:
         desc = str(schema_props[top].get("description", "")).split(".")[0]
         message = f"invalid value {_short(exc.value)}" + (f"; expected {desc[0].lower()}{desc[1:]}" if desc else "")
@@ -151,7 +149,12 @@ class LogSchema:
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> LogSchema:
         """Load and compile the schema at `path` (the file named in config.yaml)."""
-        return cls(load_schema_document(path), **kwargs)
+        try:
+            return cls(load_schema_document(path), **kwargs)
+        except ConfigError as exc:  # name the file, not "log schema", in what the operator reads
+            raise ConfigError(
+                [ConfigIssue(str(path), i.line, i.key, i.message) if i.file == "log schema" else i for i in exc.issues]
+            ) from None
 
     def normalize(self, record: dict[str, Any]) -> None:
         """Apply the schema's normalisations in place (level aliases, case-insensitive)."""
@@ -264,9 +267,9 @@ class LogSchema:
                 reason = check(rec)
             if reason is None:
                 try:
-                    ts = _parse_timestamp(rec["timestamp"])
-                except (ValueError, OverflowError, TypeError):
-                    reason = f"timestamp: not a valid RFC 3339 date-time or epoch (got {_short(rec['timestamp'])})"
+                    ts = timeparse.parse_timestamp(rec["timestamp"])
+                except timeparse.TimestampError as exc:
+                    reason = f"timestamp: {exc}"
                 else:
                     if ts > future_after:
                         reason = (

@@ -20,6 +20,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loglens import timeparse
+
 # Keywords a property may use for the fast path to stay exact; anything else disables it.
 _PROP_KEYWORDS = {
     "type",
@@ -269,7 +271,8 @@ class FastPlan:
 
     def _timestamp_strings(self, arr: pa.Array, prop: _Prop, now_us: int, skew_us: int) -> tuple[pa.Array, np.ndarray]:
         out, valid = _parse_rfc3339(arr) if _date_time_alt(prop) else _unparsed(len(arr))
-        valid &= out <= now_us + skew_us
+        # the UTC instant must be a calendar date (years 1-9999): `+14:00` on 0001-01-01 is not
+        valid &= (out <= now_us + skew_us) & (out >= timeparse.MIN_US)
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
 
     @staticmethod
@@ -331,7 +334,8 @@ class FastPlan:
             in_range &= secs <= _MAX_EPOCH_S
             out[idx[in_range]] = np.round(secs[in_range] * 1_000_000).astype(np.int64)
             valid[idx[in_range]] = True
-        valid &= out <= now_us + skew_us
+        # the UTC instant must be a calendar date (years 1-9999): `+14:00` on 0001-01-01 is not
+        valid &= (out <= now_us + skew_us) & (out >= timeparse.MIN_US)
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
 
 

@@ -56,7 +56,11 @@ def _base(settings: Settings, source: str) -> dict[str, Any]:
         "source": source,
         "version": __version__,
         "config_path": str(settings.config_path) if settings.config_path else None,
-        "store": {"path": str(settings.storage.path), "size_bytes": _file_size(settings.storage.path)},
+        "store": {
+            "path": str(settings.storage.path),
+            "exists": settings.storage.path.exists(),
+            "size_bytes": _file_size(settings.storage.path),
+        },
         "retention": {
             "logs_days": settings.storage.retention_days,
             "metrics_days": settings.storage.metrics_retention_days,
@@ -130,7 +134,7 @@ def store_status(settings: Settings) -> dict[str, Any]:
         out["store"]["rows"] = {}
         out["rates"] = None
         out["firing_alerts"] = []
-        out["notifiers"] = []
+        out["notifiers"] = _configured_notifiers(settings, {})
         return out
     db = duckdb.connect(str(path), read_only=True)
     try:
@@ -157,21 +161,26 @@ def store_status(settings: Settings) -> dict[str, Any]:
         if "notification_outbox" in rows:
             for channel, state, n in query("SELECT channel, state, count(*) FROM notification_outbox GROUP BY ALL", []):
                 counts.setdefault(channel, {})[state] = int(n)
-        out["notifiers"] = [
-            {
-                "name": n.name,
-                "type": n.type,
-                "status": "stopped" if n.enabled else "disabled",
-                "pending": counts.get(n.name, {}).get("pending", 0),
-                "delivered": counts.get(n.name, {}).get("delivered", 0),
-                "dead": counts.get(n.name, {}).get("dead", 0),
-                "last_error": None,
-            }
-            for n in settings.notifiers
-        ]
+        out["notifiers"] = _configured_notifiers(settings, counts)
     finally:
         db.close()
     return out
+
+
+def _configured_notifiers(settings: Settings, counts: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """The configured channels (no server runs them now) with what the outbox holds for each."""
+    return [
+        {
+            "name": n.name,
+            "type": n.type,
+            "status": "stopped" if n.enabled else "disabled",
+            "pending": counts.get(n.name, {}).get("pending", 0),
+            "delivered": counts.get(n.name, {}).get("delivered", 0),
+            "dead": counts.get(n.name, {}).get("dead", 0),
+            "last_error": None,
+        }
+        for n in settings.notifiers
+    ]
 
 
 def _size(n: int) -> str:
@@ -194,7 +203,10 @@ def render(status: dict[str, Any]) -> str:
         )
     lines.append(f"config:     {status['config_path'] or '(built-in defaults)'}")
     store = status["store"]
-    lines.append(f"store:      {store['path']} ({_size(store['size_bytes'])})")
+    if store.get("exists", True):
+        lines.append(f"store:      {store['path']} ({_size(store['size_bytes'])})")
+    else:
+        lines.append(f"store:      {store['path']} (does not exist yet: created when the server first starts)")
     for table, n in store.get("rows", {}).items():
         lines.append(f"  {table:<20} {n:>12,} rows")
     wal = status.get("wal")
@@ -220,7 +232,7 @@ def render(status: dict[str, Any]) -> str:
     lines.append(f"firing alerts: {len(firing)}")
     lines.extend(f"  [{a['severity']}] {a['rule']} {a['service']}: {a['summary']}" for a in firing)
     notifiers = status.get("notifiers") or []
-    lines.append("notifiers:" if notifiers else "notifiers: none")
+    lines.append("notifiers:" if notifiers else "notifiers: none configured")
     for n in notifiers:
         extra = f" — {n['last_error']}" if n.get("last_error") else ""
         lines.append(

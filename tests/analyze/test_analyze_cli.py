@@ -80,7 +80,7 @@ def test_filters_from_the_command_line(clean_file: Path, tmp_path: Path) -> None
         (["--engine", "spark"], "unknown engine 'spark'"),
         (["--address", "tcp://h:8786"], "only the dask and ray engines"),
         (["--partitions", "0"], "at least 1"),
-        (["--since", "yesterday"], "--since: not an ISO 8601 time"),
+        (["--since", "yesterday"], "--since: not an RFC 3339 date-time"),
         (["--out", "report.txt"], "must end in .json or .html"),
     ],
 )

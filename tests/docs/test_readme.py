@@ -143,7 +143,8 @@ async def _docs_pages(app: Any) -> set[tuple[str, str]]:
     """/docs and /redoc (kept out of the OpenAPI document) when the app serves them; they need no
     running state, so the app is asked without starting its lifespan."""
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://docs") as client:
+    # localhost: the app refuses Host names it does not serve (DNS-rebinding guard)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         return {("GET", p) for p in ("/docs", "/redoc") if (await client.get(p)).status_code == 200}
 
 
@@ -230,3 +231,22 @@ def test_relative_links_in_the_docs_resolve() -> None:
             if not (doc.parent / target.split("#", 1)[0]).exists():
                 broken.append(f"{doc.name} → {target}")
     assert not broken, f"broken links: {broken}"
+
+
+def test_readme_check_config_example_runs_word_for_word(tmp_path: Path) -> None:
+    """The README's check-config example, run as written against the shipped config.yaml."""
+    import shutil
+    import subprocess
+    import sys
+
+    text = README.read_text(encoding="utf-8")
+    block = text[text.index("sed 's/  retention_days") :].split("```", 1)[0].strip().splitlines()
+    sed_cmd, check_cmd, expected = block[0].split("#")[0].strip(), block[1], block[2].lstrip("# ")
+    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+    subprocess.run(sed_cmd, shell=True, cwd=tmp_path, check=True)
+    args = check_cmd.split()[1:]  # `.venv/bin/loglens` is this interpreter's `loglens`
+    result = subprocess.run(
+        [sys.executable, "-m", "loglens.cli", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [expected]

@@ -72,9 +72,15 @@ def open_dashboard(browser: Browser) -> Iterator[Callable[..., Dashboard]]:
         height: int = 900,
         check_console: bool = True,
         color_scheme: str = "light",
+        token: str | None = None,
     ) -> Dashboard:
         context = browser.new_context(viewport={"width": width, "height": height}, color_scheme=color_scheme)
         page = context.new_page()
+        if token is not None:  # sign in through the login form: the session cookie, never ?token=
+            page.goto(base_url + "/login")
+            page.fill("#token", token)
+            page.click("button[type=submit]")
+            page.wait_for_url(base_url + "/")
         dash = Dashboard(page, base_url + "/" + query)
         page.on("console", lambda m: dash.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: dash.errors.append(f"page error: {e}"))

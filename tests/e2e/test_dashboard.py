@@ -234,10 +234,20 @@ def test_reconnects_after_server_restart(
 def test_token_protected_server_and_layouts(
     settings_factory: Callable[..., Any], live_server_factory: Callable[[Any], Any], open_dashboard: Callable[..., Any]
 ) -> None:
-    srv = live_server_factory(settings_factory(server={"api_token": "tok-123"}))
+    srv = live_server_factory(settings_factory("server: {api_token: tok-123}\n"))
     post_logs(srv.url, list(generate_logs(50, start=time.time() - 120, spacing_s=2.0)), token="tok-123")
+    # without a session the page sends the user to the sign-in form instead of "No services yet"
+    anonymous = open_dashboard(srv.url, check_console=False)
+    anonymous.page.wait_for_url(srv.url + "/login", timeout=10_000)
+    anonymous.page.fill("#token", "wrong")
+    anonymous.page.click("button[type=submit]")
+    assert "Wrong token" in (anonymous.page.text_content(".error") or "")
     for width, scheme in ((1366, "light"), (2560, "dark")):
-        dash = open_dashboard(srv.url, query="?token=tok-123", width=width, height=1200, color_scheme=scheme)
+        dash = open_dashboard(srv.url, token="tok-123", width=width, height=1200, color_scheme=scheme)
+        assert "tok-123" not in dash.page.url
+        assert dash.state("document.cookie") == ""  # HttpOnly: no script can read the session
+        cookie = next(c for c in dash.page.context.cookies() if c["name"] == "loglens_session")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and "tok-123" not in cookie["value"]
         dash.wait_live()
         dash.wait("window.__loglens.charts.volume && window.__loglens.charts.volume.series.length === 5")
         # usable at this width: nothing overflows sideways, charts fill their cards

@@ -56,7 +56,7 @@ def test_unknown_type_names_the_key_and_lists_known_types() -> None:
     (issue,) = info.value.issues
     assert issue.key == "notifiers[2].type"
     assert "unknown notifier type 'pagerduty'" in issue.message
-    assert "console, email, example, slack, webhook" in issue.message
+    assert "built-in: console, email, slack, webhook; installed plugins: example" in issue.message
 
 
 def test_invalid_settings_point_at_file_line_and_key(tmp_path: Path) -> None:

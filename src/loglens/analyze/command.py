@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from loglens.analyze.engines import ENGINES, Engine, EngineError, make_engine
 from loglens.analyze.inputs import InputError
 from loglens.analyze.report import render_text, write_report
 from loglens.config import Settings
+from loglens.timeparse import TimestampError, parse_instant
 
 
 def parse_time(text: str | None, option: str) -> datetime | None:
@@ -27,10 +28,9 @@ def parse_time(text: str | None, option: str) -> datetime | None:
     if text is None:
         return None
     try:
-        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{option}: not an ISO 8601 time: {text!r} (e.g. 2026-11-23T14:00:00Z)") from None
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+        return parse_instant(text)  # the one timestamp parser: same rules and range as the server
+    except TimestampError as exc:
+        raise ValueError(f"{option}: {exc}") from None
 
 
 STOP_GRACE_S = 1.5

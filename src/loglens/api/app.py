@@ -16,7 +16,20 @@ from fastapi.middleware.cors import CORSMiddleware
 from loglens import __version__
 from loglens.api.deps import require_token
 from loglens.api.errors import install_error_handlers
-from loglens.api.routes import alerts, dashboard, docs, health, ingest, notifications, ops, protocols, query, stream
+from loglens.api.routes import (
+    alerts,
+    dashboard,
+    docs,
+    health,
+    ingest,
+    login,
+    notifications,
+    ops,
+    protocols,
+    query,
+    stream,
+)
+from loglens.api.security import install_guards
 from loglens.config import Settings
 from loglens.runtime import Runtime
 
@@ -60,6 +73,7 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
             allow_headers=["Authorization", "Content-Type", "Content-Encoding", "Idempotency-Key", "X-API-Token"],
         )
     install_error_handlers(app)
+    install_guards(app, settings)  # Host / cross-site checks, token scopes, request-body budget
     protected = [Depends(require_token)]
     for router, needs_token in routers():
         app.include_router(router, dependencies=protected if needs_token else None)
@@ -76,6 +90,7 @@ def routers() -> list[tuple[APIRouter, bool]]:
         (alerts.router, True),
         (stream.router, True),
         (dashboard.build_router(), False),
+        (login.router, False),  # the dashboard's sign-in form (sets the session cookie)
         (dashboard.config_router, True),
         (notifications.router, True),
         (protocols.router, True),

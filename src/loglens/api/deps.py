@@ -10,13 +10,13 @@ pool, and that hop per dependency costs more than the work it does (several per 
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
 from loglens.alerting import AlertEngine
 from loglens.alerting.component import AlertingComponent
+from loglens.api import auth
 from loglens.api.events import EventHub
 from loglens.api.live import StreamSettings
 from loglens.config import Settings
@@ -104,31 +104,11 @@ ReloadDep = Annotated[ReloadManager, Depends(get_reload)]
 SelfMetricsDep = Annotated[SelfMetrics, Depends(get_selfmetrics)]
 
 
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.headers.get("x-api-token") or request.query_params.get("token")
-
-
 async def require_token(request: Request, settings: SettingsDep) -> None:
-    """When server.api_token is set, require it (Bearer header, X-API-Token, or ?token= for SSE).
-
-    The admin token is accepted too: it grants everything the API token does, so admin endpoints
-    (which sit behind both checks) work with the admin token alone.
-    """
-    server = settings.server
-    expected = server.api_token
-    given = (_bearer(request) or "").encode()
-    if expected and not (
-        hmac.compare_digest(given, expected.encode())
-        or (server.admin_token and hmac.compare_digest(given, server.admin_token.encode()))
-    ):
-        raise HTTPException(401, "missing or invalid API token", headers={"WWW-Authenticate": "Bearer"})
+    """When tokens are set, require one whose scope fits the route (see `loglens.api.auth`)."""
+    auth.require(request, settings.server)
 
 
 async def require_admin(request: Request, settings: SettingsDep) -> None:
-    """When server.admin_token is set, require it for admin endpoints."""
-    expected = settings.server.admin_token or settings.server.api_token
-    if expected and not hmac.compare_digest((_bearer(request) or "").encode(), expected.encode()):
-        raise HTTPException(401, "missing or invalid admin token", headers={"WWW-Authenticate": "Bearer"})
+    """When tokens are set, admin endpoints need the admin token."""
+    auth.require(request, settings.server, "admin")

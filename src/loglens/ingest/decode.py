@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from loglens.errors import ParseError, PayloadTooLarge
-from loglens.models import Parsed
+from loglens.models import Parsed, malformed_json
 from loglens.schema import raw_json
 
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/json-lines")
@@ -83,7 +83,7 @@ def _decode_lines(body: bytes) -> Parsed:
             values.append(loads(line))
         except orjson.JSONDecodeError as exc:
             values.append(None)
-            failures[i] = f"malformed JSON: {exc}"
+            failures[i] = malformed_json(line, exc)
     return Parsed(values, failures, lambda i: _text(lines[i].rstrip(b"\r")))
 
 
@@ -97,7 +97,7 @@ def decode_json(body: bytes) -> Parsed:
         stripped = body.strip()
         if b"\n" in stripped and not stripped.startswith(b"["):
             return decode_ndjson(body)  # clients often send NDJSON labelled application/json
-        return Parsed([None], {0: f"malformed JSON: {exc}"}, lambda i: _text(body))
+        return Parsed([None], {0: malformed_json(body, exc)}, lambda i: _text(body))
     if isinstance(doc, list):
         return Parsed(doc, {}, lambda i: raw_json(doc[i]))
     return Parsed([doc], {}, lambda i: _text(body))

@@ -31,7 +31,7 @@ from loglens.config import FieldMapping, Settings, TailConfig
 from loglens.errors import Backpressure, StorageError
 from loglens.ingest.mapping import map_line
 from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
-from loglens.models import Parsed
+from loglens.models import Parsed, malformed_json
 
 log = logging.getLogger("loglens.tail")
 
@@ -104,7 +104,7 @@ def decode_lines(lines: list[bytes], mapping: FieldMapping, max_line_bytes: int)
         try:
             value = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
-            failures[i] = f"malformed JSON: {exc}"
+            failures[i] = malformed_json(line, exc)
             values.append(None)
             continue
         values.append(map_line(value, mapping) if isinstance(value, dict) else value)

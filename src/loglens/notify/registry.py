@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from loglens.config import NotifierConfig, Settings
+from loglens.config import NotifierConfig, Settings, is_secret_annotation
 from loglens.errors import ConfigError, ConfigIssue
 
 GROUP = "loglens.notifiers"
@@ -47,13 +47,35 @@ def _line(settings: Settings | None, key: str) -> int | None:
         return None
 
 
+def describe_types(plugins: dict[str, EntryPoint]) -> str:
+    """'built-in: console, email, ...' plus installed third-party plugins with their package, so a
+    test or example plugin in the environment is not mistaken for part of loglens."""
+    builtin = sorted(n for n, ep in plugins.items() if ep.dist is not None and ep.dist.name == "loglens")
+    extra = sorted(
+        f"{n} (from {ep.dist.name if ep.dist is not None else 'unknown package'})"
+        for n, ep in plugins.items()
+        if n not in builtin
+    )
+    text = "built-in: " + (", ".join(builtin) or "none")
+    return text + ("; installed plugins: " + ", ".join(extra) if extra else "")
+
+
+def secret_fields(type_name: str) -> set[str]:
+    """Settings the plugin's own Config model declares secret (`SecretStr`), for masking; an
+    unknown or broken plugin has none (its settings are then masked by key name only)."""
+    try:
+        model = load_class(type_name).Config
+    except ConfigError:
+        return set()
+    return {name for name, f in model.model_fields.items() if is_secret_annotation(f.annotation)}
+
+
 def load_class(type_name: str, key: str = "type", settings: Settings | None = None) -> type[Any]:
     """The plugin class registered as `type_name`; ConfigError naming `key` when unknown or broken."""
     plugins = available()
     ep = plugins.get(type_name)
     if ep is None:
-        known = ", ".join(sorted(plugins)) or "none installed"
-        raise ConfigError([_issue(settings, key, f"unknown notifier type {type_name!r} (known: {known})")])
+        raise ConfigError([_issue(settings, key, f"unknown notifier type {type_name!r} ({describe_types(plugins)})")])
     try:
         cls = ep.load()
     except Exception as exc:

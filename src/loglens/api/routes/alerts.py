@@ -14,13 +14,15 @@ import anyio.to_thread
 import orjson
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from loglens.alerting import alert_json
+from loglens.api.contract import unprocessable
 from loglens.api.deps import EngineDep, EvaluatorDep, SettingsDep
 from loglens.api.responses import AlertsOut, AnomaliesOut, DeletedOut, RulesOut, SilenceOut, SilencesOut
 from loglens.detect.documents import to_dt
 from loglens.models import iso
+from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["alerts"])
 
@@ -74,14 +76,21 @@ async def list_anomalies(
     return Response(await anyio.to_thread.run_sync(read), media_type="application/json")
 
 
+# a matcher names a field (never empty: `{"": "0"}` would match nothing yet look like a silence)
+MatcherName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S")]
+MatcherValue = Annotated[str, StringConstraints(max_length=1000)]
+
+
 class SilenceIn(BaseModel):
     """A silence to create: exact-match matchers and either an expiry time or a duration."""
 
     model_config = ConfigDict(extra="forbid")
-    matchers: dict[str, str] = Field(description="rule, service, severity or label → exact value", min_length=1)
-    expires_at: datetime | None = None
+    matchers: dict[MatcherName, MatcherValue] = Field(
+        description="rule, service, severity or label → exact value", min_length=1
+    )
+    expires_at: Instant | None = None
     duration_seconds: float | None = Field(None, gt=0, le=365 * 86400)
-    starts_at: datetime | None = None
+    starts_at: Instant | None = None
     comment: str = Field("", max_length=1000)
     created_by: str = Field("", max_length=200)
 
@@ -103,7 +112,7 @@ async def create_silence(engine: EngineDep, body: SilenceIn) -> dict[str, Any]:
     starts = _epoch(body.starts_at) if body.starts_at else now
     expires = _epoch(body.expires_at) if body.expires_at else starts + (body.duration_seconds or 0)
     if expires <= now:
-        raise HTTPException(422, "the silence would already be expired")
+        raise unprocessable("body", "expires_at", "the silence would already be expired")
     silence = await anyio.to_thread.run_sync(
         lambda: engine.add_silence(body.matchers, expires, body.comment, body.created_by, starts)
     )

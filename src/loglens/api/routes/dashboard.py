@@ -31,7 +31,7 @@ CSP = (
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",  # the page URL may carry ?token=
+    "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
 _TYPES = {

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 
 from loglens.api.body import read_body
 from loglens.api.deps import PipelineDep, SettingsDep
@@ -15,6 +15,7 @@ from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
 _INLINE_BYTES = 64 * 1024
+MAX_IDEMPOTENCY_KEY = 200  # keys are stored per request: an unbounded header would be stored too
 
 
 @router.post(
@@ -30,7 +31,20 @@ _INLINE_BYTES = 64 * 1024
         }
     },
 )
-async def ingest_logs(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Any:
+async def ingest_logs(
+    request: Request,
+    settings: SettingsDep,
+    pipeline: PipelineDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=MAX_IDEMPOTENCY_KEY,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Makes a retried request count once (printable ASCII, at most 200 characters).",
+        ),
+    ] = None,
+) -> Any:
     """Accept one log, an array of logs, or NDJSON. Returns after the accepted logs are durable.
 
     Invalid records are rejected individually (and kept in the dead-letter store); the rest
@@ -49,5 +63,5 @@ async def ingest_logs(request: Request, settings: SettingsDep, pipeline: Pipelin
     except IngestError as exc:
         await pipeline.reject_whole(body, str(exc), "http")
         raise
-    result = await pipeline.ingest(parsed, "http", request.headers.get("idempotency-key"))
+    result = await pipeline.ingest(parsed, "http", idempotency_key)
     return result.to_json()

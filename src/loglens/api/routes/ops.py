@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import asyncio
 from typing import Annotated, Any
 
 import anyio.to_thread
-from fastapi import APIRouter, Depends, HTTPException
+import duckdb
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,7 +15,9 @@ from loglens import deadletter, status
 from loglens.api.deps import PipelineDep, ReloadDep, RuntimeDep, SelfMetricsDep, SettingsDep, StoreDep, require_admin
 from loglens.api.responses import ConfigOut, DeadLetterOut, ReloadOut, ReplayOut, StatusOut
 from loglens.config import mask_secrets
+from loglens.notify import registry
 from loglens.selfmetrics import CONTENT_TYPE
+from loglens.timeparse import Instant
 
 router = APIRouter(tags=["operations"])
 Admin = [Depends(require_admin)]
@@ -37,7 +40,7 @@ async def get_status(runtime: RuntimeDep) -> dict[str, Any]:
 async def get_config(settings: SettingsDep) -> dict[str, Any]:
     """The active config (after reloads) with every secret-looking value masked."""
     path = settings.config_path
-    return {"config_path": str(path) if path else None, "config": mask_secrets(settings)}
+    return {"config_path": str(path) if path else None, "config": mask_secrets(settings, registry.secret_fields)}
 
 
 @router.post(
@@ -67,16 +70,44 @@ class ReplayRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str | None = Field(None, max_length=1000, description="Substring of the rejection reason.")
-    since: datetime | None = Field(None, description="Only records received at/after this time.")
+    since: Instant | None = Field(None, description="Only records received at/after this time.")
     ids: list[int] | None = Field(None, max_length=100_000, description="Only these dead-letter ids.")
     limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
 
 
-@router.post("/api/v1/dead-letter/replay", dependencies=Admin, response_model=ReplayOut)
-async def replay_dead_letters(pipeline: PipelineDep, body: ReplayRequest | None = None) -> dict[str, Any]:
+def _replay_lock(request: Request) -> asyncio.Lock:
+    """One replay at a time per app: concurrent claims of the same records would conflict."""
+    lock: asyncio.Lock | None = getattr(request.app.state, "replay_lock", None)
+    if lock is None:
+        lock = request.app.state.replay_lock = asyncio.Lock()
+    return lock
+
+
+@router.post(
+    "/api/v1/dead-letter/replay",
+    dependencies=Admin,
+    response_model=ReplayOut,
+    responses={409: {"description": "Another replay is running; try again when it has finished"}},
+)
+async def replay_dead_letters(request: Request, pipeline: PipelineDep, body: ReplayRequest | None = None) -> Any:
     """Re-validate matching records with the current schema; ingest the valid ones (each only once)."""
     req = body or ReplayRequest.model_validate({})
-    result = await anyio.to_thread.run_sync(
-        lambda: deadletter.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
-    )
+    lock = _replay_lock(request)
+    if lock.locked():
+        return _conflict()
+    async with lock:
+        try:
+            result = await anyio.to_thread.run_sync(
+                lambda: deadletter.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
+            )
+        except duckdb.TransactionException:  # e.g. a replay from another process on the same records
+            return _conflict()
     return result.to_json()
+
+
+def _conflict() -> JSONResponse:
+    return JSONResponse(
+        {"detail": "another dead-letter replay is running; try again when it has finished"},
+        status_code=409,
+        headers={"Retry-After": "1"},
+    )

@@ -222,14 +222,24 @@ async def _bulk(request: Request, settings: Settings, pipeline: IngestPipeline, 
 
 
 @router.post("/_bulk", summary="Elasticsearch bulk API", responses=_ES_RESPONSES)
-@router.put("/_bulk", include_in_schema=False)
+@router.put(
+    "/_bulk",
+    summary="Elasticsearch bulk API (PUT, as some clients send it)",
+    responses=_ES_RESPONSES,
+    operation_id="es_bulk_root_put",
+)
 async def es_bulk_root(request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; the index comes from each action line."""
     return await _bulk(request, settings, pipeline, None)
 
 
 @router.post("/{index}/_bulk", summary="Elasticsearch bulk API with a default index", responses=_ES_RESPONSES)
-@router.put("/{index}/_bulk", include_in_schema=False)
+@router.put(
+    "/{index}/_bulk",
+    summary="Elasticsearch bulk API with a default index (PUT)",
+    responses=_ES_RESPONSES,
+    operation_id="es_bulk_index_put",
+)
 async def es_bulk_index(index: str, request: Request, settings: SettingsDep, pipeline: PipelineDep) -> Response:
     """Index action/document pairs; `index` is used when an action names none."""
     return await _bulk(request, settings, pipeline, index)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 import orjson
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
+from loglens.api.contract import unprocessable
 from loglens.api.deps import StoreDep
 from loglens.api.responses import DeadLettersOut, LogsOut, ServicesOut, SummaryOut, TimeseriesOut
 from loglens.models import LEVELS, utcnow
 from loglens.store import deadletters, queries
+from loglens.timeparse import Instant
 
 router = APIRouter(prefix="/api/v1", tags=["query"])
 
@@ -105,23 +106,23 @@ async def search_logs(
     service: str | None = None,
     level: Annotated[str | None, Query(description="One level or a comma-separated list")] = None,
     q: Annotated[str | None, Query(max_length=1000, description="Case-insensitive text in the message")] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Instant | None = None,
+    until: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Stored logs, newest first, paged with `next_cursor`."""
     levels = [lv.strip().upper() for lv in level.split(",") if lv.strip()] if level else None
     if levels and (bad := [lv for lv in levels if lv not in LEVELS]):
-        raise HTTPException(422, f"unknown level(s) {bad}; use {', '.join(LEVELS)}")
+        raise unprocessable("query", "level", f"unknown level(s) {bad}; use {', '.join(LEVELS)}")
     try:
         return await anyio.to_thread.run_sync(
             lambda: queries.search_logs(
                 store, service=service, levels=levels, q=q, since=since, until=until, limit=limit, cursor=cursor
             )
         )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # e.g. a malformed cursor
+        raise unprocessable("query", "cursor", str(exc)) from None
 
 
 @router.get("/dead-letter", response_model=DeadLettersOut)
@@ -129,7 +130,7 @@ async def dead_letter(
     store: StoreDep,
     reason: Annotated[str | None, Query(max_length=1000)] = None,
     source: str | None = None,
-    since: datetime | None = None,
+    since: Instant | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
@@ -140,5 +141,5 @@ async def dead_letter(
                 store, reason=reason, source=source, since=since, limit=limit, cursor=cursor
             )
         )
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from None
+    except ValueError as exc:  # e.g. a malformed cursor
+        raise unprocessable("query", "cursor", str(exc)) from None

@@ -8,7 +8,6 @@
 (function () {
   "use strict";
 
-  const TOKEN = new URLSearchParams(location.search).get("token");
   const MINUTES = 60;
   const METRICS = [
     { key: "error_rate", fmt: pct },
@@ -43,7 +42,7 @@
     heartbeatSeconds: 10,
   };
   const pub = { charts: {}, events: S.events, get connection() { return S.conn; }, get filter() { return S.filter; },
-    get services() { return S.services.map((s) => s.service); }, refreshes: 0 };
+    get services() { return S.services.map((s) => s.service); }, refreshes: 0, isolatedPoints: {} };
   window.__loglens = pub;
 
   /* ---------- small helpers ---------- */
@@ -107,15 +106,17 @@
   }
 
   /* ---------- API ---------- */
-  function withToken(url) {
-    if (!TOKEN) return url;
-    return url + (url.includes("?") ? "&" : "?") + "token=" + encodeURIComponent(TOKEN);
-  }
+  // Credentials travel in the HttpOnly session cookie set by the /login form, never in the URL.
+  let signingIn = false;
   async function request(path, opts) {
-    const init = Object.assign({}, opts || {});
+    const init = Object.assign({ credentials: "same-origin" }, opts || {});
     init.headers = Object.assign({ Accept: "application/json" }, init.headers || {});
-    if (TOKEN) init.headers.Authorization = "Bearer " + TOKEN;
-    return fetch(path, init);
+    const res = await fetch(path, init);
+    if (res.status === 401 && !signingIn) {  // a token is required: sign in, then come back
+      signingIn = true;
+      location.assign("/login");
+    }
+    return res;
   }
   /** JSON of a GET; null when the endpoint is missing (404) or the server is unreachable. */
   async function getJSON(path) {
@@ -145,7 +146,7 @@
   function connect() {
     if (source) source.close();
     clearTimeout(retryTimer);
-    source = new EventSource(withToken("/api/v1/stream"));
+    source = new EventSource("/api/v1/stream");
     const on = (kind, fn) => source.addEventListener(kind, (e) => {
       S.events[kind] += 1;
       S.lastEventAt = Date.now();
@@ -164,8 +165,10 @@
     on("heartbeat", () => {});
     source.onerror = () => {
       if (source.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. a 401/503 answer): retry ourselves.
+        // The browser gave up (e.g. a 401/503 answer): retry ourselves; an expired session
+        // shows as a 401 on this request, which leads to the sign-in form.
         setConn("reconnecting");
+        request("/api/v1/dashboard/config").catch(() => {});
         retryTimer = setTimeout(connect, 2000);
       } else {
         setConn("reconnecting");
@@ -209,13 +212,27 @@
     return { width, height: Math.round(Math.min(300, Math.max(200, width * 0.45))) };
   }
 
+  /** uPlot points filter: when it would draw no points (dense data), still mark values whose
+   * neighbours are both empty — a series with one non-null minute has no line to show otherwise. */
+  function isolatedPoints(u, si, show) {
+    if (show) return null;  // uPlot draws every point already
+    const ys = u.data[si];
+    const out = [];
+    for (let i = 0; i < ys.length; i++) {
+      if (ys[i] != null && (i === 0 || ys[i - 1] == null) && (i === ys.length - 1 || ys[i + 1] == null)) out.push(i);
+    }
+    const chart = u.root.parentElement ? u.root.parentElement.id.replace("chart-", "") : "";
+    pub.isolatedPoints[chart + ":" + u.series[si].label] = out.length;
+    return out.length ? out : null;
+  }
+
   function makeChart(metric, labels, data) {
     const node = $("chart-" + metric.key);
     const axis = cssVar("--axis");
     const grid = cssVar("--grid");
     const series = [{ label: "time", value: (u, v) => (v == null ? "–" : new Date(v * 1000).toLocaleTimeString([], { hour12: false, hour: "2-digit", minute: "2-digit" })) }];
     for (const label of labels) {
-      series.push({ label, stroke: color(label), width: 2, points: { size: 4 }, spanGaps: false,
+      series.push({ label, stroke: color(label), width: 2, points: { size: 4, filter: isolatedPoints }, spanGaps: false,
         show: isShown(label), value: (u, v) => metric.fmt(v) });
     }
     const axisFmt = metric.key === "error_rate" ? (u, vals) => vals.map((v) => (v * 100).toFixed(v < 0.1 ? 1 : 0) + "%")
@@ -332,8 +349,12 @@
   }
   function serviceStatus(row, age) {
     const t = thresholds(row.service);
-    const firing = [...S.alerts.values()].filter((a) => a.service === row.service && a.state === "firing");
-    if (firing.some((a) => a.rule === "absence") || (t.absenceEnabled && age > t.absence)) return "silent";
+    const alerts = [...S.alerts.values()].filter((a) => a.service === row.service && a.state === "firing");
+    // Silent is what the tile shows, beside "last seen": only while no log has arrived for longer than
+    // the threshold. A firing absence alert whose service already sends again (its resolution is a
+    // moment away) no longer makes the tile say "silent" beside "last seen 1s ago".
+    if (age > t.absence && (t.absenceEnabled || alerts.some((a) => a.rule === "absence"))) return "silent";
+    const firing = alerts.filter((a) => a.rule !== "absence");
     if (firing.some((a) => a.severity === "critical")) return "critical";
     const enough = row.volume_per_min * 5 >= t.minEvents;
     if (enough && row.error_rate > t.errorRate) return "critical";
@@ -520,13 +541,30 @@
     S.anomalies = [a, ...S.anomalies.filter((x) => x.id !== a.id)].slice(0, 20);
     renderAnomalies();
   }
+  /** " · observed 612 logs/min vs expected 95–130 logs/min" in the anomaly's own unit. */
+  function anomalyValue(type, v) {
+    if (v == null || !Number.isFinite(Number(v))) return "–";
+    if (type === "error_rate") return pct(Number(v));
+    if (type === "latency") return ms(Number(v));
+    if (type === "volume_spike" || type === "volume_drop") return num(v) + " logs/min";
+    return num(v);
+  }
+  function anomalyValues(a) {
+    let text = a.observed != null ? " · observed " + anomalyValue(a.type, a.observed) : "";
+    const exp = a.expected;  // {low, high[, median]} per the anomaly schema, or null (no baseline)
+    if (exp && typeof exp === "object" && exp.low != null && exp.high != null) {
+      text += " vs expected " + anomalyValue(a.type, exp.low) + " – " + anomalyValue(a.type, exp.high);
+    } else if (typeof exp === "number") {
+      text += " vs expected " + anomalyValue(a.type, exp);
+    }
+    return text;
+  }
   function renderAnomalies() {
     $("anomalies").replaceChildren(...S.anomalies.map((a) => el("li", { dataset: { id: String(a.id) }, title: a.description || "" }, [
       el("span", { class: "badge sev-" + (a.severity || "warning"), text: a.type || "anomaly" }), " ",
       el("strong", { text: a.service || "" }), " ",
       el("span", { text: a.description || "" }),
-      el("div", { class: "muted", text: clockTime(a.detected_at) + (a.observed != null ? " · observed " + num(a.observed) : "") +
-        (a.expected != null ? " vs expected " + num(a.expected) : "") }),
+      el("div", { class: "muted", text: clockTime(a.detected_at) + anomalyValues(a) }),
     ])));
     $("anomalies-empty").hidden = S.anomalies.length > 0;
   }
@@ -661,5 +699,5 @@
   setInterval(() => { if (S.alerts.size) renderAlerts(); }, 5000);  // keep "since … ago" current
   renderAlerts();
   renderAnomalies();
-  connect();
+  loadConfig().then(connect);  // a 401 here (token required, no session) leads to the sign-in form
 })();
