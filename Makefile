@@ -30,7 +30,7 @@ bench: setup
 	@$(PY) bench/ingest.py
 
 diagrams: setup
-	@$(PY) -m loglens.diagrams
+	@$(PY) -m loglens.tools.diagrams
 
 # Re-fetch the dashboard's chart library (uPlot) from npm into the package's static files.
 vendor:

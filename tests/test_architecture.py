@@ -36,7 +36,7 @@ COMPONENT_CLASSES = frozenset(
         "OutboxRepository",
     }
 )
-WIRING_MODULES = frozenset({"runtime", "cli", "opscli", "demo"})
+WIRING_MODULES = frozenset({"runtime", "cli", "ops.commands", "demo"})
 
 
 def module_names() -> dict[str, Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 from typer.testing import CliRunner
 
-from loglens.backtest import format_report, run_backtest
+from loglens.analyze.backtest import format_report, run_backtest
 from loglens.cli import app
 from loglens.config import parse_settings
 from loglens.demo import generate_logs

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from loglens.schema import LogSchema, load_schema_document, parse_values
-from loglens.schema_fast import FastPlan
+from loglens.schema.fast import FastPlan
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = LogSchema.from_file(REPO / "schemas" / "log_schema.yaml")

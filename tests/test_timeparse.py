@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from loglens import timeparse
-from loglens.opscli import parse_since
+from loglens.ops.commands import parse_since
 from tests_support import LiveServer
 
 EDGES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-01:00"]

@@ -99,7 +99,7 @@ def serve(
 ) -> None:
     """Run the API, dashboard and alerting server."""
     settings = _with_overrides(load_or_exit(config), host, port, data_dir)
-    from loglens.server import run_server
+    from loglens.api.server import run_server
 
     try:
         run_server(settings)
@@ -271,8 +271,8 @@ def backtest(
     patterns: Annotated[bool, typer.Option(help="Also mine templates (new_pattern).")] = True,
 ) -> None:
     """Replay archived logs through the alert rules (event time); print what would have fired."""
+    from loglens.analyze.backtest import format_report, run_backtest
     from loglens.analyze.inputs import InputError
-    from loglens.backtest import format_report, run_backtest
 
     settings = load_or_exit(rules)
     try:
@@ -315,7 +315,7 @@ def status(
     json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Version, uptime, store size and rows, retention, rates, firing alerts and notifier health."""
-    from loglens.opscli import status_command
+    from loglens.ops.commands import status_command
 
     raise typer.Exit(status_command(load_or_exit(config), url, token, json_output))
 
@@ -334,7 +334,7 @@ def dead_letter_list(
     limit: Annotated[int, typer.Option(help="Records to show.")] = 50,
 ) -> None:
     """List rejected records, newest first."""
-    from loglens.opscli import dead_letter_list as run
+    from loglens.ops.commands import dead_letter_list as run
 
     raise typer.Exit(run(load_or_exit(config), url, token, reason, since, limit))
 
@@ -347,7 +347,7 @@ def dead_letter_show(
     token: TokenOpt = None,
 ) -> None:
     """Show one rejected record with its reason and raw text."""
-    from loglens.opscli import dead_letter_show as run
+    from loglens.ops.commands import dead_letter_show as run
 
     raise typer.Exit(run(load_or_exit(config), url, token, dead_id))
 
@@ -362,7 +362,7 @@ def dead_letter_replay(
     ids: Annotated[list[int] | None, typer.Option("--id", help="Only this id (repeatable).")] = None,
 ) -> None:
     """Re-validate rejected records with the current schema and ingest the valid ones (each at most once)."""
-    from loglens.opscli import dead_letter_replay as run
+    from loglens.ops.commands import dead_letter_replay as run
 
     raise typer.Exit(run(load_or_exit(config), url, token, reason, since, ids))
 

@@ -73,8 +73,8 @@ def generate_logs(
 
 def _start_server(settings: Settings) -> tuple[uvicorn.Server, threading.Thread, str]:
     """Serve on the configured address (port 0: a free one); returns the server, its thread and URL."""
+    from loglens.api.server import bind_listener, uvicorn_config
     from loglens.errors import ServerBindError
-    from loglens.server import bind_listener, uvicorn_config
 
     try:
         sock = bind_listener(settings.server.host, settings.server.port)
@@ -190,7 +190,7 @@ def _history(rng: random.Random, tl: _Timeline, now: float, minutes: int = 15) -
 
 def run_demo(settings: Settings, *, duration: float = 0, fast: bool = False) -> int:
     """Serve, send traffic that fires (and resolves) every alert type, print each transition."""
-    from loglens.logs import configure_logging
+    from loglens.ops.logs import configure_logging
 
     configure_logging("WARNING")
     settings = demo_settings(settings, fast)

@@ -34,7 +34,6 @@ from loglens.alerting.evaluator import Evaluator
 from loglens.alerting.scheduler import Scheduler
 from loglens.api.events import EventHub
 from loglens.api.live import MetricsPublisher, StreamSettings
-from loglens.archiver import Archiver
 from loglens.config import Settings
 from loglens.detect.pattern_worker import PatternWorker
 from loglens.detect.validator import AnomalyValidator
@@ -43,14 +42,15 @@ from loglens.ingest.pipeline import IngestPipeline
 from loglens.ingest.syslog import SyslogServer
 from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
 from loglens.notify.service import NotificationService
+from loglens.ops.archiver import Archiver
+from loglens.ops.reload import ReloadHook, ReloadManager
+from loglens.ops.selfmetrics import SelfMetrics
+from loglens.ops.storewatch import StoreWatch
 from loglens.ports import MetaAlertRelay, NotificationSink, Publish, ReloadApply
-from loglens.reload import ReloadHook, ReloadManager
 from loglens.schema import LogSchema
-from loglens.selfmetrics import SelfMetrics
 from loglens.store import Store
 from loglens.store.alerts import AlertRepository, AlertWriter
 from loglens.store.outbox import OutboxRepository
-from loglens.storewatch import StoreWatch
 
 log = logging.getLogger("loglens.runtime")
 

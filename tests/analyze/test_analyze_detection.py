@@ -78,7 +78,7 @@ def test_backtest_and_analyze_report_the_same_alerts_for_the_same_file(tmp_path:
     """One alert lifecycle: `loglens backtest` (raw logs) and `loglens analyze` (aggregates from
     3 partitions) replay the same evaluator and engine, so the alerts are identical — rule,
     service, ids, values, start, fire and resolve times."""
-    from loglens.backtest import run_backtest
+    from loglens.analyze.backtest import run_backtest
 
     settings = parse_settings("{}", base_dir=Path(__file__).resolve().parents[2])
     t0 = (START // 60) * 60

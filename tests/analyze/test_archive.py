@@ -16,9 +16,9 @@ from typer.testing import CliRunner
 
 from loglens.analyze import AnalyzeOptions, run_analysis
 from loglens.analyze.inputs import discover, plan
-from loglens.archiver import Archiver
 from loglens.cli import app
 from loglens.config import Settings, parse_settings
+from loglens.ops.archiver import Archiver
 from loglens.schema import LogSchema, parse_values
 from loglens.store import Store
 from loglens.store.archive import load_manifest

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from loglens import config_docs
 from loglens.config import Settings, parse_settings
 from loglens.notify import registry
+from loglens.tools import config_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "configuration.md"
@@ -23,7 +23,7 @@ def _rows(text: str) -> dict[str, tuple[str, str, str]]:
 
 def test_configuration_md_is_generated_from_the_models() -> None:
     assert DOC.read_text(encoding="utf-8") == config_docs.render(), (
-        "docs/configuration.md is stale: run `.venv/bin/python -m loglens.config_docs > docs/configuration.md`"
+        "docs/configuration.md is stale: run `.venv/bin/python -m loglens.tools.config_docs > docs/configuration.md`"
     )
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from loglens import diagrams
+from loglens.tools import diagrams
 
 ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = ROOT / "diagrams" / "src"
@@ -73,7 +73,7 @@ def test_every_diagram_shows_every_stage(name: str) -> None:
     text = _text(name)
     for stage in STAGES:
         assert stage in text, f"{name}.dot does not show {stage!r}"
-    assert "dead_letter" in text and "deadletter.py" in text
+    assert "dead_letter" in text and "ingest/replay.py" in text
     assert "analyze/" in text
 
 
@@ -87,11 +87,11 @@ def test_architecture_names_every_stage_module() -> None:
         if p.name != "__init__.py"
     }
     wanted |= {
-        "schema.py",
-        "schema_fast.py",
+        "schema/__init__.py",
+        "schema/fast.py",
         "store/*",
         "metrics.py",
-        "deadletter.py",
+        "ingest/replay.py",
         "store/queries.py",
         "store/wal.py",
         "store/loader.py",

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from loglens.cli import app
 from loglens.ingest import inputs, loki_proto
-from loglens.status import render, store_status
+from loglens.ops.status import render, store_status
 
 
 def _loki_body() -> bytes:

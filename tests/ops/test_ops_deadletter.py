@@ -13,11 +13,11 @@ import typer
 from ops_support import ServerProcess, now_iso, write_config
 from typer.testing import CliRunner
 
-from loglens import deadletter
 from loglens.cli import app
 from loglens.config import load_settings
+from loglens.ingest import replay
 from loglens.ingest.pipeline import IngestPipeline
-from loglens.opscli import parse_since
+from loglens.ops.commands import parse_since
 from loglens.schema import LogSchema
 from loglens.store import Store
 from tests_support import REPO
@@ -128,13 +128,13 @@ def test_replay_claims_each_record_once(tmp_path: Path) -> None:
     settings = load_settings(config)
     loose = LogSchema.from_file(schema)
     with Store(settings.storage.path) as store:
-        first = deadletter.replay(IngestPipeline(loose, store), reason="nothing matches this")
+        first = replay.replay(IngestPipeline(loose, store), reason="nothing matches this")
         assert first.matched == 0
-        done = deadletter.replay(IngestPipeline(loose, store), ids=[1, 3])
+        done = replay.replay(IngestPipeline(loose, store), ids=[1, 3])
         assert done.replayed_ids == [1, 3] and done.to_json()["replayed"] == 2
-        again = deadletter.replay(IngestPipeline(loose, store), ids=[1, 2, 3])
+        again = replay.replay(IngestPipeline(loose, store), ids=[1, 2, 3])
         assert again.replayed_ids == [2]
-        assert deadletter.get(store, 1)["replayed_at"] is not None
+        assert replay.get(store, 1)["replayed_at"] is not None
         assert store.query("SELECT count(*) FROM logs")[0][0] == 3
 
 

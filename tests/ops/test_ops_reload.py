@@ -12,7 +12,7 @@ import pytest
 from ops_support import now_iso, write_config
 
 from loglens.config import load_settings
-from loglens.reload import ReloadManager, keep_restart_keys
+from loglens.ops.reload import ReloadManager, keep_restart_keys
 from tests_support import LiveServer
 
 RULES = """alerts:

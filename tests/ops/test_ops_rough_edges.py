@@ -7,12 +7,12 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from loglens import status
 from loglens.cli import _with_overrides, app
 from loglens.config import parse_settings
 from loglens.ingest.decode import decode_json, decode_ndjson
-from loglens.opscli import display_raw
-from loglens.reload import keep_restart_keys
+from loglens.ops import status
+from loglens.ops.commands import display_raw
+from loglens.ops.reload import keep_restart_keys
 from tests_support import LiveServer
 
 runner = CliRunner()

@@ -12,7 +12,7 @@ from ops_support import now_iso
 from prometheus_client.parser import text_string_to_metric_families
 
 from loglens.config import Settings
-from loglens.selfmetrics import reason_class
+from loglens.ops.selfmetrics import reason_class
 from tests_support import LiveServer
 
 RULES = """alerts:

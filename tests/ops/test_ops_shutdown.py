@@ -16,7 +16,7 @@ from ops_support import Load, ServerProcess, now_iso, stored_messages, write_con
 
 from loglens.api.app import create_app, runtime_of
 from loglens.config import Settings
-from loglens.shutdown import DrainingServer, drained
+from loglens.ops.shutdown import DrainingServer, drained
 
 
 def test_sigterm_under_load_stores_every_acknowledged_log(

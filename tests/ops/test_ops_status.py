@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from loglens.cli import app
 from loglens.config import load_settings
-from loglens.status import render
+from loglens.ops.status import render
 from tests_support import LiveServer, free_port
 
 runner = CliRunner()

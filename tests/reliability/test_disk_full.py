@@ -19,9 +19,9 @@ import orjson
 import pytest
 import uvicorn  # noqa: F401 - the live server fixtures need it
 
+from loglens.ops.storewatch import META_NAME, StoreWatch
 from loglens.schema import LogSchema, now_us, parse_values
 from loglens.store import Store
-from loglens.storewatch import META_NAME, StoreWatch
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
+from loglens.api.server import bind_listener, uvicorn_config
 from loglens.config import Settings
-from loglens.server import bind_listener, uvicorn_config
 
 
 @dataclass

@@ -148,8 +148,8 @@ def test_services_registry_is_seeded_from_the_table_after_a_restart(tmp_path: Pa
 
 
 def test_dead_letter_replay_is_one_wal_frame_applied_once_even_across_a_crash(tmp_path: Path) -> None:
-    from loglens.deadletter import replay
     from loglens.ingest.pipeline import IngestPipeline
+    from loglens.ingest.replay import replay
 
     path = tmp_path / "s.duckdb"
     good = '{"timestamp": "2026-01-01T00:00:00Z", "level": "INFO", "service": "dl", "message": "fixed"}'

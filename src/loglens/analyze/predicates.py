@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from loglens.schema_fast import _FAST_FORMATS, FastPlan, _Alt, _Prop
+from loglens.schema.fast import _FAST_FORMATS, FastPlan, _Alt, _Prop
 
 # Output columns of the check (the validated fields aggregation needs), in order.
 CHECK_COLUMNS = ("i", "ok", "ts", "level", "service", "user_id", "response_time_ms", "late")

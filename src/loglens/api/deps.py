@@ -22,9 +22,9 @@ from loglens.api.live import StreamSettings
 from loglens.config import Settings
 from loglens.ingest.pipeline import IngestPipeline
 from loglens.notify.service import NotificationService
-from loglens.reload import ReloadManager
+from loglens.ops.reload import ReloadManager
+from loglens.ops.selfmetrics import SelfMetrics
 from loglens.runtime import Runtime
-from loglens.selfmetrics import SelfMetrics
 from loglens.store import Store
 
 

@@ -18,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from loglens.config import Settings
 from loglens.ingest.fluent import FluentServer
 from loglens.ingest.syslog import SyslogServer
-from loglens.selfmetrics import Observed, SelfMetrics
+from loglens.ops.selfmetrics import Observed, SelfMetrics
 
 
 @dataclass

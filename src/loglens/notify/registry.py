@@ -87,7 +87,8 @@ def load_class(type_name: str, key: str = "type", settings: Settings | None = No
         raise ConfigError(
             [_issue(settings, key, f"{ep.value} is not a notifier plugin (needs Config model and async send)")]
         )
-    return cls
+    plugin: type[Any] = cls  # checked above: a class with a Config model and an async send
+    return plugin
 
 
 def build(cfg: NotifierConfig, index: int, settings: Settings | None = None) -> Any:

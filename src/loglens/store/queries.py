@@ -180,7 +180,8 @@ def services(store: Store, now: datetime, page: list[ServiceInfo] | None = None)
     now_naive = _naive_utc(now)
     minute = now_naive.replace(second=0, microsecond=0)
     infos = store.services() if page is None else page  # the in-memory registry: as fresh as the acknowledgements
-    where, params = "minute >= ?", [minute - timedelta(minutes=4)]
+    where = "minute >= ?"
+    params: list[Any] = [minute - timedelta(minutes=4)]
     if page is not None:
         where += " AND service IN (SELECT unnest(?::VARCHAR[]))"
         params.append([i.service for i in page])

@@ -11,12 +11,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from loglens import deadletter, status
 from loglens.api.deps import PipelineDep, ReloadDep, RuntimeDep, SelfMetricsDep, SettingsDep, StoreDep, require_admin
 from loglens.api.responses import ConfigOut, DeadLetterOut, ReloadOut, ReplayOut, StatusOut
 from loglens.config import mask_secrets
+from loglens.ingest import replay
 from loglens.notify import registry
-from loglens.selfmetrics import CONTENT_TYPE
+from loglens.ops import status
+from loglens.ops.selfmetrics import CONTENT_TYPE
 from loglens.timeparse import Instant
 
 router = APIRouter(tags=["operations"])
@@ -58,7 +59,7 @@ async def reload_config(manager: ReloadDep) -> JSONResponse:
 @router.get("/api/v1/dead-letter/{dead_id}", response_model=DeadLetterOut)
 async def get_dead_letter(store: StoreDep, dead_id: int) -> dict[str, Any]:
     """One rejected record with its reason and stored raw text."""
-    row = await anyio.to_thread.run_sync(deadletter.get, store, dead_id)
+    row = await anyio.to_thread.run_sync(replay.get, store, dead_id)
     if row is None:
         raise HTTPException(404, f"no dead-letter record {dead_id}")
     return row
@@ -72,7 +73,7 @@ class ReplayRequest(BaseModel):
     reason: str | None = Field(None, max_length=1000, description="Substring of the rejection reason.")
     since: Instant | None = Field(None, description="Only records received at/after this time.")
     ids: list[int] | None = Field(None, max_length=100_000, description="Only these dead-letter ids.")
-    limit: Annotated[int, Field(ge=1, le=100_000)] = deadletter.DEFAULT_LIMIT
+    limit: Annotated[int, Field(ge=1, le=100_000)] = replay.DEFAULT_LIMIT
 
 
 def _replay_lock(request: Request) -> asyncio.Lock:
@@ -98,7 +99,7 @@ async def replay_dead_letters(request: Request, pipeline: PipelineDep, body: Rep
     async with lock:
         try:
             result = await anyio.to_thread.run_sync(
-                lambda: deadletter.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
+                lambda: replay.replay(pipeline, reason=req.reason, since=req.since, ids=req.ids, limit=req.limit)
             )
         except duckdb.TransactionException:  # e.g. a replay from another process on the same records
             return _conflict()

@@ -34,7 +34,7 @@ from loglens.errors import ConfigError, ConfigIssue
 from loglens.ports import MetaAlerts, ReloadApply
 from loglens.schema import LogSchema
 
-log = logging.getLogger("loglens.reload")
+log = logging.getLogger("loglens.ops.reload")
 
 META_NAME = "config_reload"
 ReloadHook = Callable[[Settings], ReloadApply | None]

@@ -19,7 +19,7 @@ from loglens import __version__
 from loglens.config import Settings
 from loglens.ingest import inputs
 from loglens.models import iso
-from loglens.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
+from loglens.ops.selfmetrics import OPTIONAL_TABLES, STORE_TABLES, Observed
 from loglens.store import wal_dir_for
 
 _RATE_WINDOW_S = 60

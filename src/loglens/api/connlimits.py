@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-log = logging.getLogger("loglens.connlimits")
+log = logging.getLogger("loglens.api.connlimits")
 
 _LOG_EVERY_S = 10.0
 

@@ -25,7 +25,7 @@ from loglens.ingest.pipeline import IngestPipeline
 from loglens.schema import now_us, parse_values
 from loglens.store import deadletters
 
-log = logging.getLogger("loglens.deadletter")
+log = logging.getLogger("loglens.ingest.replay")
 
 DEFAULT_LIMIT = 10_000
 _MAX_ERRORS = 100

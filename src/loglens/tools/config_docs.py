@@ -1,6 +1,6 @@
 """Generate docs/configuration.md from the pydantic config models (so no key goes undocumented).
 
-Run `python -m loglens.config_docs > docs/configuration.md`; a test fails when the file is stale.
+Run `python -m loglens.tools.config_docs > docs/configuration.md`; a test fails when the file is stale.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ directory of the config file. Check a file with `loglens check-config PATH`: it 
 each problem as `file:LINE: key.path: message (did you mean 'x'?)` and exits 2.
 
 This page is generated from the pydantic models in `src/loglens/config.py`
-(`python -m loglens.config_docs > docs/configuration.md`); a test fails when it is out of date.
+(`python -m loglens.tools.config_docs > docs/configuration.md`); a test fails when it is out of date.
 """
 
 

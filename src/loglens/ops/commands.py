@@ -16,10 +16,12 @@ from typing import Any
 import httpx
 import typer
 
-from loglens import deadletter, status, timeparse
+from loglens import timeparse
 from loglens.config import Settings, secret_value
 from loglens.errors import ConfigError, LoglensError, StorageError
+from loglens.ingest import replay
 from loglens.ingest.pipeline import IngestPipeline
+from loglens.ops import status
 from loglens.schema import LogSchema
 from loglens.store import Store, deadletters
 
@@ -182,7 +184,7 @@ def dead_letter_show(settings: Settings, url: str | None, token: str | None, dea
 
     def local() -> int:
         with local_store(settings) as store:
-            return show(deadletter.get(store, dead_id))
+            return show(replay.get(store, dead_id))
 
     return _run(settings, url, remote, local)
 
@@ -227,9 +229,7 @@ def dead_letter_replay(
             return _fail("\n".join(str(i) for i in exc.issues))
         with local_store(settings) as store:
             try:
-                result = deadletter.replay(
-                    IngestPipeline(schema, store), reason=reason, since=since_dt, ids=ids or None
-                )
+                result = replay.replay(IngestPipeline(schema, store), reason=reason, since=since_dt, ids=ids or None)
             except LoglensError as exc:
                 return _fail(str(exc))
         _print_replay(result.to_json())

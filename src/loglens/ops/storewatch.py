@@ -16,7 +16,7 @@ from typing import Protocol
 
 from loglens.ports import MetaAlerts
 
-log = logging.getLogger("loglens.storewatch")
+log = logging.getLogger("loglens.ops.storewatch")
 
 META_NAME = "store"  # the meta-alert's service label: GET /api/v1/alerts shows rule=meta, service=store
 POLL_SECONDS = 0.5

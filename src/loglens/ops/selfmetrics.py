@@ -28,9 +28,9 @@ if TYPE_CHECKING:  # types only: the runtime builds these parts and passes itsel
     from loglens.config import Settings
     from loglens.ingest.pipeline import IngestPipeline
     from loglens.notify.service import NotificationService
-    from loglens.reload import ReloadManager
+    from loglens.ops.reload import ReloadManager
 
-log = logging.getLogger("loglens.selfmetrics")
+log = logging.getLogger("loglens.ops.selfmetrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 STORE_TABLES = ("logs", "dead_letter", "metrics_minute", "latency_sketch", "user_minute", "services", "ingest_keys")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from loglens.notify.service import NotificationService
     from loglens.store import Store
 
-log = logging.getLogger("loglens.shutdown")
+log = logging.getLogger("loglens.ops.shutdown")
 
 
 class Drainable(Protocol):

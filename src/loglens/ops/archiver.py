@@ -29,7 +29,7 @@ from loglens.store.archive import HOUR_US, ArchiveError, ExportReport, export, h
 if TYPE_CHECKING:
     from loglens.store import Store
 
-log = logging.getLogger("loglens.archiver")
+log = logging.getLogger("loglens.ops.archiver")
 
 
 class Archiver:

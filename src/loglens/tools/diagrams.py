@@ -1,6 +1,6 @@
 """Render the architecture diagrams: `diagrams/src/*.dot` → `diagrams/*.png` with Graphviz `dot`.
 
-`python -m loglens.diagrams` (what `make diagrams` runs) renders every source. Each PNG gets a
+`python -m loglens.tools.diagrams` (what `make diagrams` runs) renders every source. Each PNG gets a
 `tEXt` chunk holding the SHA-256 of the source it was drawn from, so a test can tell a committed
 PNG that no longer matches its source, whatever Graphviz version drew it.
 """
@@ -99,8 +99,8 @@ def render_all(src_dir: Path, out_dir: Path, dot: str = "dot") -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI of `python -m loglens.diagrams`; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m loglens.diagrams", description=__doc__.splitlines()[0])
+    """CLI of `python -m loglens.tools.diagrams`; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m loglens.tools.diagrams", description=__doc__.splitlines()[0])
     parser.add_argument("--src", type=Path, default=Path("diagrams/src"), help="directory of .dot sources")
     parser.add_argument("--out", type=Path, default=Path("diagrams"), help="directory for the PNGs")
     parser.add_argument("--dot", default="dot", help="Graphviz dot executable")

@@ -18,13 +18,13 @@ from typing import Any
 import uvicorn
 
 from loglens.api.app import create_app, runtime_of
+from loglens.api.connlimits import ConnectionLimits, protocol_class
 from loglens.config import Settings
-from loglens.connlimits import ConnectionLimits, protocol_class
 from loglens.errors import LoglensError, ServerBindError, StartupError, describe
-from loglens.logs import configure_logging
-from loglens.shutdown import DrainingServer
+from loglens.ops.logs import configure_logging
+from loglens.ops.shutdown import DrainingServer
 
-log = logging.getLogger("loglens.server")
+log = logging.getLogger("loglens.api.server")
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

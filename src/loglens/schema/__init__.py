@@ -29,7 +29,7 @@ from loglens.errors import ConfigError, ConfigIssue
 from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
 from loglens.models import Parsed as Parsed  # re-exported: the type lives in models (crosses stages)
 from loglens.models import malformed_json as malformed_json  # re-exported for the decoders
-from loglens.schema_fast import FastPlan
+from loglens.schema.fast import FastPlan
 
 _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Operating the server: reload, self-metrics, status, shutdown, store watch, archiving."""
