@@ -257,3 +257,25 @@ def test_token_protected_server_and_layouts(
         assert chart_w >= card_w * 0.9
         bg = dash.state("getComputedStyle(document.body).backgroundColor")
         assert (bg == "rgb(13, 17, 23)") == (scheme == "dark")
+
+
+def test_many_services_show_the_busiest_with_a_count_and_a_search(
+    live_server: Any, open_dashboard: Callable[..., Any]
+) -> None:
+    # 260 services (more than the 200 tiles drawn); "hot-*" are the busiest
+    logs = [log(f"svc-{i:03d}") for i in range(250)]
+    logs += [log(f"hot-{i}") for i in range(10) for _ in range(5)]
+    assert post_logs(live_server.url, logs)["accepted"] == len(logs)
+    dash = open_dashboard(live_server.url)
+    dash.wait_live()
+    dash.wait("document.querySelectorAll('#health .tile-svc').length === 200")
+    assert "200 of 260 services shown" in (dash.page.text_content("#health-count") or "")
+    for i in range(10):
+        assert dash.page.locator(tile(f"hot-{i}")).count() == 1  # busiest first
+    # charts draw only the busiest series
+    dash.wait("window.__loglens.charts.volume && window.__loglens.charts.volume.series.length === 12")
+    assert all(s.startswith("hot-") for s in dash.state("window.__loglens.charts.volume.series")[:10])
+    dash.page.fill("#svc-search", "svc-24")
+    dash.wait("document.querySelectorAll('#health .tile-svc').length === 10")
+    assert dash.page.is_hidden("#health-count")
+    assert dash.page.locator(tile("svc-245")).count() == 1

@@ -172,6 +172,16 @@ def summary(store: Store, minutes: int, top: int, now: datetime) -> dict[str, An
     }
 
 
+def busiest_services(store: Store, now: datetime, n: int, minutes: int = 5) -> list[str]:
+    """The `n` services with the most logs in the last `minutes` minutes, busiest first."""
+    since = _naive_utc(now).replace(second=0, microsecond=0) - timedelta(minutes=minutes - 1)
+    rows = store.query(
+        "SELECT service FROM metrics_minute WHERE minute >= ? GROUP BY service ORDER BY sum(count) DESC, service LIMIT ?",
+        [since, n],
+    )
+    return [r[0] for r in rows]
+
+
 def services(store: Store, now: datetime, page: list[ServiceInfo] | None = None) -> list[dict[str, Any]]:
     """Services with arrival-time last-seen and counts (total and the last 5 minutes).
 

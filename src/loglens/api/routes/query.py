@@ -80,22 +80,29 @@ async def metrics_summary(
 async def services(
     store: StoreDep,
     q: Annotated[str | None, Query(max_length=500, description="Only services whose name contains this.")] = None,
+    top: Annotated[
+        int | None, Query(ge=1, le=10_000, description="The N busiest services of the last 5 minutes, busiest first.")
+    ] = None,
     limit: Limit = DEFAULT_PAGE,
     offset: Offset = 0,
 ) -> Response:
-    """Services seen (by name), with last-seen (arrival) time and counts; `q`/`limit`/`offset` bound it."""
+    """Services seen (by name, or busiest first with `top`), with last-seen (arrival) time and counts.
+
+    `q`/`top`/`limit`/`offset` bound the answer; `total` counts every matching service.
+    """
 
     def build() -> dict[str, Any]:
+        now = utcnow()
         found = store.services()  # the in-memory registry, sorted by name
         if q:
             needle = q.lower()
             found = [s for s in found if needle in s.service.lower()]
+        total = len(found)
+        if top is not None:
+            by_name = {s.service: s for s in found}
+            found = [by_name[n] for n in queries.busiest_services(store, now, top) if n in by_name]
         page, next_offset = _page(found, limit, offset)
-        return {
-            "services": queries.services(store, utcnow(), page),
-            "total": len(found),
-            "next_offset": next_offset,
-        }
+        return {"services": queries.services(store, now, page), "total": total, "next_offset": next_offset}
 
     return await _encoded(build)
 

@@ -9,6 +9,8 @@
   "use strict";
 
   const MINUTES = 60;
+  const CHART_SERIES = 12;  // lines per chart: the busiest services
+  const TILE_LIMIT = 200;   // health tiles drawn at most
   const METRICS = [
     { key: "error_rate", fmt: pct },
     { key: "volume", fmt: (v) => (v == null ? "–" : Math.round(v).toLocaleString()) },
@@ -102,6 +104,15 @@
       const wait = last + ms - Date.now();
       if (wait <= 0) { last = Date.now(); fn(); return; }
       timer = setTimeout(() => { timer = null; last = Date.now(); fn(); }, wait);
+    };
+  }
+
+  /** Run fn once `ms` after the last call (typing in a search box). */
+  function debounce(fn, ms) {
+    let timer = null;
+    return function () {
+      clearTimeout(timer);
+      timer = setTimeout(fn, ms);
     };
   }
 
@@ -277,7 +288,8 @@
   }
 
   async function refreshChart(metric) {
-    const res = await getJSON("/api/v1/timeseries" + qs({ metric: metric.key, minutes: MINUTES }));
+    // The busiest CHART_SERIES services only: a chart of 20,000 lines is neither drawable nor readable.
+    const res = await getJSON("/api/v1/timeseries" + qs({ metric: metric.key, minutes: MINUTES, top: CHART_SERIES }));
     if (!res || res.__missing) return;
     let xs;
     if (res.series.length) xs = res.series[0].points.map((p) => Date.parse(p.t) / 1000);
@@ -328,9 +340,19 @@
 
   /* ---------- service health matrix ---------- */
   const tiles = new Map();
+  // At most TILE_LIMIT tiles: every service while there are few, else the busiest ones (or the
+  // matches of the search box). The page stays drawable with 100,000 services.
   async function refreshServices() {
-    const res = await getJSON("/api/v1/services");
+    const search = $("svc-search").value.trim();
+    let res = await getJSON("/api/v1/services" + qs({ q: search, limit: TILE_LIMIT }));
+    if (res && !res.__missing && res.total > TILE_LIMIT) {
+      res = await getJSON("/api/v1/services" + qs({ q: search, top: TILE_LIMIT, limit: TILE_LIMIT }));
+    }
     if (!res || res.__missing) return;
+    S.servicesTotal = res.total == null ? res.services.length : res.total;
+    const note = $("health-count");
+    note.hidden = S.servicesTotal <= res.services.length;
+    note.textContent = `${res.services.length} of ${num(S.servicesTotal)} services shown (busiest first) — search to narrow`;
     S.services = res.services;
     S.servicesAt = Date.now();
     renderServices();
@@ -400,6 +422,7 @@
     $("health-empty").hidden = S.services.length > 0;
   }
   setInterval(renderServices, 1000);  // ages and silence tick locally between pushes
+  $("svc-search").addEventListener("input", debounce(refreshServices, 250));
 
   function selectService(service) {
     S.filter = S.filter === service ? null : service;
