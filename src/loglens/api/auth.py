@@ -29,9 +29,7 @@ from collections.abc import Mapping
 from http.cookies import SimpleCookie
 from typing import Literal
 
-import orjson
 from fastapi import HTTPException, Request
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loglens.config import ServerConfig, secret_value
 
@@ -171,37 +169,8 @@ def decide_scope(need: ScopeName | None, headers: Mapping[str, str], server: Ser
     return None
 
 
-class AuthGuard:
-    """ASGI middleware: authorize every request by scope before its body is read."""
-
-    def __init__(self, app: ASGIApp, server: ServerConfig) -> None:
-        self.app = app
-        self.server = server
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
-            server = state.settings.server if state is not None else self.server
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            refusal = decide(scope["method"], scope["path"], headers, server)
-            if refusal is not None:
-                await _refuse(send, *refusal)
-                return
-            scope[AUTHORIZED] = True
-        await self.app(scope, receive, send)
-
-
-async def _refuse(send: Send, status: int, reason: str) -> None:
-    body = orjson.dumps({"detail": reason})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 def require(request: Request, server: ServerConfig, need: ScopeName | None = None) -> None:
-    """Route-level check (FastAPI dependency body): a no-op once `AuthGuard` authorized the request.
+    """Route-level check (FastAPI dependency body): a no-op once `RequestGuard` authorized the request.
 
     Without the middleware (an app assembled differently) it applies the same decision, with
     `need` overriding the route table when given.

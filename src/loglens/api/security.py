@@ -2,7 +2,7 @@
 
 loglens listens on loopback without a token by default, so every web page the user visits is a
 potential client: it can send "simple" cross-site requests (no CORS preflight) and, through DNS
-rebinding, even read answers. `BrowserGuard` refuses what no legitimate client sends:
+rebinding, even read answers. `RequestGuard` refuses what no legitimate client sends:
 
 * **Host** must be a name this server answers to: loopback names (`localhost`, `*.localhost`),
   any IP literal (a rebinding attack needs a DNS name), the bind address, this machine's names
@@ -140,44 +140,49 @@ def check_request(method: str, path: str, headers: dict[str, str], server: Serve
     return None
 
 
-class BrowserGuard:
-    """ASGI middleware applying `check_request` with the running server settings."""
+class RequestGuard:
+    """ASGI middleware: every request's Host/cross-site checks, then its token scope, before its body.
+
+    One pass per request over the headers for both checks (they used to be two middlewares that
+    each decoded the headers); the running settings come from the runtime, so a reload applies.
+    """
 
     def __init__(self, app: ASGIApp, server: ServerConfig) -> None:
         self.app = app
         self.server = server
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from loglens.api import auth
+
         if scope["type"] == "http":
             state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
             server = state.settings.server if state is not None else self.server
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            refusal = check_request(scope["method"], scope["path"], headers, server)
+            refusal = check_request(scope["method"], scope["path"], headers, server) or auth.decide(
+                scope["method"], scope["path"], headers, server
+            )
             if refusal is not None:
                 await _refuse(send, *refusal)
                 return
+            scope[auth.AUTHORIZED] = True
         await self.app(scope, receive, send)
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:
     body = orjson.dumps({"detail": reason})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 def install_guards(app: Any, settings: Any) -> None:
     """Add the browser guard and the request-body budget to a loglens app (one call in create_app)."""
-    from loglens.api import auth, contract, limits
+    from loglens.api import contract, limits
 
     contract.install(app)
     limits.install(app, settings.server.max_inflight_body_bytes, settings.ingest.max_body_bytes)
-    # added later = runs earlier: Host and cross-site checks, then the token, then the body budget,
+    # added later = runs earlier: Host and cross-site checks and the token, then the body budget,
     # so a refused or unauthenticated request never reserves body budget
-    app.add_middleware(auth.AuthGuard, server=settings.server)
-    app.add_middleware(BrowserGuard, server=settings.server)
+    app.add_middleware(RequestGuard, server=settings.server)

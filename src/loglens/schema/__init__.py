@@ -34,16 +34,7 @@ from loglens.schema.fast import FastPlan
 _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAST_MIN_ROWS = 16  # below this the per-record path is as fast and simpler
-_FAST_COLUMNS = (
-    "level",
-    "service",
-    "message",
-    "user_id",
-    "ip_address",
-    "response_time_ms",
-    "trace_id",
-    "metadata",
-)
+_FAST_COLUMNS = (*SCHEMA_FIELDS[1:], "metadata")  # every field but the timestamp, parsed apart
 
 
 @dataclass(slots=True)
