@@ -148,6 +148,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         elif not self._message_done:  # a body is arriving (even after an early answer such as 503)
             self._arm_body_timer()
 
+    def on_message_begin(self) -> None:
+        """A request starts. Pipelined behind another in the same read, its head is timed too."""
+        super().on_message_begin()
+        if not self._head_pending:
+            self._head_pending = True
+            self._head_bytes = 0
+            self._arm_head_timer()
+
     def on_headers_complete(self) -> None:
         """The head is complete: stop its timer, start watching the body."""
         self._head_pending = False
