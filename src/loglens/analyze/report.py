@@ -214,6 +214,25 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(out)
 
 
+_SERVICE_FIELDS = (
+    "service",
+    "count",
+    "errors",
+    "error_rate",
+    "volume_per_min",
+    "avg_ms",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "distinct_users",
+)
+
+
+def _service_rows(rep: dict[str, Any]) -> list[list[Any]]:
+    """The per-service table's cells, in column order, for both the text and the HTML report."""
+    return [[x[f] for f in _SERVICE_FIELDS] for x in rep["services"]]
+
+
 def render_text(rep: dict[str, Any]) -> str:
     """A terminal summary: totals, per-service table, top users, bad lines, alerts."""
     s = rep["summary"]
@@ -225,21 +244,7 @@ def render_text(rep: dict[str, Any]) -> str:
         "",
         _table(
             ["service", "logs", "errors", "err rate", "logs/min", "avg ms", "p50 ms", "p95 ms", "p99 ms", "users"],
-            [
-                [
-                    x["service"],
-                    x["count"],
-                    x["errors"],
-                    x["error_rate"],
-                    x["volume_per_min"],
-                    x["avg_ms"],
-                    x["p50_ms"],
-                    x["p95_ms"],
-                    x["p99_ms"],
-                    x["distinct_users"],
-                ]
-                for x in rep["services"]
-            ],
+            _service_rows(rep),
         ),
     ]
     if rep["requests_per_user"]:
@@ -425,21 +430,7 @@ def render_html(rep: dict[str, Any]) -> str:
         "<h2>services (most active first)</h2>",
         _html_table(
             ["service", "logs", "errors", "error rate", "logs/min", "avg ms", "p50 ms", "p95 ms", "p99 ms", "users"],
-            [
-                [
-                    x["service"],
-                    x["count"],
-                    x["errors"],
-                    x["error_rate"],
-                    x["volume_per_min"],
-                    x["avg_ms"],
-                    x["p50_ms"],
-                    x["p95_ms"],
-                    x["p99_ms"],
-                    x["distinct_users"],
-                ]
-                for x in rep["services"]
-            ],
+            _service_rows(rep),
         ),
         f"<h2>requests per user (top {len(rep['requests_per_user'])} of {rep['distinct_users']:,})</h2>",
         _html_table(["user", "requests"], [[u["user_id"], u["count"]] for u in rep["requests_per_user"]]),
