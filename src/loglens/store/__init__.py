@@ -42,7 +42,7 @@ from loglens.errors import Backpressure, StorageError
 from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners import it from here
 from loglens.models import Rejection
 from loglens.store import registry
-from loglens.store.loader import Loader, compact_partials
+from loglens.store.loader import Loader, compact_partials, fold_tail
 from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode
 
 log = logging.getLogger("loglens.store")
@@ -658,11 +658,12 @@ class Store:
             self._reopen_if_invalidated()
 
     def compact(self, before_us: int) -> int:
-        """Merge metric partials of minutes before `before_us`; returns the keys merged."""
+        """Fold the log tail into the partials, merge those of minutes before `before_us`; returns the keys merged."""
         if self._db is None:
             raise StorageError("store is closed")
         cur = self._db.cursor()
         try:
+            fold_tail(cur)
             return compact_partials(cur, before_us)
         finally:
             cur.close()
@@ -675,8 +676,11 @@ class Store:
         try:
             log_cutoff = int((now_s - self.retention_days * 86400) * 1e6)
             metric_cutoff = int((now_s - self.metrics_retention_days * 86400) * 1e6)
+            fold_tail(db)  # retention acts on the partials: first the loaded tail goes into them
+            # Only logs already folded into the partials: the tail is what the metric views read.
             deleted = db.execute(
-                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts < make_timestamp(?) LIMIT ?)",
+                "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE ts < make_timestamp(?) "
+                "AND id <= (SELECT aggregated_id FROM wal_state WHERE id = 1) LIMIT ?)",
                 [log_cutoff, max_rows],
             ).fetchone()
             db.execute("DELETE FROM dead_letter WHERE received_at < make_timestamp(?)", [log_cutoff])
