@@ -231,8 +231,11 @@ class Loader:
             # More is waiting (a backlog beyond one batch): due again at once.
             self._first_pending = None if end >= self._durable_lsn() else time.monotonic() - self.interval_s
             self._cond.notify_all()
-        with contextlib.suppress(OSError):
-            self.wal.remove_loaded(end)
+        # Listing the segment directory costs more than a trickle load's own Python work; a
+        # closed segment holds at least segment_bytes, so none can be wholly loaded before this.
+        if end - self.wal.start_lsn >= self.wal.segment_bytes:
+            with contextlib.suppress(OSError):
+                self.wal.remove_loaded(end)
         try:
             self._on_loaded(frames)
         except Exception:
