@@ -101,7 +101,9 @@ def _aggregate_rows(logs: pa.Table) -> Partials:
     minutes: dict[tuple[str, int], list[Any]] = {}
     sketch: dict[tuple[str, int, int], int] = {}
     per_user: dict[tuple[str, int, str], int] = {}
-    for service, t, level, is_late, rt, user, bucket in zip(services, ts, levels, late, rts, users, buckets, strict=True):
+    for service, t, level, is_late, rt, user, bucket in zip(
+        services, ts, levels, late, rts, users, buckets, strict=True
+    ):
         minute = t - t % _MINUTE_US  # floor, as floor_temporal (Python's % floors negatives too)
         key = (service, minute)
         row = minutes.get(key)

@@ -29,7 +29,9 @@ def test_per_service_row_path_equals_the_group_by(n: int, monkeypatch: pytest.Mo
         for _ in range(n)
     ]
     # arrivals spread over a second, so first/last seen differ per service
-    tables = [SCHEMA.validate(parse_values(values[i : i + 8]), "t", int((base + i) * 1e6)).table for i in range(0, n, 8)]
+    tables = [
+        SCHEMA.validate(parse_values(values[i : i + 8]), "t", int((base + i) * 1e6)).table for i in range(0, n, 8)
+    ]
     logs = pa.concat_tables(tables)
     rows_path = registry.per_service(logs)
     monkeypatch.setattr(registry, "_SMALL_BATCH", 0)
