@@ -79,6 +79,8 @@ def _expected(logs: pa.Table) -> dict[str, list[tuple[Any, ...]]]:
 def test_views_over_the_tail_and_after_the_fold_equal_the_python_aggregates(tmp_path: Path) -> None:
     batches = [_logs(300, 1), _logs(5, 2), _logs(700, 3)]
     with Store(tmp_path / "s.duckdb") as store:
+        assert store.loader is not None
+        store.loader.fold_interval_s = 3600  # no fold by time during the test, however slow the machine
         for b in batches:
             store.submit(b, [], now_us()).result()
         stored = store.query_arrow(
@@ -98,3 +100,23 @@ def test_views_over_the_tail_and_after_the_fold_equal_the_python_aggregates(tmp_
             "metadata, late, source FROM logs ORDER BY id"
         )
         assert _views(store) == _expected(stored)  # partials plus a new tail
+
+
+def test_a_load_of_fold_logs_or_more_folds_the_tail_in_its_own_transaction(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.duckdb") as store:
+        assert store.loader is not None
+        store.loader.fold_logs = 100  # the default is 50,000: a bulk load
+        store.loader.fold_interval_s = 3600
+        store.submit(_logs(40, 5), [], now_us()).result()
+        assert store.sync(30)
+        assert store.query("SELECT count(*) FROM metrics_minute_part")[0][0] == 0  # small: stays tail
+        store.submit(_logs(150, 6), [], now_us()).result()
+        assert store.sync(30)
+        # folded with the load: no tail left, and the views equal the logs
+        assert store.query("SELECT count(*) FROM logs WHERE id > (SELECT aggregated_id FROM wal_state)")[0][0] == 0
+        assert store.query("SELECT count(*) FROM metrics_minute_part")[0][0] > 0
+        stored = store.query_arrow(
+            "SELECT ts, received_at, level, service, message, user_id, ip_address, response_time_ms, trace_id, "
+            "metadata, late, source FROM logs ORDER BY id"
+        )
+        assert _views(store) == _expected(stored)

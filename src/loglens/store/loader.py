@@ -219,7 +219,6 @@ class Loader:
         st = self.stats
         st.loads += 1
         st.loaded_logs += n_logs
-        self._tail_logs += sum(f.frame.n_logs for f in frames)
         st.loaded_bytes += end - start_lsn
         st.last_load_seconds = elapsed
         st.last_error = None
@@ -288,6 +287,11 @@ class Loader:
                     f"UPDATE dead_letter SET replayed_at = make_timestamp({int(f.frame.replayed_at_us)}) "
                     f"WHERE id IN ({ids})"
                 )
+        # A big load folds the tail in the same transaction: one commit (and fsync) less than a
+        # fold of its own right after it.
+        folding = _load_logs is not None and self._tail_logs + _load_logs.num_rows >= self.fold_logs
+        if folding:
+            script += _FOLD_STATEMENTS
         script.append(f"UPDATE wal_state SET loaded_lsn = {int(frames[-1].end)} WHERE id = 1")
         script.append("COMMIT")
         try:
@@ -296,6 +300,11 @@ class Loader:
             with contextlib.suppress(Exception):
                 db.execute("ROLLBACK")
             raise
+        if folding:
+            self._tail_logs = 0
+            self._last_fold = time.monotonic()
+        elif _load_logs is not None:
+            self._tail_logs += _load_logs.num_rows
         del _load_logs, _load_dead, _load_keys
 
     # ---- the tail of logs not yet in the partial tables ------------------------------------------
@@ -336,16 +345,13 @@ _TAIL_VIEWS = (
     ("user_minute_part", "user_minute_tail"),
     ("services_part", "services_tail"),
 )
-_FOLD_SCRIPT = ";\n".join(
-    [
-        "BEGIN",
-        *(f"INSERT INTO {part} SELECT * FROM {tail}" for part, tail in _TAIL_VIEWS),
-        # An uncorrelated bound, so DuckDB skips every row group below it by its min/max.
-        "UPDATE wal_state SET aggregated_id = coalesce((SELECT max(id) FROM logs "
-        "WHERE id > (SELECT aggregated_id FROM wal_state WHERE id = 1)), aggregated_id) WHERE id = 1",
-        "COMMIT",
-    ]
+_FOLD_STATEMENTS = (
+    *(f"INSERT INTO {part} SELECT * FROM {tail}" for part, tail in _TAIL_VIEWS),
+    # An uncorrelated bound, so DuckDB skips every row group below it by its min/max.
+    "UPDATE wal_state SET aggregated_id = coalesce((SELECT max(id) FROM logs "
+    "WHERE id > (SELECT aggregated_id FROM wal_state WHERE id = 1)), aggregated_id) WHERE id = 1",
 )
+_FOLD_SCRIPT = ";\n".join(["BEGIN", *_FOLD_STATEMENTS, "COMMIT"])
 
 
 def fold_tail(db: duckdb.DuckDBPyConnection) -> None:
