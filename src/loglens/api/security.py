@@ -54,6 +54,7 @@ def split_host(header: str) -> tuple[str, int | None]:
     return host.rstrip("."), int(port) if port.isdigit() else None
 
 
+@functools.lru_cache(maxsize=1024)  # checked on every request; a client uses one or two Host values
 def is_ip(host: str) -> bool:
     """Whether `host` is an IPv4/IPv6 literal."""
     try:

@@ -204,11 +204,11 @@ class Store:
         self.listeners: list[Callable[[CommitEvent], None]] = []
         self.loader: Loader | None = None
         self._last_group_items = 0
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C queue: put() is on every request
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._dispatch: queue.Queue[Any] = queue.Queue()
+        self._dispatch: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatch_thread: threading.Thread | None = None
         self._dispatch_cond = threading.Condition()
         self._dispatch_logs = 0  # logs handed to the dispatcher whose listeners have not finished
