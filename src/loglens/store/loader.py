@@ -81,6 +81,7 @@ class Loader:
         # Logs loaded but not yet folded into the partial tables (unknown at start: assume some).
         self._tail_logs = 1
         self._last_fold = time.monotonic()
+        self._inline_fold_failed = False  # a load that folded failed: load without folding until fold() succeeds
         self._durable_lsn = durable_lsn
         self._on_loaded = on_loaded
         self._on_failure = on_failure
@@ -289,7 +290,11 @@ class Loader:
                 )
         # A big load folds the tail in the same transaction: one commit (and fsync) less than a
         # fold of its own right after it.
-        folding = _load_logs is not None and self._tail_logs + _load_logs.num_rows >= self.fold_logs
+        folding = (
+            _load_logs is not None
+            and not self._inline_fold_failed
+            and self._tail_logs + _load_logs.num_rows >= self.fold_logs
+        )
         if folding:
             script += _FOLD_STATEMENTS
         script.append(f"UPDATE wal_state SET loaded_lsn = {int(frames[-1].end)} WHERE id = 1")
@@ -299,6 +304,9 @@ class Loader:
         except BaseException:
             with contextlib.suppress(Exception):
                 db.execute("ROLLBACK")
+            # Whatever failed, the retry loads without the fold: a fold that cannot succeed must
+            # never hold the logs back (`fold()` retries it on its own, and clears this flag).
+            self._inline_fold_failed = self._inline_fold_failed or folding
             raise
         if folding:
             self._tail_logs = 0
@@ -329,6 +337,7 @@ class Loader:
                 self._on_failure()
             return False
         self._tail_logs = 0
+        self._inline_fold_failed = False
         return True
 
 
