@@ -163,13 +163,11 @@ def decode_payload(header: bytes, payload: bytes) -> Frame:
     _, _, _n_logs, first_log_id, _n_dead, first_dead_id = _HEADER.unpack_from(header)
     frame = Frame(None, None, first_log_id=first_log_id, first_dead_id=first_dead_id)
     view = memoryview(payload)
-    whole = pa.py_buffer(payload)  # the tables are zero-copy views of the payload
     pos = 0
     while pos < len(view):
         kind, length = _SECTION.unpack_from(view, pos)
         pos += _SECTION.size
         body = view[pos : pos + length]
-        start = pos
         pos += length
         if kind == _KIND_META:
             meta = orjson.loads(bytes(body))
@@ -177,7 +175,9 @@ def decode_payload(header: bytes, payload: bytes) -> Frame:
             frame.replayed_dead_ids = [int(i) for i in meta.get("replayed", [])]
             frame.replayed_at_us = int(meta.get("replayed_at", 0))
         elif kind in (_KIND_LOGS, _KIND_DEAD):
-            table = pa.ipc.open_stream(whole.slice(start, length)).read_all()
+            # a copy: a section starts at an odd offset of the frame, and Arrow (Acero) needs
+            # its columns aligned, which a new bytes object is
+            table = pa.ipc.open_stream(pa.py_buffer(bytes(body))).read_all()
             if kind == _KIND_LOGS:
                 frame.logs = table
             else:
