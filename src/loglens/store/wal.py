@@ -21,8 +21,8 @@ are LSNs: byte offsets in one endless log; a segment file is named after the LSN
 byte (`<lsn:020d>.seg`) and is removed once the loader has committed everything in it.
 
 Arrow IPC is the frame body because the batch already is an Arrow table: writing it is one
-memory copy (no per-row encoding) and reading it back is zero-copy, so the loader hands DuckDB
-the very same columns the request produced. The only part that is not Arrow is the small JSON
+memory copy (no per-row encoding) and reading it back is one copy per section (no decoding),
+so the loader hands DuckDB the very same columns the request produced. The only part that is not Arrow is the small JSON
 metadata section.
 """
 
