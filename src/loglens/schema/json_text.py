@@ -8,12 +8,11 @@ validation. Instead the text is rebuilt column-wise, a few Arrow kernels per fie
 A column cannot always say exactly what the line held; those rows are *redone*: read again from
 their line with orjson, as the exact path does. That happens for strings that need escapes,
 strings pyarrow read as timestamps, doubles whose notation Arrow and orjson choose differently,
-NaN/Infinity and integers pyarrow widened to doubles, nulls in lists (pyarrow.json misplaces
-them) and a null member of an object when the line contains `null` (an absent key and an
-explicit `null` are both null in a column). The result is the same JSON value as the exact
-path's; the text differs only in the order of an object's keys (the batch's first-seen order)
-and in integral doubles written as integers (pyarrow widens `2` to a double when another row
-holds `2.5`, so the column can't tell `2` from `2.0`).
+NaN/Infinity, integral doubles (`2` widened because another row holds `2.5`, or `2.0`), nulls
+in lists (pyarrow.json misplaces them) and a null member of an object when the line contains
+`null` (an absent key and an explicit `null` are both null in a column). The result is the
+exact path's text, but for the order of an object's keys when rows of one batch list them in
+different orders (the columns keep the batch's first-seen order).
 """
 
 from __future__ import annotations
@@ -28,8 +27,6 @@ import pyarrow.compute as pc
 
 # Quote, backslash and control characters: orjson escapes them (and nothing else).
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
-# Doubles beyond this may be integers pyarrow widened, losing digits.
-_EXACT_INTEGER = 2.0**53
 _NULL_TEXT = pa.scalar(None, pa.string())
 
 Part: TypeAlias = pa.Array | str
@@ -100,12 +97,15 @@ def _render(arr: pa.Array, escapes: bool) -> _Rendered:
 
 def _render_double(arr: pa.Array) -> _Rendered:
     # Arrow's shortest round-trip digits are orjson's; orjson picks exponent notation outside
-    # [1e-5, 1e16): rows where Arrow chose the other notation are redone.
+    # [1e-5, 1e16): rows where Arrow chose the other notation are redone. So are integral
+    # values: pyarrow widens `2` to a double when another row holds `2.5`, and only the line
+    # tells `2` (orjson: `2`) from `2.0` (orjson: `2.0`).
     text = arr.cast(pa.string())
     size = pc.abs(arr)
     plain_range = pc.or_(pc.and_(pc.greater_equal(size, 1e-5), pc.less(size, 1e16)), pc.equal(size, 0))
     other_notation = pc.equal(plain_range, pc.match_substring(text, "e"))
-    doubtful = pc.or_(pc.or_(pc.invert(pc.is_finite(arr)), pc.greater(size, _EXACT_INTEGER)), other_notation)
+    integral = pc.equal(pc.floor(arr), arr)  # NaN: false; ±Infinity: true
+    doubtful = pc.or_(pc.or_(pc.invert(pc.is_finite(arr)), integral), other_notation)
     return _Rendered([text], true_mask(doubtful), np.zeros(len(arr), dtype=bool))
 
 
