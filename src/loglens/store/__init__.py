@@ -43,7 +43,7 @@ from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners 
 from loglens.models import LogRows, Rejection, rows_to_table
 from loglens.store import registry
 from loglens.store.loader import Loader, compact_partials, fold_tail
-from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode
+from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode_frame
 
 log = logging.getLogger("loglens.store")
 
@@ -535,7 +535,7 @@ class Store:
             first_log_id=self._next_log_id,
             first_dead_id=self._next_dead_id,
         )
-        data = encode(frame) if (logs is not None or dead_rows or frame.keys or replayed) else b""
+        data = encode_frame(frame) if (logs is not None or dead_rows or frame.keys or replayed) else b""
         try:
             if data:
                 end = self.wal.append(data)
