@@ -51,7 +51,7 @@ class Dashboard:
     def state(self, expr: str) -> Any:
         return self.page.evaluate(f"() => {expr}")
 
-    def wait(self, expr: str, timeout_s: float = 30.0) -> None:
+    def wait(self, expr: str, timeout_s: float = 60.0) -> None:
         """Wait until the JS expression is truthy (generous: CI may run with both cores busy)."""
         self.page.wait_for_function(f"() => {expr}", timeout=timeout_s * 1000, polling=50)
 
