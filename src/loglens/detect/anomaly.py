@@ -319,6 +319,31 @@ class AnomalyDetector:
             high = min(1.0, high)
         return Finding(service, metric, observed, med, low, high, round(score, 3), n, now)
 
+    def could_start(self, service: str, volume: np.ndarray, errors: np.ndarray, margin: float = 0.01) -> np.ndarray:
+        """For windows of `volume` logs and `errors` errors (no latency samples), whether `evaluate`
+        against the current baselines could start an episode: vectorised and conservative (a score
+        within `margin` of k counts as could), so a False is certain. Replays use it to skip
+        seconds where nothing can happen (`alerting/quiet.py`)."""
+        out = np.zeros(len(volume), dtype=bool)
+        rule = self.rule_for(service)
+        base = self._base.get(service)
+        if not rule.enabled or base is None or len(base.volume) < rule.warmup_minutes:
+            return out
+        med, mad = base.median_mad("volume")
+        if med < rule.min_baseline_volume:
+            return out
+        sd = max(_MAD_TO_SD * mad, math.sqrt(med), 0.1 * med, 1.0)
+        per_minute = volume * 60.0 / rule.window_seconds
+        out |= np.abs((per_minute - med) / sd) > rule.k - margin
+        if len(base.error_rate) >= rule.warmup_minutes:
+            med, mad = base.median_mad("error_rate")
+            p = min(max(med, 0.01), 0.99)
+            vol = np.maximum(volume, 1).astype(np.float64)
+            sd_e = np.maximum(max(_MAD_TO_SD * mad, 0.02), np.sqrt(p * (1 - p) / vol))
+            judged = (volume >= _MIN_ERROR_SAMPLES) & (errors >= _MIN_ERRORS)
+            out |= judged & ((errors / vol - med) / sd_e > rule.k - margin)
+        return out
+
     def judgeable(self, service: str, rule: AnomalyRule) -> bool:
         """Whether `service` has the history to be judged at all (warm-up, minimum volume)."""
         base = self._base.get(service)
