@@ -39,7 +39,13 @@ class QuietSeconds:
     """Which seconds of a replay over [start, end] might change the evaluator's observable state."""
 
     def __init__(
-        self, ev: Evaluator, start: int, end: int, services: list[str], secs: np.ndarray, counts: np.ndarray,
+        self,
+        ev: Evaluator,
+        start: int,
+        end: int,
+        services: list[str],
+        secs: np.ndarray,
+        counts: np.ndarray,
         errors: np.ndarray,
     ) -> None:
         self.ev = ev

@@ -22,8 +22,8 @@ import pyarrow.compute as pc
 from loglens import metrics
 from loglens.alerting.engine import AlertEngine, Transition
 from loglens.alerting.evaluator import Evaluator
-from loglens.config import Settings
 from loglens.alerting.quiet import QuietSeconds
+from loglens.config import Settings
 from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
 from loglens.models import iso

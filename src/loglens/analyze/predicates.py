@@ -149,9 +149,7 @@ def _field_sql(name: str, prop: _Prop) -> str:
     present = " OR ".join(alts) if alts else "false"
     missing = "false" if prop.required else "true"
     null = "true" if prop.nullable else "false"
-    return (
-        f"(CASE WHEN x_{name} IS NULL THEN {missing} WHEN {_kind(name, 'null')} THEN {null} ELSE ({present}) END)"
-    )
+    return f"(CASE WHEN x_{name} IS NULL THEN {missing} WHEN {_kind(name, 'null')} THEN {null} ELSE ({present}) END)"
 
 
 _STRING_OUTPUTS = ("timestamp", "level", "service", "user_id")
