@@ -6,6 +6,11 @@ the candidate builders, the alert lifecycle (for_seconds, flap damping, inhibiti
 timing: each second `s` of the data is folded in, then the clock stands at the end of that
 second (`s + 1 - 1 µs`) and the 1-s timer runs. Arrival time is event time; ids are derived
 from (rule, service, start), so every run and every engine gives byte-identical reports.
+
+Seconds where no rule can change its mind are skipped (`alerting/quiet.py`: a conservative,
+vectorised mask over the per-second counts), so the cost follows what happens in the data, not
+its length; the results are those of ticking every second (tests/test_replay_quiet.py). A
+replay with an `on_second` hook (the backtest's latency and pattern feed) ticks every second.
 """
 
 from __future__ import annotations
