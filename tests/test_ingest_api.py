@@ -180,3 +180,50 @@ def test_api_token_required_when_configured(
         assert c.get("/api/v1/services", headers={"X-API-Token": "t0ken"}).status_code == 200
         # never in the URL: it would land in browser history and access logs
         assert c.get("/api/v1/services", params={"token": "t0ken"}).status_code == 401
+
+
+def test_the_fast_path_answers_exactly_as_the_documented_route(tmp_path: Any) -> None:
+    """`POST /api/v1/logs` is served by an ASGI fast path in front of FastAPI; for every kind of
+    request it must give the status, body and Retry-After the FastAPI route gives."""
+    from loglens.api.app import create_app
+    from loglens.api.fast_ingest import IngestFastPath
+    from tests_support import make_settings, start_server
+
+    good = list(generate_logs(3))
+    requests: list[tuple[bytes, dict[str, str]]] = [
+        (orjson.dumps(good[0]), {"Content-Type": "application/json"}),
+        (orjson.dumps([good[1], {"level": "INFO"}, "x"]), {"Content-Type": "application/json"}),
+        (b"\n".join(orjson.dumps(x) for x in good) + b"\n{broken", {"Content-Type": "application/x-ndjson"}),
+        (gzip.compress(orjson.dumps(good)), {"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+        (b"{not json", {"Content-Type": "application/json"}),
+        (b"not gzip", {"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+        (b"x" * 5000, {"Content-Type": "application/json"}),  # beyond the configured body limit
+        (orjson.dumps(good[2]), {"Content-Type": "application/json", "Idempotency-Key": "k1"}),
+        (orjson.dumps(good[2]), {"Content-Type": "application/json", "Idempotency-Key": "k1"}),
+        (orjson.dumps(good[2]), {"Content-Type": "application/json", "Idempotency-Key": "bad key"}),
+    ]
+
+    def answers(name: str, fast: bool) -> list[tuple[int, Any, str | None]]:
+        settings = make_settings(tmp_path / name, ingest={"max_body_bytes": 4096})
+        app = create_app(settings)
+        if not fast:
+            app.user_middleware = [m for m in app.user_middleware if m.cls is not IngestFastPath]
+        out = []
+        server = start_server(settings, app=app)
+        try:
+            with server.client() as c:
+                for body, headers in requests:
+                    r = c.post("/api/v1/logs", content=body, headers=headers)
+                    out.append((r.status_code, r.json(), r.headers.get("retry-after")))
+                dead = c.get("/api/v1/dead-letter").json()["total"]
+        finally:
+            server.stop()
+        out.append((0, dead, None))
+        return out
+
+    via_fast, via_route = answers("fast", True), answers("route", False)
+    assert via_fast == via_route
+    # a malformed body is one rejected record; undecodable gzip and an oversized body are refused
+    assert [a[0] for a in via_fast[:-1]] == [200, 200, 200, 200, 200, 400, 413, 200, 200, 422]
+    assert via_fast[8][1]["duplicate"] is True
+    assert via_fast[-1][1] == 6  # every rejected record and refused body is a dead letter

@@ -69,13 +69,14 @@ class LiveServer:
         self.thread.join(timeout=60)
 
 
-def start_server(settings: Settings, listener: socket.socket | None = None) -> LiveServer:
+def start_server(settings: Settings, listener: socket.socket | None = None, app: Any = None) -> LiveServer:
     """Start loglens on a socket bound here (port 0: an ephemeral one) and wait until it serves.
 
     The socket is bound before uvicorn starts, so no other process can take the port between
     choosing it and listening on it (the race a "find a free port, then bind" helper has).
     uvicorn gets a duplicate and closes only that when it stops: pass the returned server's
     `listener` to start a second server on the same port with no window for another process.
+    `app` replaces the app `create_app(settings)` builds (a test comparing app variants).
     """
     if listener is None:
         listener = socket.socket()
@@ -83,7 +84,7 @@ def start_server(settings: Settings, listener: socket.socket | None = None) -> L
     settings = settings.model_copy(
         update={"server": settings.server.model_copy(update={"port": listener.getsockname()[1]})}
     )
-    app = create_app(settings)
+    app = create_app(settings) if app is None else app
     config = uvicorn.Config(app, log_level="warning", access_log=False, loop="asyncio")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener.dup()]}, daemon=True)

@@ -50,6 +50,35 @@ LOG_ARROW_SCHEMA = pa.schema(
 )
 
 
+@dataclass(frozen=True, slots=True)
+class LogRows:
+    """Accepted logs as one list per LOG_ARROW_SCHEMA column, before they become Arrow.
+
+    Building Arrow arrays has a fixed cost per call (about 10 µs per column here, so ~120 µs for
+    a one-log table), which dominated a one-log request. Small requests are therefore validated
+    into lists, and the WAL writer turns every request of a group commit into one table at once
+    (`rows_to_table`), paying that fixed cost once per group instead of once per request.
+    """
+
+    columns: tuple[list[Any], ...]
+
+    @property
+    def num_rows(self) -> int:
+        """Number of logs."""
+        return len(self.columns[0])
+
+
+def rows_to_table(parts: list[LogRows]) -> pa.Table:
+    """One Arrow table (LOG_ARROW_SCHEMA) of every part's rows, in order."""
+    if len(parts) == 1:
+        columns = parts[0].columns
+    else:
+        columns = tuple([v for part in parts for v in part.columns[i]] for i in range(len(LOG_ARROW_SCHEMA)))
+    return pa.Table.from_arrays(
+        [pa.array(col, f.type) for col, f in zip(columns, LOG_ARROW_SCHEMA, strict=True)], schema=LOG_ARROW_SCHEMA
+    )
+
+
 # Per-(service, minute) aggregates as `metrics.aggregate` computes them and the store upserts them.
 MINUTE_SCHEMA = pa.schema(
     [

@@ -62,6 +62,9 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
         lifespan=lifespan,
         docs_url=None,  # /docs and /redoc come from routes.docs, with assets served locally (no CDN)
         redoc_url=None,
+        # FastAPI's built-in OpenTelemetry hooks check for providers on every request; loglens
+        # reports itself on /metrics and `loglens status`, so they are off.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     if settings.server.cors_origins:
         # Browsers on these origins may call the API; the token still applies (sent as a header,

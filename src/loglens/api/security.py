@@ -54,6 +54,7 @@ def split_host(header: str) -> tuple[str, int | None]:
     return host.rstrip("."), int(port) if port.isdigit() else None
 
 
+@functools.lru_cache(maxsize=1024)  # checked on every request; a client uses one or two Host values
 def is_ip(host: str) -> bool:
     """Whether `host` is an IPv4/IPv6 literal."""
     try:
@@ -180,8 +181,10 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 def install_guards(app: Any, settings: Any) -> None:
     """Add the browser guard and the request-body budget to a loglens app (one call in create_app)."""
     from loglens.api import contract, limits
+    from loglens.api.fast_ingest import IngestFastPath
 
     contract.install(app)
+    app.add_middleware(IngestFastPath)  # innermost: after the guard and the body budget
     limits.install(app, settings.server.max_inflight_body_bytes, settings.ingest.max_body_bytes)
     # added later = runs earlier: Host and cross-site checks and the token, then the body budget,
     # so a refused or unauthenticated request never reserves body budget

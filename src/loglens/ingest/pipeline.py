@@ -67,7 +67,7 @@ class IngestPipeline:
                 batch, received = await anyio.to_thread.run_sync(self.validate, parsed, source)
             else:
                 batch, received = self.validate(parsed, source)
-            future = self.store.submit(batch.table, batch.rejections, received, idempotency_key)
+            future = self.store.submit(batch.logs, batch.rejections, received, idempotency_key)
             receipt = await asyncio.wrap_future(future)
         finally:
             self.in_flight -= 1

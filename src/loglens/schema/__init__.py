@@ -26,7 +26,7 @@ from ruamel.yaml.error import YAMLError
 
 from loglens import timeparse
 from loglens.errors import ConfigError, ConfigIssue
-from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, Rejection
+from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, LogRows, Rejection, rows_to_table
 from loglens.models import Parsed as Parsed  # re-exported: the type lives in models (crosses stages)
 from loglens.models import malformed_json as malformed_json  # re-exported for the decoders
 from loglens.schema.fast import FastPlan
@@ -39,10 +39,15 @@ _FAST_COLUMNS = (*SCHEMA_FIELDS[1:], "metadata")  # every field but the timestam
 
 @dataclass(slots=True)
 class ValidatedBatch:
-    """Accepted logs as an Arrow table (LOG_ARROW_SCHEMA) plus every rejection with its reason."""
+    """Accepted logs (an Arrow table, or column lists for small requests) and every rejection."""
 
-    table: pa.Table
+    logs: pa.Table | LogRows
     rejections: list[Rejection]
+
+    @property
+    def table(self) -> pa.Table:
+        """The accepted logs as an Arrow table (LOG_ARROW_SCHEMA)."""
+        return self.logs if isinstance(self.logs, pa.Table) else rows_to_table([self.logs])
 
 
 def load_schema_document(path: str | Path) -> dict[str, Any]:
@@ -293,24 +298,24 @@ class LogSchema:
             meta_col.append(meta_text)
 
         n = len(ts_col)
-        table = pa.Table.from_arrays(
-            [
-                pa.array(ts_col, pa.timestamp("us")),
-                pa.array([now_us] * n, pa.timestamp("us")),
-                pa.array(level_col, pa.string()),
-                pa.array(service_col, pa.string()),
-                pa.array(message_col, pa.string()),
-                pa.array(user_col, pa.string()),
-                pa.array(ip_col, pa.string()),
-                pa.array(rt_col, pa.float64()),
-                pa.array(trace_col, pa.string()),
-                pa.array(meta_col, pa.string()),
-                pa.array(late_col, pa.bool_()),
-                pa.array([source] * n, pa.string()),
-            ],
-            schema=LOG_ARROW_SCHEMA,
+        # Column lists, not Arrow: the WAL writer builds one table per group commit (see LogRows).
+        rows = LogRows(
+            (
+                ts_col,
+                [now_us] * n,
+                level_col,
+                service_col,
+                message_col,
+                user_col,
+                ip_col,
+                rt_col,
+                trace_col,
+                meta_col,
+                late_col,
+                [source] * n,
+            )
         )
-        return ValidatedBatch(table, rejections)
+        return ValidatedBatch(rows, rejections)
 
 
 def now_us() -> int:

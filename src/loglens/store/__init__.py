@@ -40,7 +40,7 @@ import pyarrow as pa
 from loglens import metrics
 from loglens.errors import Backpressure, StorageError
 from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners import it from here
-from loglens.models import Rejection
+from loglens.models import LogRows, Rejection, rows_to_table
 from loglens.store import registry
 from loglens.store.loader import Loader, compact_partials
 from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode
@@ -99,7 +99,7 @@ class WalStatus:
 
 @dataclass(slots=True)
 class _Item:
-    table: pa.Table
+    table: pa.Table | LogRows
     rejections: list[Rejection]
     received_us: int
     idempotency_key: str | None
@@ -112,6 +112,23 @@ class _Item:
 
 
 _STOP = object()
+
+
+def _group_tables(parts: list[pa.Table | LogRows]) -> list[pa.Table]:
+    """The Arrow tables of a group commit, in request order; each run of row lists becomes one table."""
+    tables: list[pa.Table] = []
+    run: list[LogRows] = []
+    for part in parts:
+        if isinstance(part, LogRows):
+            run.append(part)
+            continue
+        if run:
+            tables.append(rows_to_table(run))
+            run = []
+        tables.append(part)
+    if run:
+        tables.append(rows_to_table(run))
+    return tables
 
 
 def wal_dir_for(db_path: Path, wal_dir: str | Path | None = None) -> Path:
@@ -187,11 +204,11 @@ class Store:
         self.listeners: list[Callable[[CommitEvent], None]] = []
         self.loader: Loader | None = None
         self._last_group_items = 0
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C queue: put() is on every request
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._dispatch: queue.Queue[Any] = queue.Queue()
+        self._dispatch: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._dispatch_thread: threading.Thread | None = None
         self._dispatch_cond = threading.Condition()
         self._dispatch_logs = 0  # logs handed to the dispatcher whose listeners have not finished
@@ -401,7 +418,7 @@ class Store:
     # ---- write path ------------------------------------------------------------------------
     def submit(
         self,
-        table: pa.Table,
+        table: pa.Table | LogRows,
         rejections: list[Rejection],
         received_us: int,
         idempotency_key: str | None = None,
@@ -489,7 +506,7 @@ class Store:
             fresh.append(it)
             if key:
                 group_keys[key] = it.received_us
-        tables = [it.table for it in fresh if it.table.num_rows]
+        tables = _group_tables([it.table for it in fresh if it.table.num_rows])
         logs: pa.Table | None = None
         if tables:
             logs = pa.concat_tables(tables) if len(tables) > 1 else tables[0]

@@ -14,7 +14,7 @@ from loglens.errors import IngestError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 
 router = APIRouter(tags=["ingest"])
-_INLINE_BYTES = 64 * 1024
+INLINE_DECODE_BYTES = 64 * 1024  # larger bodies are decoded in a worker thread
 MAX_IDEMPOTENCY_KEY = 200  # keys are stored per request: an unbounded header would be stored too
 
 
@@ -59,7 +59,11 @@ async def ingest_logs(
     args = (body, request.headers.get("content-type"), request.headers.get("content-encoding"), limit)
     try:
         # Large bodies are decoded off the event loop so SSE and small requests stay responsive.
-        parsed = await anyio.to_thread.run_sync(decode_body, *args) if len(body) > _INLINE_BYTES else decode_body(*args)
+        parsed = (
+            await anyio.to_thread.run_sync(decode_body, *args)
+            if len(body) > INLINE_DECODE_BYTES
+            else decode_body(*args)
+        )
     except IngestError as exc:
         await pipeline.reject_whole(body, str(exc), "http")
         raise
