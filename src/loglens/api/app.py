@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from loglens import __version__
 from loglens.api.deps import require_token
 from loglens.api.errors import install_error_handlers
+from loglens.api.fast_ingest import IngestFastPath
 from loglens.api.routes import (
     alerts,
     dashboard,
@@ -66,6 +67,8 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
         # reports itself on /metrics and `loglens status`, so they are off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    # Added first, so it runs innermost: after the guards, the body budget and CORS headers.
+    app.add_middleware(IngestFastPath)
     if settings.server.cors_origins:
         # Browsers on these origins may call the API; the token still applies (sent as a header,
         # so no cookies and no credentials mode are needed).

@@ -181,10 +181,8 @@ async def _refuse(send: Send, status: int, reason: str) -> None:
 def install_guards(app: Any, settings: Any) -> None:
     """Add the browser guard and the request-body budget to a loglens app (one call in create_app)."""
     from loglens.api import contract, limits
-    from loglens.api.fast_ingest import IngestFastPath
 
     contract.install(app)
-    app.add_middleware(IngestFastPath)  # innermost: after the guard and the body budget
     limits.install(app, settings.server.max_inflight_body_bytes, settings.ingest.max_body_bytes)
     # added later = runs earlier: Host and cross-site checks and the token, then the body budget,
     # so a refused or unauthenticated request never reserves body budget
