@@ -3,8 +3,12 @@
 Generates N logs as NDJSON, starts `loglens serve` as a separate process on a free loopback
 port, posts the file in bulk batches from C concurrent clients (each request answered only after
 its logs are validated and fsynced to the write-ahead log; it also reports when the loader has
-moved them all into DuckDB), then — in the same run — times
-DuckDB's `read_json` → table load of the same file. Prints logs/s for both and their ratio.
+moved them all into DuckDB), and — in the same run, once before the server starts and once
+after it stops — times DuckDB's `read_json` → table load of the same file. Prints logs/s for
+both and their ratio (against the mean of the two DuckDB loads: the machine is shared, and
+bracketing the HTTP run makes a swing of its load visible instead of hiding it in the ratio),
+the server's CPU seconds per million logs (from /proc: what the throughput costs, whatever the
+load) and the load average around each phase.
 
     python bench/ingest.py [--logs 1000000] [--batch 5000] [--clients 4] [--markdown]
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 import tempfile
@@ -80,8 +85,19 @@ def wait_loaded(url: str) -> float:
     raise SystemExit("the loader did not catch up")
 
 
-def duckdb_baseline(path: Path, tmp: Path) -> float:
-    con = duckdb.connect(str(tmp / "baseline.duckdb"))
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process `pid` so far (Linux /proc), all threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load() -> str:
+    """The 1-minute load average, for the record (the machine is shared)."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
+def duckdb_baseline(path: Path, tmp: Path, name: str) -> float:
+    con = duckdb.connect(str(tmp / f"{name}.duckdb"))
     t0 = time.perf_counter()
     con.execute(
         "CREATE TABLE logs AS SELECT * FROM read_json(?, format='newline_delimited', columns={"
@@ -109,30 +125,47 @@ def main() -> None:
         print(f"generating {args.logs:,} logs ...", flush=True)
         write_ndjson(data, args.logs)
         bodies = chunks(data, args.batch)
+        loads = [load()]
+        base_before = duckdb_baseline(data, tmp, "before")
         port = free_port()
         proc = start_server(tmp, port)
         try:
+            loads.append(load())
+            cpu0 = cpu_seconds(proc.pid)
             t0 = time.perf_counter()
             accepted, http_s = asyncio.run(post_all(f"http://127.0.0.1:{port}", bodies, args.clients))
+            server_cpu = cpu_seconds(proc.pid) - cpu0
+            loads.append(load())
             loaded_s = wait_loaded(f"http://127.0.0.1:{port}") - t0
             singles, single_s = asyncio.run(post_singles(f"http://127.0.0.1:{port}", args.single_seconds, 32))
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(60)
-        base_s = duckdb_baseline(data, tmp)
+        base_after = duckdb_baseline(data, tmp, "after")
+        loads.append(load())
+    base_s = (base_before + base_after) / 2
     http_rate = accepted / http_s
     base_rate = args.logs / base_s
     ratio = http_rate / base_rate
+    cpu_per_m = server_cpu / accepted * 1e6
     print(
         f"loglens HTTP ingest : {accepted:,} logs in {http_s:.2f} s = {http_rate:,.0f} logs/s "
         f"({args.clients} clients, {args.batch} logs/request, validated + durable + aggregated)"
     )
     print(
+        f"  ... server CPU    : {server_cpu:.2f} s = {cpu_per_m:.1f} CPU-s per million logs "
+        f"({server_cpu / http_s:.2f} of {os.cpu_count()} cores)"
+    )
+    print(
         f"  ... and loaded    : all in DuckDB after {loaded_s:.2f} s = {accepted / loaded_s:,.0f} logs/s "
         f"(ratio {accepted / loaded_s / base_rate:.2f})"
     )
-    print(f"DuckDB read_json    : {args.logs:,} logs in {base_s:.2f} s = {base_rate:,.0f} logs/s")
+    print(
+        f"DuckDB read_json    : {args.logs:,} logs in {base_before:.2f} s before, {base_after:.2f} s after "
+        f"= {base_rate:,.0f} logs/s (mean)"
+    )
     print(f"ratio               : {ratio:.2f}")
+    print(f"load average        : {' → '.join(loads)} (start, server up, after HTTP, end)")
     print(
         f"single-log POSTs    : {singles:,} requests in {single_s:.2f} s = {singles / single_s:,.0f} req/s "
         "(32 keep-alive clients, each answered after its WAL fsync)"
@@ -142,8 +175,11 @@ def main() -> None:
         print(
             f"| loglens HTTP bulk ingest ({args.clients} clients × {args.batch}) | {accepted:,} | {http_s:.2f} | {http_rate:,.0f} |"
         )
+        print(f"| ... server CPU per million logs | | {cpu_per_m:.1f} CPU-s | |")
         print(f"| ... until all loaded into DuckDB | {accepted:,} | {loaded_s:.2f} | {accepted / loaded_s:,.0f} |")
-        print(f"| DuckDB read_json → table | {args.logs:,} | {base_s:.2f} | {base_rate:,.0f} |")
+        print(
+            f"| DuckDB read_json → table (before / after) | {args.logs:,} | {base_before:.2f} / {base_after:.2f} | {base_rate:,.0f} |"
+        )
         print(f"| ratio | | | {ratio:.2f} |")
         print(f"| single-log POSTs (32 clients) | {singles:,} | {single_s:.2f} | {singles / single_s:,.0f} req/s |")
     if accepted != args.logs:

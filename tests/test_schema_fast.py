@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -210,3 +211,72 @@ def test_arrow_path_is_taken_for_a_clean_body() -> None:
     checked = SCHEMA.validate(bad, "t", NOW_US)
     assert [r.index for r in checked.rejections] == [5] and checked.table.num_rows == 5
     assert bad.is_lazy  # only the failing line was decoded to find its reason
+
+
+def _metadata_body(first: str, other: str) -> bytes:
+    now = "2026-11-23T11:59:00Z"
+    head = f'{{"timestamp":"{now}","level":"INFO","service":"a","message":"m","metadata":{first}}}'
+    rest = f'{{"timestamp":"{now}","level":"INFO","service":"a","message":"m","user_id":"u","metadata":{other}}}'
+    return "\n".join([head] * 3 + [rest] * 17).encode()
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        '{"region":"eu-west-1","code":502,"ok":true,"ms":12.5}',
+        '{"at":"2026-01-01T00:00:00","z":"a\\"b","nl":"x\\ny","u":"\\u00e9"}',  # inferred timestamp, escapes
+        '{"k":{"x":[],"y":[1,2],"z":{"q":"r"}},"e":{}}',
+        '{"a":null}',
+        '{"a":[null,1]}',  # pyarrow.json misreads nulls in lists
+        '{"a":[[1],[2,3]],"b":[{"c":"d"}]}',
+        '{"big":9007199254740993,"huge":18446744073709551616,"tiny":1.5e-7,"mid":1e15}',
+        '{"n":2.0,"m":-0.0,"k":1e300}',  # integral doubles: `2.0` stays `2.0`, and `2` (below) stays `2`
+        '{"a\\u0000b":1,"\\"q":2}',
+        "{}",
+        "null",
+    ],
+)
+@pytest.mark.parametrize("other", ['{"q":1}', '{"a":2}', '{"n":2,"m":0.5}', "null", "same"])
+def test_arrow_path_writes_metadata_as_the_exact_path_does(meta: str, other: str) -> None:
+    import json
+
+    from loglens.ingest.decode import _decode_lines, decode_ndjson
+
+    body = _metadata_body(meta, meta if other == "same" else other)
+    parsed = decode_ndjson(body)
+    fast = SCHEMA.validate(parsed, "t", NOW_US)
+    assert parsed.is_lazy or other in ('{"a":2}', '{"n":2,"m":0.5}')  # a type conflict: the Python path
+    eager = _decode_lines(body)
+    exact = SCHEMA._validate_rows(eager, range(len(eager)), "t", NOW_US)
+    assert fast.table.num_rows == exact.table.num_rows == 20
+    fast_text, exact_text = fast.table["metadata"].to_pylist(), exact.table["metadata"].to_pylist()
+    # the same text (it could differ only in the order of keys listed differently by other rows)
+    assert fast_text == exact_text
+    assert [json.loads(t) if t else t for t in fast_text] == [json.loads(t) if t else t for t in exact_text]
+
+
+@pytest.mark.parametrize("meta", ['{"a":NaN}', '{"a":Infinity}', '{"a":-Infinity}'])
+def test_arrow_path_rejects_what_orjson_rejects(meta: str) -> None:
+    from loglens.ingest.decode import decode_ndjson
+
+    batch = SCHEMA.validate(decode_ndjson(_metadata_body(meta, '{"q":1}')), "t", NOW_US)
+    assert [r.index for r in batch.rejections] == [0, 1, 2]
+    assert all(r.reason.startswith("malformed JSON") for r in batch.rejections)
+    rt = _metadata_body("null", "null").replace(b'"message":"m"', b'"message":"m","response_time_ms":NaN', 1)
+    batch = SCHEMA.validate(decode_ndjson(rt), "t", NOW_US)
+    assert [r.index for r in batch.rejections] == [0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(nd_records, min_size=8, max_size=20), st.randoms(use_true_random=False))
+def test_large_ndjson_batches_agree_with_exact_path(recs: list[Any], rnd: Any) -> None:
+    """Batches big enough for the per-distinct-value checks (levels, services) of the Arrow path."""
+    from loglens.ingest.decode import _decode_lines, decode_ndjson
+
+    many = [rnd.choice(recs) for _ in range(400)]
+    body = _ndjson(many)
+    fast = SCHEMA.validate(decode_ndjson(body), "t", NOW_US)
+    eager = _decode_lines(body)
+    exact = SCHEMA._validate_rows(eager, range(len(eager)), "t", NOW_US)
+    assert _normalised(fast) == _normalised(exact)
+    assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)

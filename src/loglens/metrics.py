@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -65,10 +66,97 @@ def quantile(buckets: Sequence[int], counts: Sequence[int], q: float) -> float |
     return bucket_value(int(b[min(idx, len(b) - 1)]))
 
 
+# Up to this many logs, one Python pass over the rows beats Acero, whose three group-bys cost
+# ~2 ms whatever the size (measured: 40 logs 2.1 ms columnar vs ~0.3 ms here). The live path
+# aggregates every group commit, mostly a handful of logs. Both paths give identical tables.
+SMALL_BATCH = 256
+_MINUTE_US = 60_000_000
+
+
 def aggregate(logs: pa.Table) -> Partials:
     """Aggregate a batch of validated logs (LOG_ARROW_SCHEMA) by service and event-time minute."""
     if logs.num_rows == 0:
         return Partials.empty()
+    if logs.num_rows <= SMALL_BATCH:
+        return _aggregate_rows(logs)
+    return _aggregate_columnar(logs)
+
+
+def _aggregate_rows(logs: pa.Table) -> Partials:
+    """`aggregate` by one pass over the rows: groups in order of first appearance, as Acero's.
+
+    Float sums add in row order from 0.0, as Acero's per-group sum does, so results are equal
+    to the last bit (tests/test_metrics.py compares both paths).
+    """
+    services = logs["service"].to_pylist()
+    ts = pc.cast(logs["ts"], pa.int64()).to_pylist()
+    levels = logs["level"].to_pylist()
+    late = logs["late"].to_pylist()
+    rts = logs["response_time_ms"].to_pylist()
+    users = logs["user_id"].to_pylist()
+    buckets = sketch_buckets(logs["response_time_ms"]).to_pylist()
+    level_slot = {name.upper(): 1 + i for i, name in enumerate(LEVEL_COLUMNS)}
+    late_slot = 1 + len(LEVEL_COLUMNS)
+    # per (service, minute): [count, *levels, late, rt_count, rt_sum, rt_min, rt_max]
+    minutes: dict[tuple[str, int], list[Any]] = {}
+    sketch: dict[tuple[str, int, int], int] = {}
+    per_user: dict[tuple[str, int, str], int] = {}
+    for service, t, level, is_late, rt, user, bucket in zip(
+        services, ts, levels, late, rts, users, buckets, strict=True
+    ):
+        minute = t - t % _MINUTE_US  # floor, as floor_temporal (Python's % floors negatives too)
+        key = (service, minute)
+        row = minutes.get(key)
+        if row is None:
+            row = minutes[key] = [0] * (late_slot + 2) + [0.0, None, None]
+        row[0] += 1
+        slot = level_slot.get(level)
+        if slot is not None:
+            row[slot] += 1
+        if is_late:
+            row[late_slot] += 1
+        if rt is not None:
+            row[late_slot + 1] += 1
+            row[late_slot + 2] += rt
+            row[late_slot + 3] = rt if row[late_slot + 3] is None else min(row[late_slot + 3], rt)
+            row[late_slot + 4] = rt if row[late_slot + 4] is None else max(row[late_slot + 4], rt)
+            skey = (service, minute, bucket)
+            sketch[skey] = sketch.get(skey, 0) + 1
+        if user is not None:
+            ukey = (service, minute, user)
+            per_user[ukey] = per_user.get(ukey, 0) + 1
+    columns = list(zip(*minutes.values(), strict=True))
+    minute_table = pa.Table.from_arrays(
+        [
+            pa.array([k[0] for k in minutes], pa.string()),
+            pa.array([k[1] for k in minutes], pa.timestamp("us")),
+            *(pa.array(c, f.type) for c, f in zip(columns, list(MINUTE_SCHEMA)[2:], strict=True)),
+        ],
+        schema=MINUTE_SCHEMA,
+    )
+    sketch_table = pa.Table.from_arrays(
+        [
+            pa.array([k[0] for k in sketch], pa.string()),
+            pa.array([k[1] for k in sketch], pa.timestamp("us")),
+            pa.array([k[2] for k in sketch], pa.int32()),
+            pa.array(list(sketch.values()), pa.int64()),
+        ],
+        schema=SKETCH_SCHEMA,
+    )
+    users_table = pa.Table.from_arrays(
+        [
+            pa.array([k[0] for k in per_user], pa.string()),
+            pa.array([k[1] for k in per_user], pa.timestamp("us")),
+            pa.array([k[2] for k in per_user], pa.string()),
+            pa.array(list(per_user.values()), pa.int64()),
+        ],
+        schema=USERS_SCHEMA,
+    )
+    return Partials(minute_table, sketch_table, users_table)
+
+
+def _aggregate_columnar(logs: pa.Table) -> Partials:
+    """`aggregate` with Acero group-bys: a fixed cost of ~2 ms, then fast per row."""
     minute = pc.floor_temporal(logs["ts"], unit="minute")
     level = logs["level"]
     rt = logs["response_time_ms"]

@@ -118,6 +118,12 @@ def test_dead_letters_and_partials_are_loaded_and_compacted(tmp_path: Path) -> N
         for i in range(3):
             store.submit(_table(4, f"p{i}", ts=minute), [Rejection(0, "bad", "{}", "test")], now_us()).result()
             assert store.sync(30)
+            # a load stores the logs only: the views aggregate that tail on read ...
+            assert store.query("SELECT count, error, rt_count FROM metrics_minute") == [
+                (4 * (i + 1), i + 1, 4 * (i + 1))
+            ]
+            assert store.query("SELECT total, errors FROM services") == [(4 * (i + 1), i + 1)]
+            assert store.compact(0) == 0  # ... until it is folded into the partials (nothing to merge before 0)
         parts = store.query("SELECT count(*) FROM metrics_minute_part")[0][0]
         assert parts == 3
         assert store.query("SELECT count, error, rt_count FROM metrics_minute") == [(12, 3, 12)]
@@ -210,3 +216,30 @@ def test_services_silent_longer_than_the_retention_leave_registry_and_table(tmp_
         # a name that comes back is simply new again
         store.submit(_table(1, "back", service="one-off"), [], now_us()).result()
         assert {s.service for s in store.services()} == {"one-off", "steady"}
+
+
+def test_compaction_merges_the_hour_just_closed_then_sweeps_older_hours(tmp_path: Path) -> None:
+    now = time.time()
+    recent, old = (now // 60 - 30) * 60 + 5, (now // 60 - 180) * 60 + 5  # 30 minutes and 3 hours ago
+    with Store(tmp_path / "s.duckdb") as store:
+        for i in range(2):  # two loads, each folded: two partial rows per minute
+            store.submit(_table(3, f"r{i}", ts=recent), [], now_us()).result()
+            store.submit(_table(3, f"o{i}", ts=old), [], now_us()).result()
+            assert store.sync(30)
+            store.compact(0)
+
+        def parts(minute_s: float) -> int:
+            return int(
+                store.query(
+                    "SELECT count(*) FROM metrics_minute_part WHERE minute = make_timestamp(?)",
+                    [int(minute_s // 60 * 60 * 1_000_000)],
+                )[0][0]
+            )
+
+        assert (parts(recent), parts(old)) == (2, 2)
+        store._compact_step(now)  # the last hour at once ...
+        assert (parts(recent), parts(old)) == (1, 2)
+        for _ in range(3):  # ... older hours one per step
+            store._compact_step(now)
+        assert (parts(recent), parts(old)) == (1, 1)
+        assert store.query("SELECT sum(count) FROM metrics_minute")[0][0] == 12

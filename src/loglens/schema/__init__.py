@@ -30,6 +30,7 @@ from loglens.models import LOG_ARROW_SCHEMA, SCHEMA_FIELDS, LogRows, Rejection, 
 from loglens.models import Parsed as Parsed  # re-exported: the type lives in models (crosses stages)
 from loglens.models import malformed_json as malformed_json  # re-exported for the decoders
 from loglens.schema.fast import FastPlan
+from loglens.schema.json_text import NdjsonLines
 
 _CORE_FIELDS = (*SCHEMA_FIELDS, "metadata")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -136,6 +137,7 @@ class LogSchema:
         self.skew_us = int(max_future_skew_s * 1_000_000)
         self.raw_limit = raw_limit
         self._plan = FastPlan.from_schema(document)
+        self._arrow_schema = self._plan.arrow_schema() if self._plan is not None else None
 
     @property
     def has_fast_path(self) -> bool:
@@ -200,19 +202,20 @@ class LogSchema:
         body needs the Python path (a line pyarrow can't type, extra fields, odd metadata)."""
         assert self._plan is not None
         try:
-            body.decode("utf-8")  # pyarrow does not reject invalid UTF-8 inside strings; orjson does
+            if not body.isascii():  # pyarrow does not reject invalid UTF-8 inside strings; orjson does
+                body.decode("utf-8")
             table = pa_json.read_json(
                 io.BytesIO(body),
                 read_options=pa_json.ReadOptions(use_threads=False, block_size=len(body) + 1),
                 parse_options=pa_json.ParseOptions(
-                    explicit_schema=self._plan.arrow_schema(), unexpected_field_behavior="infer"
+                    explicit_schema=self._arrow_schema, unexpected_field_behavior="infer"
                 ),
             )
         except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeDecodeError):
             return None
         if table.num_rows != len(parsed):
             return None
-        result = self._plan.run_arrow(table, now_us, self.skew_us, self.lateness_us)
+        result = self._plan.run_arrow(table, now_us, self.skew_us, self.lateness_us, NdjsonLines(body))
         if result is None:
             return None
         return self._combine(parsed, *result, source, now_us)
@@ -222,15 +225,19 @@ class LogSchema:
     ) -> ValidatedBatch:
         """Rows the fast path accepted, plus the exact path's verdict on the others."""
         n = len(ok)
-        mask = pa.array(ok)
         k = int(ok.sum())
+        mask = None if k == n else pa.array(ok)
+
+        def accepted(col: pa.Array) -> pa.Array:
+            return col if mask is None else col.filter(mask)
+
         fast = pa.Table.from_arrays(
             [
-                cols["timestamp"].filter(mask),
+                accepted(cols["timestamp"]),
                 pa.array(np.full(k, now_us, dtype=np.int64)).cast(pa.timestamp("us")),
-                *(cols[c].filter(mask) for c in _FAST_COLUMNS),
-                cols["late"].filter(mask),
-                pa.array([source] * k, pa.string()) if k else pa.array([], pa.string()),
+                *(accepted(cols[c]) for c in _FAST_COLUMNS),
+                accepted(cols["late"]),
+                _repeated(source, k),
             ],
             schema=LOG_ARROW_SCHEMA,
         )
@@ -316,6 +323,13 @@ class LogSchema:
             )
         )
         return ValidatedBatch(rows, rejections)
+
+
+def _repeated(text: str, n: int) -> pa.Array:
+    """A string column holding `text` n times, built from two buffers (no Python list of n)."""
+    data = text.encode()
+    offsets = np.arange(n + 1, dtype=np.int32) * len(data)
+    return pa.Array.from_buffers(pa.string(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data * n)])
 
 
 def now_us() -> int:

@@ -11,7 +11,6 @@ paths in agreement.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loglens import timeparse
+from loglens.schema.json_text import NdjsonLines, object_json, true_mask
 
 # Keywords a property may use for the fast path to stay exact; anything else disables it.
 _PROP_KEYWORDS = {
@@ -58,7 +58,7 @@ _FAST_FORMATS = {
     "ipv4": r"^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$",
 }
 _MS_THRESHOLD = 1e11
-_local = threading.local()
+_DISTINCT_SAMPLE = 256  # rows sampled to tell a low-cardinality column
 _MAX_EPOCH_S = 253402300799
 
 
@@ -96,6 +96,18 @@ class _Prop:
     @property
     def nullable(self) -> bool:
         return any("null" in a.types for a in self.alts)
+
+    @property
+    def canonical(self) -> pa.Array:
+        """The values aliases map to (every alias of one of them maps it to itself)."""
+        return pa.array(sorted(set(self.aliases.values())), pa.string())
+
+    @property
+    def costly(self) -> bool:
+        """Whether checking a value costs more than hashing it (regex, enum, aliases)."""
+        return bool(self.aliases) or any(
+            a.pattern is not None or a.enum is not None or a.format is not None for a in self.alts
+        )
 
 
 def _alt_from(spec: dict[str, Any]) -> _Alt | None:
@@ -204,9 +216,22 @@ class FastPlan:
 
     def _check_column(self, arr: pa.Array, prop: _Prop) -> tuple[pa.Array, np.ndarray]:
         """Normalise (aliases) and check one typed column against the property's alternatives."""
+        if len(arr) >= _DISTINCT_SAMPLE and _few_distinct(arr, prop):
+            # Levels, service names: check each distinct value once (regexes cost ~100 ns a row)
+            coded = pc.dictionary_encode(arr)
+            values, valid_values = self._check_values(coded.dictionary, prop)
+            codes = coded.indices
+            null_code = len(valid_values)  # a missing value: valid when the property is nullable
+            valid = np.append(valid_values, prop.nullable)[
+                pc.fill_null(codes, null_code).to_numpy(zero_copy_only=False)
+            ]
+            return (arr if values is coded.dictionary else pc.take(values, codes)), valid
+        return self._check_values(arr, prop)
+
+    def _check_values(self, arr: pa.Array, prop: _Prop) -> tuple[pa.Array, np.ndarray]:
         kind = next(iter(prop.kinds))
         n = len(arr)
-        if kind != "number" and prop.aliases:
+        if kind != "number" and prop.aliases and not pc.all(pc.is_in(arr, value_set=prop.canonical)).as_py():
             keys = pa.array(list(prop.aliases.keys()))
             canon = pa.array(list(prop.aliases.values()))
             idx = pc.index_in(pc.utf8_lower(arr), value_set=keys)
@@ -239,10 +264,11 @@ class FastPlan:
         return pa.schema(fields)
 
     def run_arrow(
-        self, table: pa.Table, now_us: int, skew_us: int, late_us: int
+        self, table: pa.Table, now_us: int, skew_us: int, late_us: int, lines: NdjsonLines
     ) -> tuple[dict[str, pa.Array], np.ndarray] | None:
-        """Like `run`, on a table parsed by pyarrow.json; None when the table can't be used as is
-        (unknown top-level fields, objects whose keys differ between rows, nested lists)."""
+        """Like `run`, on a table parsed by pyarrow.json (`lines` holds the row's text); None
+        when the table can't be used as is (unknown top-level fields, a column of objects
+        holding something else)."""
         n = table.num_rows
         if not set(table.column_names) <= self.props.keys():
             return None  # extra top-level fields are merged into metadata by the exact path
@@ -250,20 +276,23 @@ class FastPlan:
         cols: dict[str, pa.Array] = {}
         for name, prop in self.props.items():
             if name in table.column_names:
-                arr = table[name].combine_chunks()
+                column = table[name]
+                arr = column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
             else:
                 arr = pa.nulls(n, pa.string() if "object" in prop.kinds else self.arrow_schema().field(name).type)
             if name == "timestamp":
                 col, valid = self._timestamp_strings(arr, prop, now_us, skew_us)
             elif "object" in prop.kinds:
-                res = _struct_to_json(arr)
+                res = object_json(arr, name, lines)
                 if res is None:
                     return None
-                col, valid = res, np.ones(n, dtype=bool)
+                col, valid = res
                 if not prop.nullable:
-                    valid &= np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+                    valid &= true_mask(pc.is_valid(arr))
             else:
                 col, valid = self._check_column(arr, prop)
+                if pa.types.is_floating(arr.type):  # pyarrow reads NaN and Infinity; JSON has neither
+                    valid &= true_mask(pc.is_finite(arr)) | ~true_mask(pc.is_valid(arr))
             ok &= valid
             cols[name] = col
         cols["late"] = pc.less(cols["timestamp"].cast(pa.int64()), pa.scalar(now_us - late_us, pa.int64()))
@@ -339,6 +368,14 @@ class FastPlan:
         return pa.array(out, pa.int64()).cast(pa.timestamp("us")), valid
 
 
+def _few_distinct(arr: pa.Array, prop: _Prop) -> bool:
+    """Whether a string column with costly checks likely holds few distinct values (sampled)."""
+    if not pa.types.is_string(arr.type) or not prop.costly:
+        return False
+    distinct: int = pc.count_distinct(arr.slice(0, _DISTINCT_SAMPLE)).as_py()
+    return distinct * 4 <= _DISTINCT_SAMPLE
+
+
 def _date_time_alt(prop: _Prop) -> bool:
     """Whether the property accepts strings of format date-time."""
     return any("string" in a.types and a.format == "date-time" for a in prop.alts)
@@ -358,42 +395,15 @@ def _parse_rfc3339(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
         pc.fill_null(pc.match_substring_regex(arr, _FAST_FORMATS["date-time"]), False).to_numpy(zero_copy_only=False),
         bool,
     )
-    if match.any():
+    every = bool(match.all())
+    if every or match.any():
         try:
-            parsed = pc.cast(arr.filter(pa.array(match)), pa.timestamp("us", "UTC")).cast(pa.int64())
+            parsed = pc.cast(arr if every else arr.filter(pa.array(match)), pa.timestamp("us", "UTC"))
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             return out, valid
-        out[match] = parsed.to_numpy(zero_copy_only=False)
+        epoch_us = parsed.cast(pa.int64()).to_numpy(zero_copy_only=False)
+        if every:
+            return np.asarray(epoch_us, dtype=np.int64), match
+        out[match] = epoch_us
         valid[match] = True
     return out, valid
-
-
-def _exact_struct(arr: pa.Array) -> bool:
-    """True when every present object has every key (so JSON text can be rebuilt exactly)."""
-    if pa.types.is_struct(arr.type):
-        parent_nulls = arr.null_count
-        return all(child.null_count == parent_nulls and _exact_struct(child) for child in arr.flatten())
-    return not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_map(arr.type))
-
-
-def _struct_to_json(arr: pa.Array) -> pa.Array | None:
-    """JSON text of each object in a pyarrow.json struct column (DuckDB's to_json, in C++)."""
-    if pa.types.is_null(arr.type) or arr.null_count == len(arr):
-        return pa.nulls(len(arr), pa.string())
-    if not pa.types.is_struct(arr.type) or not _exact_struct(arr):
-        return None
-    if arr.type.num_fields == 0:  # `{}` is stored as no metadata, as on the exact path
-        return pa.nulls(len(arr), pa.string())
-    import duckdb
-
-    con = getattr(_local, "duckdb", None)
-    if con is None:  # one in-memory DuckDB per thread: connecting costs ~15 ms
-        con = _local.duckdb = duckdb.connect()
-    try:
-        con.register("_meta", pa.table({"m": arr}))
-        out = con.sql("SELECT CASE WHEN m IS NULL THEN NULL ELSE to_json(m)::VARCHAR END FROM _meta").to_arrow_table()
-    except duckdb.Error:
-        return None
-    finally:
-        con.unregister("_meta")
-    return out.column(0).combine_chunks().cast(pa.string())
