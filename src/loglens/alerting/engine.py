@@ -243,6 +243,21 @@ class AlertEngine:
         frozen = {rule: frozenset(services) for rule, services in by_rule.items()}
         self._snapshot = _Snapshot(active, tuple(self._silences.values()), absent, frozen)
 
+    def steady_keys(self) -> frozenset[tuple[str, str]] | None:
+        """The (rule, service) keys of firing alerts when nothing in the engine is waiting on time
+        (no pending alert, no damped resolve, no held notification, no silence); else None.
+
+        In that state a tick changes nothing, a breaching candidate of a firing key only refreshes
+        its value and summary, and a quiet candidate of any other key is ignored: what a replay
+        needs to skip seconds where no rule changes its mind (`alerting/quiet.py`).
+        """
+        with self._lock:
+            if self._clearing or self._held_keys or self._silences:
+                return None
+            if any(e.alert.state != "firing" for e in self._active.values()):
+                return None
+            return frozenset(self._active)
+
     def open_services(self, rule: str) -> frozenset[str]:
         """Services with a pending or firing alert of `rule` (from the snapshot)."""
         return self._snapshot.by_rule.get(rule, frozenset())

@@ -350,6 +350,21 @@ class Evaluator:
             self.expire(now)
         self.engine.tick()
 
+    def at_rest(self) -> frozenset[tuple[str, str]] | None:
+        """The firing (rule, service) keys when a replay may skip quiet seconds: the engine waits on
+        no timer, no anomaly episode is under way and no pattern alert is clearing; else None."""
+        if self.detector.active or self._pattern_last or self.patterns is not None or self._limit_raised:
+            return None
+        return self.engine.steady_keys()
+
+    def expiry_due(self, now: float) -> bool:
+        """Whether the tick at `now` checks for idle services (every EXPIRY_CHECK_SECONDS)."""
+        return now >= self._next_expiry
+
+    def skip_expiry(self, now: float) -> None:
+        """Move the idle check on as the tick at `now` would, when the caller knows it finds no idle service."""
+        self._next_expiry = now + EXPIRY_CHECK_SECONDS
+
     def expire(self, now: float) -> list[str]:
         """Forget services idle longer than `alerts.series_idle_seconds`; their alerts resolve."""
         idle_s = self.alerts.series_idle_seconds

@@ -6,6 +6,11 @@ the candidate builders, the alert lifecycle (for_seconds, flap damping, inhibiti
 timing: each second `s` of the data is folded in, then the clock stands at the end of that
 second (`s + 1 - 1 µs`) and the 1-s timer runs. Arrival time is event time; ids are derived
 from (rule, service, start), so every run and every engine gives byte-identical reports.
+
+Seconds where no rule can change its mind are skipped (`alerting/quiet.py`: a conservative,
+vectorised mask over the per-second counts), so the cost follows what happens in the data, not
+its length; the results are those of ticking every second (tests/test_replay_quiet.py). A
+replay with an `on_second` hook (the backtest's latency and pattern feed) ticks every second.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import pyarrow.compute as pc
 from loglens import metrics
 from loglens.alerting.engine import AlertEngine, Transition
 from loglens.alerting.evaluator import Evaluator
+from loglens.alerting.quiet import QuietSeconds
 from loglens.config import Settings
 from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
@@ -112,6 +118,56 @@ def per_second(logs: pa.Table) -> pa.Table:
     )
 
 
+class _Feed:
+    """Hands per-second counts to the windows up to a second, lazily: seconds skipped as quiet are
+    added only when a tick needs them, and only those the windows' horizon still holds."""
+
+    def __init__(
+        self,
+        ev: Evaluator,
+        clock: ReplayClock,
+        services: list[str],
+        secs: np.ndarray,
+        counts: np.ndarray,
+        errors: np.ndarray,
+        bounds: np.ndarray,
+        start: int,
+    ) -> None:
+        self.ev, self.clock = ev, clock
+        self.services, self.secs, self.counts, self.errors = services, secs, counts, errors
+        self.bounds, self.start = bounds, start
+        self.row = 0  # rows before this one are in the windows
+
+    def through(self, second: int) -> None:
+        """Add every row up to and including `second` (as if each had been added at its own second)."""
+        end = int(self.bounds[second - self.start + 1])
+        if end <= self.row:
+            return
+        # rows at or below the horizon's floor would be pruned by this second's tick: their
+        # services were seen, nothing more
+        floor = int(np.searchsorted(self.secs, second - self.ev.windows.horizon_s, side="right"))
+        windows = self.ev.windows
+        if floor > self.row:
+            last: dict[str, int] = {}
+            for j in range(self.row, min(floor, end)):
+                last[self.services[j]] = j
+            for svc, j in last.items():
+                windows.touch(svc, int(self.secs[j]) + 1 - _EPS)
+            self.row = min(floor, end)
+        for j in range(self.row, end):
+            s = int(self.secs[j])
+            windows.add_counts(self.services[j], s, int(self.counts[j]), int(self.errors[j]), s + 1 - _EPS)
+        self.row = end
+
+    def refresh(self, second: int) -> None:
+        """The effect of a quiet tick at `second`: the threshold rules judged as the tick judges them,
+        so firing alerts carry that second's values. Nothing else of a quiet tick leaves a trace."""
+        self.through(second)
+        self.clock.t = second + 1 - _EPS
+        self.ev.windows.prune(self.clock.t)
+        self.ev.evaluate(None, anomalies=False)
+
+
 def replay(
     settings: Settings,
     seconds: pa.Table,
@@ -150,15 +206,30 @@ def replay(
     )
     ev.detector.add_partials(partials)
     bounds = np.searchsorted(secs, np.arange(start, end + 2), side="left")
+    feed = _Feed(ev, clock, services, secs, counts, errors, bounds, start)
+    # Quiet seconds (`alerting/quiet.py`) are skipped when nothing else (a backtest's latency and
+    # patterns) hooks into each second; the results are those of ticking every second.
+    quiet = None
+    if on_second is None and QuietSeconds.fits(len(set(services)), end - start + 1):
+        quiet = QuietSeconds(ev, start, end, services, secs, counts, errors)
     # the replay stops with the data: alerts still firing then are reported as such (running the
     # timer on would only page for the data's end, which is not an outage)
-    for i, sec in enumerate(range(start, end + 1)):
+    sec = start
+    while sec <= end:
+        firing = ev.at_rest() if quiet is not None else None
+        if quiet is not None and firing is not None:
+            acting = quiet.first_acting(sec, firing)
+            if acting > sec:
+                # as the last skipped second would have: firing alerts carry its values
+                feed.refresh(acting - 1)
+                sec = acting
+                continue
+        feed.through(sec)
         clock.t = sec + 1 - _EPS  # the end of this second
-        for j in range(int(bounds[i]), int(bounds[i + 1])):
-            ev.windows.add_counts(services[j], sec, int(counts[j]), int(errors[j]), clock.t)
         if on_second is not None:
             on_second(ev, sec)
         ev.tick()  # evaluates every rule that can change at the end of each second
+        sec += 1
     result.transitions = [t for t in engine.history if t.kind in ("firing", "resolved")]
     result.anomalies = list(collect.anomalies.values())
     return result

@@ -148,6 +148,10 @@ def run_analysis(settings: Settings, options: AnalyzeOptions, engine: Engine | N
         if own_engine:
             eng.__exit__(None, None, None)
         stages["engine_stop_s"] = time.perf_counter() - mark
+    # inside the partitions (summed over workers, so on a cluster more than the wall time)
+    for r in results:
+        for step, seconds in r.steps.items():
+            stages[f"worker_{step}_s"] = stages.get(f"worker_{step}_s", 0.0) + seconds
     mark = time.perf_counter()
     analysis = merge_results(results, options.sample_limit)
     for store_file in sorted({p.path for p in partitions if p.kind == "store"}):

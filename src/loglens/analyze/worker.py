@@ -18,7 +18,8 @@ import re
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,18 @@ class PartitionResult:
     partials: metrics.Partials = field(default_factory=metrics.Partials.empty)
     seconds: pa.Table = field(default_factory=SECONDS_SCHEMA.empty_table)
     elapsed_s: float = 0.0
+    # seconds per step, summed over the partition's chunks: read, split, check, exact, aggregate
+    steps: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def _step(result: PartitionResult, name: str) -> Iterator[None]:
+    """Add the time spent inside to `result.steps[name]` (where a partition's seconds go)."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        result.steps[name] = result.steps.get(name, 0.0) + time.perf_counter() - started
 
 
 def worker_id() -> str:
@@ -137,12 +150,12 @@ def run_partition(task: PartitionTask) -> PartitionResult:
     window = Window(task.filters.since_us, task.filters.until_us, task.filters.service)
     aggs: list[Aggregates] = []
     if part.kind == "store":  # validated when it was ingested
-        with duckdb.connect(part.path, read_only=True) as con:
+        with duckdb.connect(part.path, read_only=True) as con, _step(result, "aggregate"):
             agg = aggregate(con, *store_source(part), window)
         result.records += agg.kept + agg.filtered_out
         aggs.append(agg)
     elif part.kind == "archive":  # validated Parquet (loglens export): straight to aggregation
-        with _connect() as con:
+        with _connect() as con, _step(result, "aggregate"):
             agg = aggregate(con, *archive_source(part), window)
         result.records += agg.kept + agg.filtered_out
         aggs.append(agg)
@@ -156,14 +169,21 @@ def run_partition(task: PartitionTask) -> PartitionResult:
                 and part.kind in ("ndjson", "gzip")
                 and not (part.kind == "gzip" and is_json_array_gzip(part))
             ):
-                for chunk in read_text(part):
+                chunks = read_text(part)
+                while True:
+                    with _step(result, "read"):
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        break
                     aggs.append(_check_chunk(con, checks, schema, task, chunk, window, result, rejected))
             else:
                 for block in read_blocks(part):
-                    batch = schema.validate(block.parsed, "analyze", task.now_us)
-                    result.records += len(block.parsed)
-                    _count_rejections(batch.rejections, block.location, task, result, rejected)
-                    aggs.append(_aggregate_table(con, batch.table, window))
+                    with _step(result, "exact"):
+                        batch = schema.validate(block.parsed, "analyze", task.now_us)
+                        result.records += len(block.parsed)
+                        _count_rejections(batch.rejections, block.location, task, result, rejected)
+                    with _step(result, "aggregate"):
+                        aggs.append(_aggregate_table(con, batch.table, window))
         result.rejected = dict(rejected)
     result.accepted = sum(a.kept for a in aggs)
     result.filtered_out = sum(a.filtered_out for a in aggs)
@@ -257,32 +277,36 @@ def _check_chunk(
             result.records += len(block.parsed)
             _count_rejections(batch.rejections, block.location, task, result, rejected)
             return _aggregate_table(con, batch.table, window)
-    lines, starts = split_lines(body)
+    with _step(result, "split"):
+        lines, starts = split_lines(body)
     result.records += len(starts)
     con.register("lines", pa.table({"i": pa.array(np.arange(len(starts), dtype=np.int64)), "line": lines}))
     params = {"now_us": task.now_us, "skew_us": schema.skew_us, "late_us": schema.lateness_us}
-    try:
+    with _step(result, "check"):
         try:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.sql}", params).fetchall()
-        except duckdb.Error:  # a malformed line: check again, telling JSON from not-JSON per line
-            con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.guarded_sql}", params).fetchall()
-    finally:
-        con.unregister("lines")
-    bad = con.sql("SELECT i FROM checked WHERE NOT ok ORDER BY i").fetchnumpy()["i"]
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.sql}", params).fetchall()
+            except duckdb.Error:  # a malformed line: check again, telling JSON from not-JSON per line
+                con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.guarded_sql}", params).fetchall()
+        finally:
+            con.unregister("lines")
+        bad = con.sql("SELECT i FROM checked WHERE NOT ok ORDER BY i").fetchnumpy()["i"]
     exact_table = None
     if len(bad):
-        raws = [body[starts[k] : (starts[k + 1] if k + 1 < len(starts) else len(body))] for k in bad.tolist()]
-        batch = schema.validate(_parsed(raws), "analyze", task.now_us)
-        _count_rejections(
-            batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
-        )
-        exact_table = batch.table
+        with _step(result, "exact"):
+            raws = [body[starts[k] : (starts[k + 1] if k + 1 < len(starts) else len(body))] for k in bad.tolist()]
+            batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+            _count_rejections(
+                batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
+            )
+            exact_table = batch.table
     source = f"SELECT {', '.join(AGG_COLUMNS)} FROM checked WHERE ok"
     if exact_table is not None and exact_table.num_rows:
         con.register("exact", exact_table)
         source += f" UNION ALL SELECT {', '.join(AGG_COLUMNS)} FROM exact"
     try:
-        return aggregate(con, source, [], window)
+        with _step(result, "aggregate"):
+            return aggregate(con, source, [], window)
     finally:
         if exact_table is not None and exact_table.num_rows:
             con.unregister("exact")
