@@ -87,7 +87,15 @@ def test_bad_address_is_one_line_naming_it_and_exit_2(
 
 def start_and_wait_running(args: list[str]) -> tuple[subprocess.Popen[bytes], list[bytes]]:
     """Start the CLI and return once its progress bar shows partitions running."""
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # As a terminal starts it: with SIGINT at its default. A runner started in the background by a
+    # non-interactive shell (`make test &`, `nohup ... &`) ignores SIGINT, children inherit that,
+    # and Python then installs no KeyboardInterrupt handler at all (Ctrl-C could not reach them).
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen: list[bytes] = []
     running = threading.Event()
 
