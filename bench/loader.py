@@ -35,21 +35,11 @@ sys.path.insert(0, str(REPO / "src"))
 
 from loglens.demo import generate_logs  # noqa: E402
 from loglens.schema import LogSchema, now_us, parse_values  # noqa: E402
-from loglens.store import Store  # noqa: E402
+from loglens.store import DEAD_ARROW_SCHEMA, Store  # noqa: E402
 from loglens.store.loader import Loader  # noqa: E402
 from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode  # noqa: E402
 
 SCHEMA = LogSchema.from_file(REPO / "schemas" / "log_schema.yaml")
-_DEAD_SCHEMA = pa.schema(
-    [
-        ("id", pa.int64()),
-        ("received_at", pa.timestamp("us")),
-        ("source", pa.string()),
-        ("reason", pa.string()),
-        ("raw", pa.string()),
-        ("replayed_at", pa.timestamp("us")),
-    ]
-)
 
 
 def make_logs(n: int, seed: int) -> pa.Table:
@@ -95,7 +85,7 @@ class Bench:
                     pa.array(['{"level":"INFO"}'] * dead),
                     pa.nulls(dead, pa.timestamp("us")),
                 ],
-                schema=_DEAD_SCHEMA,
+                schema=DEAD_ARROW_SCHEMA,
             )
         keys = [KeyRecord(key, n, dead, now_us())] if key else []
         frame = Frame(with_ids, dead_table, keys=keys, first_log_id=self.next_log, first_dead_id=self.next_dead)

@@ -49,7 +49,8 @@ log = logging.getLogger("loglens.store")
 
 __all__ = ["CommitEvent", "CommitReceipt", "Store", "WalStatus", "wal_dir_for"]
 
-_DEAD_SCHEMA = pa.schema(
+# Dead letters as the WAL carries them (the dead_letter table's columns).
+DEAD_ARROW_SCHEMA = pa.schema(
     [
         ("id", pa.int64()),
         ("received_at", pa.timestamp("us")),
@@ -582,7 +583,7 @@ class Store:
                 pa.array([d[1].raw for d in dead], pa.string()),
                 pa.nulls(n, pa.timestamp("us")),
             ],
-            schema=_DEAD_SCHEMA,
+            schema=DEAD_ARROW_SCHEMA,
         )
 
     def _finish(self, items: list[_Item], action: Callable[[_Item], None]) -> None:
