@@ -134,25 +134,19 @@ def _aggregate_rows(logs: pa.Table) -> Partials:
         ],
         schema=MINUTE_SCHEMA,
     )
-    sketch_table = pa.Table.from_arrays(
+    return Partials(minute_table, _counts_table(sketch, SKETCH_SCHEMA), _counts_table(per_user, USERS_SCHEMA))
+
+
+def _counts_table(counts: dict[tuple[str, int, Any], int], schema: pa.Schema) -> pa.Table:
+    """(service, minute, key) → count as a table of `schema` (service, minute, key, count)."""
+    keys = list(counts)
+    return pa.Table.from_arrays(
         [
-            pa.array([k[0] for k in sketch], pa.string()),
-            pa.array([k[1] for k in sketch], pa.timestamp("us")),
-            pa.array([k[2] for k in sketch], pa.int32()),
-            pa.array(list(sketch.values()), pa.int64()),
+            *(pa.array([k[i] for k in keys], schema.field(i).type) for i in range(3)),
+            pa.array(list(counts.values()), pa.int64()),
         ],
-        schema=SKETCH_SCHEMA,
+        schema=schema,
     )
-    users_table = pa.Table.from_arrays(
-        [
-            pa.array([k[0] for k in per_user], pa.string()),
-            pa.array([k[1] for k in per_user], pa.timestamp("us")),
-            pa.array([k[2] for k in per_user], pa.string()),
-            pa.array(list(per_user.values()), pa.int64()),
-        ],
-        schema=USERS_SCHEMA,
-    )
-    return Partials(minute_table, sketch_table, users_table)
 
 
 def _aggregate_columnar(logs: pa.Table) -> Partials:
