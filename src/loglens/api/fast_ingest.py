@@ -21,9 +21,10 @@ from typing import Any
 import anyio.to_thread
 import orjson
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from loglens.api.body import read_body
 from loglens.api.errors import http_error
 from loglens.api.routes.ingest import INLINE_DECODE_BYTES, MAX_IDEMPOTENCY_KEY
 from loglens.errors import IngestError, LoglensError, PayloadTooLarge
@@ -52,13 +53,13 @@ class IngestFastPath:
         if runtime is None or headers is None:
             await self.app(scope, receive, send)  # not running yet, or a header FastAPI must judge
             return
-        content_type, content_encoding, key, declared = headers
+        content_type, content_encoding, key = headers
         pipeline = runtime.pipeline
         limit = runtime.settings.ingest.max_body_bytes
         body = b""
         try:
             try:
-                body = await _read_body(receive, declared, limit)
+                body = await read_body(Request(scope, receive), limit)
             except PayloadTooLarge as exc:
                 await pipeline.reject_whole(b"", str(exc), "http")
                 raise
@@ -94,44 +95,20 @@ def response_body(result: IngestResult) -> dict[str, Any]:
     }
 
 
-def _headers_of(scope: Scope) -> tuple[str | None, str | None, str | None, int | None] | None:
-    """(content type, content encoding, idempotency key, declared length); None when the request
-    has a header only the FastAPI route can answer properly (a malformed or repeated key)."""
+def _headers_of(scope: Scope) -> tuple[str | None, str | None, str | None] | None:
+    """(content type, content encoding, idempotency key); None when the request has a header
+    only the FastAPI route can answer properly (a malformed or repeated key)."""
     content_type = content_encoding = key = None
-    declared: int | None = None
     for name, value in scope["headers"]:
         if name == b"content-type":
             content_type = value.decode("latin-1")
         elif name == b"content-encoding":
             content_encoding = value.decode("latin-1")
-        elif name == b"content-length":
-            declared = int(value) if value.isdigit() else None
         elif name == b"idempotency-key":
             if key is not None or not _KEY_PATTERN.fullmatch(value):
                 return None
             key = value.decode("ascii")
-    return content_type, content_encoding, key, declared
-
-
-async def _read_body(receive: Receive, declared: int | None, limit: int) -> bytes:
-    """The request body, refusing (PayloadTooLarge) as soon as it exceeds `limit` bytes."""
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the {limit} byte limit")
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message: Message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnect()
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds the {limit} byte limit")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return content_type, content_encoding, key
 
 
 async def _answer(send: Send, status: int, payload: dict[str, Any], headers: Mapping[str, str] | None = None) -> None:
