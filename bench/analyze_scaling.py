@@ -75,9 +75,14 @@ def dask_runs(path: Path, tmp: Path) -> list[tuple[int, dict]]:
     ]
     out: list[tuple[int, dict]] = []
     try:
-        while not sched_file.exists():
+        # The file appears before its JSON is written: wait until it parses.
+        address = None
+        while address is None:
             time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
+            try:
+                address = json.loads(sched_file.read_text())["address"]
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                address = None
         from distributed import Client
 
         for n in (1, 2):

@@ -67,10 +67,12 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ]
     try:
         deadline = time.monotonic() + 120
-        while not sched_file.exists() and time.monotonic() < deadline:
+        address = scheduler_address(sched_file)
+        while address is None and time.monotonic() < deadline:
             assert procs[0].poll() is None, (tmp / "cluster.log").read_text()
             time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
+            address = scheduler_address(sched_file)
+        assert address is not None, (tmp / "cluster.log").read_text()
         for i in range(2):
             procs.append(
                 subprocess.Popen(
@@ -104,6 +106,19 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         stop(procs[1:])
         stop(procs[:1])
         log.close()
+
+
+def scheduler_address(sched_file: Path) -> str | None:
+    """The address in a Dask scheduler file, or None while it is missing or half written.
+
+    The scheduler creates the file before it writes the JSON, so existing is not enough: a
+    loaded machine can show the empty file between the two steps.
+    """
+    try:
+        address: str = json.loads(sched_file.read_text())["address"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+    return address
 
 
 def analyze_cli(tmp: Path, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
