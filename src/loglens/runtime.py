@@ -43,6 +43,7 @@ from loglens.ingest.syslog import SyslogServer
 from loglens.ingest.tail import Tailer, default_checkpoint_path, pipeline_sink
 from loglens.notify.service import NotificationService
 from loglens.ops.archiver import Archiver
+from loglens.ops.malloc import cap_malloc_arenas
 from loglens.ops.reload import ReloadHook, ReloadManager
 from loglens.ops.selfmetrics import SelfMetrics
 from loglens.ops.storewatch import StoreWatch
@@ -285,6 +286,8 @@ class Runtime:
     """Every part of one running server, built from `settings`; `start()`/`stop()` run them."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+        # before any of the server's threads exist: each would otherwise get its own arena
+        cap_malloc_arenas()
         self.settings = settings
         self.started_at = clock()
         self.schema = build_schema(settings)
