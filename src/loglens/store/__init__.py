@@ -262,7 +262,7 @@ class Store:
         """Open the database and the WAL, replay what DuckDB lacks, start writer, dispatcher, loader."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = duckdb.connect(str(self.path), config={"memory_limit": self.memory_limit})
+            self._db = duckdb.connect(str(self.path), config=self._duckdb_config())
         except duckdb.Error as exc:
             raise StorageError(f"cannot open store {self.path}: {exc}") from None
         self._migrate()
@@ -315,6 +315,17 @@ class Store:
         self._thread.start()
         return self
 
+    def _duckdb_config(self) -> dict[str, str | bool | int | float]:
+        """DuckDB's settings for this store's database."""
+        return {
+            "memory_limit": self.memory_limit,
+            # DuckDB's allocator (jemalloc) otherwise hands freed pages back to the OS only after a
+            # task whose peak passed `allocator_flush_threshold` (128 MB): below that a long-running
+            # server kept 40-80 MB of freed pages resident (measured in the soak, docs/benchmarks.md).
+            # A background thread purges them as they age.
+            "allocator_background_threads": True,
+        }
+
     def _one(self, sql: str) -> Any:
         assert self._db is not None
         row = self._db.execute(sql).fetchone()
@@ -342,7 +353,7 @@ class Store:
         with contextlib.suppress(duckdb.Error):
             self._db.close()
         try:
-            self._db = duckdb.connect(str(self.path), config={"memory_limit": self.memory_limit})
+            self._db = duckdb.connect(str(self.path), config=self._duckdb_config())
             lsn = int(self._one("SELECT loaded_lsn FROM wal_state WHERE id = 1"))
         except duckdb.Error as exc:
             log.error("store reopen failed", extra={"error": str(exc)})
