@@ -145,10 +145,11 @@ class StorageConfig(_Model):
     metrics_retention_days: float = Field(90, gt=0, description="Per-minute metrics kept this long.")
     retention_interval_seconds: float = Field(60, gt=0, description="How often retention runs.")
     memory_limit: str = Field(
-        "256MB",
+        "128MB",
         pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
         description="Cap on DuckDB's buffer memory (it caches up to 80 % of RAM by default); keeps the "
-        "server's memory bounded.",
+        "server's memory bounded. DuckDB keeps every block it writes cached until this cap, so the server's "
+        "memory rises with the database until it is reached; the OS page cache holds the file as well.",
     )
     wal_dir: Path | None = Field(
         None, description="Write-ahead log directory (default: next to the database, `<path>.wal.d`)."
