@@ -10,7 +10,9 @@ stopped cleanly; the store file is then opened directly: stored logs must equal 
 
 from __future__ import annotations
 
+import os
 import random
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -41,7 +43,8 @@ class SoakResult:
     rss_end_mb: float
     rss_max_mb: float
     alert_latency_s: list[float] = field(default_factory=list)
-    rss_trend_mb: list[float] = field(default_factory=list)  # RSS at 25/50/75/100 % of the run
+    rss_trend_mb: list[float] = field(default_factory=list)  # median RSS of each quarter of the run
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)  # the machine's 1/5/15-min load at the end
 
     def lines(self) -> list[str]:
         """Human-readable summary."""
@@ -51,8 +54,9 @@ class SoakResult:
             f"acknowledged {self.acked}, stored {self.stored}, lost {self.lost}, "
             f"non-2xx requests {self.rejected_requests}",
             f"RSS start {self.rss_start_mb:.1f} MB, end {self.rss_end_mb:.1f} MB, max {self.rss_max_mb:.1f} MB; "
-            "quartiles " + ", ".join(f"{x:.0f}" for x in self.rss_trend_mb),
+            "median by quarter " + ", ".join(f"{x:.0f}" for x in self.rss_trend_mb),
             "alert latency (s): " + ", ".join(f"{x:.3f}" for x in self.alert_latency_s),
+            "load average (1/5/15 min) at the end: " + ", ".join(f"{x:.2f}" for x in self.load_avg),
         ]
 
 
@@ -163,6 +167,7 @@ def run_soak(
             t.join(timeout=60)
         elapsed = time.monotonic() - t0
         rss_end = proc.memory_info().rss / 2**20
+        load_avg = os.getloadavg()
         latencies.append(_alert_latency(server.url, "canary-end"))
     finally:
         server.kill()
@@ -190,5 +195,15 @@ def run_soak(
         rss_end,
         max([*rss, rss_end]),
         latencies,
-        [rss[min(len(rss) - 1, len(rss) * q // 4)] for q in (1, 2, 3, 4)] if rss else [],
+        _quarter_medians(rss),
+        load_avg,
     )
+
+
+def _quarter_medians(samples: list[float]) -> list[float]:
+    """Median of each quarter of the samples: a level per quarter that one sample's spike (a
+    DuckDB checkpoint, a load transaction) does not move, unlike the single sample at 25/50/75/100 %."""
+    if len(samples) < 4:
+        return list(samples)
+    n = len(samples)
+    return [statistics.median(samples[n * q // 4 : n * (q + 1) // 4]) for q in range(4)]
