@@ -315,7 +315,7 @@ class Store:
         self._thread.start()
         return self
 
-    def _duckdb_config(self) -> dict[str, str | bool | int | float]:
+    def _duckdb_config(self) -> dict[str, str | bool | int | float | list[str]]:
         """DuckDB's settings for this store's database."""
         return {
             "memory_limit": self.memory_limit,
