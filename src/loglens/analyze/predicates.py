@@ -9,10 +9,11 @@ does not accept goes back to the exact validator, which gives the exact reason â
 "no" costs speed, never correctness. Where DuckDB's JSON reader is laxer than orjson (NaN,
 trailing commas, years 0000, 24:00) the line is not fast-accepted.
 
-Known gap: a schema field given twice in one line (`{"level": "INFO", ..., "level": "ERROR"}`)
-is read with its first value here and with its last by orjson (the server). A guard costs ~20 %
-of the check's CPU (one RE2 pass per line, measured), so it is not in; such lines are counted
-with their first value.
+A key given twice in one line (`{"level": "INFO", ..., "level": "ERROR"}`) is read with its
+first value by DuckDB and with its last by orjson (the server), so such a line is never
+fast-accepted: when the line's top-level keys (`json_keys`, unescaped as DuckDB and orjson
+compare them) are more than the schema fields found, they must all be distinct. The exact
+validator then reads the line as the server does (last value wins).
 """
 
 from __future__ import annotations
@@ -195,6 +196,10 @@ def compile_checks(document: dict[str, Any]) -> CompiledChecks | None:
         ]
     )
     checks = " AND ".join(_field_sql(n, plan.props[n]) for n in names)
+    # No key twice: as many keys as schema fields found proves it without building a set (the
+    # usual line); a line with other keys too needs them all distinct.
+    found = " + ".join(f"(x_{n} IS NOT NULL)::INTEGER" for n in names)
+    distinct = f"(len(keys) = {found} OR len(list_distinct(keys)) = len(keys))"
 
     def value(name: str, kind: str) -> str:
         if name not in plan.props:
@@ -208,9 +213,10 @@ def compile_checks(document: dict[str, Any]) -> CompiledChecks | None:
 WITH parsed AS (
   SELECT i, {good} AS good, line FROM lines
 ), extracted AS (
-  SELECT i, good, CASE WHEN good THEN json_extract(line, [{paths}])::VARCHAR[] END AS v FROM parsed
+  SELECT i, good, CASE WHEN good THEN json_extract(line, [{paths}])::VARCHAR[] END AS v,
+    CASE WHEN good THEN json_keys(line) END AS keys FROM parsed
 ), fields AS (
-  SELECT i, good,
+  SELECT i, good, keys,
     {extract}
   FROM extracted
 ), raws AS (
@@ -222,7 +228,7 @@ WITH parsed AS (
     {values}
   FROM raws
 ), checked AS (
-  SELECT i, coalesce(good AND {checks}, false) AS ok,
+  SELECT i, coalesce(good AND {checks} AND {distinct}, false) AS ok,
     {ts} AS ts_us,
     {value("level", "VARCHAR")} AS level,
     {value("service", "VARCHAR")} AS service,
