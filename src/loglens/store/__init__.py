@@ -124,6 +124,23 @@ class _Item:
 _STOP = object()
 
 
+def _take_waiting(
+    q: queue.SimpleQueue[Any], items: list[Any], size: int = 0, cap: float = math.inf
+) -> tuple[int, bool]:
+    """Move what is already queued into `items` while `size` (logs, for items that have one) is
+    under `cap`; returns the new size and whether the stop marker was met."""
+    while size < cap:
+        try:
+            nxt = q.get_nowait()
+        except queue.Empty:
+            break
+        if nxt is _STOP:
+            return size, True
+        items.append(nxt)
+        size += getattr(nxt, "size", 0)
+    return size, False
+
+
 def _settle(settled: list[tuple[asyncio.Future[CommitReceipt], CommitReceipt | BaseException]]) -> None:
     """Resolve the asyncio futures of one group commit (runs on their event loop)."""
     for future, outcome in settled:
@@ -535,16 +552,7 @@ class Store:
                 # woken by every put (a context switch and a GIL hand-over per request), while
                 # requests queued during a sleep cost their producers nothing.
                 time.sleep(min(self.commit_window_s, max(0.0002, self.last_commit_seconds)))
-            while size < self.max_batch_logs:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                items.append(nxt)
-                size += nxt.size
+            size, stop = _take_waiting(self._queue, items, size, self.max_batch_logs)
             self._last_group_items = len(items)
             self._wait_dispatch_room(size)
             self._commit_group(items)
@@ -677,15 +685,7 @@ class Store:
             remaining = last + _DISPATCH_WINDOW_S - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)  # batches arriving meanwhile queue up without waking this thread
-            while True:
-                try:
-                    nxt = self._dispatch.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is _STOP:
-                    stop = True
-                    break
-                items.append(nxt)
+            _, stop = _take_waiting(self._dispatch, items)
             last = time.monotonic()
             tables = [i[0] for i in items if i[0] is not None]
             n_logs = sum(t.num_rows for t in tables)
