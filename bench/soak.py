@@ -1,7 +1,8 @@
 """10-minute soak: 20k logs/s over 50 services against a real `loglens serve` process.
 
-Reports RSS at start/end (and max), alert latency (canary error burst → alert firing, at the
-start and the end) and lost logs (acknowledged − stored, read from the store file afterwards).
+Reports RSS at start/end, its max and the median of each quarter of the run, alert latency
+(canary error burst → alert firing, at the start and the end), lost logs (acknowledged − stored,
+read from the store file afterwards) and the machine's load average at the end.
 
     python bench/soak.py [--duration 600] [--rate 20000] [--services 50] [--senders 3]
 """
