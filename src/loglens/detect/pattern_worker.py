@@ -171,17 +171,34 @@ class PatternWorker:
 
         Every message is counted, but each distinct message of the batch is mined once (Drain
         maps equal input to the same cluster, and only its first occurrence can be new): the
-        per-row work is Arrow's dictionary encoding and numpy counting, not Python.
+        per-row work is Arrow's dictionary encoding and numpy counting, not Python. A batch in
+        which the message cache fills up goes row by row, so that the cache is cleared exactly
+        where it always was and the results do not depend on how the batch was cut.
         """
         started = time.perf_counter()
         now = self.clock()
         learning = now - self.born < self.rule.warmup_seconds
-        n = logs.num_rows
         coded = pc.dictionary_encode(logs["message"].combine_chunks())
+        if not logs.num_rows:
+            found = []
+        elif not coded.null_count and len(self._cache) + len(coded.dictionary) < _MINE_CACHE_ENTRIES:
+            found = self._process_distinct(logs, coded, now, learning)
+        else:
+            found = self._process_rows(logs, now, learning)
+        self.processed += logs.num_rows
+        self.busy_seconds += time.perf_counter() - started
+        for f in found:
+            self.on_finding(f)
+        return found
+
+    def _process_distinct(
+        self, logs: pa.Table, coded: pa.DictionaryArray, now: float, learning: bool
+    ) -> list[PatternFinding]:
+        n = logs.num_rows
         distinct: list[str] = coded.dictionary.to_pylist()
         rows_of = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        results = self._mine(distinct)
-        # first[j]: the row where distinct message j first occurs (the dictionary is in that order)
+        results = self._mine_distinct(distinct)
+        # the row where each distinct message first occurs (the dictionary is in that order)
         first_rows = pa.array(np.unique(rows_of, return_index=True)[1])
         services = logs["service"].take(first_rows).to_pylist()
         ids = logs["id"].take(first_rows).to_pylist() if "id" in logs.column_names else [None] * len(distinct)
@@ -199,21 +216,52 @@ class PatternWorker:
         # occurrences per (template, minute), in order of first appearance
         templates = list(template_code)
         row_template = np.array([template_code[r.template_id] for r in results], dtype=np.int64)[rows_of]
-        minutes = pc.divide(pc.cast(logs["ts"], pa.int64()), 60_000_000).combine_chunks()
-        minute = minutes.to_numpy(zero_copy_only=False).astype(np.int64)
-        lo = int(minute.min()) if n else 0
-        key = row_template * (int(minute.max()) - lo + 1 if n else 1) + (minute - lo)
+        minute = _minutes(logs).to_numpy(zero_copy_only=False).astype(np.int64)
+        lo = int(minute.min())
+        key = row_template * (int(minute.max()) - lo + 1) + (minute - lo)
         _, first_at, counts = np.unique(key, return_index=True, return_counts=True)
         for k in np.argsort(first_at, kind="stable").tolist():
             row = int(first_at[k])
             self.rates.add(templates[int(row_template[row])], int(minute[row]) * 60, int(counts[k]))
-        self.processed += n
-        self.busy_seconds += time.perf_counter() - started
-        for f in found:
-            self.on_finding(f)
         return found
 
-    def _mine(self, messages: list[str]) -> list[Any]:
+    def _process_rows(self, logs: pa.Table, now: float, learning: bool) -> list[PatternFinding]:
+        messages = logs["message"].to_pylist()
+        results = self._mine_rows(messages)
+        levels = logs["level"].to_pylist()
+        services = logs["service"].to_pylist()
+        ids = logs["id"].to_pylist() if "id" in logs.column_names else [None] * len(messages)
+        minutes = _minutes(logs).to_pylist()
+        found: list[PatternFinding] = []
+        counts: dict[tuple[str, int], int] = {}
+        for r, msg, lvl, svc, lid, minute in zip(results, messages, levels, services, ids, minutes, strict=True):
+            counts[(r.template_id, minute * 60)] = counts.get((r.template_id, minute * 60), 0) + 1
+            if r.is_new:
+                self._dirty = True
+            if r.template_id not in self._examples:
+                self._examples[r.template_id] = (svc, msg, lid)
+            if r.is_new and not learning and LEVELS.index(lvl) >= self._min_level:
+                found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
+        for (tid, minute), n in counts.items():
+            self.rates.add(tid, minute, n)
+        return found
+
+    def _mine_distinct(self, messages: list[str]) -> list[Any]:
+        """Template of each of `messages` (distinct; the cache has room for all of them): a
+        message seen before is answered from the cache, the others are mined in order."""
+        cache = self._cache
+        out: list[Any] = [cache.get(msg) for msg in messages]
+        misses = [msg for msg, hit in zip(messages, out, strict=True) if hit is None]
+        if not misses:
+            return out
+        mined = iter(self.miner.add_many(misses))  # in order, as one add() each, with less overhead
+        for i, hit in enumerate(out):
+            if hit is None:
+                hit = out[i] = next(mined)
+                cache[messages[i]] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
+        return out
+
+    def _mine_rows(self, messages: list[str]) -> list[Any]:
         """Template of each message; identical messages are mined once (Drain maps equal input
         to the same cluster), which removes most of the regex/tokenising work on real traffic."""
         cache = self._cache
@@ -252,3 +300,8 @@ class PatternWorker:
         for f in out:
             self.on_finding(f)
         return out
+
+
+def _minutes(logs: pa.Table) -> pa.Array:
+    """Event-time minute of each log (epoch µs // 60 s)."""
+    return pc.divide(pc.cast(logs["ts"], pa.int64()), 60_000_000).combine_chunks()
