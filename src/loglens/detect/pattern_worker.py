@@ -194,7 +194,6 @@ class PatternWorker:
     def _process_distinct(
         self, logs: pa.Table, coded: pa.DictionaryArray, now: float, learning: bool
     ) -> list[PatternFinding]:
-        n = logs.num_rows
         distinct: list[str] = coded.dictionary.to_pylist()
         rows_of = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         results = self._mine_distinct(distinct)
