@@ -197,24 +197,37 @@ class PatternWorker:
         distinct: list[str] = coded.dictionary.to_pylist()
         rows_of = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
         results = self._mine_distinct(distinct)
-        # the row where each distinct message first occurs (the dictionary is in that order)
-        first_rows = pa.array(np.unique(rows_of, return_index=True)[1])
-        services = logs["service"].take(first_rows).to_pylist()
-        ids = logs["id"].take(first_rows).to_pylist() if "id" in logs.column_names else [None] * len(distinct)
-        levels = logs["level"].take(first_rows).to_pylist()
-        found: list[PatternFinding] = []
+        # Per distinct message, only a template code; a row's other fields are read only for
+        # the few messages that give a template its example or are new.
+        examples = self._examples
         template_code: dict[str, int] = {}
-        for r, msg, lvl, svc, lid in zip(results, distinct, levels, services, ids, strict=True):
-            template_code.setdefault(r.template_id, len(template_code))
-            if r.is_new:
-                self._dirty = True
-            if r.template_id not in self._examples:
-                self._examples[r.template_id] = (svc, msg, lid)
-            if r.is_new and not learning and LEVELS.index(lvl) >= self._min_level:
-                found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
+        codes: list[int] = []
+        wanted: list[int] = []
+        for j, r in enumerate(results):
+            code = template_code.get(r.template_id)
+            if r.is_new or (code is None and r.template_id not in examples):
+                wanted.append(j)
+            if code is None:
+                code = template_code[r.template_id] = len(template_code)
+            codes.append(code)
+        found: list[PatternFinding] = []
+        if wanted:
+            # the row where each distinct message first occurs (the dictionary is in that order)
+            first_rows = pa.array(np.unique(rows_of, return_index=True)[1][wanted])
+            services = logs["service"].take(first_rows).to_pylist()
+            ids = logs["id"].take(first_rows).to_pylist() if "id" in logs.column_names else [None] * len(wanted)
+            levels = logs["level"].take(first_rows).to_pylist()
+            for j, svc, lid, lvl in zip(wanted, services, ids, levels, strict=True):
+                r, msg = results[j], distinct[j]
+                if r.is_new:
+                    self._dirty = True
+                if r.template_id not in examples:
+                    examples[r.template_id] = (svc, msg, lid)
+                if r.is_new and not learning and LEVELS.index(lvl) >= self._min_level:
+                    found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
         # occurrences per (template, minute), in order of first appearance
         templates = list(template_code)
-        row_template = np.array([template_code[r.template_id] for r in results], dtype=np.int64)[rows_of]
+        row_template = np.array(codes, dtype=np.int64)[rows_of]
         minute = _minutes(logs).to_numpy(zero_copy_only=False).astype(np.int64)
         lo = int(minute.min())
         key = row_template * (int(minute.max()) - lo + 1) + (minute - lo)
@@ -249,7 +262,7 @@ class PatternWorker:
         """Template of each of `messages` (distinct; the cache has room for all of them): a
         message seen before is answered from the cache, the others are mined in order."""
         cache = self._cache
-        out: list[Any] = [cache.get(msg) for msg in messages]
+        out: list[Any] = list(map(cache.get, messages))
         misses = [msg for msg, hit in zip(messages, out, strict=True) if hit is None]
         if not misses:
             return out
