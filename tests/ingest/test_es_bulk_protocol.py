@@ -119,7 +119,7 @@ def test_backpressure_is_an_es_429(live_server, monkeypatch):
     def full(*args, **kwargs):
         raise Backpressure("ingest queue full", 4)
 
-    monkeypatch.setattr(live_server.state.store, "submit", full)
+    monkeypatch.setattr(live_server.state.store, "submit_async", full)
     r = httpx.post(f"{live_server.url}/_bulk", content=b'{"index":{"_index":"a"}}\n{"message":"x"}\n')
     assert r.status_code == 429
     assert r.headers["retry-after"] == "4"

@@ -206,7 +206,7 @@ def test_bad_frames_are_dead_lettered_and_the_listener_survives(fluent_server, m
     assert any("larger than max_chunk_bytes" in r for r, _ in dead(srv.state, "fluent", 15))
 
     # Backpressure: the ack waits until the retried commit succeeded.
-    real = srv.state.store.submit
+    real = srv.state.store.submit_async
     calls = {"n": 0}
 
     def full_once(*args, **kwargs):
@@ -215,7 +215,7 @@ def test_bad_frames_are_dead_lettered_and_the_listener_survives(fluent_server, m
             raise Backpressure("ingest queue full", 1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(srv.state.store, "submit", full_once)
+    monkeypatch.setattr(srv.state.store, "submit_async", full_once)
     c3 = Conn(server.port)
     c3.send(["retry", now, {"message": "after backpressure"}, {"chunk": "r"}])
     assert c3.receive() == {"ack": "r"}

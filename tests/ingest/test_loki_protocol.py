@@ -129,7 +129,7 @@ def test_garbage_protobuf_and_limits(live_server, monkeypatch):
     def full(*args, **kwargs):
         raise Backpressure("ingest queue full", 2)
 
-    monkeypatch.setattr(live_server.state.store, "submit", full)
+    monkeypatch.setattr(live_server.state.store, "submit_async", full)
     r = httpx.post(f"{live_server.url}/loki/api/v1/push", json=ok)
     assert r.status_code == 429 and r.headers["retry-after"] == "2"
 

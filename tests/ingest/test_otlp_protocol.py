@@ -193,14 +193,14 @@ def test_backpressure_and_storage_errors_answer_429_503_with_retry_after(live_se
     def full(*args, **kwargs):
         raise Backpressure("ingest queue full", 7)
 
-    monkeypatch.setattr(store, "submit", full)
+    monkeypatch.setattr(store, "submit_async", full)
     r = httpx.post(f"{live_server.url}/v1/logs", content=wire, headers={"Content-Type": "application/x-protobuf"})
     assert r.status_code == 429 and r.headers["retry-after"] == "7"
 
     def broken(*args, **kwargs):
         raise StorageError("disk full", 3)
 
-    monkeypatch.setattr(store, "submit", broken)
+    monkeypatch.setattr(store, "submit_async", broken)
     r = httpx.post(f"{live_server.url}/v1/logs", content=b"{}", headers={"Content-Type": "application/json"})
     assert r.status_code == 503 and r.headers["retry-after"] == "3"
     assert r.json()["code"] == 14

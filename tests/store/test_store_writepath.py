@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,26 @@ def test_commit_event_fires_after_the_fsync_before_duckdb(tmp_path: Path) -> Non
         assert seen == [(4, 4)]
         assert store.loader.loaded_lsn < store.wal.end_lsn  # DuckDB does not have them yet
         assert [s.total for s in store.services()] == [4]  # the registry does
+
+
+def test_event_loop_callers_are_answered_after_the_fsync_and_may_give_up_safely(tmp_path: Path) -> None:
+    """An abandoned request (its client went away) is still stored, and the writer keeps serving."""
+
+    async def scenario(store: Store) -> list[int]:
+        abandoned = store.submit_async(_table(2, "gone"), [], now_us())
+        abandoned.cancel()
+        kept = [store.submit_async(_table(1, f"c{i}"), [], now_us()) for i in range(5)]
+        receipts = await asyncio.wait_for(asyncio.gather(*kept), timeout=60)
+        # a thread's caller of the same store is answered too, the old cancelled one notwithstanding
+        cancelled = store.submit(_table(1, "thread-gone"), [], now_us())
+        cancelled.cancel()
+        after = await asyncio.wait_for(asyncio.wrap_future(store.submit(_table(3, "after"), [], now_us())), 60)
+        return [r.accepted for r in receipts] + [after.accepted]
+
+    with Store(tmp_path / "s.duckdb") as store:
+        assert asyncio.run(scenario(store)) == [1, 1, 1, 1, 1, 3]
+        # cancelling only stops the wait: every batch was written to the WAL and is loaded
+        assert store.query("SELECT count(*) FROM logs")[0][0] == 2 + 5 + 1 + 3
 
 
 def test_idempotency_keys_survive_a_restart(tmp_path: Path) -> None:

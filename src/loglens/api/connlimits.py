@@ -27,6 +27,8 @@ from typing import Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from loglens.api.coalesce import CoalescingTransport
+
 log = logging.getLogger("loglens.api.connlimits")
 
 _LOG_EVERY_S = 10.0
@@ -89,7 +91,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Accept, start the head timer, and keep the number of open connections within the cap."""
-        super().connection_made(transport)
+        # One socket write per response instead of two (see api/coalesce.py).
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._arm_head_timer()
         if len(self.connections) > self.limits.max_connections:
             self._make_room()
@@ -132,14 +135,20 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.refusals.add("header_timeout", header_timeout_s=self.limits.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        """Feed the parser, timing and sizing the request head and watching the body's pace."""
+        """Feed the parser, timing and sizing the request head and watching the body's pace.
+
+        Timers are armed after the parser has seen the data, and only for what is still
+        incomplete: most requests arrive whole in one read and then need no timer at all
+        (creating and cancelling two timers per request cost ~2 % of its CPU).
+        """
         if not self._head_pending and self._message_done and not self._busy():
             # the first bytes of the next request on a kept-alive connection
             self._head_pending = True
             self._head_bytes = 0
-            self._arm_head_timer()
         super().data_received(data)
         if self._head_pending:
+            if self._head_timer is None:
+                self._arm_head_timer()
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
                 self.transport.write(_response(431, "Request Header Fields Too Large", "request head too large\n"))
@@ -154,16 +163,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if not self._head_pending:
             self._head_pending = True
             self._head_bytes = 0
-            self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
-        """The head is complete: stop its timer, start watching the body."""
+        """The head is complete: stop its timer (the body is watched from data_received)."""
         self._head_pending = False
         self._message_done = False
         self._cancel(self._head_timer)
         self._head_timer = None
         super().on_headers_complete()
-        self._arm_body_timer()
 
     def on_message_complete(self) -> None:
         """The request (head and body) is fully received."""

@@ -7,7 +7,6 @@ protocol gets the same validation, dead-letter, durability and backpressure guar
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -67,8 +66,7 @@ class IngestPipeline:
                 batch, received = await anyio.to_thread.run_sync(self.validate, parsed, source)
             else:
                 batch, received = self.validate(parsed, source)
-            future = self.store.submit(batch.logs, batch.rejections, received, idempotency_key)
-            receipt = await asyncio.wrap_future(future)
+            receipt = await self.store.submit_async(batch.logs, batch.rejections, received, idempotency_key)
         finally:
             self.in_flight -= 1
         if not receipt.duplicate:
@@ -87,8 +85,7 @@ class IngestPipeline:
         rejection = Rejection(0, reason, self.schema.truncate_raw(text), source)
         self.in_flight += 1
         try:
-            future = self.store.submit(LOG_ARROW_SCHEMA.empty_table(), [rejection], now_us())
-            await asyncio.wrap_future(future)
+            await self.store.submit_async(LOG_ARROW_SCHEMA.empty_table(), [rejection], now_us())
         finally:
             self.in_flight -= 1
         self._observe(source, 0, [rejection])

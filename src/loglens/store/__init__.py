@@ -19,6 +19,7 @@ has loaded everything acknowledged before the read began, so a client reads its 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import logging
@@ -110,7 +111,10 @@ class _Item:
     received_us: int
     idempotency_key: str | None
     replayed_dead_ids: list[int] = field(default_factory=list)
-    future: Future[CommitReceipt] = field(default_factory=Future)
+    # A thread's caller waits on a concurrent Future; an event-loop caller gets an asyncio
+    # future that the writer settles with one loop wake-up per group (see `_finish`).
+    future: Future[CommitReceipt] | asyncio.Future[CommitReceipt] = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def size(self) -> int:
@@ -118,6 +122,17 @@ class _Item:
 
 
 _STOP = object()
+
+
+def _settle(settled: list[tuple[asyncio.Future[CommitReceipt], CommitReceipt | BaseException]]) -> None:
+    """Resolve the asyncio futures of one group commit (runs on their event loop)."""
+    for future, outcome in settled:
+        if future.cancelled():  # the request was abandoned (client gone); its logs are durable anyway
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def _group_tables(parts: list[pa.Table | LogRows]) -> list[pa.Table]:
@@ -436,19 +451,48 @@ class Store:
         `replayed_dead_ids` marks dead letters this batch re-ingests: the mark travels in the
         same WAL frame as the logs, so a replay is applied entirely or not at all.
         """
+        self._check_room()
+        item = _Item(table, rejections, received_us, idempotency_key, list(replayed_dead_ids or []))
+        self._enqueue(item)
+        future = item.future
+        assert isinstance(future, Future)
+        return future
+
+    def submit_async(
+        self,
+        table: pa.Table | LogRows,
+        rejections: list[Rejection],
+        received_us: int,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[CommitReceipt]:
+        """`submit()` for a caller on an event loop: an asyncio future, settled after the fsync.
+
+        Wrapping a concurrent Future (`asyncio.wrap_future`) costs two extra callbacks and one
+        loop wake-up per request; these futures are settled together, one wake-up per group
+        commit, which matters when every request carries one log.
+        """
+        self._check_room()
+        loop = asyncio.get_running_loop()
+        item = _Item(table, rejections, received_us, idempotency_key, [], loop.create_future(), loop)
+        self._enqueue(item)
+        future = item.future
+        assert isinstance(future, asyncio.Future)
+        return future
+
+    def _check_room(self) -> None:
         if self._thread is None:
             raise StorageError("store is not running")
         if self.loader is not None and self.loader.lag_bytes > self.wal_max_bytes:
             raise Backpressure(
                 f"write-ahead log full ({self.loader.lag_bytes} bytes waiting for the loader)", self.retry_after()
             )
-        item = _Item(table, rejections, received_us, idempotency_key, list(replayed_dead_ids or []))
+
+    def _enqueue(self, item: _Item) -> None:
         with self._pending_lock:
             if self._pending and self._pending + item.size > self.max_queue_logs:
                 raise Backpressure(f"ingest queue full ({self._pending} logs waiting for commit)", self.retry_after())
             self._pending += item.size
         self._queue.put(item)
-        return item.future
 
     def claim_dead_letters(self, ids: list[int]) -> list[int]:
         """Reserve dead letters for a replay; returns those no other replay holds. Release with release_dead_letters."""
@@ -475,13 +519,14 @@ class Store:
             # moment — at most the configured window, at most one commit's duration — so their
             # next requests share this fsync instead of paying for one each. A lone client
             # never waits.
-            deadline = time.monotonic()
             if self._last_group_items > 1 and size < self.max_batch_logs // 10:
-                deadline += min(self.commit_window_s, max(0.0002, self.last_commit_seconds))
+                # Sleep through the window rather than wait on the queue: a waiting reader is
+                # woken by every put (a context switch and a GIL hand-over per request), while
+                # requests queued during a sleep cost their producers nothing.
+                time.sleep(min(self.commit_window_s, max(0.0002, self.last_commit_seconds)))
             while size < self.max_batch_logs:
                 try:
-                    remaining = deadline - time.monotonic()
-                    nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    nxt = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
@@ -545,7 +590,7 @@ class Store:
             self.wal_error = f"store write failed: {exc}"
             log.error("WAL append failed", extra={"error": self.wal_error, "logs": sum(i.size for i in items)})
             err = StorageError(self.wal_error, retry_after=5)
-            self._finish(items, lambda it: it.future.set_exception(err))
+            self._finish(items, [err] * len(items))
             return
         self.wal_error = None
         self._next_log_id += frame.n_logs
@@ -559,11 +604,11 @@ class Store:
         if elapsed > 0 and len(data) > 1 << 20:
             self._wal_rate = 0.8 * self._wal_rate + 0.2 * (len(data) / elapsed)
 
-        def resolve(it: _Item) -> None:
+        receipts: list[CommitReceipt | BaseException] = []
+        for it in items:
             dup = id(it) in duplicates
-            it.future.set_result(CommitReceipt(0 if dup else it.table.num_rows, 0 if dup else len(it.rejections), dup))
-
-        self._finish(items, resolve)
+            receipts.append(CommitReceipt(0 if dup else it.table.num_rows, 0 if dup else len(it.rejections), dup))
+        self._finish(items, receipts)
         if self.loader is not None and data:
             self.loader.notify_durable()
         if logs is not None or dead_rows:
@@ -586,11 +631,24 @@ class Store:
             schema=DEAD_ARROW_SCHEMA,
         )
 
-    def _finish(self, items: list[_Item], action: Callable[[_Item], None]) -> None:
+    def _finish(self, items: list[_Item], outcomes: list[CommitReceipt | BaseException]) -> None:
         with self._pending_lock:
             self._pending -= sum(it.size for it in items)
-        for it in items:
-            action(it)
+        on_loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[CommitReceipt], Any]]] = {}
+        for it, outcome in zip(items, outcomes, strict=True):
+            future = it.future
+            if isinstance(future, Future):
+                if not future.set_running_or_notify_cancel():
+                    continue  # cancelled by its waiter; the logs are durable all the same
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+            elif it.loop is not None:
+                on_loops.setdefault(it.loop, []).append((future, outcome))
+        for loop, settled in on_loops.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(_settle, settled)
 
     # ---- downstream (dispatcher thread) -------------------------------------------------------
     def _dispatch_run(self) -> None:
@@ -605,11 +663,12 @@ class Store:
             if first is _STOP:
                 return
             items = [first]
-            deadline = last + _DISPATCH_WINDOW_S
+            remaining = last + _DISPATCH_WINDOW_S - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)  # batches arriving meanwhile queue up without waking this thread
             while True:
-                remaining = deadline - time.monotonic()
                 try:
-                    nxt = self._dispatch.get(timeout=remaining) if remaining > 0 else self._dispatch.get_nowait()
+                    nxt = self._dispatch.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is _STOP:
