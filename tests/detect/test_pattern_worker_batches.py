@@ -37,9 +37,9 @@ def batches(seed: int, sizes: list[int]) -> list[pa.Table]:
                 {
                     "id": pa.array(range(next_id, next_id + n), pa.int64()),
                     "ts": pa.array([s * 1_000_000 for s in ts], pa.int64()).cast(pa.timestamp("us")),
-                    "level": pa.array([rng.choice(["INFO", "WARN", "ERROR", "FATAL"]) for _ in range(n)]),
-                    "service": pa.array([rng.choice(["api", "db", "web"]) for _ in range(n)]),
-                    "message": pa.array(messages),
+                    "level": pa.array([rng.choice(["INFO", "WARN", "ERROR", "FATAL"]) for _ in range(n)], pa.string()),
+                    "service": pa.array([rng.choice(["api", "db", "web"]) for _ in range(n)], pa.string()),
+                    "message": pa.array(messages, pa.string()),
                 }
             )
         )
@@ -52,10 +52,15 @@ def outcome(worker: PatternWorker, found: list[PatternFinding]) -> tuple[object,
     return found, dict(worker._examples), rates, worker.processed, list(worker.miner.templates())
 
 
-@pytest.mark.parametrize("cache_entries", [100_000, 700])
+@pytest.mark.parametrize("coalesced", [False, True])
+@pytest.mark.parametrize("cache_entries", [100_000, 700, 40])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_batches_mine_as_rows_do(
-    settings_factory: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, cache_entries: int, seed: int
+    settings_factory: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    cache_entries: int,
+    seed: int,
+    coalesced: bool,
 ) -> None:
     monkeypatch.setattr(pattern_worker, "_MINE_CACHE_ENTRIES", cache_entries)
     settings = settings_factory()
@@ -64,7 +69,7 @@ def test_batches_mine_as_rows_do(
     by_batch: list[PatternFinding] = []
     worker = PatternWorker(settings.alerts, by_batch.append, clock=lambda: 1e10)
     worker.born = 0.0  # past the warm-up: new patterns are reported
-    for table in logs:
+    for table in [pa.concat_tables(logs)] if coalesced else logs:  # the worker thread mines what queued up as one
         worker.process(table)
 
     by_row: list[PatternFinding] = []

@@ -147,18 +147,36 @@ class PatternWorker:
             log.warning("cannot save template miner state", extra={"error": str(exc)})
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._queue.get()
             if item is None:
                 return
+            # Everything queued meanwhile is mined as one batch: each call's fixed cost (Arrow
+            # and numpy calls, each of which may wait for the GIL) is paid once, and equal
+            # messages across the batches are mined once. The results are those of the batches
+            # one after another (see `process`).
+            items = [item]
+            rows = item.num_rows
+            while rows < self.max_queue_logs:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+                rows += nxt.num_rows
             started = time.perf_counter()
             try:
-                self.process(item)
+                for batch in _concat(items):
+                    self.process(batch)
             except Exception:  # the miner must never take the server down
                 log.exception("template mining failed")
             finally:
                 with self._lock:
-                    self._queued -= item.num_rows
+                    self._queued -= rows
             # Mining holds the GIL; resting in proportion to the work keeps it to about a third
             # of one core, so ingest keeps its throughput. A backlog sheds INFO lines first.
             time.sleep(min(1.0, (time.perf_counter() - started) * _MINE_REST_FACTOR))
@@ -171,25 +189,51 @@ class PatternWorker:
 
         Every message is counted, but each distinct message of the batch is mined once (Drain
         maps equal input to the same cluster, and only its first occurrence can be new): the
-        per-row work is Arrow's dictionary encoding and numpy counting, not Python. A batch in
-        which the message cache fills up goes row by row, so that the cache is cleared exactly
-        where it always was and the results do not depend on how the batch was cut.
+        per-row work is Arrow's dictionary encoding and numpy counting, not Python. The results
+        are exactly those of mining the rows one by one (`_process_rows`), whatever the batch
+        sizes: where the message cache would fill up, the batch is cut at the row whose miss
+        clears it.
         """
         started = time.perf_counter()
         now = self.clock()
         learning = now - self.born < self.rule.warmup_seconds
-        coded = pc.dictionary_encode(logs["message"].combine_chunks())
-        if not logs.num_rows:
-            found = []
-        elif not coded.null_count and len(self._cache) + len(coded.dictionary) < _MINE_CACHE_ENTRIES:
-            found = self._process_distinct(logs, coded, now, learning)
-        else:
+        found: list[PatternFinding] = []
+        if logs.num_rows and logs["message"].null_count:
             found = self._process_rows(logs, now, learning)
+        elif logs.num_rows:
+            rest = logs
+            while rest.num_rows:
+                coded = pc.dictionary_encode(rest["message"].combine_chunks())
+                cut = self._cache_fills_at(coded)
+                if cut is None:
+                    found += self._process_distinct(rest, coded, now, learning)
+                    break
+                if cut:
+                    head = rest.slice(0, cut)
+                    found += self._process_distinct(
+                        head, pc.dictionary_encode(head["message"].combine_chunks()), now, learning
+                    )
+                self._cache.clear()  # as the row path does on the miss at row `cut`, before remembering it
+                rest = rest.slice(cut)
         self.processed += logs.num_rows
         self.busy_seconds += time.perf_counter() - started
         for f in found:
             self.on_finding(f)
         return found
+
+    def _cache_fills_at(self, coded: pa.DictionaryArray) -> int | None:
+        """The row whose cache miss finds the message cache full (the row path clears it
+        there), or None when every miss of these rows fits."""
+        room = _MINE_CACHE_ENTRIES - len(self._cache)
+        if len(coded.dictionary) <= room:
+            return None
+        cache = self._cache
+        misses = [j for j, msg in enumerate(coded.dictionary.to_pylist()) if msg not in cache]
+        if len(misses) <= room:
+            return None
+        rows_of = coded.indices.to_numpy(zero_copy_only=False)
+        # distinct messages are numbered in order of first appearance: the first row of message j
+        return int(np.unique(rows_of, return_index=True)[1][misses[room]])
 
     def _process_distinct(
         self, logs: pa.Table, coded: pa.DictionaryArray, now: float, learning: bool
@@ -317,3 +361,13 @@ class PatternWorker:
 def _minutes(logs: pa.Table) -> pa.Array:
     """Event-time minute of each log (epoch µs // 60 s)."""
     return pc.divide(pc.cast(logs["ts"], pa.int64()), 60_000_000).combine_chunks()
+
+
+def _concat(batches: list[pa.Table]) -> list[pa.Table]:
+    """The batches as one table (several when their columns differ)."""
+    if len(batches) == 1:
+        return batches
+    try:
+        return [pa.concat_tables(batches)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return batches
