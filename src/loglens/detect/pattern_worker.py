@@ -168,18 +168,20 @@ class PatternWorker:
                     break
                 items.append(nxt)
                 rows += nxt.num_rows
-            started = time.perf_counter()
+            with self._lock:
+                self._queued -= rows  # the backlog is what waits, not what is being mined
+            started = time.thread_time()
             try:
                 for batch in _concat(items):
                     self.process(batch)
             except Exception:  # the miner must never take the server down
                 log.exception("template mining failed")
-            finally:
-                with self._lock:
-                    self._queued -= rows
-            # Mining holds the GIL; resting in proportion to the work keeps it to about a third
-            # of one core, so ingest keeps its throughput. A backlog sheds INFO lines first.
-            time.sleep(min(1.0, (time.perf_counter() - started) * _MINE_REST_FACTOR))
+            # Mining holds the GIL; resting in proportion to the CPU it took keeps it to about a
+            # third of one core, so ingest keeps its throughput. (CPU, not wall time: on a busy
+            # machine the wall time of a pass is mostly waiting for the GIL and a core, and
+            # resting for that too left the miner behind, shedding most lines.) A backlog sheds
+            # INFO lines first.
+            time.sleep(min(1.0, (time.thread_time() - started) * _MINE_REST_FACTOR))
             if self._dirty and time.monotonic() - self._last_save > self.save_interval_s:
                 self._last_save = time.monotonic()
                 self.save()
