@@ -71,9 +71,12 @@ def body() -> bytes:
     )
 
 
-def run_wrk(wrk: str, url: str, seconds: float, post: bytes | None, tmp: Path) -> tuple[float, int, float, float]:
-    """(requests/s, non-2xx responses, p50 ms, p99 ms) of `wrk -t2 -c32`."""
-    args = [wrk, "-t2", "-c32", f"-d{int(seconds)}s", "--latency"]
+def run_wrk(
+    wrk: str, url: str, seconds: float, post: bytes | None, tmp: Path, connections: int = 32
+) -> tuple[float, int, float, float]:
+    """(requests/s, non-2xx responses, p50 ms, p99 ms) of `wrk -t2 -c32` (`-t1 -c1` for one connection)."""
+    threads = 2 if connections > 1 else 1
+    args = [wrk, f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency"]
     if post is not None:
         script = tmp / "post.lua"
         script.write_text(
@@ -146,6 +149,8 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         try:
             seq_p50, seq_p99 = sequential(url, args.requests)
+            # the same sequential client in C: the server's latency without a Python client's own
+            _, one_bad, one_p50, one_p99 = run_wrk(wrk, f"{url}/api/v1/logs", args.seconds, payload, tmp, 1)
             health_rps, _, _, _ = run_wrk(wrk, f"{url}/healthz", args.seconds, None, tmp)
             rps, bad, p50, p99 = run_wrk(wrk, f"{url}/api/v1/logs", args.seconds, payload, tmp)
             stored = httpx.get(f"{url}/api/v1/metrics/summary", params={"minutes": 5}, timeout=60).json()
@@ -161,7 +166,12 @@ def main() -> None:
             f"{rps:,.0f} req/s, {bad} non-2xx",
             f"{rps / bare_rps:.2f}x bare; p50 {p50:.1f} ms, p99 {p99:.1f} ms",
         ),
-        ("loglens POST one log, 1 sequential client", f"p50 {seq_p50:.2f} ms", f"p99 {seq_p99:.2f} ms"),
+        ("loglens POST one log, 1 sequential client", f"p50 {seq_p50:.2f} ms", f"p99 {seq_p99:.2f} ms (httpx)"),
+        (
+            "loglens POST one log, 1 connection (wrk)",
+            f"p50 {one_p50:.2f} ms",
+            f"p99 {one_p99:.2f} ms, {one_bad} non-2xx",
+        ),
         ("logs stored by the run (summary)", f"{total:,}", ""),
     ]
     if args.markdown:

@@ -186,7 +186,6 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(tmp_path: Any) ->
     """`POST /api/v1/logs` is served by an ASGI fast path in front of FastAPI; for every kind of
     request it must give the status, body and Retry-After the FastAPI route gives."""
     from loglens.api.app import create_app
-    from loglens.api.fast_ingest import IngestFastPath
     from tests_support import make_settings, start_server
 
     good = list(generate_logs(3))
@@ -205,9 +204,7 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(tmp_path: Any) ->
 
     def answers(name: str, fast: bool) -> list[tuple[int, Any, str | None]]:
         settings = make_settings(tmp_path / name, ingest={"max_body_bytes": 4096})
-        app = create_app(settings)
-        if not fast:
-            app.user_middleware = [m for m in app.user_middleware if m.cls is not IngestFastPath]
+        app = create_app(settings, ingest_fast_path=fast)
         out = []
         server = start_server(settings, app=app)
         try:
@@ -227,3 +224,56 @@ def test_the_fast_path_answers_exactly_as_the_documented_route(tmp_path: Any) ->
     assert [a[0] for a in via_fast[:-1]] == [200, 200, 200, 200, 200, 400, 413, 200, 200, 422]
     assert via_fast[8][1]["duplicate"] is True
     assert via_fast[-1][1] == 6  # every rejected record and refused body is a dead letter
+
+
+def test_the_fast_path_applies_every_protection_the_stack_applies(tmp_path: Any) -> None:
+    """The fast path sits in front of the middleware stack, so it must refuse what the stack
+    refuses — tokens and scopes, Host, cross-site and form posts, the body budget — and answer
+    browsers with the stack's CORS headers."""
+    from loglens.api.app import create_app
+    from tests_support import make_settings, start_server
+
+    log = orjson.dumps(next(iter(generate_logs(1))))
+    json_type = {"Content-Type": "application/json"}
+    cases: list[tuple[bytes, dict[str, str]]] = [
+        (log, json_type),  # no token
+        (log, {**json_type, "Authorization": "Bearer wrong"}),
+        (log, {**json_type, "X-API-Token": "tok-read"}),  # a token without the ingest scope
+        (log, {**json_type, "X-API-Token": "tok-ingest"}),
+        (log, {**json_type, "X-API-Token": "tok-ingest", "Host": "evil.example"}),
+        (log, {"Content-Type": "text/plain", "X-API-Token": "tok-ingest"}),  # a form post
+        (log, {**json_type, "X-API-Token": "tok-ingest", "Origin": "http://evil.example"}),
+        (log, {**json_type, "X-API-Token": "tok-ingest", "Origin": "http://app.example"}),
+        (log, {**json_type, "X-API-Token": "tok-ingest", "Sec-Fetch-Site": "cross-site"}),
+        (log * 30, {**json_type, "X-API-Token": "tok-ingest"}),  # larger than the body limit
+    ]
+    yaml_text = (
+        "server:\n  ingest_token: tok-ingest\n  read_token: tok-read\n"
+        "  cors_origins: ['http://app.example']\n  max_inflight_body_bytes: 4096\n"
+        "ingest:\n  max_body_bytes: 4096\n"
+    )
+
+    def answers(name: str, fast: bool) -> list[tuple[int, Any, str | None, str | None]]:
+        settings = make_settings(tmp_path / name, yaml_text)
+        server = start_server(settings, app=create_app(settings, ingest_fast_path=fast))
+        out = []
+        try:
+            with server.client() as c:
+                for body, headers in cases:
+                    r = c.post("/api/v1/logs", content=body, headers=headers)
+                    out.append(
+                        (
+                            r.status_code,
+                            r.json(),
+                            r.headers.get("retry-after"),
+                            r.headers.get("access-control-allow-origin"),
+                        )
+                    )
+        finally:
+            server.stop()
+        return out
+
+    via_fast, via_route = answers("fast", True), answers("route", False)
+    assert via_fast == via_route
+    assert [a[0] for a in via_fast] == [401, 401, 403, 200, 400, 415, 403, 200, 403, 413]
+    assert via_fast[7][3] == "http://app.example"

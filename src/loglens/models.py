@@ -74,9 +74,18 @@ def rows_to_table(parts: list[LogRows]) -> pa.Table:
         columns = parts[0].columns
     else:
         columns = tuple([v for part in parts for v in part.columns[i]] for i in range(len(LOG_ARROW_SCHEMA)))
+    if len(columns[0]) <= _STRUCT_ROWS:
+        # One conversion call for the whole table instead of one per column: each call has a
+        # fixed cost, which is most of the work for the few rows of a small group commit
+        # (measured: one row 3x, twenty rows 1.5x faster; no gain from a few hundred rows on).
+        return pa.Table.from_struct_array(pa.array(list(zip(*columns, strict=True)), type=_LOG_STRUCT))
     return pa.Table.from_arrays(
         [pa.array(col, f.type) for col, f in zip(columns, LOG_ARROW_SCHEMA, strict=True)], schema=LOG_ARROW_SCHEMA
     )
+
+
+_STRUCT_ROWS = 64
+_LOG_STRUCT = pa.struct(list(LOG_ARROW_SCHEMA))
 
 
 # Per-(service, minute) aggregates as `metrics.aggregate` computes them and the store upserts them.

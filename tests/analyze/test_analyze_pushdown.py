@@ -81,6 +81,13 @@ EDGE_LINES = [
     b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m",}',
     b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","metadata":{"a":1 , }}',
     b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"NaN, ]"}',
+    # a key twice: the server (orjson) keeps the last value, escaped or not
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","level":"LOUD"}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"LOUD","service":"s","message":"m","level":"INFO"}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","lev\\u0065l":5}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","x":1,"service":7}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"m","x":1,"x":2}',
+    b'{"timestamp":"2023-11-14T22:13:20Z","level":"INFO","service":"s","message":"level \\"level\\""}',
     b"[1, 2]",
     b'"just a string"',
     b"{not json",
@@ -97,10 +104,20 @@ def reference(body: bytes, settings: Settings) -> tuple[int, Counter[str]]:
     return batch.table.num_rows, Counter(reason_key(r.reason) for r in batch.rejections)
 
 
-@pytest.mark.parametrize("crlf", [False, True])
-def test_sql_checks_agree_with_the_exact_validator(tmp_path: Path, settings: Settings, crlf: bool) -> None:
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("crlf", "utf8"), [(False, False), (True, False), (False, True)])
+def test_sql_checks_agree_with_the_exact_validator(tmp_path: Path, settings: Settings, crlf: bool, utf8: bool) -> None:
+    """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator."""
     sep = b"\r\n" if crlf else b"\n"
-    body = b"\xef\xbb\xbf" + sep.join(EDGE_LINES * 3) + sep
+    edge = [raw for raw in EDGE_LINES if _utf8(raw)] if utf8 else EDGE_LINES
+    body = b"\xef\xbb\xbf" + sep.join(edge * 3) + sep
     f = tmp_path / "edge.ndjson"
     f.write_bytes(body)
     doc = load_schema_document(settings.schemas.log)

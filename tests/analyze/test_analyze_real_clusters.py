@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 from analyze_data import REPO
 
+from loglens.analyze.engines import dask_handshake, probe_grpc
+
 pytestmark = pytest.mark.xdist_group("cluster")
 BIN = Path(sys.executable).parent
 CONFIG = ["--config", str(REPO / "config.yaml")]
@@ -155,6 +157,11 @@ def test_dask_cluster_of_separate_worker_processes(
     assert s["accepted"] == 23_800 and s["rejected"] == 200
 
 
+def test_a_live_dask_scheduler_answers_the_handshake_probe(dask_cluster: str) -> None:
+    """The quick probe recognises a live scheduler, so its `Client` gets the generous bound."""
+    dask_handshake(dask_cluster)  # raises if the scheduler did not answer in Dask's protocol
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -233,6 +240,11 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
         stop(procs[1:])
         stop(procs[:1])
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_live_ray_head_answers_the_grpc_probe(ray_cluster: tuple[str, dict[str, str]]) -> None:
+    """The quick probe recognises a live GCS, so `ray.init` gets the generous bound."""
+    probe_grpc(ray_cluster[0], 6379, "Ray cluster")  # raises EngineError if no gRPC server answered
 
 
 def test_ray_cluster_of_two_nodes(

@@ -56,10 +56,41 @@ def silent_port() -> Iterator[int]:
     server.close()
 
 
+@pytest.fixture
+def foreign_port() -> Iterator[int]:
+    """A port where a server of another protocol (HTTP/1.1) answers every connection and closes it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    server.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.settimeout(60)
+                try:
+                    conn.recv(4096)
+                    conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                except OSError:
+                    pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    done.set()
+    thread.join(60)
+    server.close()
+
+
 @pytest.mark.parametrize("engine", ["dask", "ray"])
-@pytest.mark.parametrize("kind", ["refused", "silent"])
+@pytest.mark.parametrize("kind", ["refused", "silent", "foreign"])
 def test_bad_address_is_one_line_naming_it_and_exit_2(
-    engine: str, kind: str, silent_port: int, clean_file: Path
+    engine: str, kind: str, silent_port: int, foreign_port: int, clean_file: Path
 ) -> None:
     if kind == "refused":
         probe = socket.socket()
@@ -67,7 +98,7 @@ def test_bad_address_is_one_line_naming_it_and_exit_2(
         port = probe.getsockname()[1]
         probe.close()  # nothing listens there now
     else:
-        port = silent_port
+        port = silent_port if kind == "silent" else foreign_port
     address = f"tcp://127.0.0.1:{port}" if engine == "dask" else f"127.0.0.1:{port}"
     started = time.monotonic()
     proc = subprocess.run(

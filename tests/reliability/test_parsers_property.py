@@ -253,3 +253,43 @@ def test_raw_json_never_fails() -> None:
         cur = nxt
     assert "nested too deeply" in raw_json(deep)
     assert raw_json({"n": 2**70}) == '{"n": 1180591620717411303424}'
+
+
+# records the shipped schema accepts, with every optional field present or not
+_valid_record = st.fixed_dictionaries(
+    {
+        "timestamp": st.floats(min_value=1e9, max_value=4e9)
+        | st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2099, 1, 1), timezones=st.just(UTC)).map(
+            lambda d: d.isoformat()
+        ),
+        "level": st.sampled_from(["INFO", "error", "Warning", "DEBUG", "FATAL"]),
+        "service": st.sampled_from(["api", "a-b", "svc_1", "checkout.v2"]),
+        "message": st.text(min_size=1, max_size=50),
+    },
+    optional={
+        "user_id": st.none() | st.text(max_size=10),
+        "ip_address": st.sampled_from(["10.0.0.1", "::1", "192.168.1.255"]),
+        "response_time_ms": st.none() | st.floats(min_value=0, max_value=1e7),
+        "trace_id": st.none() | st.text(min_size=1, max_size=10),
+        "metadata": st.none() | st.dictionaries(st.text(max_size=5), _scalar.filter(_encodable), max_size=3),
+    },
+)
+
+
+@FAST
+@given(values=st.lists(_valid_record | _record, min_size=1, max_size=15))
+def test_small_batches_become_the_arrow_table_a_column_per_call_gives(values: list[Any]) -> None:
+    """Small groups are converted in one struct call; the table must equal the per-column one."""
+    import pyarrow as pa
+
+    from loglens.models import LOG_ARROW_SCHEMA, LogRows, rows_to_table
+
+    batch = SCHEMA.validate(parse_values(values), "prop", now_us())
+    if not isinstance(batch.logs, LogRows) or not batch.logs.num_rows:
+        return
+    parts = [batch.logs, batch.logs]  # a group of two requests
+    reference = pa.Table.from_arrays(
+        [pa.array([v for part in parts for v in part.columns[i]], f.type) for i, f in enumerate(LOG_ARROW_SCHEMA)],
+        schema=LOG_ARROW_SCHEMA,
+    )
+    assert rows_to_table(parts).equals(reference)

@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, TypeVar
@@ -23,7 +24,17 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 ENGINES = ("local", "dask", "ray")
-CONNECT_TIMEOUT_S = 5.0  # an address that does not answer like a cluster fails within this
+# An address that does not answer like a cluster fails within this: nothing listening, a port
+# that never answers, a server of another protocol.
+CONNECT_TIMEOUT_S = 5.0
+# Once the address has answered in the cluster's own protocol, the library's full connect (Ray
+# starts a driver, Dask fetches the scheduler's identity) gets this long: on a loaded machine it
+# can take well over CONNECT_TIMEOUT_S, and giving up on a live cluster is a false "no answer".
+ANSWERED_TIMEOUT_S = 120.0
+# HTTP/2 client preface and an empty SETTINGS frame: a gRPC server (a Ray GCS, a Ray client
+# server) answers with its own SETTINGS frame (type 0x4) before anything else (RFC 9113, 3.4).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_H2_SETTINGS = 0x04
 
 
 class EngineError(RuntimeError):
@@ -38,8 +49,8 @@ class EngineError(RuntimeError):
         self.stuck = stuck
 
 
-def bounded(fn: Callable[[], R], address: str, what: str, hint: str) -> R:
-    """`fn()` (a library's connect call) within CONNECT_TIMEOUT_S, else EngineError(stuck=True).
+def bounded(fn: Callable[[], R], address: str, what: str, hint: str, timeout: float = CONNECT_TIMEOUT_S) -> R:
+    """`fn()` (a library's connect call) within `timeout` seconds, else EngineError(stuck=True).
 
     Dask and Ray retry a wrong address for minutes and ignore signals meanwhile; the call runs
     in a daemon thread so the caller can give up on it.
@@ -55,9 +66,9 @@ def bounded(fn: Callable[[], R], address: str, what: str, hint: str) -> R:
 
     thread = threading.Thread(target=call, name="loglens-connect", daemon=True)
     thread.start()
-    thread.join(CONNECT_TIMEOUT_S)
+    thread.join(timeout)
     if thread.is_alive():
-        raise EngineError(f"no {what} answered at {address} within {CONNECT_TIMEOUT_S:.0f} s ({hint})", stuck=True)
+        raise EngineError(f"no {what} answered at {address} within {timeout:.0f} s ({hint})", stuck=True)
     if failure:
         lines = str(failure[0]).strip().splitlines()
         reason = lines[0] if lines else type(failure[0]).__name__
@@ -65,20 +76,46 @@ def bounded(fn: Callable[[], R], address: str, what: str, hint: str) -> R:
     return box[0]
 
 
-def probe(address: str, default_port: int, what: str) -> None:
-    """Fail fast (EngineError) when nothing listens at `address` (host:port, any scheme)."""
+def probe(address: str, default_port: int, what: str) -> socket.socket:
+    """A connection to `address` (host:port, any scheme); EngineError at once when nothing listens."""
     target = urlsplit(address if "://" in address else f"tcp://{address}")
     host, port = target.hostname, target.port or default_port
     if not host:
         raise EngineError(f"--address {address}: not a {what} address (expected host:port)")
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S / 2):
-            pass
+        return socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S / 2)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__.replace("Error", " error").lower()
-        if isinstance(exc, TimeoutError) or "timed out" in str(exc):
-            reason = f"no answer within {CONNECT_TIMEOUT_S / 2:.0f} s"
-        raise EngineError(f"cannot reach the {what} at {address}: {reason}") from None
+        raise EngineError(f"cannot reach the {what} at {address}: {_os_reason(exc, CONNECT_TIMEOUT_S / 2)}") from None
+
+
+def _os_reason(exc: OSError, waited_s: float) -> str:
+    if isinstance(exc, TimeoutError) or "timed out" in str(exc):
+        return f"no answer within {waited_s:.0f} s"
+    return exc.strerror or type(exc).__name__.replace("Error", " error").lower()
+
+
+def probe_grpc(address: str, default_port: int, what: str) -> None:
+    """EngineError within CONNECT_TIMEOUT_S unless a gRPC (HTTP/2) server answers at `address`.
+
+    Tells a live cluster, however loaded (its gRPC transport answers the preface at once), from
+    an address where nothing listens, nothing answers, or another protocol answers.
+    """
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    with probe(address, default_port, what) as conn:
+        try:
+            conn.settimeout(max(0.1, deadline - time.monotonic()))
+            conn.sendall(_H2_PREFACE)
+            header = b""
+            while len(header) < 9:
+                conn.settimeout(max(0.1, deadline - time.monotonic()))
+                got = conn.recv(9 - len(header))
+                if not got:
+                    break
+                header += got
+        except OSError as exc:
+            raise EngineError(f"no {what} answered at {address}: {_os_reason(exc, CONNECT_TIMEOUT_S)}") from None
+    if len(header) < 9 or header[3] != _H2_SETTINGS:
+        raise EngineError(f"the server at {address} is not a {what}: it does not answer gRPC")
 
 
 # A LocalCluster bound to loopback without a dashboard. The scheduler still serves its health
@@ -167,6 +204,24 @@ class LocalEngine:
             yield f.result()
 
 
+def dask_handshake(address: str) -> None:
+    """Open a Dask comm to `address` (TCP or TLS, with Dask's handshake) and close it."""
+    import asyncio
+
+    from distributed.comm.core import connect
+
+    async def shake() -> None:
+        comm = await connect(address, timeout=CONNECT_TIMEOUT_S - 1)
+        await comm.close()
+
+    try:
+        asyncio.run(shake())
+    except OSError:
+        raise  # Dask's own words: refused, timed out during the handshake...
+    except Exception:  # another protocol's bytes read as Dask frames (a nonsense length, bad msgpack)
+        raise ConnectionError("it does not answer Dask's handshake") from None
+
+
 class DaskEngine:
     """dask.distributed: `Client(address)` for an existing scheduler, else a LocalCluster of processes."""
 
@@ -185,12 +240,18 @@ class DaskEngine:
 
             if self.address:
                 address = self.address
-                probe(address, 8786, "Dask scheduler")
+                hint = "is it a Dask scheduler address, tcp://host:8786?"
+                if "://" not in address or address.startswith(("tcp://", "tls://")):
+                    probe(address, 8786, "Dask scheduler").close()  # refused: at once
+                # Dask's own handshake, bounded: a silent port or another protocol fails here...
+                bounded(lambda: dask_handshake(address), address, "Dask scheduler", hint)
+                # ...so a scheduler that answered gets a generous bound (a loaded machine is slow)
                 self._client = bounded(
-                    lambda: Client(address, timeout=CONNECT_TIMEOUT_S),
+                    lambda: Client(address, timeout=ANSWERED_TIMEOUT_S),
                     address,
                     "Dask scheduler",
-                    "is it a Dask scheduler address, tcp://host:8786?",
+                    hint,
+                    ANSWERED_TIMEOUT_S + 5,
                 )
             else:
                 cluster = LocalCluster(n_workers=self.workers, **LOCAL_CLUSTER_KWARGS)
@@ -240,6 +301,8 @@ class RayEngine:
         self._pending: list[Any] = []
 
     def __enter__(self) -> RayEngine:
+        if self.address:
+            self._probe()  # before importing Ray (a second or more): a bad address fails sooner
         import ray
 
         if not ray.is_initialized():
@@ -250,11 +313,19 @@ class RayEngine:
             self._owned = True
         return self
 
-    def _connect(self, ray: Any) -> None:
-        """`ray.init(address)` bounded in time: Ray retries a wrong address for minutes."""
+    def _probe(self) -> None:
+        """A quick gRPC probe: tells a dead, silent or foreign address (error within
+        CONNECT_TIMEOUT_S) from a live cluster, whose `ray.init` may then take as long as a
+        loaded machine needs (ANSWERED_TIMEOUT_S)."""
         address = self.address or ""
-        if address != "auto" and not address.startswith("ray://"):
-            probe(address, 6379, "Ray cluster")
+        if address.startswith("ray://"):
+            probe_grpc(address, 10001, "Ray client server")
+        elif address != "auto":
+            probe_grpc(address, 6379, "Ray cluster")
+
+    def _connect(self, ray: Any) -> None:
+        """`ray.init(address)` bounded in time (after `_probe`): Ray retries a wrong address for minutes."""
+        address = self.address or ""
         # Ray logs its retries (C++ and Python) to stderr: keep the user's terminal to our one line.
         os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
         bounded(
@@ -262,6 +333,7 @@ class RayEngine:
             address,
             "Ray cluster",
             "is it the head's GCS address, host:6379?",
+            ANSWERED_TIMEOUT_S,
         )
 
     def abort(self) -> None:

@@ -294,7 +294,7 @@ def _check_chunk(
     exact_table = None
     if len(bad):
         with _step(result, "exact"):
-            raws = [body[starts[k] : (starts[k + 1] if k + 1 < len(starts) else len(body))] for k in bad.tolist()]
+            raws = [_line_at(body, int(starts[k])) for k in bad.tolist()]
             batch = schema.validate(_parsed(raws), "analyze", task.now_us)
             _count_rejections(
                 batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
@@ -311,6 +311,12 @@ def _check_chunk(
         if exact_table is not None and exact_table.num_rows:
             con.unregister("exact")
         con.execute("DROP TABLE IF EXISTS checked").fetchall()
+
+
+def _line_at(body: bytes, start: int) -> bytes:
+    """The line of `body` starting at `start`, with its newline (not the blank lines after it)."""
+    end = body.find(b"\n", start)
+    return body[start : len(body) if end < 0 else end + 1]
 
 
 def _parsed(raws: list[bytes]) -> Parsed:

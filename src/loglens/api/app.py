@@ -14,9 +14,9 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from loglens import __version__
+from loglens.api import fast_ingest
 from loglens.api.deps import require_token
 from loglens.api.errors import install_error_handlers
-from loglens.api.fast_ingest import IngestFastPath
 from loglens.api.routes import (
     alerts,
     dashboard,
@@ -43,8 +43,12 @@ def runtime_of(app: FastAPI) -> Runtime | None:
     return runtime if isinstance(runtime, Runtime) else None
 
 
-def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) -> FastAPI:
-    """Build a loglens app for `settings`; its runtime is built and started in the lifespan."""
+def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime, ingest_fast_path: bool = True) -> FastAPI:
+    """Build a loglens app for `settings`; its runtime is built and started in the lifespan.
+
+    `ingest_fast_path=False` leaves `POST /api/v1/logs` to the FastAPI route alone (the fast
+    path must answer exactly as the route does; a test compares the two).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -67,8 +71,6 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
         # reports itself on /metrics and `loglens status`, so they are off.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    # Added first, so it runs innermost: after the guards, the body budget and CORS headers.
-    app.add_middleware(IngestFastPath)
     if settings.server.cors_origins:
         # Browsers on these origins may call the API; the token still applies (sent as a header,
         # so no cookies and no credentials mode are needed).
@@ -83,6 +85,8 @@ def create_app(settings: Settings, runtime_factory: RuntimeFactory = Runtime) ->
     protected = [Depends(require_token)]
     for router, needs_token in routers():
         app.include_router(router, dependencies=protected if needs_token else None)
+    if ingest_fast_path:
+        fast_ingest.install(app)  # in front of the whole stack; it applies the guards itself
     return app
 
 

@@ -7,10 +7,14 @@ every protocol gives the same status for the same failure.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.types import Send
 
 from loglens.errors import (
     Backpressure,
@@ -54,3 +58,18 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": err.message}, status_code=err.status, headers=err.headers or None)
 
     app.add_exception_handler(LoglensError, handle)
+
+
+async def send_json_error(send: Send, status: int, detail: Any, headers: Mapping[str, str] | None = None) -> None:
+    """Answer `{"detail": detail}` straight on an ASGI `send`, for layers in front of FastAPI's handlers."""
+    await send_json(send, status, {"detail": detail}, headers)
+
+
+async def send_json(send: Send, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
+    """Answer `payload` as JSON straight on an ASGI `send` (status line, headers, body)."""
+    body = orjson.dumps(payload)
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if headers:
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})

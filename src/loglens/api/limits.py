@@ -22,6 +22,8 @@ from typing import Any
 from fastapi import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from loglens.api.errors import send_json_error
+
 log = logging.getLogger("loglens.api.limits")
 
 _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
@@ -30,31 +32,33 @@ _NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CHUNK_SLACK = 1024 * 1024
 
 
-class BodyBudget:
-    """ASGI middleware: refuse (503 + Retry-After) requests whose body does not fit the shared budget."""
+class BodyLedger:
+    """The bytes of request bodies in flight against one shared budget (one ledger per app).
 
-    def __init__(self, app: ASGIApp, budget_bytes: int, max_body_bytes: int, retry_after_s: int = 1) -> None:
-        self.app = app
+    Shared by the body-budget middleware and the ingest fast path (`api/fast_ingest.py`), which
+    answers `POST /api/v1/logs` in front of the middleware stack but reserves its body here too.
+    """
+
+    def __init__(self, budget_bytes: int, max_body_bytes: int, retry_after_s: int = 1) -> None:
         self.budget = budget_bytes
         self.max_body = max_body_bytes
         self.retry_after = retry_after_s
         self.in_flight = 0
         self.refused = 0
 
-    def _refresh(self, scope: Scope) -> None:
+    def refresh(self, scope: Scope) -> None:
         """Follow a config reload: the limits come from the running settings when the app has them."""
         state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
         if state is not None:
             self.budget = state.settings.server.max_inflight_body_bytes
             self.max_body = state.settings.ingest.max_body_bytes
 
-    def _declared(self, scope: Scope) -> int | None:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                return int(value) if value.isdigit() else None
-        return None
+    def fits(self, needed: int) -> bool:
+        """Whether `needed` more bytes fit the budget now."""
+        return self.in_flight + needed <= self.budget
 
-    def _busy(self, needed: int) -> HTTPException:
+    def busy(self, needed: int) -> HTTPException:
+        """Count a refusal and return its 503 (with Retry-After)."""
         self.refused += 1
         if self.refused == 1 or self.refused % 100 == 0:
             log.warning(
@@ -67,19 +71,36 @@ class BodyBudget:
             headers={"Retry-After": str(self.retry_after)},
         )
 
+
+def declared_length(scope: Scope) -> int | None:
+    """The request's Content-Length, or None when absent or not a plain number."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class BodyBudget:
+    """ASGI middleware: refuse (503 + Retry-After) requests whose body does not fit the shared budget."""
+
+    def __init__(self, app: ASGIApp, ledger: BodyLedger) -> None:
+        self.app = app
+        self.ledger = ledger
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in _NO_BODY_METHODS:
             await self.app(scope, receive, send)
             return
-        self._refresh(scope)
-        declared = self._declared(scope)
+        ledger = self.ledger
+        ledger.refresh(scope)
+        declared = declared_length(scope)
         reserved = 0
-        if declared is not None and declared <= self.max_body:
-            if self.in_flight + declared > self.budget:
-                await _send_error(send, self._busy(declared))
+        if declared is not None and declared <= ledger.max_body:
+            if not ledger.fits(declared):
+                await _send_error(send, ledger.busy(declared))
                 return
             reserved = declared
-            self.in_flight += declared
+            ledger.in_flight += declared
         received = 0
 
         async def counted_receive() -> Message:
@@ -88,34 +109,27 @@ class BodyBudget:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > reserved:  # chunked (or longer than declared): reserve as it arrives
-                    if received > self.max_body + _CHUNK_SLACK:
-                        raise HTTPException(413, f"body exceeds the {self.max_body} byte limit")
+                    if received > ledger.max_body + _CHUNK_SLACK:
+                        raise HTTPException(413, f"body exceeds the {ledger.max_body} byte limit")
                     extra = received - reserved
-                    if self.in_flight + extra > self.budget:
-                        raise self._busy(extra)
-                    self.in_flight += extra
+                    if not ledger.fits(extra):
+                        raise ledger.busy(extra)
+                    ledger.in_flight += extra
                     reserved = received
             return message
 
         try:
             await self.app(scope, counted_receive, send)
         finally:
-            self.in_flight -= reserved
+            ledger.in_flight -= reserved
 
 
 async def _send_error(send: Send, exc: HTTPException) -> None:
-    import orjson
-
-    body = orjson.dumps({"detail": exc.detail})
-    headers: list[tuple[bytes, bytes]] = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-    ]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()]
-    await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send_json_error(send, exc.status_code, exc.detail, exc.headers)
 
 
 def install(app: Any, budget_bytes: int, max_body_bytes: int) -> None:
-    """Add the body budget to `app` (a Starlette/FastAPI app)."""
-    app.add_middleware(BodyBudget, budget_bytes=budget_bytes, max_body_bytes=max_body_bytes)
+    """Add the body budget to `app` (a Starlette/FastAPI app); its ledger is `app.state.body_ledger`."""
+    ledger = BodyLedger(budget_bytes, max_body_bytes)
+    app.state.body_ledger = ledger
+    app.add_middleware(BodyBudget, ledger=ledger)

@@ -29,7 +29,6 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
-import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from loglens.config import ServerConfig
@@ -170,12 +169,9 @@ class RequestGuard:
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:
-    body = orjson.dumps({"detail": reason})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    if status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    from loglens.api.errors import send_json_error
+
+    await send_json_error(send, status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 
 def install_guards(app: Any, settings: Any) -> None:

@@ -96,6 +96,9 @@ def uvicorn_config(settings: Settings, app: Any | None = None) -> uvicorn.Config
         # at the cap it would answer 503 to the very request an eviction made room for; the
         # protocol's cap (`server.max_connections`) replaces it.
         access_log=False,
+        # loglens never uses the client address, so X-Forwarded-* rewriting (uvicorn trusts it
+        # from 127.0.0.1 by default) would only be a per-request cost and a spoofing surface.
+        proxy_headers=False,
         log_level="warning",
         log_config=None,  # uvicorn's own messages go through loglens's JSON-lines handler
         timeout_graceful_shutdown=10,

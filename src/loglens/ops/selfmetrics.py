@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -130,6 +130,8 @@ class SelfMetrics:
         self.accepted = Counter(
             "loglens_logs_accepted", "Log records stored, by source.", ["source"], registry=self.registry
         )
+        # source -> (received, accepted) children; sources are the protocol names, a short list
+        self._by_source: dict[str, tuple[Any, Any]] = {}
         self.rejected = Counter(
             "loglens_logs_rejected",
             "Log records sent to dead-letter, by source and reason class.",
@@ -169,9 +171,12 @@ class SelfMetrics:
 
     def on_ingest(self, source: str, accepted: int, rejections: list[Rejection]) -> None:
         """IngestPipeline observer: count a committed request."""
-        self.received.labels(source).inc(accepted + len(rejections))
+        counters = self._by_source.get(source)
+        if counters is None:  # labels() costs a lock and a tuple lookup per call: once per source
+            counters = self._by_source[source] = (self.received.labels(source), self.accepted.labels(source))
+        counters[0].inc(accepted + len(rejections))
         if accepted:
-            self.accepted.labels(source).inc(accepted)
+            counters[1].inc(accepted)
         for r in rejections:
             self.rejected.labels(r.source or source, reason_class(r.reason)).inc()
 
