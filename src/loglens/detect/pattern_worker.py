@@ -247,15 +247,14 @@ class PatternWorker:
         # the few messages that give a template its example or are new.
         examples = self._examples
         template_code: dict[str, int] = {}
-        codes: list[int] = []
-        wanted: list[int] = []
-        for j, r in enumerate(results):
-            code = template_code.get(r.template_id)
-            if r.is_new or (code is None and r.template_id not in examples):
-                wanted.append(j)
-            if code is None:
-                code = template_code[r.template_id] = len(template_code)
-            codes.append(code)
+        codes = np.array([template_code.setdefault(r.template_id, len(template_code)) for r in results], dtype=np.int64)
+        templates = list(template_code)
+        # the messages that are new, and each template's first message when it has no example yet
+        first_of_template = np.unique(codes, return_index=True)[1].tolist()
+        wanted = sorted(
+            {j for j, r in enumerate(results) if r.is_new}
+            | {j for c, j in enumerate(first_of_template) if templates[c] not in examples}
+        )
         found: list[PatternFinding] = []
         if wanted:
             # the row where each distinct message first occurs (the dictionary is in that order)
@@ -272,8 +271,7 @@ class PatternWorker:
                 if r.is_new and not learning and LEVELS.index(lvl) >= self._min_level:
                     found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
         # occurrences per (template, minute), in order of first appearance
-        templates = list(template_code)
-        row_template = np.array(codes, dtype=np.int64)[rows_of]
+        row_template = codes[rows_of]
         minute = _minutes(logs).to_numpy(zero_copy_only=False).astype(np.int64)
         lo = int(minute.min())
         key = row_template * (int(minute.max()) - lo + 1) + (minute - lo)
@@ -309,14 +307,14 @@ class PatternWorker:
         message seen before is answered from the cache, the others are mined in order."""
         cache = self._cache
         out: list[Any] = list(map(cache.get, messages))
-        misses = [msg for msg, hit in zip(messages, out, strict=True) if hit is None]
-        if not misses:
+        miss_at = [i for i, hit in enumerate(out) if hit is None]
+        if not miss_at:
             return out
-        mined = iter(self.miner.add_many(misses))  # in order, as one add() each, with less overhead
-        for i, hit in enumerate(out):
-            if hit is None:
-                hit = out[i] = next(mined)
-                cache[messages[i]] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
+        # in order, as one add() each, with less overhead
+        mined = self.miner.add_many([messages[i] for i in miss_at])
+        for i, hit in zip(miss_at, mined, strict=True):
+            out[i] = hit
+            cache[messages[i]] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
         return out
 
     def _mine_rows(self, messages: list[str]) -> list[Any]:
