@@ -85,6 +85,14 @@ def wait_loaded(url: str) -> float:
     raise SystemExit("the loader did not catch up")
 
 
+def pattern_logs_dropped(url: str) -> int:
+    """Logs the template miner skipped because it was behind (it should mine every one)."""
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("loglens_pattern_logs_dropped_total "):
+            return int(float(line.split()[1]))
+    return 0
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process `pid` so far (Linux /proc), all threads."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -137,6 +145,7 @@ def main() -> None:
             server_cpu = cpu_seconds(proc.pid) - cpu0
             loads.append(load())
             loaded_s = wait_loaded(f"http://127.0.0.1:{port}") - t0
+            unmined = pattern_logs_dropped(f"http://127.0.0.1:{port}")
             singles, single_s = asyncio.run(post_singles(f"http://127.0.0.1:{port}", args.single_seconds, 32))
         finally:
             proc.send_signal(signal.SIGINT)
@@ -165,6 +174,7 @@ def main() -> None:
         f"= {base_rate:,.0f} logs/s (mean)"
     )
     print(f"ratio               : {ratio:.2f}")
+    print(f"not mined (behind)  : {unmined:,} of {accepted:,} logs skipped by the template miner")
     print(f"load average        : {' → '.join(loads)} (start, server up, after HTTP, end)")
     print(
         f"single-log POSTs    : {singles:,} requests in {single_s:.2f} s = {singles / single_s:,.0f} req/s "
@@ -181,6 +191,7 @@ def main() -> None:
             f"| DuckDB read_json → table (before / after) | {args.logs:,} | {base_before:.2f} / {base_after:.2f} | {base_rate:,.0f} |"
         )
         print(f"| ratio | | | {ratio:.2f} |")
+        print(f"| logs the template miner skipped (behind) | {unmined:,} | | |")
         print(f"| single-log POSTs (32 clients) | {singles:,} | {single_s:.2f} | {singles / single_s:,.0f} req/s |")
     if accepted != args.logs:
         raise SystemExit(f"accepted {accepted} of {args.logs} logs")

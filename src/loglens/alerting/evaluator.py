@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -157,16 +158,34 @@ class Evaluator:
         return kept, replace(partials, minute=minute, sketch=sketch)
 
     def _remember_ids(self, logs: pa.Table) -> None:
-        if "id" not in logs.column_names:
+        """Keep the ids of each service's latest logs (errors preferred) for anomaly documents.
+
+        Per service, a deque of 5 takes any log while it has room and then errors only; so of
+        this batch's rows it ends with the last 5 of (its first `room` rows, then its errors).
+        Computed per service with numpy rather than per row.
+        """
+        if "id" not in logs.column_names or logs.num_rows == 0:
             return
-        tail = logs.slice(max(0, logs.num_rows - 2000))
-        errors = pc.is_in(tail["level"], pa.array(["ERROR", "FATAL"]))
-        for svc, lid, err in zip(tail["service"].to_pylist(), tail["id"].to_pylist(), errors.to_pylist(), strict=True):
+        tail = logs.slice(max(0, logs.num_rows - 2000)).select(["service", "id", "level"]).combine_chunks()
+        coded = pc.dictionary_encode(tail["service"]).chunk(0)
+        codes = coded.indices.to_numpy(zero_copy_only=False)
+        ids = tail["id"].chunk(0).to_numpy(zero_copy_only=False)
+        errors = np.asarray(
+            pc.is_in(tail["level"], pa.array(["ERROR", "FATAL"])).chunk(0).to_numpy(zero_copy_only=False), dtype=bool
+        )
+        order = np.argsort(codes, kind="stable")  # each service's rows together, in row order
+        bounds = np.flatnonzero(np.diff(codes[order])) + 1
+        for rows in np.split(order, bounds):
+            if not len(rows):
+                continue
+            svc = coded.dictionary[int(codes[rows[0]])].as_py()
             d = self._recent_ids.get(svc)
             if d is None:
                 d = self._recent_ids[svc] = deque(maxlen=5)
-            if err or len(d) < 5:
-                d.append(lid)
+            room = 5 - len(d)
+            kept = rows[:room] if room > 0 else rows[:0]
+            later = rows[len(kept) :]
+            d.extend(ids[np.concatenate([kept, later[errors[later]]])[-5:]].tolist())
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, services: list[str] | None = None, *, anomalies: bool = True) -> None:

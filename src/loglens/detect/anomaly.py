@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from loglens import metrics
 from loglens.config import AnomalyRule
@@ -152,21 +154,27 @@ class AnomalyDetector:
                 self.add_minute(svc, minute // 1_000_000, count, err)
         s = partials.sketch
         if s.num_rows:
-            # one add_minute per (service, minute) with all its buckets, not one per bucket row
-            groups: dict[tuple[str, int], dict[int, int]] = {}
-            for svc, minute, bucket, count in zip(
-                s["service"].to_pylist(),
-                s["minute"].cast("int64").to_pylist(),
-                s["bucket"].to_pylist(),
-                s["count"].to_pylist(),
-                strict=True,
-            ):
-                sketch = groups.get((svc, minute))
-                if sketch is None:
-                    sketch = groups[(svc, minute)] = {}
-                sketch[bucket] = sketch.get(bucket, 0) + count
-            for (svc, minute), sketch in groups.items():
-                self.add_minute(svc, minute // 1_000_000, 0, 0, sketch)
+            # One add_minute per (service, minute) with all its buckets, in order of first
+            # appearance; the rows are grouped with one stable numpy sort, not a Python step each.
+            s = s.combine_chunks()
+            coded = pc.dictionary_encode(s["service"].chunk(0))
+            names = coded.dictionary.to_pylist()
+            codes = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+            minutes = s["minute"].cast(pa.int64()).chunk(0).to_numpy(zero_copy_only=False)
+            buckets = s["bucket"].chunk(0).to_numpy(zero_copy_only=False)
+            counts = s["count"].chunk(0).to_numpy(zero_copy_only=False)
+            order = np.lexsort((minutes, codes))  # stable: a group's rows keep their order
+            new_group = np.ones(len(order), dtype=bool)
+            new_group[1:] = (codes[order][1:] != codes[order][:-1]) | (minutes[order][1:] != minutes[order][:-1])
+            starts = np.flatnonzero(new_group)
+            ends = np.append(starts[1:], len(order))
+            for k in np.argsort(order[starts], kind="stable").tolist():
+                rows = order[starts[k] : ends[k]]
+                first = int(rows[0])
+                sketch: dict[int, int] = {}
+                for bucket, count in zip(buckets[rows].tolist(), counts[rows].tolist(), strict=True):
+                    sketch[bucket] = sketch.get(bucket, 0) + count
+                self.add_minute(names[codes[first]], int(minutes[first]) // 1_000_000, 0, 0, sketch)
 
     def add_minute(
         self, service: str, minute_s: int, count: int, errors: int, sketch: dict[int, int] | None = None

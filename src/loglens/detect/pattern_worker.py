@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -146,36 +147,147 @@ class PatternWorker:
             log.warning("cannot save template miner state", extra={"error": str(exc)})
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             item = self._queue.get()
             if item is None:
                 return
-            started = time.perf_counter()
+            # Everything queued meanwhile is mined as one batch: each call's fixed cost (Arrow
+            # and numpy calls, each of which may wait for the GIL) is paid once, and equal
+            # messages across the batches are mined once. The results are those of the batches
+            # one after another (see `process`).
+            items = [item]
+            rows = item.num_rows
+            while rows < self.max_queue_logs:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                items.append(nxt)
+                rows += nxt.num_rows
+            with self._lock:
+                self._queued -= rows  # the backlog is what waits, not what is being mined
+            started = time.thread_time()
             try:
-                self.process(item)
+                for batch in _concat(items):
+                    self.process(batch)
             except Exception:  # the miner must never take the server down
                 log.exception("template mining failed")
-            finally:
-                with self._lock:
-                    self._queued -= item.num_rows
-            # Mining holds the GIL; resting in proportion to the work keeps it to about a third
-            # of one core, so ingest keeps its throughput. A backlog sheds INFO lines first.
-            time.sleep(min(1.0, (time.perf_counter() - started) * _MINE_REST_FACTOR))
+            # Mining holds the GIL; resting in proportion to the CPU it took keeps it to about a
+            # third of one core, so ingest keeps its throughput. (CPU, not wall time: on a busy
+            # machine the wall time of a pass is mostly waiting for the GIL and a core, and
+            # resting for that too left the miner behind, shedding most lines.) A backlog sheds
+            # INFO lines first.
+            time.sleep(min(1.0, (time.thread_time() - started) * _MINE_REST_FACTOR))
             if self._dirty and time.monotonic() - self._last_save > self.save_interval_s:
                 self._last_save = time.monotonic()
                 self.save()
 
     def process(self, logs: pa.Table) -> list[PatternFinding]:
-        """Mine one batch (in the calling thread); returns and reports new-pattern findings."""
+        """Mine one batch (in the calling thread); returns and reports new-pattern findings.
+
+        Every message is counted, but each distinct message of the batch is mined once (Drain
+        maps equal input to the same cluster, and only its first occurrence can be new): the
+        per-row work is Arrow's dictionary encoding and numpy counting, not Python. The results
+        are exactly those of mining the rows one by one (`_process_rows`), whatever the batch
+        sizes: where the message cache would fill up, the batch is cut at the row whose miss
+        clears it.
+        """
         started = time.perf_counter()
         now = self.clock()
         learning = now - self.born < self.rule.warmup_seconds
+        found: list[PatternFinding] = []
+        if logs.num_rows and logs["message"].null_count:
+            found = self._process_rows(logs, now, learning)
+        elif logs.num_rows:
+            rest = logs
+            while rest.num_rows:
+                coded = pc.dictionary_encode(rest["message"].combine_chunks())
+                cut = self._cache_fills_at(coded)
+                if cut is None:
+                    found += self._process_distinct(rest, coded, now, learning)
+                    break
+                if cut:
+                    head = rest.slice(0, cut)
+                    found += self._process_distinct(
+                        head, pc.dictionary_encode(head["message"].combine_chunks()), now, learning
+                    )
+                self._cache.clear()  # as the row path does on the miss at row `cut`, before remembering it
+                rest = rest.slice(cut)
+        self.processed += logs.num_rows
+        self.busy_seconds += time.perf_counter() - started
+        for f in found:
+            self.on_finding(f)
+        return found
+
+    def _cache_fills_at(self, coded: pa.DictionaryArray) -> int | None:
+        """The row whose cache miss finds the message cache full (the row path clears it
+        there), or None when every miss of these rows fits."""
+        room = _MINE_CACHE_ENTRIES - len(self._cache)
+        if len(coded.dictionary) <= room:
+            return None
+        cache = self._cache
+        misses = [j for j, msg in enumerate(coded.dictionary.to_pylist()) if msg not in cache]
+        if len(misses) <= room:
+            return None
+        rows_of = coded.indices.to_numpy(zero_copy_only=False)
+        # distinct messages are numbered in order of first appearance: the first row of message j
+        return int(np.unique(rows_of, return_index=True)[1][misses[room]])
+
+    def _process_distinct(
+        self, logs: pa.Table, coded: pa.DictionaryArray, now: float, learning: bool
+    ) -> list[PatternFinding]:
+        distinct: list[str] = coded.dictionary.to_pylist()
+        rows_of = coded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        results = self._mine_distinct(distinct)
+        # Per distinct message, only a template code; a row's other fields are read only for
+        # the few messages that give a template its example or are new.
+        examples = self._examples
+        template_code: dict[str, int] = {}
+        codes = np.array([template_code.setdefault(r.template_id, len(template_code)) for r in results], dtype=np.int64)
+        templates = list(template_code)
+        # the messages that are new, and each template's first message when it has no example yet
+        first_of_template = np.unique(codes, return_index=True)[1].tolist()
+        wanted = sorted(
+            {j for j, r in enumerate(results) if r.is_new}
+            | {j for c, j in enumerate(first_of_template) if templates[c] not in examples}
+        )
+        found: list[PatternFinding] = []
+        if wanted:
+            # the row where each distinct message first occurs (the dictionary is in that order)
+            first_rows = pa.array(np.unique(rows_of, return_index=True)[1][wanted])
+            services = logs["service"].take(first_rows).to_pylist()
+            ids = logs["id"].take(first_rows).to_pylist() if "id" in logs.column_names else [None] * len(wanted)
+            levels = logs["level"].take(first_rows).to_pylist()
+            for j, svc, lid, lvl in zip(wanted, services, ids, levels, strict=True):
+                r, msg = results[j], distinct[j]
+                if r.is_new:
+                    self._dirty = True
+                if r.template_id not in examples:
+                    examples[r.template_id] = (svc, msg, lid)
+                if r.is_new and not learning and LEVELS.index(lvl) >= self._min_level:
+                    found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
+        # occurrences per (template, minute), in order of first appearance
+        row_template = codes[rows_of]
+        minute = _minutes(logs).to_numpy(zero_copy_only=False).astype(np.int64)
+        lo = int(minute.min())
+        key = row_template * (int(minute.max()) - lo + 1) + (minute - lo)
+        _, first_at, counts = np.unique(key, return_index=True, return_counts=True)
+        for k in np.argsort(first_at, kind="stable").tolist():
+            row = int(first_at[k])
+            self.rates.add(templates[int(row_template[row])], int(minute[row]) * 60, int(counts[k]))
+        return found
+
+    def _process_rows(self, logs: pa.Table, now: float, learning: bool) -> list[PatternFinding]:
         messages = logs["message"].to_pylist()
-        results = self._mine(messages)
+        results = self._mine_rows(messages)
         levels = logs["level"].to_pylist()
         services = logs["service"].to_pylist()
         ids = logs["id"].to_pylist() if "id" in logs.column_names else [None] * len(messages)
-        minutes = pc.divide(pc.cast(logs["ts"], pa.int64()), 60_000_000).to_pylist()
+        minutes = _minutes(logs).to_pylist()
         found: list[PatternFinding] = []
         counts: dict[tuple[str, int], int] = {}
         for r, msg, lvl, svc, lid, minute in zip(results, messages, levels, services, ids, minutes, strict=True):
@@ -188,13 +300,24 @@ class PatternWorker:
                 found.append(PatternFinding("new_pattern", svc, r.template_id, r.template, msg, lvl, lid, now))
         for (tid, minute), n in counts.items():
             self.rates.add(tid, minute, n)
-        self.processed += len(messages)
-        self.busy_seconds += time.perf_counter() - started
-        for f in found:
-            self.on_finding(f)
         return found
 
-    def _mine(self, messages: list[str]) -> list[Any]:
+    def _mine_distinct(self, messages: list[str]) -> list[Any]:
+        """Template of each of `messages` (distinct; the cache has room for all of them): a
+        message seen before is answered from the cache, the others are mined in order."""
+        cache = self._cache
+        out: list[Any] = list(map(cache.get, messages))
+        miss_at = [i for i, hit in enumerate(out) if hit is None]
+        if not miss_at:
+            return out
+        # in order, as one add() each, with less overhead
+        mined = self.miner.add_many([messages[i] for i in miss_at])
+        for i, hit in zip(miss_at, mined, strict=True):
+            out[i] = hit
+            cache[messages[i]] = hit if not hit.is_new else dataclasses.replace(hit, is_new=False)
+        return out
+
+    def _mine_rows(self, messages: list[str]) -> list[Any]:
         """Template of each message; identical messages are mined once (Drain maps equal input
         to the same cluster), which removes most of the regex/tokenising work on real traffic."""
         cache = self._cache
@@ -233,3 +356,18 @@ class PatternWorker:
         for f in out:
             self.on_finding(f)
         return out
+
+
+def _minutes(logs: pa.Table) -> pa.Array:
+    """Event-time minute of each log (epoch µs // 60 s)."""
+    return pc.divide(pc.cast(logs["ts"], pa.int64()), 60_000_000).combine_chunks()
+
+
+def _concat(batches: list[pa.Table]) -> list[pa.Table]:
+    """The batches as one table (several when their columns differ)."""
+    if len(batches) == 1:
+        return batches
+    try:
+        return [pa.concat_tables(batches)]
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return batches

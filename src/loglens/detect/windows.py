@@ -153,29 +153,33 @@ class SlidingWindows:
         self._add_latency(logs, pc.divide(ts, 1_000_000), self._newest - self.horizon_s)
 
     def _add_latency(self, logs: pa.Table, sec: pa.Array, floor: int) -> None:
-        rt = logs["response_time_ms"]
-        valid = pc.is_valid(rt)
-        if not pc.any(valid).as_py():
+        # Columnar: one sort of (service, second, bucket) and run lengths, then one Python step
+        # per (service, second) — not per distinct bucket, which is nearly every row of a batch.
+        keep = pc.and_(pc.is_valid(logs["response_time_ms"]), pc.greater(sec, floor))
+        if not pc.any(keep).as_py():
             return
-        t = pa.table({"service": logs["service"], "sec": sec, "rt": rt}).filter(valid)
-        t = t.append_column("bucket", metrics.sketch_buckets(t["rt"]))
-        g = t.group_by(["service", "sec", "bucket"], use_threads=False).aggregate([("bucket", "count")])
-        per_second: dict[tuple[str, int], tuple[list[int], list[int]]] = {}
-        for svc, s, b, c in zip(
-            g["service"].to_pylist(),
-            g["sec"].to_pylist(),
-            g["bucket"].to_pylist(),
-            g["bucket_count"].to_pylist(),
-            strict=True,
-        ):
-            if s > floor:
-                entry = per_second.setdefault((svc, s), ([], []))
-                entry[0].append(b)
-                entry[1].append(c)
-        for (svc, s), (bl, cl) in per_second.items():
-            bucket = self._seconds[svc].setdefault(s, _Second())
-            bucket.rt_buckets.append(np.array(bl, dtype=np.int32))
-            bucket.rt_counts.append(np.array(cl, dtype=np.int64))
+        t = pa.table({"service": logs["service"], "sec": sec, "rt": logs["response_time_ms"]}).filter(keep)
+        t = t.combine_chunks()  # one dictionary for the whole batch
+        coded = pc.dictionary_encode(t["service"]).chunk(0)
+        names = coded.dictionary.to_pylist()
+        codes = coded.indices.to_numpy(zero_copy_only=False)
+        secs = t["sec"].chunk(0).to_numpy(zero_copy_only=False)
+        buckets = metrics.sketch_buckets(t["rt"]).to_numpy(zero_copy_only=False)
+        order = np.lexsort((buckets, secs, codes))
+        codes, secs, buckets = codes[order], secs[order], buckets[order]
+        n = len(codes)
+        new_key = np.ones(n, dtype=bool)  # a new (service, second, bucket) run starts here
+        new_key[1:] = (codes[1:] != codes[:-1]) | (secs[1:] != secs[:-1]) | (buckets[1:] != buckets[:-1])
+        starts = np.flatnonzero(new_key)
+        counts = np.diff(np.append(starts, n)).astype(np.int64)
+        codes, secs, buckets = codes[starts], secs[starts], buckets[starts].astype(np.int32)
+        new_second = np.ones(len(starts), dtype=bool)
+        new_second[1:] = (codes[1:] != codes[:-1]) | (secs[1:] != secs[:-1])
+        firsts = np.flatnonzero(new_second).tolist()
+        for a, b in zip(firsts, [*firsts[1:], len(starts)], strict=True):
+            bucket = self._seconds[names[codes[a]]].setdefault(int(secs[a]), _Second())
+            bucket.rt_buckets.append(buckets[a:b])
+            bucket.rt_counts.append(counts[a:b])
             if len(bucket.rt_buckets) > 32:  # compact the fragments of a second that many batches hit
                 bk = np.concatenate(bucket.rt_buckets)
                 ct = np.concatenate(bucket.rt_counts)

@@ -236,18 +236,18 @@ class FastPlan:
             canon = pa.array(list(prop.aliases.values()))
             idx = pc.index_in(pc.utf8_lower(arr), value_set=keys)
             arr = pc.coalesce(pc.take(canon, idx), arr)
-        is_null = pc.is_null(arr)
-        valid_null = is_null if prop.nullable else pa.array(np.zeros(n, dtype=bool))
         present_ok = None
         for alt in prop.alts:
             if not ({kind, "integer"} & alt.types if kind == "number" else kind in alt.types):
                 continue
+            if alt.format is not None and alt.format not in _FAST_FORMATS:
+                continue  # no conservative check (ipv6): accepts nothing here, the exact validator decides
             m = self._alt_mask(arr, alt, kind)
             present_ok = m if present_ok is None else pc.or_(present_ok, m)
-        if present_ok is None:
-            present_ok = pa.array(np.zeros(n, dtype=bool))
-        valid = pc.if_else(is_null, valid_null, pc.fill_null(present_ok, False))
-        return arr, np.asarray(valid.to_numpy(zero_copy_only=False), dtype=bool)
+        valid = np.zeros(n, dtype=bool) if present_ok is None else true_mask(present_ok)
+        if arr.null_count:  # a missing value is valid when the property is nullable
+            valid[true_mask(pc.is_null(arr))] = prop.nullable
+        return arr, valid
 
     # ---- Arrow input (NDJSON parsed by pyarrow.json in C++) ------------------------------------
     def arrow_schema(self) -> pa.Schema:
@@ -306,25 +306,35 @@ class FastPlan:
 
     @staticmethod
     def _alt_mask(arr: pa.Array, alt: _Alt, kind: str) -> pa.Array:
-        m = pc.is_valid(arr)
+        """Rows of `arr` this alternative accepts (null or false where it does not)."""
+        checks: list[pa.Array] = []
         if kind == "number" and "number" not in alt.types:  # integer only
-            m = pc.and_(m, pc.equal(pc.floor(arr), arr))
+            checks.append(pc.equal(pc.floor(arr), arr))
         if alt.enum is not None:
-            m = pc.and_(m, pc.is_in(arr, value_set=pa.array(list(alt.enum), arr.type)))
-        if alt.min_length is not None:
-            m = pc.and_(m, pc.greater_equal(pc.utf8_length(arr), alt.min_length))
-        if alt.max_length is not None:
-            m = pc.and_(m, pc.less_equal(pc.utf8_length(arr), alt.max_length))
+            checks.append(pc.is_in(arr, value_set=pa.array(list(alt.enum), arr.type)))
+        if alt.min_length is not None or alt.max_length is not None:
+            length = pc.utf8_length(arr)
+            if alt.min_length is not None:
+                checks.append(pc.greater_equal(length, alt.min_length))
+            if alt.max_length is not None:
+                checks.append(pc.less_equal(length, alt.max_length))
         if alt.pattern is not None:
-            m = pc.and_(m, pc.match_substring_regex(arr, alt.pattern))
+            checks.append(pc.match_substring_regex(arr, alt.pattern))
         if alt.minimum is not None:
-            m = pc.and_(m, pc.greater_equal(arr, float(alt.minimum)))
+            checks.append(pc.greater_equal(arr, float(alt.minimum)))
         if alt.maximum is not None:
-            m = pc.and_(m, pc.less_equal(arr, float(alt.maximum)))
+            checks.append(pc.less_equal(arr, float(alt.maximum)))
         if alt.format is not None:
             regex = _FAST_FORMATS.get(alt.format)
             # ipv6 has no conservative regex here: such rows go to the exact validator.
-            m = pc.and_(m, pc.match_substring_regex(arr, regex)) if regex else pa.array(np.zeros(len(arr), bool))
+            if regex is None:
+                return pa.array(np.zeros(len(arr), bool))
+            checks.append(pc.match_substring_regex(arr, regex))
+        if arr.null_count or not checks:
+            checks.insert(0, pc.is_valid(arr))
+        m = checks[0]
+        for check in checks[1:]:
+            m = pc.and_(m, check)
         return m
 
     @staticmethod
