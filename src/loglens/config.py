@@ -203,6 +203,12 @@ class IngestConfig(_Model):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="Largest request body (after gzip).")
     max_queue_logs: int = Field(500_000, gt=0, description="Logs waiting for their WAL fsync before 429.")
     commit_interval_ms: int = Field(20, ge=1, le=50, description="Group-commit window.")
+    idempotency_keys_max: int = Field(
+        250_000,
+        gt=0,
+        description="Idempotency-Key values remembered (the newest; each also at most storage.retention_days): "
+        "a retry with an older key is stored again. Bounds the server's memory when every request has a new key.",
+    )
     max_batch_logs: int = Field(100_000, gt=0, description="Largest group commit in logs.")
     dead_letter_raw_limit: int = Field(4096, gt=0, description="Raw text kept per rejected log.")
     max_errors_reported: int = Field(100, ge=0, description="Errors listed per ingest response.")

@@ -101,6 +101,7 @@ def build_store(settings: Settings) -> Store:
         retention_interval_s=settings.storage.retention_interval_seconds,
         commit_window_s=settings.ingest.commit_interval_ms / 1000,
         memory_limit=settings.storage.memory_limit,
+        max_idempotency_keys=settings.ingest.idempotency_keys_max,
         wal_dir=settings.storage.wal_dir,
         wal_max_bytes=settings.storage.wal_max_bytes,
         wal_segment_bytes=settings.storage.wal_segment_bytes,

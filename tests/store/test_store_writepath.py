@@ -111,6 +111,24 @@ def test_idempotency_keys_survive_a_restart(tmp_path: Path) -> None:
         assert store.query("SELECT accepted FROM ingest_keys WHERE key = 'key-1'") == [(3,)]
 
 
+def test_only_the_newest_idempotency_keys_are_remembered_also_after_a_restart(tmp_path: Path) -> None:
+    """A client sending a new key with every request cannot grow the server's memory without bound."""
+    path = tmp_path / "s.duckdb"
+
+    def stored(store: Store, key: str) -> bool:
+        return not store.submit(_table(1, key), [], now_us(), key).result().duplicate
+
+    with Store(path, max_idempotency_keys=3) as store:
+        assert all(stored(store, f"k{i}") for i in range(5))
+        assert store.query("SELECT count(*) FROM ingest_keys")[0][0] == 5  # all are in the table
+        assert not stored(store, "k4") and not stored(store, "k2")  # the three newest are known
+        assert stored(store, "k1")  # an older one was forgotten: its retry is stored again
+    with Store(path, max_idempotency_keys=3) as store:
+        # after a restart the newest three of the table are remembered: k1 (again), k4, k3
+        assert not stored(store, "k1") and not stored(store, "k4") and not stored(store, "k3")
+        assert stored(store, "k0")
+
+
 def test_a_failing_loader_keeps_the_wal_and_retries(tmp_path: Path) -> None:
     with Store(tmp_path / "s.duckdb", load_interval_s=0.05) as store:
         assert store.loader is not None

@@ -217,7 +217,8 @@ class Store:
         metrics_retention_days: float = 90.0,
         retention_interval_s: float = 60.0,
         commit_window_s: float = 0.02,
-        memory_limit: str = "256MB",
+        memory_limit: str = "128MB",
+        max_idempotency_keys: int = 250_000,
         wal_dir: str | Path | None = None,
         wal_max_bytes: int = 1 << 30,
         wal_segment_bytes: int = 64 << 20,
@@ -233,6 +234,7 @@ class Store:
         self.retention_interval_s = retention_interval_s
         self.commit_window_s = commit_window_s
         self.memory_limit = memory_limit
+        self.max_idempotency_keys = max_idempotency_keys
         self.wal_max_bytes = wal_max_bytes
         self.load_interval_s = load_interval_s
         self.load_batch_logs = load_batch_logs
@@ -255,9 +257,12 @@ class Store:
         self._db: duckdb.DuckDBPyConnection | None = None
         self._next_log_id = 1
         self._next_dead_id = 1
-        # Idempotency keys acknowledged (loaded or still in the WAL) → arrival time (epoch µs);
-        # kept as long as raw logs (storage.retention_days), then forgotten with them.
-        self._keys: dict[str, int] = {}
+        # Idempotency keys acknowledged (loaded or still in the WAL) → arrival time (epoch µs), in
+        # commit order; kept as long as raw logs (storage.retention_days) and at most the
+        # `max_idempotency_keys` newest, so a client sending a new key with every request cannot
+        # grow the server's memory without bound (the oldest are forgotten first: a retry comes
+        # soon after its request).
+        self._keys: collections.OrderedDict[str, int] = collections.OrderedDict()
         self._keys_lock = threading.Lock()
         self._claimed_dead: set[int] = set()  # dead letters re-ingested by a replay not yet loaded
         self._replay_start = 0
@@ -292,11 +297,13 @@ class Store:
             log.warning("dropped a torn WAL tail", extra={"bytes": scan.torn_bytes, "lsn": scan.end_lsn})
         self._next_log_id = max(int(self._one("SELECT coalesce(max(id), 0) FROM logs")), scan.max_log_id) + 1
         self._next_dead_id = max(int(self._one("SELECT coalesce(max(id), 0) FROM dead_letter")), scan.max_dead_id) + 1
-        self._keys = {
-            str(r[0]): int(r[1])
-            for r in self._db.execute("SELECT key, epoch_us(committed_at) FROM ingest_keys").fetchall()
-        }
+        newest = self._db.execute(
+            "SELECT key, epoch_us(committed_at) FROM ingest_keys ORDER BY committed_at DESC LIMIT ?",
+            [self.max_idempotency_keys],
+        ).fetchall()
+        self._keys = collections.OrderedDict((str(r[0]), int(r[1])) for r in reversed(newest))
         self._keys.update((k.key, k.received_us) for k in scan.keys)
+        self._forget_oldest_keys()
         self._claimed_dead = set(scan.replayed_dead_ids)
         self.registry.seed(
             [
@@ -557,6 +564,11 @@ class Store:
             self._wait_dispatch_room(size)
             self._commit_group(items)
 
+    def _forget_oldest_keys(self) -> None:
+        """Keep at most `max_idempotency_keys` keys, the newest (caller holds the keys lock or owns the store)."""
+        while len(self._keys) > self.max_idempotency_keys:
+            self._keys.popitem(last=False)
+
     def _wait_dispatch_room(self, size: int) -> None:
         # Listeners that fall behind hold back the next fsync (and so, through the queue, new
         # requests get 429) instead of letting in-memory batches pile up without bound.
@@ -617,6 +629,7 @@ class Store:
         if group_keys:
             with self._keys_lock:
                 self._keys.update(group_keys)
+                self._forget_oldest_keys()
         elapsed = time.perf_counter() - started
         self.commits += 1
         self.last_commit_seconds = elapsed
@@ -797,9 +810,9 @@ class Store:
             db.execute("DELETE FROM dead_letter WHERE received_at < make_timestamp(?)", [log_cutoff])
             db.execute("DELETE FROM ingest_keys WHERE committed_at < make_timestamp(?)", [log_cutoff])
             with self._keys_lock:
-                expired = [k for k, at in self._keys.items() if at < log_cutoff]
-                for k in expired:
-                    del self._keys[k]
+                # oldest first: stop at the first key still inside the retention
+                while self._keys and next(iter(self._keys.values())) < log_cutoff:
+                    self._keys.popitem(last=False)
             for table in ("metrics_minute_part", "latency_sketch_part", "user_minute_part"):
                 db.execute(f"DELETE FROM {table} WHERE minute < make_timestamp(?)", [metric_cutoff])
             # A service silent for longer than raw logs are kept has nothing left to show: it
