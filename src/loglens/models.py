@@ -68,6 +68,11 @@ class LogRows:
         return len(self.columns[0])
 
 
+# Up to this many rows a table is built by one struct conversion (see rows_to_table).
+_STRUCT_ROWS = 64
+_LOG_STRUCT = pa.struct(list(LOG_ARROW_SCHEMA))
+
+
 def rows_to_table(parts: list[LogRows]) -> pa.Table:
     """One Arrow table (LOG_ARROW_SCHEMA) of every part's rows, in order."""
     if len(parts) == 1:
@@ -82,10 +87,6 @@ def rows_to_table(parts: list[LogRows]) -> pa.Table:
     return pa.Table.from_arrays(
         [pa.array(col, f.type) for col, f in zip(columns, LOG_ARROW_SCHEMA, strict=True)], schema=LOG_ARROW_SCHEMA
     )
-
-
-_STRUCT_ROWS = 64
-_LOG_STRUCT = pa.struct(list(LOG_ARROW_SCHEMA))
 
 
 # Per-(service, minute) aggregates as `metrics.aggregate` computes them and the store upserts them.

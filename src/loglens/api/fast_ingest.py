@@ -8,7 +8,7 @@ fell by a quarter once this layer moved in front of the stack). So this layer co
 does exactly what the FastAPI route `routes/ingest.py` does — same decoding, same pipeline, same
 error mapping and answers — after the same protections, applied by the same functions:
 
-* Host and cross-site checks (`security.check_request`) and the token scope (`auth.decide`);
+* Host and cross-site checks and the token scope (`security.refusal_of`, as the request guard);
 * the shared body budget (`limits.BodyLedger`): the declared body is reserved before reading.
 
 It serves only the plain case and hands everything else, unchanged, to the full stack, which
@@ -29,12 +29,11 @@ import anyio.to_thread
 from starlette.requests import ClientDisconnect, Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from loglens.api import auth
 from loglens.api.body import read_body
 from loglens.api.errors import http_error, send_json, send_json_error
 from loglens.api.limits import BodyLedger, declared_length
 from loglens.api.routes.ingest import INLINE_DECODE_BYTES, MAX_IDEMPOTENCY_KEY
-from loglens.api.security import check_request
+from loglens.api.security import refusal_of
 from loglens.errors import IngestError, LoglensError, PayloadTooLarge
 from loglens.ingest.decode import decode_body
 from loglens.models import IngestResult
@@ -82,8 +81,7 @@ class IngestFastPath:
             declared is None
             or declared > ledger.max_body
             or not ledger.fits(declared)
-            or check_request("POST", PATH, headers.all, server) is not None
-            or auth.decide("POST", PATH, headers.all, server) is not None
+            or refusal_of("POST", PATH, headers.all, server) is not None
         ):
             await self.app(scope, receive, send)
             return

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from loglens.api.errors import send_json_error
 from loglens.config import ServerConfig
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -140,6 +141,14 @@ def check_request(method: str, path: str, headers: dict[str, str], server: Serve
     return None
 
 
+def refusal_of(method: str, path: str, headers: dict[str, str], server: ServerConfig) -> tuple[int, str] | None:
+    """(status, reason) when the request must be refused — Host and cross-site checks first, then
+    the token scope — else None. The request guard and the ingest fast path both decide with it."""
+    from loglens.api import auth
+
+    return check_request(method, path, headers, server) or auth.decide(method, path, headers, server)
+
+
 class RequestGuard:
     """ASGI middleware: every request's Host/cross-site checks, then its token scope, before its body.
 
@@ -158,9 +167,7 @@ class RequestGuard:
             state = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
             server = state.settings.server if state is not None else self.server
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            refusal = check_request(scope["method"], scope["path"], headers, server) or auth.decide(
-                scope["method"], scope["path"], headers, server
-            )
+            refusal = refusal_of(scope["method"], scope["path"], headers, server)
             if refusal is not None:
                 await _refuse(send, *refusal)
                 return
@@ -169,8 +176,6 @@ class RequestGuard:
 
 
 async def _refuse(send: Send, status: int, reason: str) -> None:
-    from loglens.api.errors import send_json_error
-
     await send_json_error(send, status, reason, {"WWW-Authenticate": "Bearer"} if status == 401 else None)
 
 

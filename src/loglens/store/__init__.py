@@ -486,7 +486,6 @@ class Store:
         `replayed_dead_ids` marks dead letters this batch re-ingests: the mark travels in the
         same WAL frame as the logs, so a replay is applied entirely or not at all.
         """
-        self._check_room()
         item = _Item(table, rejections, received_us, idempotency_key, list(replayed_dead_ids or []))
         self._enqueue(item)
         future = item.future
@@ -506,7 +505,6 @@ class Store:
         loop wake-up per request; these futures are settled together, one wake-up per group
         commit, which matters when every request carries one log.
         """
-        self._check_room()
         loop = asyncio.get_running_loop()
         item = _Item(table, rejections, received_us, idempotency_key, [], loop.create_future(), loop)
         self._enqueue(item)
@@ -523,6 +521,7 @@ class Store:
             )
 
     def _enqueue(self, item: _Item) -> None:
+        self._check_room()
         with self._pending_lock:
             if self._pending and self._pending + item.size > self.max_queue_logs:
                 raise Backpressure(f"ingest queue full ({self._pending} logs waiting for commit)", self.retry_after())
