@@ -58,8 +58,19 @@ def assert_clean(result: subprocess.CompletedProcess[str], expect: str) -> None:
     assert result.returncode in (1, 2), result.stderr
 
 
+def config_naming_schemas(directory: Path, port: int) -> Path:
+    """A config that names its schemas (`schemas/...`, relative to the file) without providing them."""
+    cfg = config_without_schemas(directory, port)
+    cfg.write_text(
+        cfg.read_text(encoding="utf-8")
+        + "schemas: {log: schemas/log_schema.yaml, anomaly: schemas/anomaly_schema.yaml}\n",
+        encoding="utf-8",
+    )
+    return cfg
+
+
 def test_every_command_reports_a_missing_schema_in_one_line(tmp_path: Path, held_port: int) -> None:
-    cfg = config_without_schemas(tmp_path / "conf", held_port)
+    cfg = config_naming_schemas(tmp_path / "conf", held_port)
     data = tmp_path / "in.ndjson"
     data.write_bytes(orjson.dumps({"timestamp": "2026-01-01T00:00:00Z", "message": "m"}) + b"\n")
     elsewhere = tmp_path / "elsewhere"
@@ -84,6 +95,27 @@ def test_every_command_reports_a_missing_schema_in_one_line(tmp_path: Path, held
         assert result.returncode == 0 and "Traceback" not in result.stderr, (command, result.stderr)
 
 
+def test_schemas_left_at_their_defaults_fall_back_to_the_packaged_copy(tmp_path: Path, held_port: int) -> None:
+    """Run outside a checkout — no `schemas/` beside the config, or no config at all — loglens
+    validates with the schema shipped in the package, the same rules as the repository's file."""
+    data = tmp_path / "in.ndjson"
+    good = {"timestamp": "2026-01-01T00:00:00Z", "level": "ERROR", "service": "api", "message": "m"}
+    data.write_bytes(orjson.dumps(good) + b"\n" + orjson.dumps({"level": "INFO"}) + b"\n")
+    cfg = config_without_schemas(tmp_path / "conf", held_port)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run_cli(elsewhere, "check-config", str(cfg))
+    assert result.returncode == 0 and result.stdout.strip() == "OK", result.stderr
+    out = tmp_path / "report.json"
+    for args in (["--config", str(cfg)], []):  # a config without `schemas:`, and no config at all
+        result = run_cli(elsewhere, "analyze", str(data), "--out", str(out), "--no-progress", *args)
+        assert result.returncode == 0, result.stderr
+        report = orjson.loads(out.read_bytes())
+        assert (report["summary"]["accepted"], report["summary"]["rejected"]) == (1, 1), report["summary"]
+        reasons = [r["reason"] for r in report["bad_lines"]["by_reason"]]
+        assert any("required" in r for r in reasons), reasons
+
+
 def test_schema_path_resolves_relative_to_the_config_file(tmp_path: Path, held_port: int) -> None:
     cfg = config_without_schemas(tmp_path / "conf", held_port)
     shutil.copytree(REPO / "schemas", tmp_path / "conf" / "schemas")
@@ -92,7 +124,7 @@ def test_schema_path_resolves_relative_to_the_config_file(tmp_path: Path, held_p
 
 
 def test_an_invalid_schema_is_one_line_with_file_and_line(tmp_path: Path, held_port: int) -> None:
-    cfg = config_without_schemas(tmp_path / "conf", held_port)
+    cfg = config_naming_schemas(tmp_path / "conf", held_port)
     (tmp_path / "conf" / "schemas").mkdir()
     (tmp_path / "conf" / "schemas" / "log_schema.yaml").write_text("type: [\n", encoding="utf-8")
     result = run_cli(tmp_path, "serve", "--config", str(cfg), "--port", "0")

@@ -193,8 +193,15 @@ class ArchiveConfig(_Model):
 class SchemasConfig(_Model):
     """Paths of the JSON Schemas enforced at run time."""
 
-    log: Path = Field(Path("schemas/log_schema.yaml"), description="Log record schema.")
-    anomaly: Path = Field(Path("schemas/anomaly_schema.yaml"), description="Anomaly record schema.")
+    log: Path = Field(
+        Path("schemas/log_schema.yaml"),
+        description="Log record schema, relative to the config file. Left at this default and absent "
+        "(loglens run outside its checkout), the copy shipped in the package is used.",
+    )
+    anomaly: Path = Field(
+        Path("schemas/anomaly_schema.yaml"),
+        description="Anomaly record schema; the same default rule as schemas.log.",
+    )
 
 
 class IngestConfig(_Model):
@@ -751,11 +758,29 @@ def _anchor_defaults(settings: Settings, base: Path) -> Settings:
     def anchored(p: Path) -> Path:
         return p if p.is_absolute() else base / p
 
+    chosen = set(settings.schemas.model_fields_set)  # before model_copy marks every field as set
     schemas = settings.schemas.model_copy(
         update={"log": anchored(settings.schemas.log), "anomaly": anchored(settings.schemas.anomaly)}
     )
     storage = settings.storage.model_copy(update={"path": anchored(settings.storage.path)})
-    return settings.model_copy(update={"schemas": schemas, "storage": storage})
+    return _bundled_schema_defaults(settings.model_copy(update={"schemas": schemas, "storage": storage}), chosen)
+
+
+BUNDLED_SCHEMA_DIR = Path(__file__).resolve().parent / "schema" / "defaults"
+
+
+def _bundled_schema_defaults(settings: Settings, chosen: set[str]) -> Settings:
+    """A schema left at its default path that is not there (loglens run outside a checkout, with
+    no `schemas/` beside the config) is the copy shipped inside the package. A path the config
+    sets explicitly (`chosen`) is never replaced: a missing file there stays an error naming it."""
+    update = {
+        name: BUNDLED_SCHEMA_DIR / default.name
+        for name, default in (("log", settings.schemas.log), ("anomaly", settings.schemas.anomaly))
+        if name not in chosen and not default.exists()
+    }
+    if not update:
+        return settings
+    return settings.model_copy(update={"schemas": settings.schemas.model_copy(update=update)})
 
 
 def _to_plain(node: Any) -> Any:
@@ -771,7 +796,7 @@ def load_settings(path: str | Path | None = None) -> Settings:
     if path is None:
         default = Path("config.yaml")
         if not default.exists():
-            return Settings()
+            return _bundled_schema_defaults(Settings(), set())
         path = default
     path = Path(path)
     try:
