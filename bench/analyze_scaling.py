@@ -15,8 +15,6 @@ import json
 import os
 import platform
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,24 +24,9 @@ from pathlib import Path
 
 from analyze import REPO, write_logs
 
-BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in reversed(procs):
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                p.kill()
+# the clusters are started exactly as tests/analyze/test_analyze_real_clusters.py starts them
+sys.path.insert(0, str(REPO / "tests" / "analyze"))
+import local_clusters
 
 
 def analyze(path: Path, engine: str, address: str, out: Path, env: dict[str, str] | None = None) -> dict:
@@ -54,104 +37,22 @@ def analyze(path: Path, engine: str, address: str, out: Path, env: dict[str, str
 
 
 def dask_runs(path: Path, tmp: Path) -> list[tuple[int, dict]]:
-    sched_file = tmp / "scheduler.json"
-    procs = [
-        subprocess.Popen(
-            [
-                str(BIN / "dask"),
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--dashboard-address",
-                "127.0.0.1:0",
-                "--scheduler-file",
-                str(sched_file),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-    ]
     out: list[tuple[int, dict]] = []
-    try:
-        # The file appears before its JSON is written: wait until it parses.
-        address = None
-        while address is None:
-            time.sleep(0.2)
-            try:
-                address = json.loads(sched_file.read_text())["address"]
-            except (FileNotFoundError, json.JSONDecodeError, KeyError):
-                address = None
-        from distributed import Client
-
+    with local_clusters.dask_cluster(tmp) as cluster:
         for n in (1, 2):
-            procs.append(
-                subprocess.Popen(
-                    [
-                        str(BIN / "dask"),
-                        "worker",
-                        address,
-                        "--nthreads",
-                        "1",
-                        "--nworkers",
-                        "1",
-                        "--no-dashboard",
-                        "--host",
-                        "127.0.0.1",
-                        "--local-directory",
-                        str(tmp / f"w{n}"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            with Client(address, timeout=60) as client:
-                client.wait_for_workers(n, timeout=180)
-            out.append((n, analyze(path, "dask", address, tmp / f"dask{n}.json")))
-    finally:
-        stop(procs)
+            cluster.add_worker()
+            out.append((n, analyze(path, "dask", cluster.address, tmp / f"dask{n}.json")))
     return out
 
 
 def ray_runs(path: Path, tmp: Path) -> list[tuple[int, dict]]:
-    (tmp / "home").mkdir()
-    # not the RAY_* variables an in-process ray.init of another test may have left in os.environ
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(HOME=str(tmp / "home"), RAY_USAGE_STATS_ENABLED="0")
-
-    def ports() -> list[str]:
-        names = ("node-manager", "object-manager", "dashboard-agent-listen", "dashboard-agent-grpc")
-        flags = [x for name in names for x in (f"--{name}-port", str(free_port()))]
-        return [*flags, "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
-
-    gcs = free_port()
-    address = f"127.0.0.1:{gcs}"
-    common = ["--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
-    procs: list[subprocess.Popen[bytes]] = []
     out: list[tuple[int, dict]] = []
-    try:
+    with local_clusters.ray_cluster(tmp) as cluster:
         for n in (1, 2):
-            log = tmp / f"ray{n}.log"
-            head = ["--head", "--port", str(gcs), "--include-dashboard", "false", "--temp-dir", str(tmp)]
-            where = head if n == 1 else ["--address", address]
-            procs.append(
-                subprocess.Popen(
-                    [str(BIN / "ray"), "start", *where, *common, *ports()],
-                    stdout=log.open("wb"),
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            )
-            deadline = time.monotonic() + 180
-            while "Ray runtime started" not in log.read_text(errors="replace"):
-                if time.monotonic() > deadline or procs[-1].poll() is not None:
-                    raise RuntimeError(log.read_text(errors="replace")[-2000:])
-                time.sleep(0.5)
-            time.sleep(2)  # the new node registers its CPU with the head
-            out.append((n, analyze(path, "ray", address, tmp / f"ray{n}.json", env)))
-    finally:
-        stop(procs)
+            if n > 1:
+                cluster.add_node()
+                time.sleep(2)  # the new node registers its CPU with the head (a bench, not a test)
+            out.append((n, analyze(path, "ray", cluster.address, tmp / f"ray{n}.json", cluster.env)))
     return out
 
 
