@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from loglens.models import SCHEMA_FIELDS
+
 
 def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1, timeout: float = 60) -> list[Any]:
     """Poll a store query until it returns at least `n` rows (data arrives over real sockets)."""
@@ -18,18 +20,7 @@ def wait_rows(state: Any, sql: str, params: list[Any] | None = None, n: int = 1,
 
 def logs(state: Any, source: str, n: int = 1, timeout: float = 60) -> list[dict[str, Any]]:
     """Stored logs of one source as dicts, ordered by id, once at least `n` are there."""
-    cols = [
-        "ts",
-        "level",
-        "service",
-        "message",
-        "user_id",
-        "ip_address",
-        "response_time_ms",
-        "trace_id",
-        "metadata",
-        "source",
-    ]
+    cols = ["ts", *SCHEMA_FIELDS[1:], "metadata", "source"]
     rows = wait_rows(state, f"SELECT {', '.join(cols)} FROM logs WHERE source = ? ORDER BY id", [source], n, timeout)
     return [dict(zip(cols, r, strict=True)) for r in rows]
 

@@ -5,24 +5,12 @@ cases, every operation). The long run (minutes) is `bench/contract.py`; this kee
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
+import openapi_cases
 import pytest
-import schemathesis
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import (
-    content_type_conformance,
-    not_a_server_error,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from tests_support import LiveServer, make_settings, start_server
 
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
-_EXCLUDED = {"/api/v1/stream"}  # never ends by design; covered in test_fuzz_api.py
 EXAMPLES = 12
 
 
@@ -31,29 +19,6 @@ def contract_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveSe
     server = start_server(make_settings(tmp_path_factory.mktemp("contract"), "notifiers: []"))
     yield server
     server.stop()
-
-
-def deviations(op: Any, base_url: str, examples: int) -> list[str]:
-    """Contract deviations of one operation over `examples` positive and negative cases."""
-    found: list[str] = []
-    strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
-
-    @given(case=strategy)
-    @settings(
-        max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
-    )
-    def run(case: Any) -> None:
-        response = case.call(base_url=base_url, timeout=30)
-        try:
-            case.validate_response(response, checks=CHECKS)
-        except Exception as exc:
-            found.append(f"{op.label}: {response.status_code} {response.text[:200]!r}: {str(exc)[:300]}")
-
-    try:
-        run()
-    except Exception as exc:  # schemathesis reports a failing case once hypothesis has shrunk it
-        found.append(f"{op.label}: {str(exc)[:600]}")
-    return found
 
 
 def test_the_openapi_document_states_every_error_answer(contract_server: LiveServer) -> None:
@@ -69,11 +34,9 @@ def test_the_openapi_document_states_every_error_answer(contract_server: LiveSer
 
 @pytest.mark.slow
 def test_no_contract_deviation(contract_server: LiveServer) -> None:
-    schema = schemathesis.openapi.from_url(f"{contract_server.url}/openapi.json")
-    operations = [r.ok() for r in schema.get_all_operations()]
-    ops = [op for op in operations if op.path not in _EXCLUDED]
+    ops = openapi_cases.operations(contract_server.url)
     assert len(ops) >= 25
     found: list[str] = []
     for op in ops:
-        found.extend(deviations(op, contract_server.url, EXAMPLES))
+        found.extend(openapi_cases.failures(op, contract_server.url, EXAMPLES, openapi_cases.CONTRACT_CHECKS))
     assert found == []

@@ -9,20 +9,15 @@ or crash. The SSE stream never ends by design, so it is checked separately for a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
+import openapi_cases
 import pytest
-import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 
 from tests_support import LiveServer, make_settings, start_server
 
-# never-ending by design (text/event-stream); covered by test_stream_starts_cleanly below
-_EXCLUDED = {"/api/v1/stream"}
 EXAMPLES = 25  # per operation; ~27 operations stay well under a minute
 
 
@@ -34,37 +29,15 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     server.stop()
 
 
-def _fuzz_operation(op: Any, base_url: str, examples: int) -> list[str]:
-    """Run `examples` positive and negative cases against one operation; return the 5xx found."""
-    failures: list[str] = []
-    strategy = st.one_of(op.as_strategy(GenerationMode.POSITIVE), op.as_strategy(GenerationMode.NEGATIVE))
-
-    @given(case=strategy)
-    @settings(
-        max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
-    )
-    def run(case: Any) -> None:
-        response = case.call(base_url=base_url, timeout=30)
-        try:
-            case.validate_response(response, checks=[not_a_server_error])
-        except Exception as exc:  # collect every failing operation, not only the first
-            failures.append(f"{op.label}: {response.status_code} {response.text[:300]!r} ({type(exc).__name__})")
-
-    run()
-    return failures
-
-
 @pytest.mark.slow
 @pytest.mark.xdist_group("fuzz")
 def test_no_operation_answers_5xx(fuzz_server: LiveServer) -> None:
-    schema = schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
-    operations = [r.ok() for r in schema.get_all_operations()]
-    fuzzed = [op for op in operations if op.path not in _EXCLUDED]
+    fuzzed = openapi_cases.operations(fuzz_server.url)
     assert len(fuzzed) >= 20  # the whole API, not a corner of it
-    failures: list[str] = []
+    found: list[str] = []
     for op in fuzzed:
-        failures.extend(_fuzz_operation(op, fuzz_server.url, EXAMPLES))
-    assert failures == []
+        found.extend(openapi_cases.failures(op, fuzz_server.url, EXAMPLES, openapi_cases.NO_5XX))
+    assert found == []
     # and the server is still healthy after the barrage
     assert httpx.get(f"{fuzz_server.url}/healthz").status_code == 200
 

@@ -32,24 +32,12 @@ from pathlib import Path
 import duckdb
 import orjson
 
+from loglens.models import SCHEMA_FIELDS
+
 MANIFEST = "manifest.json"
 HOUR_US = 3_600_000_000
 # What an archive row keeps: every stored column (metadata as JSON text), plus the partition keys.
-COLUMNS = (
-    "id",
-    "ts",
-    "received_at",
-    "level",
-    "service",
-    "message",
-    "user_id",
-    "ip_address",
-    "response_time_ms",
-    "trace_id",
-    "metadata",
-    "late",
-    "source",
-)
+COLUMNS = ("id", "ts", "received_at", *SCHEMA_FIELDS[1:], "metadata", "late", "source")  # ts: the timestamp
 
 
 class ArchiveError(RuntimeError):
