@@ -91,7 +91,9 @@ def test_serve_process_binds_loopback_and_stops_cleanly(tmp_path: Path) -> None:
         proc.wait(timeout=60)
     err = log_path.read_bytes()
     assert proc.returncode == 0
-    assert b"Traceback" not in err
+    # only loglens's own JSON log lines: no traceback, and nothing a library prints at exit
+    # (DuckDB's bindings report objects left uncollected, e.g. by a gc.freeze() never undone)
+    assert [line for line in err.splitlines() if not line.startswith(b"{")] == []
     assert (tmp_path / "d" / "loglens.duckdb").exists()  # --data-dir overrides storage.path
     with Store(tmp_path / "d" / "loglens.duckdb") as store:
         assert store.query("SELECT count(*) FROM logs")[0][0] == 5
