@@ -15,7 +15,6 @@ so no log is deleted from the store before it is in the archive — and never ra
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,7 @@ import duckdb
 
 from loglens.config import ArchiveConfig
 from loglens.errors import LoglensError
+from loglens.ops.tasks import cancel_task, start_task
 from loglens.store.archive import HOUR_US, ArchiveError, ExportReport, export, hours_in_store, load_manifest
 
 if TYPE_CHECKING:
@@ -87,12 +87,9 @@ class Archiver:
 
     async def start(self) -> None:
         """Start archiving on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="loglens-archiver")
+        self._task = start_task(self._run(), "loglens-archiver")
 
     async def stop(self) -> None:
         """Stop archiving (an export in flight finishes its hour in its thread)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_task(task)

@@ -31,6 +31,7 @@ import anyio.to_thread
 
 from loglens.config import Settings, load_settings
 from loglens.errors import ConfigError, ConfigIssue
+from loglens.ops.tasks import cancel_task, start_task
 from loglens.ports import MetaAlerts, ReloadApply
 from loglens.schema import LogSchema
 
@@ -256,15 +257,12 @@ class ReloadManager:
         """Poll the config file's mtime/size and reload when it changes (opt-in: server.watch_config)."""
         path = self.current().config_path
         if path is not None:
-            self._watch_task = asyncio.get_running_loop().create_task(self._watch(Path(path), interval_s))
+            self._watch_task = start_task(self._watch(Path(path), interval_s), "loglens-config-watch")
 
     async def stop_watch(self) -> None:
         """Stop the file watch."""
         task, self._watch_task = self._watch_task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
 
     async def _watch(self, path: Path, interval_s: float) -> None:
         last = _stamp(path)

@@ -10,10 +10,10 @@ free of any alerting work.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Protocol
 
+from loglens.ops.tasks import cancel_task, start_task
 from loglens.ports import MetaAlerts
 
 log = logging.getLogger("loglens.ops.storewatch")
@@ -73,12 +73,9 @@ class StoreWatch:
 
     async def start(self) -> None:
         """Start polling on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="loglens-storewatch")
+        self._task = start_task(self._run(), "loglens-storewatch")
 
     async def stop(self) -> None:
         """Stop polling."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_task(task)
