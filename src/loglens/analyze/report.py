@@ -29,17 +29,23 @@ QUANTILES = (0.5, 0.95, 0.99)
 
 
 def sketch_quantiles(
-    sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES
+    sketch: pa.Table,
+    by: list[str],
+    qs: tuple[float, ...] = QUANTILES,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> dict[tuple[Any, ...], list[float | None]]:
-    """{group key: [value per q]} from sketch rows, identical to `metrics.quantile` per group."""
+    """{group key: [value per q]} from sketch rows, identical to `metrics.quantile` per group.
+
+    `con`: a DuckDB connection to query in (default: a new one, closed afterwards)."""
     if sketch.num_rows == 0:
         return {}
     keys = ", ".join(by)
     picks = ", ".join("min(bucket) FILTER (WHERE cc > ?::DOUBLE * (tot - 1)::DOUBLE)" for _ in qs)
-    con = duckdb.connect()
+    own = con is None
+    db = duckdb.connect() if con is None else con
     try:
-        con.register("sk", sketch)
-        rows = con.execute(
+        db.register("sk", sketch)
+        rows = db.execute(
             f"WITH s AS (SELECT {keys}, bucket, sum(count) AS c FROM sk GROUP BY {keys}, bucket), "
             f"w AS (SELECT *, sum(c) OVER (PARTITION BY {keys} ORDER BY bucket "
             f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cc, sum(c) OVER (PARTITION BY {keys}) AS tot "
@@ -47,7 +53,9 @@ def sketch_quantiles(
             list(qs),
         ).fetchall()
     finally:
-        con.close()
+        db.unregister("sk")
+        if own:
+            db.close()
     n = len(by)
     return {tuple(r[:n]): [None if b is None else metrics.bucket_value(int(b)) for b in r[n:]] for r in rows}
 
@@ -64,13 +72,21 @@ def build_report(
     analysis: Analysis, detection: Detection, meta: dict[str, Any], *, top_users: int = 20
 ) -> dict[str, Any]:
     """The JSON-ready report: summary, services, per-minute series, users, bad lines, alerts."""
+    with duckdb.connect() as con:  # one for every query here: opening one costs ~20 ms
+        return _build_report(con, analysis, detection, meta, top_users)
+
+
+def _build_report(
+    con: duckdb.DuckDBPyConnection, analysis: Analysis, detection: Detection, meta: dict[str, Any], top_users: int
+) -> dict[str, Any]:
     p = analysis.partials
     minute = p.minute.sort_by([("service", "ascending"), ("minute", "ascending")]).to_pylist()
-    q_minute = sketch_quantiles(p.sketch, ["service", "minute"])
-    q_service = sketch_quantiles(p.sketch, ["service"])
+    q_minute = sketch_quantiles(p.sketch, ["service", "minute"], con=con)
+    q_service = sketch_quantiles(p.sketch, ["service"], con=con)
     q_all = sketch_quantiles(
         p.sketch.drop_columns(["service"]).append_column("grp", pa.array([""] * p.sketch.num_rows, pa.string())),
         ["grp"],
+        con=con,
     )
 
     minutes_out = []
@@ -105,15 +121,14 @@ def build_report(
     users_by_service: Counter[str] = Counter()
     user_totals: Counter[str] = Counter()
     if p.users.num_rows:
-        con = duckdb.connect()
+        con.register("u", p.users)
         try:
-            con.register("u", p.users)
             for svc, n in con.execute("SELECT service, count(DISTINCT user_id) FROM u GROUP BY service").fetchall():
                 users_by_service[svc] = int(n)
             for uid, n in con.execute("SELECT user_id, sum(count) FROM u GROUP BY user_id").fetchall():
                 user_totals[uid] = int(n)
         finally:
-            con.close()
+            con.unregister("u")
 
     services = []
     for svc, agg in per_service.items():
