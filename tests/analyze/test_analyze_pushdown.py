@@ -13,6 +13,7 @@ import pytest
 from analyze_data import logs
 
 from loglens import metrics
+from loglens.analyze import worker
 from loglens.analyze.aggregate import AGG_COLUMNS, Window, aggregate
 from loglens.analyze.inputs import discover, plan
 from loglens.analyze.predicates import compile_checks
@@ -112,9 +113,17 @@ def _utf8(raw: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("crlf", "utf8"), [(False, False), (True, False), (False, True)])
-def test_sql_checks_agree_with_the_exact_validator(tmp_path: Path, settings: Settings, crlf: bool, utf8: bool) -> None:
-    """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator."""
+@pytest.mark.parametrize(
+    ("crlf", "utf8", "block"), [(False, False, None), (True, False, None), (False, True, None), (False, False, 700)]
+)
+def test_sql_checks_agree_with_the_exact_validator(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, crlf: bool, utf8: bool, block: int | None
+) -> None:
+    """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator.
+    `block`: chunks of about that many bytes (many per partition, each read while the one
+    before is checked)."""
+    if block is not None:
+        monkeypatch.setattr(worker, "BLOCK_BYTES", block)
     sep = b"\r\n" if crlf else b"\n"
     edge = [raw for raw in EDGE_LINES if _utf8(raw)] if utf8 else EDGE_LINES
     body = b"\xef\xbb\xbf" + sep.join(edge * 3) + sep

@@ -3,7 +3,8 @@
 - NDJSON (plain or gzip): each chunk's lines become a zero-copy Arrow string column; DuckDB
   checks them with the log schema compiled to SQL (`predicates`), and only the lines it does
   not accept are decoded in Python and judged by the server's exact validator (`LogSchema`),
-  which gives every rejection its reason.
+  which gives every rejection its reason. The next chunk is read and split in a thread while
+  DuckDB checks the current one.
 - the store and Parquet archives hold validated logs: DuckDB reads them directly.
 - JSON arrays and other Parquet: `LogSchema` (vectorised fast path, then exact) as on the server.
 Everything accepted is aggregated by one SQL scan (`aggregate`, equal to `metrics.aggregate`).
@@ -32,6 +33,7 @@ import pyarrow as pa
 from loglens import metrics
 from loglens.analyze.aggregate import AGG_COLUMNS, SECONDS_SCHEMA, Aggregates, Window, aggregate, merge_seconds
 from loglens.analyze.inputs import (
+    BLOCK_BYTES,
     Partition,
     TextChunk,
     archive_source,
@@ -170,7 +172,7 @@ def run_partition(task: PartitionTask) -> PartitionResult:
                 and part.kind in ("ndjson", "gzip")
                 and not (part.kind == "gzip" and is_json_array_gzip(part))
             ):
-                chunks = read_text(part)
+                chunks = read_text(part, BLOCK_BYTES)
                 # The next chunk is read and split in a thread while DuckDB checks this one: those
                 # steps are single-threaded Python (file reads and numpy, which release the GIL),
                 # and the check leaves part of the CPUs idle. At most two chunks are in memory.
