@@ -15,7 +15,7 @@ import pytest
 from analyze_data import logs, write_ndjson
 
 from loglens.analyze import AnalyzeOptions, run_analysis
-from loglens.analyze.inputs import InputError, Partition, discover, plan, read_blocks
+from loglens.analyze.inputs import InputError, Partition, discover, plan, read_blocks, read_text
 from loglens.config import Settings
 from loglens.schema import LogSchema, parse_values
 from loglens.store import Store
@@ -38,6 +38,28 @@ def test_byte_ranges_read_every_line_exactly_once(tmp_path: Path, n: int) -> Non
     parts = plan([f], n)
     assert len(parts) == n and parts[-1].end == len(body)
     assert [v["i"] for v in decoded(parts)] == list(range(200))
+
+
+@pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"])
+@pytest.mark.parametrize("final_newline", [True, False])
+def test_text_chunks_are_whole_lines_at_their_offsets(tmp_path: Path, bom: bytes, final_newline: bool) -> None:
+    # Every block size (1 byte up to past the file) and partitioning: the chunks of each partition
+    # are whole lines, found at their offsets in the file, and together they are the file once.
+    lines = [b'{"i": %d, "pad": "%s"}' % (i, "é".encode() * (i % 5)) for i in range(12)]
+    body = bom + b"\n".join(lines[:6]) + b"\r\n\n  \n" + b"\n".join(lines[6:]) + (b"\n" if final_newline else b"")
+    f = tmp_path / "a.ndjson"
+    f.write_bytes(body)
+    for n in (1, 2, 5):
+        parts = plan([f], n)
+        for block in (1, 2, 3, 7, 40, len(body) - 1, len(body), len(body) + 5):
+            joined = b""
+            for part in parts:
+                for chunk in read_text(part, block):
+                    assert body[chunk.base : chunk.base + len(chunk.body)] == chunk.body
+                    assert chunk.body.endswith(b"\n") or chunk.base + len(chunk.body) == len(body)
+                    assert chunk.base == len(bom) + len(joined)
+                    joined += chunk.body
+            assert bom + joined == body, (n, block)
 
 
 def test_discover_globs_directories_and_missing(tmp_path: Path) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from loglens import metrics
@@ -98,6 +100,48 @@ def test_quantiles_equal_metrics_quantile(settings: Settings, clean_file: Path) 
         rows = [r for r in table if r["service"] == svc and r["minute"] == minute]
         for q, v in zip((0.5, 0.95, 0.99), values, strict=True):
             assert v == metrics.quantile([r["bucket"] for r in rows], [r["count"] for r in rows], q)
+
+
+def test_sketch_quantiles_per_group_rule() -> None:
+    """Every group (null keys included) gets the value of its smallest bucket whose cumulative
+    count exceeds q·(n−1), whatever the row order, duplicate buckets and counts."""
+    import random
+
+    from loglens.analyze.report import sketch_quantiles
+
+    rng = random.Random(7)
+    qs = (0.0, 0.5, 0.95, 0.99, 1.0)
+    for _ in range(200):
+        n = rng.randint(1, 40)
+        rows = [
+            {
+                "service": rng.choice(["a", "b", None]),
+                "minute": rng.choice([datetime(2024, 1, 1, 0, m) for m in range(3)] + [None]),
+                "bucket": rng.randint(-3, 6),
+                "count": rng.choice([1, 2, 7, 2**40]),
+            }
+            for _ in range(n)
+        ]
+        table = pa.Table.from_pylist(rows, schema=metrics.SKETCH_SCHEMA)
+        for by in (["service", "minute"], ["minute"]):
+            expected: dict[tuple[object, ...], list[float | None]] = {}
+            for key in {tuple(r[k] for k in by) for r in rows}:
+                per_bucket: Counter[int] = Counter()
+                for r in rows:
+                    if tuple(r[k] for k in by) == key:
+                        per_bucket[r["bucket"]] += r["count"]
+                total = sum(per_bucket.values())
+                values: list[float | None] = []
+                for q in qs:
+                    cum, pick = 0, None
+                    for bucket in sorted(per_bucket):
+                        cum += per_bucket[bucket]
+                        if float(cum) > q * float(total - 1):
+                            pick = metrics.bucket_value(bucket)
+                            break
+                    values.append(pick)
+                expected[key] = values
+            assert sketch_quantiles(table, by, qs) == expected
 
 
 def test_partition_count_does_not_change_results(settings: Settings, clean_file: Path) -> None:

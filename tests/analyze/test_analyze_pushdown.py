@@ -13,6 +13,7 @@ import pytest
 from analyze_data import logs
 
 from loglens import metrics
+from loglens.analyze import worker
 from loglens.analyze.aggregate import AGG_COLUMNS, Window, aggregate
 from loglens.analyze.inputs import discover, plan
 from loglens.analyze.predicates import compile_checks
@@ -112,9 +113,17 @@ def _utf8(raw: bytes) -> bool:
     return True
 
 
-@pytest.mark.parametrize(("crlf", "utf8"), [(False, False), (True, False), (False, True)])
-def test_sql_checks_agree_with_the_exact_validator(tmp_path: Path, settings: Settings, crlf: bool, utf8: bool) -> None:
-    """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator."""
+@pytest.mark.parametrize(
+    ("crlf", "utf8", "block"), [(False, False, None), (True, False, None), (False, True, None), (False, False, 700)]
+)
+def test_sql_checks_agree_with_the_exact_validator(
+    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, crlf: bool, utf8: bool, block: int | None
+) -> None:
+    """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator.
+    `block`: chunks of about that many bytes (many per partition, each read while the one
+    before is checked)."""
+    if block is not None:
+        monkeypatch.setattr(worker, "BLOCK_BYTES", block)
     sep = b"\r\n" if crlf else b"\n"
     edge = [raw for raw in EDGE_LINES if _utf8(raw)] if utf8 else EDGE_LINES
     body = b"\xef\xbb\xbf" + sep.join(edge * 3) + sep
@@ -150,6 +159,38 @@ def test_clean_lines_are_all_accepted_in_sql(settings: Settings) -> None:
     params = {"now_us": NOW, "skew_us": 300_000_000, "late_us": 10**15}
     ok = con.execute(f"SELECT count(*) FILTER (WHERE ok) FROM ({checks.sql})", params).fetchall()
     assert ok == [(2_000,)]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_sql_accepted_values_equal_the_exact_validators(settings: Settings, crlf: bool) -> None:
+    """Every line the SQL accepts has the values the exact validator gives it (non-ASCII, escaped
+    and aliased strings included), not only the same verdict."""
+    extra = [
+        line(service="cafe.uber-1", user_id="\U0001f600 u-\u00e9", message="\u65e5\u672c"),
+        line(user_id='a\\b"c\u00e9', level="crit", message="tab\there"),
+        line(user_id="", trace_id="\u00e9" * 128),
+        b'{"timestamp":"2023-11-14T22:13:20Z","level":"\\u0049NFO","service":"s\\u002e1","message":"m","user_id":"\\u00e9\\n"}',
+    ]
+    raws = [raw for raw in EDGE_LINES + extra if _utf8(raw) and raw.strip()]
+    body = (b"\r\n" if crlf else b"\n").join(raws) + b"\n"
+    lines, starts = split_lines(body)
+    checks = compile_checks(load_schema_document(settings.schemas.log))
+    assert checks is not None
+    con = duckdb.connect()
+    con.register("lines", pa.table({"i": pa.array(range(len(starts)), pa.int64()), "line": lines}))
+    params = {"now_us": NOW, "skew_us": 300_000_000, "late_us": 10**15}
+    cols = ["ts", "level", "service", "user_id", "response_time_ms"]
+    got = con.sql(f"SELECT i, {', '.join(cols)} FROM ({checks.guarded_sql}) WHERE ok ORDER BY i", params=params)
+    rows = got.fetchall()
+    # the valid lines above are accepted in SQL, so their values are compared below
+    assert set(range(len(raws) - len(extra), len(raws))) <= {r[0] for r in rows}
+    schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12)
+    for i, *values in rows:
+        raw = body[int(starts[i]) :].split(b"\n", 1)[0]
+        table = schema.validate(decode_ndjson(raw), "t", NOW).table
+        assert table.num_rows == 1, raw
+        expected = table.select(cols).to_pylist()[0]
+        assert dict(zip(cols, values, strict=True)) == expected, raw
 
 
 def test_a_schema_the_sql_cannot_express_falls_back(settings: Settings, tmp_path: Path) -> None:

@@ -367,11 +367,15 @@ def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
                 f.readline()  # the rest of this line belongs to the previous partition
         pos = f.tell()
         while pos < part.end:
-            body = f.read(min(block_bytes, part.end - pos))
+            # Find where the block's last line ends first, then read the chunk in one piece:
+            # appending that line's tail to a block read whole would copy the block again.
+            want = min(block_bytes, part.end - pos)
+            f.seek(pos + want - 1)
+            tail = f.readline()  # from the block's last byte to the end of its line, even past `end`
+            f.seek(pos)
+            body = f.read(want - 1 + len(tail) if tail else want)  # no tail: the file ends sooner
             if not body:
                 break
-            if not body.endswith(b"\n"):
-                body += f.readline()  # finish the last line even past `end`
             if pos == 0 and body.startswith(b"\xef\xbb\xbf"):
                 yield TextChunk(body[3:], 3)
             else:

@@ -1,8 +1,8 @@
 """The analysis report: built from merged partials, rendered as a terminal table, JSON or HTML.
 
 Quantiles come from the merged latency sketch with exactly `metrics.quantile` semantics (the
-first bucket whose cumulative count exceeds q·(n−1)), evaluated for every group at once in
-DuckDB. The HTML report is self-contained: inline SVG charts, no script, no CDN, and every
+first bucket whose cumulative count exceeds q·(n−1)), evaluated for every group at once. The
+HTML report is self-contained: inline SVG charts, no script, no CDN, and every
 value taken from logs is HTML-escaped.
 """
 
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from loglens import metrics
 from loglens.models import iso
@@ -31,25 +33,46 @@ QUANTILES = (0.5, 0.95, 0.99)
 def sketch_quantiles(
     sketch: pa.Table, by: list[str], qs: tuple[float, ...] = QUANTILES
 ) -> dict[tuple[Any, ...], list[float | None]]:
-    """{group key: [value per q]} from sketch rows, identical to `metrics.quantile` per group."""
+    """{group key: [value per q]} from sketch rows: per group (rows with equal `by`, nulls
+    included), the value of the smallest bucket whose cumulative count exceeds q·(n−1), compared
+    as doubles. Columnar in Arrow/numpy over all groups at once (the DuckDB window query this
+    replaces gave the same values in ~3x the time)."""
     if sketch.num_rows == 0:
         return {}
-    keys = ", ".join(by)
-    picks = ", ".join("min(bucket) FILTER (WHERE cc > ?::DOUBLE * (tot - 1)::DOUBLE)" for _ in qs)
-    con = duckdb.connect()
-    try:
-        con.register("sk", sketch)
-        rows = con.execute(
-            f"WITH s AS (SELECT {keys}, bucket, sum(count) AS c FROM sk GROUP BY {keys}, bucket), "
-            f"w AS (SELECT *, sum(c) OVER (PARTITION BY {keys} ORDER BY bucket "
-            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cc, sum(c) OVER (PARTITION BY {keys}) AS tot "
-            f"FROM s) SELECT {keys}, {picks} FROM w GROUP BY {keys}",
-            list(qs),
-        ).fetchall()
-    finally:
-        con.close()
-    n = len(by)
-    return {tuple(r[:n]): [None if b is None else metrics.bucket_value(int(b)) for b in r[n:]] for r in rows}
+    s = (
+        sketch.group_by([*by, "bucket"], use_threads=False)
+        .aggregate([("count", "sum")])
+        .sort_by([(k, "ascending") for k in by] + [("bucket", "ascending")])
+    )
+    n = s.num_rows
+    counts = s["count_sum"].to_numpy()
+    starts = _group_starts(s, by)
+    sizes = np.diff(np.append(starts, n))
+    cumulative = np.cumsum(counts)
+    cc = (cumulative - np.repeat(cumulative[starts] - counts[starts], sizes)).astype(np.float64)
+    below = np.repeat(np.add.reduceat(counts, starts) - 1, sizes).astype(np.float64)  # n - 1 per row's group
+    buckets = s["bucket"].to_numpy(zero_copy_only=False)
+    rows = np.arange(n)
+    # cc grows within a group: its first row past the threshold has the smallest bucket (n: none)
+    firsts = [np.minimum.reduceat(np.where(cc > q * below, rows, n), starts) for q in qs]
+    keys = s.select(by).take(pa.array(starts)).to_pylist()
+    return {
+        tuple(k[c] for c in by): [None if f[g] >= n else metrics.bucket_value(int(buckets[f[g]])) for f in firsts]
+        for g, k in enumerate(keys)
+    }
+
+
+def _group_starts(t: pa.Table, by: list[str]) -> np.ndarray:
+    """Indices of the rows of `t` (sorted by `by`) that start a group of equal `by` values."""
+    n = t.num_rows
+    new = np.zeros(n, dtype=bool)
+    new[0] = True
+    for key in by:
+        a, b = t[key].slice(1), t[key].slice(0, n - 1)
+        differs = pc.fill_null(pc.not_equal(a, b), True)
+        both_null = pc.and_(pc.is_null(a), pc.is_null(b))
+        new[1:] |= pc.and_not(differs, both_null).to_numpy(zero_copy_only=False)
+    return np.flatnonzero(new)
 
 
 def _rate(errors: int, count: int) -> float:

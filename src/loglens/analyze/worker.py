@@ -3,7 +3,8 @@
 - NDJSON (plain or gzip): each chunk's lines become a zero-copy Arrow string column; DuckDB
   checks them with the log schema compiled to SQL (`predicates`), and only the lines it does
   not accept are decoded in Python and judged by the server's exact validator (`LogSchema`),
-  which gives every rejection its reason.
+  which gives every rejection its reason. The next chunk is read and split in a thread while
+  DuckDB checks the current one.
 - the store and Parquet archives hold validated logs: DuckDB reads them directly.
 - JSON arrays and other Parquet: `LogSchema` (vectorised fast path, then exact) as on the server.
 Everything accepted is aggregated by one SQL scan (`aggregate`, equal to `metrics.aggregate`).
@@ -19,6 +20,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +33,7 @@ import pyarrow as pa
 from loglens import metrics
 from loglens.analyze.aggregate import AGG_COLUMNS, SECONDS_SCHEMA, Aggregates, Window, aggregate, merge_seconds
 from loglens.analyze.inputs import (
+    BLOCK_BYTES,
     Partition,
     TextChunk,
     archive_source,
@@ -169,13 +172,17 @@ def run_partition(task: PartitionTask) -> PartitionResult:
                 and part.kind in ("ndjson", "gzip")
                 and not (part.kind == "gzip" and is_json_array_gzip(part))
             ):
-                chunks = read_text(part)
-                while True:
-                    with _step(result, "read"):
-                        chunk = next(chunks, None)
-                    if chunk is None:
-                        break
-                    aggs.append(_check_chunk(con, checks, schema, task, chunk, window, result, rejected))
+                chunks = read_text(part, BLOCK_BYTES)
+                # The next chunk is read and split in a thread while DuckDB checks this one: those
+                # steps are single-threaded Python (file reads and numpy, which release the GIL),
+                # and the check leaves part of the CPUs idle. At most two chunks are in memory.
+                with ThreadPoolExecutor(1, thread_name_prefix="loglens-read") as reader:
+                    ahead = reader.submit(_prepare, chunks)
+                    while (prepared := ahead.result()) is not None:
+                        ahead = reader.submit(_prepare, chunks)
+                        for name, seconds in prepared.steps.items():
+                            result.steps[name] = result.steps.get(name, 0.0) + seconds
+                        aggs.append(_check_chunk(con, checks, schema, task, prepared, window, result, rejected))
             else:
                 for block in read_blocks(part):
                     with _step(result, "exact"):
@@ -255,30 +262,61 @@ def split_lines(body: bytes) -> tuple[pa.Array, np.ndarray]:
     return lines, starts
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A chunk read and split into lines (`lines` None: not UTF-8, for the exact path whole)."""
+
+    chunk: TextChunk
+    lines: pa.Array | None
+    starts: np.ndarray | None
+    steps: dict[str, float]  # seconds spent reading and splitting it
+
+
+def _prepare(chunks: Iterator[TextChunk]) -> _Prepared | None:
+    """The next chunk of `chunks`, split into lines when it is UTF-8; None at the end."""
+    started = time.perf_counter()
+    chunk = next(chunks, None)
+    if chunk is None:
+        return None
+    read = time.perf_counter()
+    lines = starts = None
+    if _is_utf8(chunk.body):
+        lines, starts = split_lines(chunk.body)
+    return _Prepared(chunk, lines, starts, {"read": read - started, "split": time.perf_counter() - read})
+
+
+def _is_utf8(body: bytes) -> bool:
+    if body.isascii():
+        return True
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _check_chunk(
     con: duckdb.DuckDBPyConnection,
     checks: CompiledChecks,
     schema: LogSchema,
     task: PartitionTask,
-    chunk: TextChunk,
+    prepared: _Prepared,
     window: Window,
     result: PartitionResult,
     rejected: Counter[str],
 ) -> Aggregates:
     """Check an NDJSON chunk in SQL; lines it does not accept get the exact validator's verdict."""
     path = task.partition.path
+    chunk = prepared.chunk
     body = chunk.body
-    if not body.isascii():
-        try:
-            body.decode("utf-8")
-        except UnicodeDecodeError:  # the exact path rejects the bad lines one by one
+    lines, starts = prepared.lines, prepared.starts
+    if lines is None or starts is None:  # not UTF-8: the exact path rejects the bad lines one by one
+        with _step(result, "exact"):
             block = located_block(path, chunk.base, body)
             batch = schema.validate(block.parsed, "analyze", task.now_us)
             result.records += len(block.parsed)
             _count_rejections(batch.rejections, block.location, task, result, rejected)
-            return _aggregate_table(con, batch.table, window)
-    with _step(result, "split"):
-        lines, starts = split_lines(body)
+        return _aggregate_table(con, batch.table, window)
     result.records += len(starts)
     con.register("lines", pa.table({"i": pa.array(np.arange(len(starts), dtype=np.int64)), "line": lines}))
     params = {"now_us": task.now_us, "skew_us": schema.skew_us, "late_us": schema.lateness_us}
