@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,7 @@ def test_local_matches_hand_written_duckdb_sql(settings: Settings, clean_file: P
 
 
 def test_quantiles_equal_metrics_quantile(settings: Settings, clean_file: Path) -> None:
-    """The report's SQL quantiles are exactly `metrics.quantile` over the merged sketch."""
+    """The report's quantiles are exactly `metrics.quantile` over the merged sketch."""
     from loglens.analyze.driver import merge_results
     from loglens.analyze.inputs import discover, plan
     from loglens.analyze.report import sketch_quantiles
@@ -103,12 +102,19 @@ def test_quantiles_equal_metrics_quantile(settings: Settings, clean_file: Path) 
 
 
 def test_sketch_quantiles_per_group_rule() -> None:
-    """Every group (null keys included) gets the value of its smallest bucket whose cumulative
-    count exceeds q·(n−1), whatever the row order, duplicate buckets and counts."""
+    """Every group (null keys included) gets `metrics.quantile` of its merged sketch, the nearest
+    rank the live queries use, whatever the row order, duplicate buckets and counts."""
     import random
 
     from loglens.analyze.report import sketch_quantiles
 
+    # one sample in each of 10 buckets: p95 is the 10th value (nearest rank), not the 9th
+    ten = pa.Table.from_pylist(
+        [{"service": "s", "minute": None, "bucket": b, "count": 1} for b in range(10)], schema=metrics.SKETCH_SCHEMA
+    )
+    assert sketch_quantiles(ten, ["service"], (0.5, 0.95)) == {
+        ("s",): [metrics.bucket_value(4), metrics.bucket_value(9)]
+    }
     rng = random.Random(7)
     qs = (0.0, 0.5, 0.95, 0.99, 1.0)
     for _ in range(200):
@@ -126,21 +132,9 @@ def test_sketch_quantiles_per_group_rule() -> None:
         for by in (["service", "minute"], ["minute"]):
             expected: dict[tuple[object, ...], list[float | None]] = {}
             for key in {tuple(r[k] for k in by) for r in rows}:
-                per_bucket: Counter[int] = Counter()
-                for r in rows:
-                    if tuple(r[k] for k in by) == key:
-                        per_bucket[r["bucket"]] += r["count"]
-                total = sum(per_bucket.values())
-                values: list[float | None] = []
-                for q in qs:
-                    cum, pick = 0, None
-                    for bucket in sorted(per_bucket):
-                        cum += per_bucket[bucket]
-                        if float(cum) > q * float(total - 1):
-                            pick = metrics.bucket_value(bucket)
-                            break
-                    values.append(pick)
-                expected[key] = values
+                group = [r for r in rows if tuple(r[k] for k in by) == key]
+                buckets, counts = [r["bucket"] for r in group], [r["count"] for r in group]
+                expected[key] = [metrics.quantile(buckets, counts, q) for q in qs]
             assert sketch_quantiles(table, by, qs) == expected
 
 
