@@ -157,9 +157,7 @@ class RayCluster:
 
     def start(self) -> None:
         """Start the head node and wait until it runs."""
-        self._start(
-            "head", ["--head", "--port", str(self._gcs), "--include-dashboard", "false", "--temp-dir", str(self.tmp)]
-        )
+        self._start("head", head=True)
 
     @staticmethod
     def _node_ports() -> list[str]:
@@ -167,16 +165,44 @@ class RayCluster:
         out = [x for name in names for x in (f"--{name}-port", str(free_port()))]
         return [*out, "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
 
-    def _start(self, name: str, where: list[str]) -> None:
-        log = self.tmp / f"{name}.log"
-        cmd = [str(BIN / "ray"), "start", *where, *self._COMMON, *self._node_ports()]
-        with log.open("wb") as out:
-            self.procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env))
-        wait_for_line(log, "Ray runtime started", self.procs[-1], START_TIMEOUT_S)
+    def _start(self, name: str, *, head: bool = False, attempts: int = 3) -> None:
+        """Start a node; a node that exits at once is started again on other ports.
+
+        Ray needs its ports as numbers, so they are chosen free beforehand, and another process of
+        a busy machine can take one before Ray binds it; the node then exits with a bind error.
+        """
+        for attempt in range(1, attempts + 1):
+            if head:
+                where = [
+                    "--head",
+                    "--port",
+                    str(self._gcs),
+                    "--include-dashboard",
+                    "false",
+                    "--temp-dir",
+                    str(self.tmp),
+                ]
+            else:
+                where = ["--address", self.address]
+            log = self.tmp / f"{name}-{attempt}.log"
+            cmd = [str(BIN / "ray"), "start", *where, *self._COMMON, *self._node_ports()]
+            with log.open("wb") as out:
+                proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            self.procs.append(proc)
+            try:
+                wait_for_line(log, "Ray runtime started", proc, START_TIMEOUT_S)
+                return
+            except RuntimeError:  # exited: start it again (a timeout is not retried)
+                self.procs.remove(proc)
+                if attempt == attempts:
+                    raise
+                if head:
+                    self._gcs = free_port()
+                    self.address = f"127.0.0.1:{self._gcs}"
 
     def add_node(self) -> None:
         """Start one more node joined to the head and wait until it runs."""
-        self._start(f"node{len(self.procs)}", ["--address", self.address])
+        self._start(f"node{len(self.procs)}")
 
     def stop(self) -> None:
         """Nodes first, then the head."""
