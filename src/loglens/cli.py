@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import os
 import sys
 from pathlib import Path
@@ -117,6 +116,7 @@ def ingest(
 ) -> None:
     """Ingest a file: post it to a running server (--url) or write it into the local store."""
     from loglens.ingest.file_ingest import ingest_file
+    from loglens.ingest.gzipstream import GzipDamage, open_gunzip
     from loglens.runtime import local_pipeline
 
     settings = load_or_exit(config)
@@ -128,18 +128,21 @@ def ingest(
         if not p.exists():
             typer.echo(f"{file}: no such file", err=True)
             raise typer.Exit(2)
-        stream = gzip.open(p, "rb") if p.suffix == ".gz" else p.open("rb")  # noqa: SIM115 - closed by `with` below
+        stream = open_gunzip(p) if p.suffix == ".gz" else p.open("rb")
         total = None if p.suffix == ".gz" else p.stat().st_size
     with stream:
-        accepted, rejected = ingest_file(
-            stream,
-            total,
-            settings,
-            url=url,
-            batch_size=batch_size,
-            token=token or shipper_token(settings),
-            local=local_pipeline,
-        )
+        try:
+            accepted, rejected = ingest_file(
+                stream,
+                total,
+                settings,
+                url=url,
+                batch_size=batch_size,
+                token=token or shipper_token(settings),
+                local=local_pipeline,
+            )
+        except GzipDamage as exc:
+            raise GzipDamage(f"{file}: {exc}") from None
     typer.echo(f"accepted {accepted}, rejected {rejected}")
     if rejected:
         typer.echo("rejected records are in the dead-letter store (GET /api/v1/dead-letter)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,44 @@ def test_every_kind_in_process_with_filters(tmp_path: Path, settings: Settings) 
         "timestamp: N s in the future, beyond the allowed clock skew of N s"
     )
     assert to_us(datetime(1970, 1, 1, 0, 0, 1)) == 1_000_000  # naive = UTC
+
+
+def _reasons(report: dict[str, Any]) -> dict[str, int]:
+    return {b["reason"]: b["count"] for b in report["bad_lines"]["by_reason"]}
+
+
+def test_a_truncated_gzip_is_analysed_up_to_the_damage(tmp_path: Path, settings: Settings) -> None:
+    """The lines before the cut count; the cut line is judged like any line; the truncation is one
+    rejected record with its reason — no abort, and records = accepted + rejected."""
+    body = b"".join(orjson.dumps(r) + b"\n" for r in logs(3000))
+    whole = gzip.compress(body)
+    f = tmp_path / "cut.ndjson.gz"
+    f.write_bytes(whole[: len(whole) * 2 // 3])
+    readable = zlib.decompressobj(wbits=31).decompress(f.read_bytes())
+    complete = readable.count(b"\n")
+    report = analyse(settings, [f])
+    s = report["summary"]
+    assert 0 < complete < 3000
+    assert s["records"] == s["accepted"] + s["rejected"]
+    assert s["accepted"] == complete  # every whole line before the damage
+    reasons = _reasons(report)
+    assert reasons["gzip stream ends early (truncated file)"] == 1
+    assert sum(reasons.values()) == s["rejected"] <= 2  # the truncation, and the cut line if any
+
+
+def test_corrupt_multi_member_and_array_gzip(tmp_path: Path, settings: Settings) -> None:
+    body = b"".join(orjson.dumps(r) + b"\n" for r in logs(2000))
+    members = tmp_path / "members.ndjson.gz"  # two members and zero padding, as `cat a.gz b.gz` and tape tools make
+    members.write_bytes(gzip.compress(body[:50_000]) + gzip.compress(body[50_000:]) + b"\0" * 16)
+    assert analyse(settings, [members])["summary"]["accepted"] == 2000
+    corrupt = bytearray(gzip.compress(body))
+    corrupt[len(corrupt) // 2] ^= 0xFF
+    bad = tmp_path / "bad.ndjson.gz"
+    bad.write_bytes(bytes(corrupt))
+    report = analyse(settings, [bad])
+    assert any(r.startswith("corrupt gzip stream") for r in _reasons(report))
+    assert report["summary"]["records"] == report["summary"]["accepted"] + report["summary"]["rejected"]
+    array = gzip.compress(orjson.dumps(logs(100)))
+    cut_array = tmp_path / "cut.json.gz"
+    cut_array.write_bytes(array[:-20])
+    assert _reasons(analyse(settings, [cut_array])) == {"gzip stream ends early (truncated file)": 1}

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import gzip
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.ingest.gzipstream import GzipDamage, gunzip
 from loglens.models import LOG_ARROW_SCHEMA
 from loglens.schema import Parsed
 
@@ -88,10 +88,15 @@ class Partition:
 
 @dataclass(frozen=True, slots=True)
 class TextChunk:
-    """Raw NDJSON bytes of part of a partition; `base` is the file offset of `body[0]`."""
+    """Raw NDJSON bytes of part of a partition; `base` is the file offset of `body[0]`.
+
+    `damage`: the input ends here because it is damaged (a truncated or corrupt gzip stream);
+    `body` is then empty and the reason counts as one rejected record at `base`.
+    """
 
     body: bytes
     base: int
+    damage: str | None = None
 
 
 @dataclass(slots=True)
@@ -355,8 +360,15 @@ def read_text(part: Partition, block_bytes: int = BLOCK_BYTES) -> Iterator[TextC
 
 def is_json_array_gzip(part: Partition) -> bool:
     """True when a gzip partition holds a JSON array rather than NDJSON."""
-    with gzip.open(part.path, "rb") as f:
-        return f.peek(64)[:64].lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+    head = b""
+    try:
+        for piece in gunzip(part.path, 64):
+            head += piece
+            if len(head.lstrip(b"\xef\xbb\xbf \t\r\n")) >= 1:
+                break
+    except GzipDamage:
+        return False  # NDJSON reading reports the damage (with whatever lines came before it)
+    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
 
 
 def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
@@ -384,19 +396,35 @@ def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
 
 
 def _gzip_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
-    with gzip.open(part.path, "rb") as f:
-        pos = 0
-        while True:
-            body = f.read(block_bytes)
-            if not body:
-                break
-            if not body.endswith(b"\n"):
-                body += f.readline()
+    """Whole-line chunks of a gzip file; a damaged stream ends with a `damage` chunk after the
+    lines read before it (a line cut by the damage is yielded too, and judged like any other)."""
+    pos = 0
+    pending = b""
+    damage: str | None = None
+    pieces = gunzip(part.path, block_bytes)
+    while True:
+        try:
+            piece = next(pieces, None)
+        except GzipDamage as exc:
+            piece, damage = None, str(exc)
+        if piece is not None:
+            pending += piece
+            cut = pending.rfind(b"\n") + 1
+            if len(pending) < block_bytes or not cut:
+                continue  # gather a block's worth, ending on a line end
+            body, pending = pending[:cut], pending[cut:]
+        else:
+            body, pending = pending, b""
+        if body:
             if pos == 0 and body.startswith(b"\xef\xbb\xbf"):
                 yield TextChunk(body[3:], 3)
             else:
                 yield TextChunk(body, pos)
             pos += len(body)
+        if piece is None:
+            if damage is not None:
+                yield TextChunk(b"", pos, damage)
+            return
 
 
 def _ndjson_blocks(part: Partition) -> Iterator[Block]:
@@ -406,11 +434,24 @@ def _ndjson_blocks(part: Partition) -> Iterator[Block]:
 
 def _gzip_blocks(part: Partition) -> Iterator[Block]:
     if is_json_array_gzip(part):
-        with gzip.open(part.path, "rb") as f:
-            yield Block(decode_json(f.read()), lambda i: f"{part.path}[{i}]")
+        try:
+            data = b"".join(gunzip(part.path))
+        except GzipDamage as exc:  # a JSON array cut short has no whole record to read
+            yield damaged_block(part.path, 0, str(exc))
+            return
+        yield Block(decode_json(data), lambda i: f"{part.path}[{i}]")
         return
     for chunk in _gzip_text(part, BLOCK_BYTES):
-        yield located_block(part.path, chunk.base, chunk.body)
+        if chunk.damage is not None:
+            yield damaged_block(part.path, chunk.base, chunk.damage)
+        else:
+            yield located_block(part.path, chunk.base, chunk.body)
+
+
+def damaged_block(path: str, offset: int, reason: str) -> Block:
+    """One rejected record standing for the damaged rest of an input (located at the
+    decompressed offset where reading stopped)."""
+    return Block(Parsed([None], {0: reason}, lambda i: ""), lambda i: f"{path}@{offset}")
 
 
 def _plain(value: Any) -> Any:

@@ -37,6 +37,7 @@ from loglens.analyze.inputs import (
     Partition,
     TextChunk,
     archive_source,
+    damaged_block,
     is_json_array_gzip,
     located_block,
     read_blocks,
@@ -280,7 +281,7 @@ def _prepare(chunks: Iterator[TextChunk]) -> _Prepared | None:
         return None
     read = time.perf_counter()
     lines = starts = None
-    if _is_utf8(chunk.body):
+    if chunk.damage is None and _is_utf8(chunk.body):
         lines, starts = split_lines(chunk.body)
     return _Prepared(chunk, lines, starts, {"read": read - started, "split": time.perf_counter() - read})
 
@@ -310,9 +311,12 @@ def _check_chunk(
     chunk = prepared.chunk
     body = chunk.body
     lines, starts = prepared.lines, prepared.starts
-    if lines is None or starts is None:  # not UTF-8: the exact path rejects the bad lines one by one
+    if lines is None or starts is None:  # not UTF-8 (or the damage that ends a gzip input): exact path
         with _step(result, "exact"):
-            block = located_block(path, chunk.base, body)
+            if chunk.damage is not None:
+                block = damaged_block(path, chunk.base, chunk.damage)
+            else:  # the exact path rejects the bad lines one by one
+                block = located_block(path, chunk.base, body)
             batch = schema.validate(block.parsed, "analyze", task.now_us)
             result.records += len(block.parsed)
             _count_rejections(batch.rejections, block.location, task, result, rejected)

@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from loglens.config import Settings
 from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.ingest.gzipstream import GzipDamage
 from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
 
 
@@ -30,15 +31,20 @@ def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes
         return
     lines: list[bytes] = []
     first = True
-    for line in stream:
-        if first:
-            line = head + line
-            first = False
-        progress.update(len(line))
-        lines.append(line)
-        if len(lines) >= batch_size:
+    try:
+        for line in stream:
+            if first:
+                line = head + line
+                first = False
+            progress.update(len(line))
+            lines.append(line)
+            if len(lines) >= batch_size:
+                yield b"".join(lines)
+                lines = []
+    except GzipDamage:  # the whole lines read before the damage still go in
+        if lines:
             yield b"".join(lines)
-            lines = []
+        raise
     if first and head:
         lines.append(head)
     if lines:
@@ -61,21 +67,27 @@ def ingest_file(
     `loglens.runtime.local_pipeline`).
     """
     progress = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="ingest", disable=total_bytes is None)
-    accepted = rejected = 0
-    with progress:
-        if url:
-            headers = {"Content-Type": "application/x-ndjson"}
-            if token:
-                headers["Authorization"] = f"Bearer {token}"
-            with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
-                for chunk in _chunks(stream, batch_size, progress):
-                    body = _post_with_retry(client, chunk)
-                    accepted += body["accepted"]
-                    rejected += body["rejected"]
-            return accepted, rejected
-        if local is None:
-            raise ValueError("ingest_file needs a url or a local pipeline")
-        return asyncio.run(_ingest_local(stream, local(settings), batch_size, progress))
+    counts = [0, 0]  # accepted, rejected: kept outside the loops so a damaged input still reports them
+    try:
+        with progress:
+            if url:
+                headers = {"Content-Type": "application/x-ndjson"}
+                if token:
+                    headers["Authorization"] = f"Bearer {token}"
+                with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
+                    for chunk in _chunks(stream, batch_size, progress):
+                        body = _post_with_retry(client, chunk)
+                        counts[0] += body["accepted"]
+                        counts[1] += body["rejected"]
+            else:
+                if local is None:
+                    raise ValueError("ingest_file needs a url or a local pipeline")
+                asyncio.run(_ingest_local(stream, local(settings), batch_size, progress, counts))
+    except GzipDamage as exc:
+        raise GzipDamage(
+            f"{exc}; the records before it were ingested: accepted {counts[0]:,}, rejected {counts[1]:,}"
+        ) from None
+    return counts[0], counts[1]
 
 
 def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> dict[str, int]:
@@ -93,13 +105,16 @@ def _post_with_retry(client: httpx.Client, chunk: bytes, attempts: int = 20) -> 
 
 
 async def _ingest_local(
-    stream: BinaryIO, opened: AbstractAsyncContextManager[IngestPipeline], batch_size: int, progress: tqdm[Any]
-) -> tuple[int, int]:
-    accepted = rejected = 0
+    stream: BinaryIO,
+    opened: AbstractAsyncContextManager[IngestPipeline],
+    batch_size: int,
+    progress: tqdm[Any],
+    counts: list[int],
+) -> None:
+    """Ingest into the local store, adding to `counts` ([accepted, rejected]) as batches commit."""
     async with opened as pipeline:
         for chunk in _chunks(stream, batch_size, progress):
             parsed = decode_ndjson(chunk) if not chunk.lstrip().startswith(b"[") else decode_json(chunk)
             result = await pipeline.ingest(parsed, "file")
-            accepted += result.accepted
-            rejected += result.rejected
-    return accepted, rejected
+            counts[0] += result.accepted
+            counts[1] += result.rejected
