@@ -43,7 +43,7 @@ from loglens.errors import Backpressure, StorageError
 from loglens.models import CommitEvent as CommitEvent  # re-exported: listeners import it from here
 from loglens.models import LogRows, Rejection, rows_to_table
 from loglens.store import registry
-from loglens.store.loader import Loader, compact_partials, fold_tail
+from loglens.store.loader import LOAD_LOGS, Loader, compact_partials, fold_tail
 from loglens.store.wal import Frame, FrameAt, KeyRecord, Wal, encode_frame
 
 log = logging.getLogger("loglens.store")
@@ -223,7 +223,7 @@ class Store:
         wal_max_bytes: int = 1 << 30,
         wal_segment_bytes: int = 64 << 20,
         load_interval_s: float = 0.2,
-        load_batch_logs: int = 100_000,
+        load_batch_logs: int = LOAD_LOGS,
         read_wait_s: float = 1.0,
     ) -> None:
         self.path = Path(path)
@@ -641,7 +641,7 @@ class Store:
             receipts.append(CommitReceipt(0 if dup else it.table.num_rows, 0 if dup else len(it.rejections), dup))
         self._finish(items, receipts)
         if self.loader is not None and data:
-            self.loader.notify_durable()
+            self.loader.notify_durable(frame.n_logs)
         if logs is not None or dead_rows:
             with self._dispatch_cond:
                 self._dispatch_logs += frame.n_logs
