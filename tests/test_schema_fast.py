@@ -280,3 +280,44 @@ def test_large_ndjson_batches_agree_with_exact_path(recs: list[Any], rnd: Any) -
     exact = SCHEMA._validate_rows(eager, range(len(eager)), "t", NOW_US)
     assert _normalised(fast) == _normalised(exact)
     assert sorted((r.index, r.reason) for r in fast.rejections) == sorted((r.index, r.reason) for r in exact.rejections)
+
+
+_MODEL = "2026-11-23T11:59:00.123+01:00"
+# one character of the model replaced: digits by digits stay in layout; anything else leaves it
+_REPLACEMENTS = st.sampled_from(["0", "9", "5", "-", "+", ":", ".", "T", "t", "Z", " ", "a", "/", "\x00", "٣"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_MODEL) - 1), _REPLACEMENTS), max_size=4), st.integers(0, 3))
+def test_timestamp_layout_check_agrees_with_the_regex(edits: list[tuple[int, str]], skip: int) -> None:
+    """`_same_layout` (one numpy pass) accepts a batch only where the date-time regex accepts every row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from loglens.schema.fast import _FAST_FORMATS, _same_layout
+
+    rows = [_MODEL] * 6
+    for k, (pos, ch) in enumerate(edits):
+        row = rows[1 + k]
+        rows[1 + k] = row[:pos] + ch + row[pos + 1 :]
+    arr = pa.array(["x"] * skip + rows, pa.string()).slice(skip)  # an offset into the buffers too
+    regex = pc.match_substring_regex(arr, _FAST_FORMATS["date-time"]).to_pylist()
+    layout = _same_layout(arr)
+    if layout is not None:
+        assert layout.tolist() == regex == [True] * len(rows)
+    same_layout = all(
+        all((c in "0123456789") if m.isdigit() else c == m for c, m in zip(r, _MODEL, strict=True)) for r in rows
+    )
+    assert (layout is not None) == same_layout  # and every such batch is told in one pass
+
+
+def test_timestamp_layout_check_leaves_other_batches_to_the_regex() -> None:
+    import pyarrow as pa
+
+    from loglens.schema.fast import _same_layout
+
+    assert _same_layout(pa.array(["2026-11-23T11:59:00Z", "2026-11-23T11:59:00.5Z"])) is None  # lengths differ
+    assert _same_layout(pa.array(["2026-11-23 11:59:00Z", "2026-11-23 11:59:01Z"])) is None  # the first fails the regex
+    assert _same_layout(pa.array(["2026-11-23T11:59:00Z", None])) is None
+    assert _same_layout(pa.array(["2026-11-23T11:59:00Z", "2026-11-23T11:59:0xZ"])) is None
+    assert _same_layout(pa.array(["2026-11-23T11:59:00Z", "2026-11-23T11:59:01Z"])).tolist() == [True, True]  # type: ignore[union-attr]

@@ -298,12 +298,17 @@ class Partials:
 
 @dataclass(frozen=True, slots=True)
 class CommitEvent:
-    """Published to listeners after each group commit: the stored logs (with ids) and aggregates."""
+    """Published to listeners after group commits: the stored logs (with ids) and aggregates.
+
+    Under load one event carries several group commits (the dispatcher coalesces them);
+    `commit_seconds` holds the duration of each (encode, append, fsync), in commit order.
+    """
 
     logs: pa.Table
     partials: Partials
     dead_letters: int
     committed_at_us: int
+    commit_seconds: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -181,11 +181,16 @@ class SelfMetrics:
             self.rejected.labels(r.source or source, reason_class(r.reason)).inc()
 
     def on_commit(self, event: CommitEvent) -> None:
-        """Store listener (dispatcher thread): the last WAL group commit took `last_commit_seconds`."""
-        self.commit_seconds.observe(self.state.store.last_commit_seconds)
+        """Store listener (dispatcher thread): one observation per WAL group commit the event carries."""
+        for seconds in event.commit_seconds:
+            self.commit_seconds.observe(seconds)
 
     def render(self) -> bytes:
-        """The exposition text of every metric (reads the store: call it off the event loop)."""
+        """The exposition text of every metric (reads the store: call it off the event loop).
+
+        Counts every batch acknowledged before the scrape: the listeners get it first.
+        """
+        self.state.store.wait_delivered()
         return generate_latest(self.registry)
 
 
