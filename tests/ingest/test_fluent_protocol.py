@@ -327,6 +327,16 @@ _values = st.recursive(
 )
 
 
+def test_a_map_keyed_by_an_array_breaks_the_stream_with_a_reason() -> None:
+    """Valid MessagePack that no Python dict can hold ({[1]: 2}) is a broken stream, not a crash."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=4096)
+    unpacker.feed(msgpack.packb(["tag", 1, {"message": "ok"}]) + b"\x81\x91\x01\x02")
+    server = fluent.FluentServer(None, MappingsConfig().fluent, FluentConfig(max_chunk_bytes=4096))  # decode only
+    got, broken = server._decode(unpacker)
+    assert broken is not None and broken.startswith("not MessagePack (TypeError")
+    assert len(got.values) == 1  # the message before it still counts
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(_values, st.lists(_values, min_size=1, max_size=5), st.binary(max_size=64)))
 def test_any_value_or_bytes_decode_without_raising(value):

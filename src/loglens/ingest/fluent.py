@@ -396,7 +396,9 @@ class FluentServer:
         try:
             for msg in unpacker:
                 batch.message(msg)
-        except (ValueError, msgpack.UnpackException) as exc:  # FormatError, StackError, ExtraData ...
+        # FormatError, StackError, ExtraData ...; TypeError: a map keyed by an array or map
+        # (valid MessagePack, but no Python dict can hold it)
+        except (ValueError, TypeError, msgpack.UnpackException) as exc:
             broken = f"not MessagePack ({type(exc).__name__}: {exc}); connection closed"
         return batch, broken
 
