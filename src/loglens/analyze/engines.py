@@ -360,7 +360,10 @@ class RayEngine:
     def run(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
         import ray
 
-        remote = ray.remote(num_cpus=1)(fn)
+        # SPREAD: partitions go to every node from the start. Ray's default packs tasks onto the
+        # node it prefers until that is busy, so a node whose worker process is still starting
+        # (seconds of imports) got nothing and a second node did not make analyze faster.
+        remote = ray.remote(num_cpus=1, scheduling_strategy="SPREAD")(fn)
         pending = [remote.remote(t) for t in tasks]
         self._pending = list(pending)
         while pending:
