@@ -17,7 +17,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -72,7 +73,35 @@ def scheduler_address(sched_file: Path) -> str | None:
     return address
 
 
-class DaskCluster:
+class _ProcessCluster(ABC):
+    """Processes of one cluster: the first is the head (scheduler), the rest its workers."""
+
+    procs: list[subprocess.Popen[bytes]]
+
+    @abstractmethod
+    def start(self) -> None:
+        """Start the head and wait until it serves."""
+
+    def stop(self) -> None:
+        """Workers first, then the head."""
+        stop(self.procs[1:])
+        stop(self.procs[:1])
+
+
+@contextmanager
+def _running(cluster: _ProcessCluster, add: Callable[[], None], more: int) -> Iterator[None]:
+    """`cluster` started with `more` workers added by `add`, stopped on the way out (also when
+    starting it fails half way)."""
+    try:
+        cluster.start()
+        for _ in range(more):
+            add()
+        yield
+    finally:
+        cluster.stop()
+
+
+class DaskCluster(_ProcessCluster):
     """A `dask scheduler` process and the single-threaded `dask worker` processes added to it."""
 
     def __init__(self, tmp: Path, log: IO[bytes]) -> None:
@@ -113,24 +142,14 @@ class DaskCluster:
         with Client(self.address, timeout=60) as client:
             client.wait_for_workers(n + 1, timeout=START_TIMEOUT_S)
 
-    def stop(self) -> None:
-        """Workers first, then the scheduler."""
-        stop(self.procs[1:])
-        stop(self.procs[:1])
-
 
 @contextmanager
 def dask_cluster(tmp: Path, workers: int = 0) -> Iterator[DaskCluster]:
     """A Dask scheduler (and `workers` workers) whose processes log to `tmp/cluster.log`."""
     with (tmp / "cluster.log").open("wb") as log:
         cluster = DaskCluster(tmp, log)
-        try:
-            cluster.start()
-            for _ in range(workers):
-                cluster.add_worker()
+        with _running(cluster, cluster.add_worker, workers):
             yield cluster
-        finally:
-            cluster.stop()
 
 
 def ray_env(tmp: Path) -> dict[str, str]:
@@ -143,7 +162,7 @@ def ray_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-class RayCluster:
+class RayCluster(_ProcessCluster):
     """`ray start --head --block` and the `ray start --address --block` nodes added to it, 1 CPU each."""
 
     _COMMON = ("--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats")
@@ -204,20 +223,10 @@ class RayCluster:
         """Start one more node joined to the head and wait until it runs."""
         self._start(f"node{len(self.procs)}")
 
-    def stop(self) -> None:
-        """Nodes first, then the head."""
-        stop(self.procs[1:])
-        stop(self.procs[:1])
-
 
 @contextmanager
 def ray_cluster(tmp: Path, nodes: int = 0) -> Iterator[RayCluster]:
     """A Ray head (and `nodes` more nodes) in the short directory `tmp`."""
     cluster = RayCluster(tmp)
-    try:
-        cluster.start()
-        for _ in range(nodes):
-            cluster.add_node()
+    with _running(cluster, cluster.add_node, nodes):
         yield cluster
-    finally:
-        cluster.stop()
