@@ -1,8 +1,8 @@
 """The analysis report: built from merged partials, rendered as a terminal table, JSON or HTML.
 
 Quantiles come from the merged latency sketch with exactly `metrics.quantile` semantics (the
-first bucket whose cumulative count exceeds q·(n−1)), evaluated for every group at once. The
-HTML report is self-contained: inline SVG charts, no script, no CDN, and every
+nearest rank: the first bucket whose cumulative count reaches max(1, ⌈q·n⌉), as the live
+server's queries), evaluated for every group at once. The HTML report is self-contained: inline SVG charts, no script, no CDN, and every
 value taken from logs is HTML-escaped.
 """
 
