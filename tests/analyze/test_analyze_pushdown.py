@@ -114,23 +114,40 @@ def _utf8(raw: bytes) -> bool:
 
 
 @pytest.mark.parametrize(
-    ("crlf", "utf8", "block"), [(False, False, None), (True, False, None), (False, True, None), (False, False, 700)]
+    ("crlf", "utf8", "block", "whole"),
+    [
+        (False, False, None, False),
+        (True, False, None, False),
+        (False, True, None, False),
+        (False, False, 700, False),
+        (False, False, None, True),
+        (True, False, None, True),
+    ],
 )
 def test_sql_checks_agree_with_the_exact_validator(
-    tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch, crlf: bool, utf8: bool, block: int | None
+    tmp_path: Path,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    crlf: bool,
+    utf8: bool,
+    block: int | None,
+    whole: bool,
 ) -> None:
     """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator.
     `block`: chunks of about that many bytes (many per partition, each read while the one
-    before is checked)."""
+    before is checked). `whole`: one partition of the whole file, which DuckDB's own reader
+    checks in one pass; otherwise three byte ranges (and a byte-order mark), read in chunks."""
     if block is not None:
         monkeypatch.setattr(worker, "BLOCK_BYTES", block)
     sep = b"\r\n" if crlf else b"\n"
     edge = [raw for raw in EDGE_LINES if _utf8(raw)] if utf8 else EDGE_LINES
-    body = b"\xef\xbb\xbf" + sep.join(edge * 3) + sep
+    body = (b"" if whole else b"\xef\xbb\xbf") + sep.join(edge * 3) + sep
     f = tmp_path / "edge.ndjson"
     f.write_bytes(body)
     doc = load_schema_document(settings.schemas.log)
-    results = [run_partition(PartitionTask(p, doc, 300, 4096, NOW)) for p in plan([f], 3)]
+    results = [run_partition(PartitionTask(p, doc, 300, 4096, NOW)) for p in plan([f], 1 if whole else 3)]
+    # which reader ran: the one-pass scan has no read/split steps of its own
+    assert all(("split" in r.steps) is not whole for r in results)
     accepted, rejected = reference(body, settings)
     assert sum(r.accepted for r in results) == accepted
     got: Counter[str] = Counter()
@@ -145,6 +162,37 @@ def test_sql_checks_agree_with_the_exact_validator(
                 offset = int(where.rsplit("@", 1)[1])
                 full = body[offset:].split(b"\n", 1)[0].rstrip(b"\r").decode(errors="replace")
                 assert full[: len(raw)] == raw
+
+
+def test_a_row_of_the_one_pass_scan_must_be_the_line_at_its_place(tmp_path: Path) -> None:
+    """The scan's rows are matched to file lines by position; a row whose text (or, where DuckDB
+    could not parse it, whose not being a JSON object) does not fit the line found there makes the
+    whole file go to the chunked reader instead of mislabelling a line."""
+    body = b'{"a": 1}\n\n  \n{not json\r\n{"b": 2}\n[1]'
+    f = tmp_path / "x.ndjson"
+    f.write_bytes(body)
+    starts = worker.line_starts(body)
+    assert starts.tolist() == [0, 13, 24, 33]
+    right = [(1, None), (2, '{"b": 2}'), (3, None)]
+    assert worker._bad_lines(str(f), starts, right) == [b"{not json\r\n", b'{"b": 2}\n', b"[1]"]
+    assert worker._bad_lines(str(f), starts, [(0, None)]) is None  # line 0 is a JSON object
+    assert worker._bad_lines(str(f), starts, [(1, '{"b": 2}')]) is None  # not the text at line 1
+    assert worker._bad_lines(str(f), starts, []) == []
+
+
+@pytest.mark.parametrize("name", ["logs[1].ndjson", "with*star.ndjson", "it's.ndjson"])
+def test_file_names_duckdb_would_expand_are_read_literally(tmp_path: Path, settings: Settings, name: str) -> None:
+    """Glob characters in a path would make DuckDB read other files (or none): such a file is
+    read in chunks by loglens itself; a quote in the name is escaped for the one-pass scan."""
+    body = b"\n".join(EDGE_LINES) + b"\n"
+    f = tmp_path / name
+    f.write_bytes(body)
+    (tmp_path / "logs1.ndjson").write_bytes(body)  # what `logs[1]` would match as a glob
+    doc = load_schema_document(settings.schemas.log)
+    (result,) = [run_partition(PartitionTask(p, doc, 300, 4096, NOW)) for p in plan([f], 1)]
+    accepted, rejected = reference(body, settings)
+    assert (result.accepted, Counter(result.rejected)) == (accepted, rejected)
+    assert ("split" in result.steps) is ("'" not in name)
 
 
 def test_clean_lines_are_all_accepted_in_sql(settings: Settings) -> None:

@@ -36,10 +36,11 @@ _DATE_TIME = (
 # commas) go to the exact validator. Matches inside string values are false alarms, which only
 # cost the exact path for that line. (`contains` is a memmem; one regex alternation is 5x slower.)
 _LENIENT = r"contains(line, 'NaN') OR contains(line, 'Infinity') OR regexp_matches(line, ',\s*[}\]]')"
-# The JSON kind of an extracted value, told by its first byte (no second parse). Byte-range
-# comparisons, not `left(x, 1)` (which decodes UTF-8 characters: a fifth of the check's time) and
-# not `IN (...)` lists (DuckDB plans each constant IN list as a join).
-_FIRST_BYTE = {"string": ('"', "#"), "object": ("{", "|")}
+# The JSON kind of an extracted value, told by its first byte (no second parse): `prefix` compares
+# bytes, unlike `left(x, 1)` (which decodes UTF-8 characters: a fifth of the check's time), and
+# is ~10 % cheaper than a byte-range comparison; not `IN (...)` lists (DuckDB plans each constant
+# IN list as a join).
+_FIRST_BYTE = {"string": '"', "object": "{"}
 
 
 def _kind(name: str, kind: str) -> str:
@@ -49,8 +50,7 @@ def _kind(name: str, kind: str) -> str:
         return f"{x} = 'null'"
     if kind == "number":
         return f"(({x} >= '-' AND {x} < '.') OR ({x} >= '0' AND {x} < ':'))"
-    lo, hi = _FIRST_BYTE[kind]
-    return f"({x} >= {_lit(lo)} AND {x} < {_lit(hi)})"
+    return f"prefix({x}, {_lit(_FIRST_BYTE[kind])})"
 
 
 def _one_of(value: str, options: list[str]) -> str:
@@ -69,14 +69,18 @@ class CompiledChecks:
 
     sql: str  # assumes every line is JSON: DuckDB raises on a malformed one
     guarded_sql: str  # also right when some lines are malformed (they come out not ok)
+    # over `lines(line VARCHAR)`, a line NULL where it is not JSON (DuckDB's own reader with
+    # ignore_errors): no `i` column, and `line` kept on the rows that are not ok (see worker)
+    scan_sql: str
     fields: tuple[str, ...]
 
 
 def _raw_string(name: str) -> str:
     # Strings without escapes are their JSON text minus the quotes; only escaped ones are parsed.
+    # (`substr` rather than a `[2:-2]` slice: ~12 % of the check's CPU less.)
     return (
         f"(CASE WHEN {_kind(name, 'string')} THEN "
-        f"CASE WHEN contains(x_{name}, '\\') THEN x_{name}::JSON ->> '$' ELSE x_{name}[2:-2] END END)"
+        f"CASE WHEN contains(x_{name}, '\\') THEN x_{name}::JSON ->> '$' ELSE substr(x_{name}, 2, length(x_{name}) - 2) END END)"
     )
 
 
@@ -219,15 +223,18 @@ def compile_checks(document: dict[str, Any]) -> CompiledChecks | None:
 
     ts = "epoch_us(try_cast(s_timestamp AS TIMESTAMPTZ))"
 
-    def sql(good: str) -> str:
+    def sql(good: str, *, scan: bool = False) -> str:
+        # scan: `lines(line)` has no index (rows keep file order, the table's rowid is the index)
+        # and the text of each line not accepted comes out, for the exact validator
+        i = "" if scan else "i, "
         return f"""
 WITH parsed AS (
-  SELECT i, {good} AS good, line FROM lines
+  SELECT {i}{good} AS good, line FROM lines
 ), extracted AS (
-  SELECT i, good, CASE WHEN good THEN json_extract(line, [{paths}])::VARCHAR[] END AS v,
+  SELECT {i}good, CASE WHEN good THEN json_extract(line, [{paths}])::VARCHAR[] END AS v,
     CASE WHEN good THEN len(json_keys(line)) END AS n_keys, line FROM parsed
 ), fields AS (
-  SELECT i, good, n_keys, line,
+  SELECT {i}good, n_keys, line,
     {extract}
   FROM extracted
 ), raws AS (
@@ -239,7 +246,7 @@ WITH parsed AS (
     {values}
   FROM raws
 ), checked AS (
-  SELECT i, coalesce(good AND {checks} AND {distinct}, false) AS ok,
+  SELECT {i}coalesce(good AND {checks} AND {distinct}, false) AS ok,{" line," if scan else ""}
     {ts} AS ts_us,
     {value("level", "VARCHAR")} AS level,
     {value("service", "VARCHAR")} AS service,
@@ -247,10 +254,14 @@ WITH parsed AS (
     {value("response_time_ms", "DOUBLE")} AS response_time_ms
   FROM valued
 )
-SELECT i, ok AND ts_us IS NOT NULL AND ts_us <= $now_us + $skew_us AS ok,
-  make_timestamp(ts_us) AS ts, level, service, user_id, response_time_ms,
-  coalesce(ts_us < $now_us - $late_us, false) AS late
-FROM checked
+SELECT {i}ok, ts, level, service, user_id, response_time_ms, late{", CASE WHEN NOT ok THEN line END AS line" if scan else ""}
+FROM (
+  SELECT {i}ok AND ts_us IS NOT NULL AND ts_us <= $now_us + $skew_us AS ok,
+    make_timestamp(ts_us) AS ts, level, service, user_id, response_time_ms,
+    coalesce(ts_us < $now_us - $late_us, false) AS late{", line" if scan else ""}
+  FROM checked
+)
 """
 
-    return CompiledChecks(sql(f"NOT ({_LENIENT})"), sql(f"json_valid(line) AND NOT ({_LENIENT})"), names)
+    lenient = f"NOT ({_LENIENT})"
+    return CompiledChecks(sql(lenient), sql(f"json_valid(line) AND {lenient}"), sql(lenient, scan=True), names)

@@ -14,6 +14,7 @@ samples) that the driver merges. Nothing here knows which engine called it.
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import socket
@@ -45,10 +46,15 @@ from loglens.analyze.inputs import (
     store_source,
 )
 from loglens.analyze.predicates import CompiledChecks, compile_checks
-from loglens.models import Rejection
+from loglens.models import Rejection, malformed_json
 from loglens.schema import LogSchema, Parsed
 
 SAMPLE_RAW_CHARS = 500
+# A whole NDJSON file up to this size is checked by DuckDB's own parallel reader in one pass
+# (`_scan_file`); its checked rows (about 50 bytes a log) stay in memory until aggregated.
+# Larger files, and byte ranges of a file (partitions on Dask/Ray), are read in chunks.
+SCAN_MAX_BYTES = 2 * 1024**3
+_GLOB = re.compile(r"[*?\[\]{}]")  # DuckDB would expand these in a path
 
 _SCHEMAS: dict[bytes, LogSchema] = {}  # per-process cache: compiling the schema once per worker, not per task
 _CHECKS: dict[bytes, CompiledChecks | None] = {}
@@ -168,7 +174,10 @@ def run_partition(task: PartitionTask) -> PartitionResult:
         checks = _checks(task)
         rejected: Counter[str] = Counter()
         with _connect() as con:
-            if (
+            scanned = _scan_file(con, checks, schema, task, window, result, rejected) if checks is not None else None
+            if scanned is not None:
+                aggs.append(scanned)
+            elif (
                 checks is not None
                 and part.kind in ("ndjson", "gzip")
                 and not (part.kind == "gzip" and is_json_array_gzip(part))
@@ -244,23 +253,40 @@ _BLANK_START = np.zeros(256, dtype=bool)
 _BLANK_START[[9, 10, 11, 12, 13, 32]] = True  # bytes.strip()'s whitespace
 
 
-def split_lines(body: bytes) -> tuple[pa.Array, np.ndarray]:
-    """The non-blank lines of an NDJSON body as an Arrow string array (zero-copy views of `body`,
-    each line keeping its newline) and each line's offset in `body`."""
+def _line_offsets(body: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """Where each line of `body` starts, plus its end (n + 1 offsets), and which lines are not
+    blank (None: all of them). A line is blank when `bytes.strip()` leaves nothing, as the
+    server's NDJSON decoder skips it."""
     buf = np.frombuffer(body, np.uint8)
     ends = np.flatnonzero(buf == 10) + 1
     if not len(ends) or ends[-1] != len(body):
         ends = np.append(ends, len(body))
     offsets = np.concatenate([[0], ends]).astype(np.int64)
     starts = offsets[:-1]
-    lines = pa.Array.from_buffers(pa.large_string(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
     maybe_blank = np.flatnonzero(_BLANK_START[buf[np.minimum(starts, max(len(body) - 1, 0))]] | (starts >= len(body)))
     blank = [int(k) for k in maybe_blank if not body[offsets[k] : offsets[k + 1]].strip()]
-    if blank:
-        keep = np.ones(len(starts), dtype=bool)
-        keep[blank] = False
-        return lines.filter(pa.array(keep)), starts[keep]
-    return lines, starts
+    if not blank:
+        return offsets, None
+    keep = np.ones(len(starts), dtype=bool)
+    keep[blank] = False
+    return offsets, keep
+
+
+def line_starts(body: bytes) -> np.ndarray:
+    """The offset in `body` of each non-blank line."""
+    offsets, keep = _line_offsets(body)
+    return offsets[:-1] if keep is None else offsets[:-1][keep]
+
+
+def split_lines(body: bytes) -> tuple[pa.Array, np.ndarray]:
+    """The non-blank lines of an NDJSON body as an Arrow string array (zero-copy views of `body`,
+    each line keeping its newline) and each line's offset in `body`."""
+    offsets, keep = _line_offsets(body)
+    starts = offsets[:-1]
+    lines = pa.Array.from_buffers(pa.large_string(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(body)])
+    if keep is None:
+        return lines, starts
+    return lines.filter(pa.array(keep)), starts[keep]
 
 
 @dataclass(slots=True)
@@ -342,6 +368,14 @@ def _check_chunk(
                 batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
             )
             exact_table = batch.table
+    return _aggregate_checked(con, exact_table, window, result)
+
+
+def _aggregate_checked(
+    con: duckdb.DuckDBPyConnection, exact_table: pa.Table | None, window: Window, result: PartitionResult
+) -> Aggregates:
+    """Aggregate the accepted rows of table `checked` and those the exact validator accepted;
+    drops `checked`."""
     source = f"SELECT {', '.join(AGG_COLUMNS)} FROM checked WHERE ok"
     if exact_table is not None and exact_table.num_rows:
         con.register("exact", exact_table)
@@ -353,6 +387,120 @@ def _check_chunk(
         if exact_table is not None and exact_table.num_rows:
             con.unregister("exact")
         con.execute("DROP TABLE IF EXISTS checked").fetchall()
+
+
+def scannable(part: Partition) -> bool:
+    """Whether DuckDB's own NDJSON reader can check `part` in one pass (`_scan_file`): a whole
+    plain NDJSON file of at most SCAN_MAX_BYTES, without a byte-order mark, whose path DuckDB
+    reads literally (no glob characters)."""
+    if part.kind != "ndjson" or part.start != 0 or _GLOB.search(part.path):
+        return False
+    try:
+        size = os.path.getsize(part.path)
+        with open(part.path, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return 0 < size <= SCAN_MAX_BYTES and part.end in (-1, size) and head != b"\xef\xbb\xbf"
+
+
+def _file_line_starts(part: Partition) -> np.ndarray:
+    """The file offset of each non-blank line of an NDJSON partition."""
+    return np.concatenate(
+        [np.zeros(0, np.int64), *(chunk.base + line_starts(chunk.body) for chunk in read_text(part, BLOCK_BYTES))]
+    )
+
+
+def _scan_file(
+    con: duckdb.DuckDBPyConnection,
+    checks: CompiledChecks,
+    schema: LogSchema,
+    task: PartitionTask,
+    window: Window,
+    result: PartitionResult,
+    rejected: Counter[str],
+) -> Aggregates | None:
+    """Check a whole NDJSON file with DuckDB's parallel reader (`read_json_objects`) in one pass;
+    None when that cannot be trusted here, and the caller reads the file in chunks instead.
+
+    DuckDB's reader turns a line it cannot parse into a NULL row and skips blank lines. The
+    checked rows keep file order (a row's `rowid` is its line number among the non-blank lines),
+    which two checks hold it to before any result counts: as many rows as non-blank lines
+    (counted in a thread meanwhile), and each line not accepted is the one found at that position
+    in the file (the same text, or text that is not a JSON object where DuckDB gave NULL).
+    """
+    part = task.partition
+    if not scannable(part):
+        return None
+    path = os.path.abspath(part.path)
+    params = {"now_us": task.now_us, "skew_us": schema.skew_us, "late_us": schema.lateness_us}
+    steps: dict[str, float] = {}
+    with ThreadPoolExecutor(1, thread_name_prefix="loglens-lines") as counter:
+        started = time.perf_counter()
+        counted = counter.submit(_file_line_starts, part)
+        try:
+            con.execute(
+                "CREATE OR REPLACE TEMP VIEW lines AS SELECT json::VARCHAR AS line FROM read_json_objects("
+                f"{_sql_text(path)}, format='newline_delimited', compression='none', ignore_errors=true)"
+            ).fetchall()
+            con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.scan_sql}", params).fetchall()
+            row = con.execute("SELECT count(*) FROM checked").fetchone()
+            bad = con.execute("SELECT rowid, line FROM checked WHERE NOT ok ORDER BY rowid").fetchall()
+        except duckdb.Error:
+            con.execute("DROP TABLE IF EXISTS checked").fetchall()
+            return None
+        finally:
+            con.execute("DROP VIEW IF EXISTS lines").fetchall()
+            steps["check"] = time.perf_counter() - started
+        starts = counted.result()
+    rows = int(row[0]) if row else 0
+    raws = _bad_lines(part.path, starts, bad) if rows == len(starts) else None
+    if raws is None:
+        con.execute("DROP TABLE IF EXISTS checked").fetchall()
+        return None
+    for name, seconds in steps.items():
+        result.steps[name] = result.steps.get(name, 0.0) + seconds
+    result.records += rows
+    exact_table = None
+    if raws:
+        with _step(result, "exact"):
+            offsets = [int(starts[k]) for k, _ in bad]
+            batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+            _count_rejections(batch.rejections, lambda j: f"{part.path}@{offsets[j]}", task, result, rejected)
+            exact_table = batch.table
+    return _aggregate_checked(con, exact_table, window, result)
+
+
+def _bad_lines(path: str, starts: np.ndarray, bad: list[tuple[int, str | None]]) -> list[bytes] | None:
+    """The raw text of each line DuckDB did not accept (`bad`: its row number and DuckDB's text
+    of it, None where DuckDB could not parse it); None when a row is not the line at that place."""
+    if not bad:
+        return []
+    raws: list[bytes] = []
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        for rowid, text in bad:
+            start = int(starts[rowid])
+            end = mm.find(b"\n", start)
+            raw = mm[start : len(mm) if end < 0 else end + 1]
+            if text is None:
+                if _is_json_object(raw):
+                    return None
+            elif raw.strip() != text.encode("utf-8"):
+                return None
+            raws.append(raw)
+    return raws
+
+
+def _is_json_object(raw: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(raw), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _sql_text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _line_at(body: bytes, start: int) -> bytes:
@@ -370,5 +518,5 @@ def _parsed(raws: list[bytes]) -> Parsed:
             values.append(orjson.loads(raw))
         except orjson.JSONDecodeError as exc:
             values.append(None)
-            failures[k] = f"malformed JSON: {exc}"
+            failures[k] = malformed_json(raw, exc)
     return Parsed(values, failures, lambda k: raws[k].rstrip(b"\r\n").decode("utf-8", errors="replace"))
