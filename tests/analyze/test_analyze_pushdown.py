@@ -3,6 +3,7 @@ aggregation vs `metrics.aggregate`."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 
@@ -293,3 +294,19 @@ def test_discover_skips_own_outputs_and_compressed_copies(tmp_path: Path) -> Non
     (tmp_path / "report.json").write_bytes(b"{}")
     (tmp_path / "report.html").write_bytes(b"<html>")
     assert [p.name for p in discover([tmp_path])] == ["app.log", "old.log.gz"]
+
+
+def test_the_scan_counts_lines_as_the_chunked_reader_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-pass scan's line positions (a memory map, in blocks) equal the chunked reader's for
+    bodies of blank, whitespace-only and control-character lines, across block boundaries."""
+    rng = random.Random(5)
+    pieces = [b'{"a":1}', b"", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b" x", b"{}", b"\x1c"]
+    f = tmp_path / "lines.ndjson"
+    for _ in range(200):
+        body = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(1, 12))) + rng.choice([b"", b"\n", b"\n\n"])
+        if not body:
+            continue
+        f.write_bytes(body)
+        for block in (3, 1 << 20):
+            monkeypatch.setattr(worker, "BLOCK_BYTES", block)
+            assert worker._file_line_starts(str(f)).tolist() == worker.line_starts(body).tolist(), body

@@ -404,11 +404,22 @@ def scannable(part: Partition) -> bool:
     return 0 < size <= SCAN_MAX_BYTES and part.end in (-1, size) and head != b"\xef\xbb\xbf"
 
 
-def _file_line_starts(part: Partition) -> np.ndarray:
-    """The file offset of each non-blank line of an NDJSON partition."""
-    return np.concatenate(
-        [np.zeros(0, np.int64), *(chunk.base + line_starts(chunk.body) for chunk in read_text(part, BLOCK_BYTES))]
-    )
+def _file_line_starts(path: str) -> np.ndarray:
+    """The offset of each non-blank line of a whole file (`line_starts` over a memory map of it:
+    no copy, and numpy's temporaries bounded to a block)."""
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        buf = np.frombuffer(mm, np.uint8)
+        try:
+            size = len(buf)
+            ends = [np.flatnonzero(buf[w : w + BLOCK_BYTES] == 10) + (w + 1) for w in range(0, size, BLOCK_BYTES)]
+            starts = np.concatenate([np.zeros(1, np.int64), *ends])
+            starts = starts[starts < size]  # no line after a final newline
+            bounds = np.append(starts, size)
+            maybe_blank = np.flatnonzero(_BLANK_START[buf[starts]])
+            blank = [int(k) for k in maybe_blank if not mm[int(bounds[k]) : int(bounds[k + 1])].strip()]
+        finally:
+            del buf  # the map cannot close while numpy holds a view of it
+    return np.delete(starts, blank) if blank else starts
 
 
 def _scan_file(
@@ -437,7 +448,7 @@ def _scan_file(
     steps: dict[str, float] = {}
     with ThreadPoolExecutor(1, thread_name_prefix="loglens-lines") as counter:
         started = time.perf_counter()
-        counted = counter.submit(_file_line_starts, part)
+        counted = counter.submit(_file_line_starts, part.path)
         try:
             con.execute(
                 "CREATE OR REPLACE TEMP VIEW lines AS SELECT json::VARCHAR AS line FROM read_json_objects("
