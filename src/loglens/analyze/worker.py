@@ -1,10 +1,13 @@
 """What runs on a worker for one partition: check → aggregate, pushed down into DuckDB.
 
-- NDJSON (plain or gzip): each chunk's lines become a zero-copy Arrow string column; DuckDB
-  checks them with the log schema compiled to SQL (`predicates`), and only the lines it does
-  not accept are decoded in Python and judged by the server's exact validator (`LogSchema`),
-  which gives every rejection its reason. The next chunk is read and split in a thread while
+- a whole plain NDJSON file: DuckDB's own parallel reader reads and checks it in one pass
+  (`_scan_file`), its rows tied to the file's lines by position and held to it;
+- other NDJSON (byte ranges, gzip, or when the scan cannot be trusted): each chunk's lines
+  become a zero-copy Arrow string column. The next chunk is read and split in a thread while
   DuckDB checks the current one.
+  Either way DuckDB checks the lines with the log schema compiled to SQL (`predicates`), and only
+  the lines it does not accept are decoded in Python and judged by the server's exact validator
+  (`LogSchema`), which gives every rejection its reason.
 - the store and Parquet archives hold validated logs: DuckDB reads them directly.
 - JSON arrays and other Parquet: `LogSchema` (vectorised fast path, then exact) as on the server.
 Everything accepted is aggregated by one SQL scan (`aggregate`, equal to `metrics.aggregate`).
