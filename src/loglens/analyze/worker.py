@@ -17,7 +17,6 @@ samples) that the driver merges. Nothing here knows which engine called it.
 
 from __future__ import annotations
 
-import mmap
 import os
 import re
 import socket
@@ -408,21 +407,13 @@ def scannable(part: Partition) -> bool:
 
 
 def _file_line_starts(path: str) -> np.ndarray:
-    """The offset of each non-blank line of a whole file (`line_starts` over a memory map of it:
-    no copy, and numpy's temporaries bounded to a block)."""
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-        buf = np.frombuffer(mm, np.uint8)
-        try:
-            size = len(buf)
-            ends = [np.flatnonzero(buf[w : w + BLOCK_BYTES] == 10) + (w + 1) for w in range(0, size, BLOCK_BYTES)]
-            starts = np.concatenate([np.zeros(1, np.int64), *ends])
-            starts = starts[starts < size]  # no line after a final newline
-            bounds = np.append(starts, size)
-            maybe_blank = np.flatnonzero(_BLANK_START[buf[starts]])
-            blank = [int(k) for k in maybe_blank if not mm[int(bounds[k]) : int(bounds[k + 1])].strip()]
-        finally:
-            del buf  # the map cannot close while numpy holds a view of it
-    return np.delete(starts, blank) if blank else starts
+    """The offset of each non-blank line of a whole file, as the chunked reader splits it.
+
+    Plain reads, not a memory map: a log file truncated meanwhile (copytruncate rotation) ends
+    the read early instead of killing the process with SIGBUS."""
+    part = Partition(0, "ndjson", path, 0, os.path.getsize(path))
+    offsets = [chunk.base + line_starts(chunk.body) for chunk in read_text(part, BLOCK_BYTES)]
+    return np.concatenate([np.zeros(0, np.int64), *offsets])
 
 
 def _scan_file(
@@ -491,11 +482,10 @@ def _bad_lines(path: str, starts: np.ndarray, bad: list[tuple[int, str | None]])
     if not bad:
         return []
     raws: list[bytes] = []
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+    with open(path, "rb") as f:
         for rowid, text in bad:
-            start = int(starts[rowid])
-            end = mm.find(b"\n", start)
-            raw = mm[start : len(mm) if end < 0 else end + 1]
+            f.seek(int(starts[rowid]))
+            raw = f.readline()
             if text is None:
                 if _is_json_object(raw):
                     return None
