@@ -1,9 +1,9 @@
 """Benchmark `loglens analyze`: each engine against a hand-written DuckDB SQL baseline, same file, same run.
 
-    .venv/bin/python bench/analyze.py [--logs 1000000] [--engines local,dask,ray] [--no-write]
+    .venv/bin/python bench/analyze.py [--logs 1000000] [--engines local,dask,ray] [--broken-pct 2] [--no-write]
 
 Generates N logs (loglens.demo.generate_logs, 5 services, ~264 bytes each) as NDJSON, then times:
-- DuckDB SQL: read_json + per-(service, minute) count, errors, avg and p50/p95/p99 (quantile_cont),
+- DuckDB SQL: read_json (skipping unreadable lines) + per-(service, minute) count, errors, avg and p50/p95/p99 (quantile_cont),
   plus requests per user — what the report shows, with no validation — in this process, and as a
   whole process (`python -c "import duckdb; ..."`, interpreter start included);
 - `loglens analyze` per engine (as a subprocess, exactly as a user runs it, cluster start included),
@@ -33,12 +33,13 @@ import orjson
 from loglens.demo import generate_logs
 
 REPO = Path(__file__).resolve().parents[1]
-SQL = """
+# With broken lines, DuckDB is told to skip what it cannot read (it stops at the first otherwise).
+SQL_TEMPLATE = """
 WITH logs AS (
   SELECT service, date_trunc('minute', timestamp::TIMESTAMPTZ AT TIME ZONE 'UTC') AS minute, level,
          response_time_ms, user_id
   FROM read_json(?, format='newline_delimited', columns={timestamp: 'VARCHAR', level: 'VARCHAR',
-                 service: 'VARCHAR', response_time_ms: 'DOUBLE', user_id: 'VARCHAR'})
+                 service: 'VARCHAR', response_time_ms: 'DOUBLE', user_id: 'VARCHAR'}{OPTIONS}){WHERE}
 )
 SELECT 'minute' AS kind, service, minute::VARCHAR, count(*), count(*) FILTER (WHERE level IN ('ERROR', 'FATAL')),
        avg(response_time_ms), quantile_cont(response_time_ms, [0.5, 0.95, 0.99])::VARCHAR
@@ -48,16 +49,25 @@ SELECT 'user', user_id, NULL, count(*), NULL, NULL, NULL FROM logs GROUP BY user
 """
 
 
-def write_logs(path: Path, n: int) -> None:
+def write_logs(path: Path, n: int, broken_pct: float = 0.0) -> int:
+    """Write `n` logs as NDJSON; `broken_pct` % of the lines (spread evenly) cut in half, as a
+    crashed writer leaves them. Returns how many lines were broken."""
+    every = round(100 / broken_pct) if broken_pct > 0 else 0
+    broken = 0
     with path.open("wb") as f:
         buf: list[bytes] = []
-        for rec in generate_logs(n, start=1_700_000_000.0, spacing_s=0.01, seed=1):
-            buf.append(orjson.dumps(rec))
+        for k, rec in enumerate(generate_logs(n, start=1_700_000_000.0, spacing_s=0.01, seed=1)):
+            raw = orjson.dumps(rec)
+            if every and k % every == every - 1:
+                raw = raw[: len(raw) // 2]
+                broken += 1
+            buf.append(raw)
             if len(buf) >= 50_000:
                 f.write(b"\n".join(buf) + b"\n")
                 buf.clear()
         if buf:
             f.write(b"\n".join(buf) + b"\n")
+    return broken
 
 
 def children_cpu_s() -> float:
@@ -66,17 +76,23 @@ def children_cpu_s() -> float:
     return use.ru_utime + use.ru_stime
 
 
-def time_duckdb(path: Path) -> tuple[float, int]:
+def baseline_sql(broken: bool) -> str:
+    """The hand-written query; with broken lines, skipping the lines DuckDB cannot read."""
+    options, where = (", ignore_errors=true", " WHERE timestamp IS NOT NULL") if broken else ("", "")
+    return SQL_TEMPLATE.replace("{OPTIONS}", options).replace("{WHERE}", where)
+
+
+def time_duckdb(path: Path, sql: str) -> tuple[float, int]:
     started = time.perf_counter()
     con = duckdb.connect()
-    rows = con.execute(SQL, [str(path)]).fetchall()
+    rows = con.execute(sql, [str(path)]).fetchall()
     con.close()
     return time.perf_counter() - started, sum(r[3] for r in rows if r[0] == "minute")
 
 
-def time_duckdb_process(path: Path) -> tuple[float, float]:
+def time_duckdb_process(path: Path, sql: str) -> tuple[float, float]:
     """Wall and CPU seconds (user + sys) of a whole DuckDB process."""
-    code = f"import duckdb; duckdb.connect().execute({SQL!r}, [{str(path)!r}]).fetchall()"
+    code = f"import duckdb; duckdb.connect().execute({sql!r}, [{str(path)!r}]).fetchall()"
     started, cpu = time.perf_counter(), children_cpu_s()
     subprocess.run([sys.executable, "-c", code], check=True)
     return time.perf_counter() - started, children_cpu_s() - cpu
@@ -108,24 +124,28 @@ def main() -> None:
     ap.add_argument("--logs", type=int, default=1_000_000)
     ap.add_argument("--engines", default="local,dask,ray")
     ap.add_argument("--no-write", action="store_true", help="Do not append to docs/benchmarks.md.")
+    ap.add_argument("--broken-pct", type=float, default=0.0, help="Cut this % of the lines in half.")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "logs.ndjson"
-        write_logs(path, args.logs)
+        broken = write_logs(path, args.logs, args.broken_pct)
         size_mb = path.stat().st_size / 1e6
         rows = []
-        base_s, base_n = time_duckdb(path)
-        assert base_n == args.logs, base_n
-        base_proc_s, base_cpu_s = time_duckdb_process(path)
+        sql = baseline_sql(broken > 0)
+        base_s, base_n = time_duckdb(path, sql)
+        assert base_n == args.logs - broken, base_n
+        base_proc_s, base_cpu_s = time_duckdb_process(path, sql)
         rows.append(("DuckDB SQL (read_json + GROUP BY, no validation)", base_proc_s, base_cpu_s, base_s, ""))
         for engine in args.engines.split(","):
             total_s, cpu_s, report = time_engine(path, engine, Path(tmp) / f"{engine}.json")
             s = report["summary"]
-            assert s["accepted"] == args.logs, s
+            assert (s["accepted"], s["records"]) == (args.logs - broken, args.logs), s
             stages = ", ".join(f"{k[:-2]} {v:.2f}" for k, v in s["stages"].items() if v >= 0.005)
             rows.append((f"loglens analyze --engine {engine}", total_s, cpu_s, s["elapsed_s"], stages))
     lines = [
-        f"### `loglens analyze`, {args.logs:,} logs ({size_mb:.0f} MB NDJSON) — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        f"### `loglens analyze`, {args.logs:,} logs ({size_mb:.0f} MB NDJSON"
+        + (f", {broken:,} lines cut in half" if broken else "")
+        + f") — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"Machine: {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}, "
         f"load average at start {os.getloadavg()[0]:.1f}. Wall time of the whole command (process start, "
