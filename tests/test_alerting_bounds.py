@@ -16,10 +16,10 @@ from loglens.config import Settings
 from loglens.detect.anomaly import Finding
 from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
-from loglens.models import Alert
+from loglens.models import Alert, AlertRow
 from loglens.ports import MetaAlertRelay
 from loglens.store import CommitEvent, Store
-from loglens.store.alerts import AlertRepository, AlertRow, AlertWriter
+from loglens.store.alerts import AlertRepository, AlertWriter
 
 REPO = Path(__file__).resolve().parents[1]
 T0 = 1_800_000_000.0

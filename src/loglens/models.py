@@ -336,3 +336,28 @@ def malformed_json(raw: bytes, exc: Exception) -> str:
             "send UTF-8 text, e.g. é is c3 a9, not Latin-1 e9"
         )
     return f"malformed JSON: {exc}"
+
+
+AnomalyDoc = dict[str, Any]  # valid against schemas/anomaly_schema.yaml (checked before it is stored)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRow:
+    """One alert state to store, with whether its firing was handed to the notifiers."""
+
+    alert: Alert
+    notified: bool
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SilenceRow:
+    """A stored silence (epoch seconds)."""
+
+    id: str
+    matchers: dict[str, str]
+    starts_at: float
+    expires_at: float
+    comment: str
+    created_by: str
+    created_at: float

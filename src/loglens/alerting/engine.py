@@ -35,8 +35,7 @@ from loglens.alerting.ports import AlertPersistence, NotificationSink, Publish
 from loglens.config import AlertsConfig
 from loglens.detect.documents import to_dt
 from loglens.detect.rules import Candidate
-from loglens.models import Alert, iso
-from loglens.store.alerts import AlertRow, SilenceRow
+from loglens.models import Alert, AlertRow, SilenceRow, iso
 
 log = logging.getLogger("loglens.alerting")
 

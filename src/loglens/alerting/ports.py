@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from loglens.models import AlertRow, AnomalyDoc
 from loglens.ports import MetaAlertRelay, MetaAlerts, NotificationSink, Publish
-from loglens.store.alerts import AlertRow, AnomalyDoc
 
 __all__ = ["AlertPersistence", "MetaAlertRelay", "MetaAlerts", "NotificationSink", "Publish"]
 

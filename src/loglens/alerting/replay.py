@@ -31,8 +31,7 @@ from loglens.alerting.quiet import QuietSeconds
 from loglens.config import Settings
 from loglens.detect.rules import Candidate
 from loglens.detect.validator import AnomalyValidator
-from loglens.models import iso
-from loglens.store.alerts import AlertRow
+from loglens.models import AlertRow, iso
 
 SECONDS_SCHEMA = pa.schema(
     [("service", pa.string()), ("second", pa.timestamp("us")), ("count", pa.int64()), ("errors", pa.int64())]

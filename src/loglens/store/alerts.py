@@ -23,14 +23,13 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from loglens.models import Alert, iso
+from loglens.models import Alert, AlertRow, AnomalyDoc, SilenceRow, iso
 
 log = logging.getLogger("loglens.store.alerts")
 
 Connect = Callable[[], duckdb.DuckDBPyConnection]
 WRITE_SLICE = 2000  # alert rows per Arrow relation inside one transaction
 T = TypeVar("T")
-AnomalyDoc = dict[str, Any]  # valid against schemas/anomaly_schema.yaml (checked before it gets here)
 
 
 def _naive(dt: datetime | None) -> datetime | None:
@@ -47,28 +46,6 @@ def _epoch(dt: datetime) -> float:
 
 def _dt(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    """One alert state to store, with whether its firing was handed to the notifiers."""
-
-    alert: Alert
-    notified: bool
-    updated_at: float
-
-
-@dataclass(frozen=True, slots=True)
-class SilenceRow:
-    """A stored silence (epoch seconds)."""
-
-    id: str
-    matchers: dict[str, str]
-    starts_at: float
-    expires_at: float
-    comment: str
-    created_by: str
-    created_at: float
 
 
 @dataclass(frozen=True, slots=True)
