@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -162,3 +164,16 @@ def test_outage_is_a_gap_and_alerts_are_listed(tmp_path: Path) -> None:
         [(1.0, 2.0)],
         [(3.0, 1.0), (4.0, 1.0)],
     ]
+
+
+def test_report_file_is_written_when_stdout_closes_early(clean_file: Path, tmp_path: Path) -> None:
+    """`loglens analyze ... --out r.json | head -1`: the reader leaves after one line, and the
+    report file is still written (it comes before the text on stdout)."""
+    out = tmp_path / "report.json"
+    cmd = [sys.executable, "-m", "loglens.cli", "analyze", str(clean_file), "--no-progress", "--out", str(out), *CONFIG]
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=REPO) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith(b"engine: local")
+        proc.stdout.close()
+        proc.wait(timeout=300)
+    assert json.loads(out.read_text())["summary"]["accepted"] == 20_000

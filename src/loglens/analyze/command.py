@@ -122,8 +122,10 @@ def analyze_command(
     except (ValueError, InputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(render_text(report))
+    # the file first: output piped into `head` closes stdout early, and the report must not depend on it
     if out is not None:
         write_report(report, out)
+    print(render_text(report))
+    if out is not None:
         print(f"report written to {out}")
     return 0
