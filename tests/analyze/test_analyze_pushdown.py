@@ -123,6 +123,7 @@ def _utf8(raw: bytes) -> bool:
         (False, False, 700, False),
         (False, False, None, True),
         (True, False, None, True),
+        (False, False, 700, True),
     ],
 )
 def test_sql_checks_agree_with_the_exact_validator(
@@ -136,10 +137,12 @@ def test_sql_checks_agree_with_the_exact_validator(
 ) -> None:
     """`utf8`: without the non-UTF-8 line, which sends its whole chunk to the exact validator.
     `block`: chunks of about that many bytes (many per partition, each read while the one
-    before is checked). `whole`: one partition of the whole file, which DuckDB's own reader
+    before is checked; for the scan, its line count read in such blocks and the lines it does not
+    accept judged 7 at a time). `whole`: one partition of the whole file, which DuckDB's own reader
     checks in one pass; otherwise three byte ranges (and a byte-order mark), read in chunks."""
-    if block is not None:
+    if block is not None:  # and, for the scan, the lines it hands to the exact validator 7 at a time
         monkeypatch.setattr(worker, "BLOCK_BYTES", block)
+        monkeypatch.setattr(worker, "EXACT_BATCH", 7)
     sep = b"\r\n" if crlf else b"\n"
     edge = [raw for raw in EDGE_LINES if _utf8(raw)] if utf8 else EDGE_LINES
     body = (b"" if whole else b"\xef\xbb\xbf") + sep.join(edge * 3) + sep

@@ -58,9 +58,12 @@ def _one_of(value: str, options: list[str]) -> str:
     return "(" + " OR ".join(f"{value} = {_lit(o)}" for o in options) + ")"
 
 
-def _lit(value: str) -> str:
+def sql_literal(value: str) -> str:
     """A SQL string literal."""
     return "'" + value.replace("'", "''") + "'"
+
+
+_lit = sql_literal
 
 
 @dataclass(frozen=True)

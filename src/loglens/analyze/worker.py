@@ -47,7 +47,7 @@ from loglens.analyze.inputs import (
     read_text,
     store_source,
 )
-from loglens.analyze.predicates import CompiledChecks, compile_checks
+from loglens.analyze.predicates import CompiledChecks, compile_checks, sql_literal
 from loglens.models import Rejection, malformed_json
 from loglens.schema import LogSchema, Parsed
 
@@ -57,6 +57,7 @@ SAMPLE_RAW_CHARS = 500
 # Larger files, and byte ranges of a file (partitions on Dask/Ray), are read in chunks.
 SCAN_MAX_BYTES = 2 * 1024**3
 _GLOB = re.compile(r"[*?\[\]{}]")  # DuckDB would expand these in a path
+EXACT_BATCH = 50_000  # lines the scan hands to the exact validator at a time
 
 _SCHEMAS: dict[bytes, LogSchema] = {}  # per-process cache: compiling the schema once per worker, not per task
 _CHECKS: dict[bytes, CompiledChecks | None] = {}
@@ -178,7 +179,7 @@ def run_partition(task: PartitionTask) -> PartitionResult:
         with _connect() as con:
             scanned = _scan_file(con, checks, schema, task, window, result, rejected) if checks is not None else None
             if scanned is not None:
-                aggs.append(scanned)
+                aggs.extend(scanned)
             elif (
                 checks is not None
                 and part.kind in ("ndjson", "gzip")
@@ -424,7 +425,7 @@ def _scan_file(
     window: Window,
     result: PartitionResult,
     rejected: Counter[str],
-) -> Aggregates | None:
+) -> list[Aggregates] | None:
     """Check a whole NDJSON file with DuckDB's parallel reader (`read_json_objects`) in one pass;
     None when that cannot be trusted here, and the caller reads the file in chunks instead.
 
@@ -432,48 +433,81 @@ def _scan_file(
     checked rows keep file order (a row's `rowid` is its line number among the non-blank lines),
     which two checks hold it to before any result counts: as many rows as non-blank lines
     (counted in a thread meanwhile), and each line not accepted is the one found at that position
-    in the file (the same text, or text that is not a JSON object where DuckDB gave NULL).
+    in the file (the same text, or text that is not a JSON object where DuckDB gave NULL). Lines
+    not accepted go to the exact validator EXACT_BATCH at a time (memory stays bounded when most
+    lines need it, e.g. epoch timestamps); nothing reaches `result` until every batch is aligned.
     """
     part = task.partition
     if not scannable(part):
         return None
     path = os.path.abspath(part.path)
     params = {"now_us": task.now_us, "skew_us": schema.skew_us, "late_us": schema.lateness_us}
-    steps: dict[str, float] = {}
-    with ThreadPoolExecutor(1, thread_name_prefix="loglens-lines") as counter:
-        started = time.perf_counter()
-        counted = counter.submit(_file_line_starts, part.path)
-        try:
+    scratch = PartitionResult(part.index, result.worker)
+    found: Counter[str] = Counter()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="loglens-lines") as counter, _step(scratch, "check"):
+            counted = counter.submit(_file_line_starts, part.path)
             con.execute(
                 "CREATE OR REPLACE TEMP VIEW lines AS SELECT json::VARCHAR AS line FROM read_json_objects("
-                f"{_sql_text(path)}, format='newline_delimited', compression='none', ignore_errors=true)"
+                f"{sql_literal(path)}, format='newline_delimited', compression='none', ignore_errors=true)"
             ).fetchall()
             con.execute(f"CREATE OR REPLACE TEMP TABLE checked AS {checks.scan_sql}", params).fetchall()
+            con.execute("DROP VIEW lines").fetchall()
             row = con.execute("SELECT count(*) FROM checked").fetchone()
-            bad = con.execute("SELECT rowid, line FROM checked WHERE NOT ok ORDER BY rowid").fetchall()
-        except duckdb.Error:
-            con.execute("DROP TABLE IF EXISTS checked").fetchall()
+            bad = con.execute("SELECT rowid FROM checked WHERE NOT ok ORDER BY rowid").fetchnumpy()["rowid"]
+            starts = counted.result()
+        scratch.records = int(row[0]) if row else 0
+        if scratch.records != len(starts):
             return None
-        finally:
-            con.execute("DROP VIEW IF EXISTS lines").fetchall()
-            steps["check"] = time.perf_counter() - started
-        starts = counted.result()
-    rows = int(row[0]) if row else 0
-    raws = _bad_lines(part.path, starts, bad) if rows == len(starts) else None
-    if raws is None:
-        con.execute("DROP TABLE IF EXISTS checked").fetchall()
+        aggs: list[Aggregates] = []
+        for k in range(0, len(bad), EXACT_BATCH):
+            agg = _aggregate_exact(con, path, starts, bad[k : k + EXACT_BATCH], schema, task, window, scratch, found)
+            if agg is None:
+                return None
+            aggs.append(agg)
+        with _step(scratch, "aggregate"):
+            accepted = aggregate(con, f"SELECT {', '.join(AGG_COLUMNS)} FROM checked WHERE ok", [], window)
+    except duckdb.Error:
         return None
-    for name, seconds in steps.items():
+    finally:
+        con.execute("DROP VIEW IF EXISTS lines").fetchall()
+        con.execute("DROP TABLE IF EXISTS checked").fetchall()
+    result.records += scratch.records
+    rejected.update(found)
+    for key, samples in scratch.samples.items():
+        kept = result.samples.setdefault(key, [])
+        kept.extend(samples[: max(0, task.sample_limit - len(kept))])
+    for name, seconds in scratch.steps.items():
         result.steps[name] = result.steps.get(name, 0.0) + seconds
-    result.records += rows
-    exact_table = None
-    if raws:
-        with _step(result, "exact"):
-            offsets = [int(starts[k]) for k, _ in bad]
-            batch = schema.validate(_parsed(raws), "analyze", task.now_us)
-            _count_rejections(batch.rejections, lambda j: f"{part.path}@{offsets[j]}", task, result, rejected)
-            exact_table = batch.table
-    return _aggregate_checked(con, exact_table, window, result)
+    return [accepted, *aggs]
+
+
+def _aggregate_exact(
+    con: duckdb.DuckDBPyConnection,
+    path: str,
+    starts: np.ndarray,
+    rowids: np.ndarray,
+    schema: LogSchema,
+    task: PartitionTask,
+    window: Window,
+    scratch: PartitionResult,
+    found: Counter[str],
+) -> Aggregates | None:
+    """Judge the scanned lines `rowids` (not accepted in SQL) with the exact validator and
+    aggregate those it accepts; None when a row is not the line at its place in the file."""
+    with _step(scratch, "exact"):
+        texts = con.execute(
+            "SELECT line FROM checked WHERE NOT ok AND rowid BETWEEN ? AND ? ORDER BY rowid",
+            [int(rowids[0]), int(rowids[-1])],
+        ).fetchall()
+        raws = _bad_lines(path, starts, list(zip(rowids.tolist(), (t for (t,) in texts), strict=True)))
+        if raws is None:
+            return None
+        offsets = starts[rowids]
+        batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+        _count_rejections(batch.rejections, lambda j: f"{task.partition.path}@{int(offsets[j])}", task, scratch, found)
+    with _step(scratch, "aggregate"):
+        return _aggregate_table(con, batch.table, window)
 
 
 def _bad_lines(path: str, starts: np.ndarray, bad: list[tuple[int, str | None]]) -> list[bytes] | None:
@@ -500,11 +534,6 @@ def _is_json_object(raw: bytes) -> bool:
         return isinstance(orjson.loads(raw), dict)
     except orjson.JSONDecodeError:
         return False
-
-
-def _sql_text(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _line_at(body: bytes, start: int) -> bytes:
