@@ -313,3 +313,35 @@ def test_the_scan_counts_lines_as_the_chunked_reader_does(tmp_path: Path, monkey
         for block in (3, 1 << 20):
             monkeypatch.setattr(worker, "BLOCK_BYTES", block)
             assert worker._file_line_starts(str(f)).tolist() == worker.line_starts(body).tolist(), body
+
+
+def test_epoch_number_timestamps_are_read_in_sql_exactly_as_the_server_reads_them(settings: Settings) -> None:
+    """Seconds and milliseconds (above 1e11), integers and fractions down to half a microsecond
+    (Python rounds half to even), zero and the far future: every epoch number the SQL check
+    accepts gets the exact validator's timestamp, to the microsecond."""
+    rng = random.Random(11)
+    values: list[float | int] = [0, -0.0, 1, 1e11, 1e11 + 0.5, 100_000_000_001, 1_700_000_000.0000005]
+    values += [1_700_000_000.0000015, 1_700_000_000_123.4565, 2.5e11, 2.5e14, 253_402_300_799.999999]
+    for _ in range(400):
+        seconds = rng.uniform(0, 4e9)
+        values += [
+            round(seconds, rng.randint(0, 9)),
+            int(seconds),
+            round(seconds * 1000, rng.randint(0, 6)),
+            int(seconds) + rng.choice([0.5, 1.5, 2.5]) / 1e6,
+        ]
+    raws = [line(timestamp=v) for v in values] + [line(timestamp=-1), line(timestamp=1e20)]
+    body = b"\n".join(raws) + b"\n"
+    lines, starts = split_lines(body)
+    checks = compile_checks(load_schema_document(settings.schemas.log))
+    assert checks is not None
+    con = duckdb.connect()
+    con.register("lines", pa.table({"i": pa.array(range(len(starts)), pa.int64()), "line": lines}))
+    params = {"now_us": 10**19, "skew_us": 0, "late_us": 10**19}
+    rows = con.execute(f"SELECT i, epoch_us(ts) FROM ({checks.sql}) WHERE ok ORDER BY i", params).fetchall()
+    assert len(rows) >= len(values) - 2  # the SQL reads epoch numbers itself (not the exact path)
+    assert {i for i, _ in rows}.isdisjoint({len(raws) - 2, len(raws) - 1})  # negative, out of range
+    schema = LogSchema.from_file(settings.schemas.log, allowed_lateness_s=1e12, max_future_skew_s=1e12)
+    exact = schema.validate(decode_ndjson(b"\n".join(raws[i] for i, _ in rows)), "t", NOW).table
+    assert exact.num_rows == len(rows)
+    assert exact["ts"].cast(pa.int64()).to_pylist() == [us for _, us in rows]

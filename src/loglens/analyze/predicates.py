@@ -22,6 +22,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loglens.schema.fast import _FAST_FORMATS, FastPlan, _Alt, _Prop
+from loglens.timeparse import MAX_US, MS_THRESHOLD
+
+_EPOCH_US_LIMIT = float(MAX_US // 10**15 * 10**15)  # 9999-01-01 or so: well inside the range, exact as a double
 
 # Output columns of the check (the validated fields aggregation needs), in order.
 CHECK_COLUMNS = ("i", "ok", "ts", "level", "service", "user_id", "response_time_ms", "late")
@@ -31,6 +34,14 @@ CHECK_COLUMNS = ("i", "ok", "ts", "level", "service", "user_id", "response_time_
 _DATE_TIME = (
     r"^(000[1-9]|00[1-9]\d|0[1-9]\d\d|[1-9]\d{3})-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T"
     r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d{1,6})?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)$"
+)
+# An epoch-number timestamp as the exact path reads it (`timeparse.parse_epoch`): milliseconds
+# above MS_THRESHOLD, the same float64 steps, Python's round-half-even. Far-future values, where
+# a double compared with MAX_US could round either way, go to the exact path (NULL here).
+_EPOCH_SECONDS = f"(CASE WHEN n_timestamp > {MS_THRESHOLD!r} THEN n_timestamp / 1000.0 ELSE n_timestamp END)"
+_EPOCH_US = (
+    f"CASE WHEN n_timestamp >= 0 AND {_EPOCH_SECONDS} * 1000000.0 < {_EPOCH_US_LIMIT!r} "
+    f"THEN round_even({_EPOCH_SECONDS} * 1000000.0, 0)::BIGINT END"
 )
 # Lines DuckDB's lenient JSON reader accepts but orjson rejects (NaN/Infinity literals, trailing
 # commas) go to the exact validator. Matches inside string values are false alarms, which only
@@ -157,8 +168,6 @@ def _field_sql(name: str, prop: _Prop) -> str:
     """The whole check of one field: missing, null or one of its alternatives."""
     alts = []
     for alt in prop.alts:
-        if name == "timestamp" and "string" not in alt.types:
-            continue  # epoch numbers: the exact path (its rounding is Python's)
         sql = _alt_sql(name, alt, _needs_text(name, prop))
         if sql is not None:
             alts.append(sql)
@@ -221,7 +230,7 @@ def compile_checks(document: dict[str, Any]) -> CompiledChecks | None:
             return f"NULL::{kind}"
         return f"n_{name}" if kind == "DOUBLE" else f"s_{name}"
 
-    ts = "epoch_us(try_cast(s_timestamp AS TIMESTAMPTZ))"
+    ts = f"coalesce(epoch_us(try_cast(s_timestamp AS TIMESTAMPTZ)), {_EPOCH_US})"
 
     def sql(good: str, *, scan: bool = False) -> str:
         # scan: `lines(line)` has no index (rows keep file order, the table's rowid is the index)

@@ -435,7 +435,8 @@ def _scan_file(
     (counted in a thread meanwhile), and each line not accepted is the one found at that position
     in the file (the same text, or text that is not a JSON object where DuckDB gave NULL). Lines
     not accepted go to the exact validator EXACT_BATCH at a time (memory stays bounded when most
-    lines need it, e.g. epoch timestamps); nothing reaches `result` until every batch is aligned.
+    lines need it, e.g. a layout the SQL does not read); nothing reaches `result` until every batch
+    is aligned.
     """
     part = task.partition
     if not scannable(part):
