@@ -300,7 +300,7 @@ def test_discover_skips_own_outputs_and_compressed_copies(tmp_path: Path) -> Non
 
 
 def test_the_scan_counts_lines_as_the_chunked_reader_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The one-pass scan's line positions (a memory map, in blocks) equal the chunked reader's for
+    """The one-pass scan's line positions (the whole file, read in blocks) equal the chunked reader's for
     bodies of blank, whitespace-only and control-character lines, across block boundaries."""
     rng = random.Random(5)
     pieces = [b'{"a":1}', b"", b" ", b"\t", b"\r", b"\x0b", b"\x0c", b" x", b"{}", b"\x1c"]

@@ -371,14 +371,6 @@ def _check_chunk(
                 batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
             )
             exact_table = batch.table
-    return _aggregate_checked(con, exact_table, window, result)
-
-
-def _aggregate_checked(
-    con: duckdb.DuckDBPyConnection, exact_table: pa.Table | None, window: Window, result: PartitionResult
-) -> Aggregates:
-    """Aggregate the accepted rows of table `checked` and those the exact validator accepted;
-    drops `checked`."""
     source = f"SELECT {', '.join(AGG_COLUMNS)} FROM checked WHERE ok"
     if exact_table is not None and exact_table.num_rows:
         con.register("exact", exact_table)
