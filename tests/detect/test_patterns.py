@@ -178,6 +178,16 @@ def test_value_whose_token_count_varies() -> None:
     assert_grouping(lines, lambda line: line.split()[0] == "connected")
 
 
+def test_settled_words_in_the_middle_are_an_event_not_a_longer_value() -> None:
+    """`Failed password for invalid user <*>` has seen "invalid user" on every one of its lines:
+    those words are part of the event, so `Failed password for root` is another event, although
+    its user sits next to the longer template's `<*>`."""
+    users = ["admin", "oracle", "test", "guest", "pi", "ubnt", "support", "user1x", "mysql", "git"]
+    lines = [f"Failed password for invalid user {u} from 10.0.0.{i} port {4000 + i} ssh2" for i, u in enumerate(users)]
+    lines += [f"Failed password for {u} from 10.0.1.{i} port {5000 + i} ssh2" for i, u in enumerate(["root"] * 3)]
+    assert_grouping(lines, lambda line: "invalid" in line)
+
+
 def test_variable_length_list_of_ids() -> None:
     lines = [
         "BLOCK* ask 10.0.0.1:50010 to delete " + " ".join(f"blk_{7 * i + j}" for j in range(k))
@@ -299,6 +309,16 @@ def test_grouping_accuracy_rejects_length_mismatch() -> None:
         ("deny(1) network-outbound /x", "deny(<NUM>) network-outbound <PATH>"),
         ("plain words stay as they are", "plain words stay as they are"),
         ("   spaced\tout  ", "spaced out"),
+        # host names, with or without digits or a port, inside brackets or before a comma
+        ("lookup ns.example.com [10.0.0.1] failed", "lookup <HOST> [<IP>] failed"),
+        ("via proxy.cse.cuhk.edu.hk:5070, then (www.google.com:443)", "via <HOST>, then (<HOST>)"),
+        ("from 195-154-37-122.rev.poneytelecom.eu", "from <HOST>"),
+        ("rhost=5.36.59.76.dynamic-dsl-ip.omantel.net.om", "rhost=<HOST>"),
+        # ...but not names that only look dotted: Java classes, config keys, files, internal names
+        (
+            "org.apache.hadoop.ipc.Server mapred.task.id setup.py main.rs sun.nio.ch",
+            "org.apache.hadoop.ipc.Server mapred.task.id setup.py main.rs sun.nio.ch",
+        ),
     ],
 )
 def test_mask_rules(message: str, masked: str) -> None:

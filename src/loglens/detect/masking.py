@@ -10,6 +10,10 @@ Only shapes that are variable in *any* log are masked:
 * ``0x`` hex and long hex strings containing a digit (hashes, ids);
 * dates and times of day (``2024-01-02``, ``2024-01-02T03:04:05Z``, ``12:34:56,789``);
 * paths (``/var/lib/x``, ``C:\\Temp\\x``) and URLs (``https://...``).
+* host names that end in a generic top-level domain (``db.example.com``), or in a country
+  code after a generic second level (``proxy.cse.edu.hk``) or with a digit or hyphen in a label
+  (``195-154-37-122.rev.example.eu``), optionally with ``:port``. Dotted names that end
+  otherwise (``org.apache.hadoop.Server``, ``mapred.task.id``, ``setup.py``) are not hosts.
 
 Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
 ``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
@@ -54,6 +58,7 @@ PLACEHOLDERS: Final = (
     "<TIME>",
     "<PATH>",
     "<URL>",
+    "<HOST>",
 )
 
 _LEAD: Final = "([{<\"'"
@@ -61,6 +66,17 @@ _TRAIL: Final = ")]}>\"',;:.!?"
 _HEX4 = r"[0-9a-fA-F]{1,4}"
 # Shapes depend on where digits are, never on their values (the miner caches by digit skeleton).
 _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
+# A DNS name, judged by its end only (so Java names such as `org.apache.hadoop.Server` are not
+# hosts): letter-digit-hyphen labels ending in a generic top-level domain (`db.example.com`), or
+# in a country code after a generic second level (`proxy.cse.edu.hk`, `x.co.uk`), or after two
+# dots when a label has a digit or a hyphen (`195-154-37-122.rev.example.eu`). A bare country
+# code is not enough: `mapred.task.id` and `setup.py` are names, not hosts.
+_LABEL = r"[A-Za-z0-9-]+"  # not DNS-strict: a simple class keeps the match linear
+_GENERIC_TLDS = "com|net|org|edu|gov|mil|int|info|biz"
+_HOST = (
+    rf"(?:(?:{_LABEL}\.)+(?:{_GENERIC_TLDS}|co|ac)(?:(?<=co|ac)\.[a-z]{{2}}|(?<!co|ac)(?:\.[a-z]{{2}})?)"
+    rf"|(?=[A-Za-z0-9.]*[0-9-])(?:{_LABEL}\.){{2,}}[a-z]{{2}})(?::\d{{1,5}})?"
+)
 
 # One alternation, matched once per distinct token core; the group name is the placeholder.
 _SHAPES: Final = re.compile(
@@ -78,6 +94,7 @@ _SHAPES: Final = re.compile(
             r"|\d{1,4}/\d{1,2}/\d{1,4}(?:[:-]\d{1,2}:\d{2}(?::\d{2})?)?)",
             r"(?P<TIME>\d{1,2}:\d{2}(?::\d{2})?(?:[.,]\d{1,9})?)",
             r"(?P<URL>[A-Za-z][A-Za-z0-9+.-]*://\S+)",
+            rf"(?P<HOST>{_HOST})",
             r"(?P<PATH>(?:~|\.{1,2})?/[^\s/\"'?()\[\]{}<>,;=]+(?:/[^\s/\"'?()\[\]{}<>,;=]*)*(?:\?\S*)?"
             r"|[A-Za-z]:\\\S*)",
         )
@@ -92,6 +109,7 @@ _HEX_PIECE: Final = re.compile(
 _WHOLE: Final = re.compile(
     "[" + re.escape(_LEAD) + "]*(?:" + _SHAPES.pattern + ")(?=[" + re.escape(_TRAIL) + "]*\\Z)"
 ).match
+_WHOLE_HOST: Final = re.compile("[" + re.escape(_LEAD) + "]*(" + _HOST + ")(?=[" + re.escape(_TRAIL) + "]*\\Z)").match
 _KEY_SEP: Final = re.compile(r"[:(]").search
 _NUM_PIECE: Final = re.compile(rf"(?<![^{_DELIMS}])[-+]?\d+(?![^{_DELIMS}])")
 _UNITS: Final = {
@@ -119,8 +137,8 @@ UNIT_MARK: Final = "\x01"
 def _classify_core(core: str) -> str:
     """The placeholder for a whole-token shape, or `core` unchanged."""
     first = core[0]
-    if first in _NO_SHAPE_START and "://" not in core and not core.startswith(_DRIVE, 1):
-        return core  # every shape starts with a digit, sign, dot, slash, bracket, hex letter or ~
+    if first in _NO_SHAPE_START and "://" not in core and not core.startswith(_DRIVE, 1) and "." not in core:
+        return core  # every shape but a host name starts with a digit, sign, dot, slash, bracket, hex letter or ~
     m = _SHAPES.fullmatch(core)
     if m is not None:
         return "<" + str(m.lastgroup) + ">"
@@ -152,6 +170,10 @@ def _plain(token: str) -> str:
     """A token without digits or slashes: only a unit or calendar word is marked for its neighbours."""
     if "<*" in token:
         return token.replace("<*", "<\\*")  # a literal "<*>" in a log must not act as a wildcard
+    if "." in token:
+        m = _WHOLE_HOST(token)
+        if m is not None:
+            return token[: m.start(1)] + "<HOST>" + token[m.end(1) :]
     core = token.rstrip(_TRAIL)
     return UNIT_MARK + token if core in _UNITS or core in _CALENDAR else token
 

@@ -35,7 +35,8 @@
    (``<SIZE> <*> sent``) when they share both ends, the shorter leaves at most one token
    in the differing middle, and that middle holds only masked values (an optional
    ``(12.8 KB)``), repeats the masked token before it (a list of ids), sits next to a
-   ``<*>`` (a value of varying token count), or shows the evidence above.
+   ``<*>`` (a value of varying token count, unless the middle holds words that a template has
+   seen on several of its lines: those belong to its event), or shows the evidence above.
 4. **Stable ids**: a template's id is a 12-hex-digit BLAKE2b hash of its first text,
    deterministic across runs. A merge keeps the oldest sibling's id; the other ids
    become aliases of it, so an id once returned keeps naming the template that
@@ -359,7 +360,12 @@ def _matches_varlen(t: _Template, toks: Sequence[str]) -> bool:
 
 
 def _gap(
-    utoks: Sequence[str], toks: Sequence[str], max_a: int | None = None, max_b: int | None = None
+    utoks: Sequence[str],
+    toks: Sequence[str],
+    max_a: int | None = None,
+    max_b: int | None = None,
+    *,
+    settled: bool = False,
 ) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], bool] | None:
     """((prefix, suffix), middle is a value) when `toks` and `utoks` differ in one middle part.
 
@@ -367,8 +373,10 @@ def _gap(
     `max_b` tokens long (the head and tail of a variable-length template); the shorter sequence may
     leave at most one token in the middle. The middle is a value when it holds only masked values
     and ``<*>`` (an optional ``(12.8 KB)``, a list of ids), or when it sits inside the template next
-    to a ``<*>`` (a value that sometimes spans more tokens), or when it repeats the masked token
-    before it (a list of ids). Otherwise prefix and suffix must
+    to a ``<*>`` (a value that sometimes spans more tokens) unless `utoks` is `settled` (it has
+    seen its constants on several lines) and has a constant in the middle (``invalid user`` in
+    ``Failed password for invalid user <*>`` belongs to that event, not to the value), or when it
+    repeats the masked token before it (a list of ids). Otherwise prefix and suffix must
     cover two thirds of the longer sequence for the pair to count at all.
     """
     n, m = len(toks), len(utoks)
@@ -392,7 +400,7 @@ def _gap(
         return (head, tail), True
     if head and has_placeholder(head[-1]) and all(x == head[-1] for x in middle):
         return (head, tail), True  # a list: more of the value just before the gap (blk_<NUM> blk_<NUM>)
-    if head and tail and WILD in (head[-1], tail[0]):
+    if head and tail and WILD in (head[-1], tail[0]) and not (settled and any(x != WILD for x in utoks[a : m - b])):
         return (head, tail), True
     if 3 * constants < 2 * max(n, m):
         return None
@@ -686,7 +694,7 @@ class TemplateMiner:
                     soft.add(key)
         for u in self._ends.sharing_both_ends(first, last):
             if len(u.tokens) != n:
-                found = _gap(u.tokens, toks)
+                found = _gap(u.tokens, toks, settled=u.count > 1)
                 if found is not None:
                     key, is_soft = found
                     families.setdefault(key, []).append(u)
