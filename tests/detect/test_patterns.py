@@ -178,6 +178,20 @@ def test_value_whose_token_count_varies() -> None:
     assert_grouping(lines, lambda line: line.split()[0] == "connected")
 
 
+def test_optional_second_renderings_in_several_places_are_one_event() -> None:
+    """A size optionally repeated in other units after each of two counters, and a lifetime
+    given as a time or a duration: every combination is the same event."""
+    lines = []
+    for i, (sent, received) in enumerate([(0, 0), (1190, 1671), (1165, 815), (859, 316), (12, 40960), (5, 5)]):
+        alt = {n: f" ({n / 1024:.2f} KB)" if n >= 1024 else "" for n in (sent, received)}
+        lifetime = "<1 sec" if i % 2 else f"00:0{i}"
+        lines.append(
+            f"host{i}.example.com:443 close, {sent} bytes{alt[sent]} sent, {received} bytes{alt[received]} received, lifetime {lifetime}"
+        )
+    lines += [f"host{i}.example.com:443 open through proxy gw.example.com:8080 HTTPS" for i in range(6)]
+    assert_grouping(lines, lambda line: "close" in line)
+
+
 def test_settled_words_in_the_middle_are_an_event_not_a_longer_value() -> None:
     """`Failed password for invalid user <*>` has seen "invalid user" on every one of its lines:
     those words are part of the event, so `Failed password for root` is another event, although
@@ -300,7 +314,11 @@ def test_grouping_accuracy_rejects_length_mismatch() -> None:
         ("disk /var/lib/x full on node 12", "disk <PATH> full on node <NUM>"),
         ("at 2024-01-02T03:04:05.123Z tick 12:34:56,789", "at <DATE> tick <TIME>"),
         ("stored 12.5 KB of 3GB in 200 ms (80%)", "stored <SIZE> of <SIZE> in <DUR> (<NUM>)"),
-        ("13155 bytes (12.8 KB) sent", "<SIZE> (<SIZE>) sent"),
+        # a value given again in parentheses (or an empty pair) is one value
+        ("13155 bytes (12.8 KB) sent", "<SIZE> sent"),
+        ("3 MB (3145728 bytes), 7 ms (0.007 s)", "<SIZE>, <DUR>"),
+        ("from 10.0.0.1 (ns.example.com) and 10.0.0.2 () at", "from <IP> and <IP> at"),
+        ("called f() with (x) after 5 (retry)", "called f() with (x) after <NUM> (retry)"),
         ("chip 00:1a:2b:3c:4d:5e mask ffff0000 ffffffff", "chip <MAC> mask <HEX> ffffffff"),
         ("lock=12, flags=0x1, ws=WorkSource{10111}", "lock=<NUM>, flags=<HEX>, ws=WorkSource{<NUM>}"),
         ("Receiving blk_-160899 at db.internal:5432", "Receiving blk_<NUM> at db.internal:<NUM>"),

@@ -38,6 +38,7 @@ __all__ = [
     "ZERO_DIGITS",
     "TokenMasker",
     "classify",
+    "fold_alternatives",
     "has_placeholder",
     "is_value",
     "join_units",
@@ -236,6 +237,37 @@ def join_units(tokens: list[str]) -> list[str]:
 
 
 _VALUES: Final = frozenset(PLACEHOLDERS)
+_ALTERNATIVE: Final = re.compile(r"\((<[A-Z]+>)?\)([,;:.!?]*)")
+
+
+# Placeholders that can render one quantity twice: a size in bytes and in KB, an address and its name.
+_KIN: Final = {"<SIZE>": "size", "<DUR>": "time", "<IP>": "host", "<HOST>": "host", "<NUM>": "num", "<HEX>": "num"}
+
+
+def _same_quantity(value: str, again: str | None) -> bool:
+    """Whether `again` (a placeholder in parentheses, None for an empty pair) can be the value
+    that token `value` ends with, rendered again."""
+    kind = next((_KIN.get(p) for p in PLACEHOLDERS if value.endswith(p)), None)
+    if kind is None:
+        return False
+    return again is None or _KIN.get(again) == kind
+
+
+def fold_alternatives(tokens: list[str]) -> list[str]:
+    """Fold the same quantity given again in parentheses into the value before it
+    (``1190 bytes (1.16 KB)`` -> ``<SIZE>``, ``3 MB (3145728 bytes),`` -> ``<SIZE>,``;
+    ``<IP> (<HOST>)`` and ``<IP> ()`` -> ``<IP>``): the second rendering is optional or empty in
+    many logs, and a line with it is the same event as a line without. Another quantity stays
+    (``200 ms (80%)``)."""
+    out: list[str] = []
+    for tok in tokens:
+        if tok.startswith(("(<", "()")) and out and out[-1].endswith(">"):
+            m = _ALTERNATIVE.fullmatch(tok)
+            if m is not None and _same_quantity(out[-1], m.group(1)):
+                out[-1] += m.group(2)
+                continue
+        out.append(tok)
+    return out
 
 
 def has_placeholder(token: str) -> bool:
@@ -317,6 +349,10 @@ class TokenMasker:
         if UNIT_MARK in key:
             out = join_units(out)
             key = " ".join(out)
+        if "(<" in key or "()" in key:
+            folded = fold_alternatives(out)
+            if len(folded) != len(out):
+                out, key = folded, " ".join(folded)
         return out, key
 
 
