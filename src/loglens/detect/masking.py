@@ -349,7 +349,7 @@ class TokenMasker:
         if UNIT_MARK in key:
             out = join_units(out)
             key = " ".join(out)
-        if "(<" in key or "()" in key:
+        if "> (<" in key or "> ()" in key:  # a value, then a parenthesised value or an empty pair
             folded = fold_alternatives(out)
             if len(folded) != len(out):
                 out, key = folded, " ".join(folded)
