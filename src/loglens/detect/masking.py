@@ -15,6 +15,10 @@ Only shapes that are variable in *any* log are masked:
   (``195-154-37-122.rev.example.eu``), optionally with ``:port``. Dotted names that end
   otherwise (``org.apache.hadoop.Server``, ``mapred.task.id``, ``setup.py``) are not hosts.
 
+The same quantity given again in parentheses right after a value (``1190 bytes (1.16 KB)``,
+``10.0.0.1 (db.example.com)``, or an empty ``()``) folds into that value (`fold_alternatives`),
+so a line with the optional second rendering has the tokens of a line without it.
+
 Within a token the shape is matched on its *core*: leading ``([{<"'`` and trailing
 ``)]}>"',;:.!?`` are kept as they are (``(12.8`` -> ``(<NUM>``). A token that is not
 one shape as a whole keeps its text, but digit runs and hex runs between delimiters
