@@ -398,6 +398,27 @@ def test_corrupt_miner_state_starts_fresh_and_worker_thread_saves(
     assert state.exists() and len(PatternWorker(settings.alerts, lambda f: None, state_path=state).miner) == 1
 
 
+def test_state_of_an_earlier_masking_is_relearnt_with_a_warm_up(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """After an upgrade that changed masking, the saved templates would not match the new tokens:
+    every known event would look new. The worker starts fresh and in its warm-up instead."""
+    settings = settings_factory()
+    state = tmp_path / "t.json"
+    old = PatternWorker(settings.alerts, lambda f: None, state_path=state, clock=lambda: 1_000.0, save_interval_s=0)
+    old.start()
+    old.submit(table([(T0, "ERROR", "api", "lookup db.example.com failed")], T0))
+    old.stop()
+    # as loglens wrote it before host names and second renderings were masked (state version 2)
+    state.write_text(json.dumps({**json.loads(state.read_text()), "version": 2}))
+    found: list[Any] = []
+    later = 1_000.0 + 10 * settings.alerts.rules.new_pattern.warmup_seconds
+    pw = PatternWorker(settings.alerts, found.append, state_path=state, clock=lambda: later)
+    assert len(pw.miner) == 0 and pw.born == later  # relearning, in its warm-up
+    pw.process(table([(T0, "ERROR", "api", "lookup db.example.com failed")], T0))
+    assert found == []
+
+
 def test_falling_behind_folds_batches_and_reconfigure(settings_factory: Callable[..., Settings]) -> None:
     settings = settings_factory("""
 alerts:

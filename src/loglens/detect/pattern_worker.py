@@ -65,7 +65,12 @@ class PatternWorker:
                 meta = orjson.loads(self._meta_path.read_bytes()) if self._meta_path.exists() else {}
                 self.born = float(meta.get("born", self.born))
             except (ValueError, OSError) as exc:  # a corrupt state file must not stop the server
-                log.warning("cannot load template miner state; starting fresh", extra={"error": str(exc)})
+                # (also a state of an earlier masking version: its templates would call every known
+                # event new) — relearning starts a new warm-up, so no new_pattern fires meanwhile
+                log.warning(
+                    "cannot load template miner state; relearning, new_pattern waits for the warm-up",
+                    extra={"error": str(exc), "warmup_seconds": self.rule.warmup_seconds},
+                )
         self.rates = TemplateRates(factor=self.rule.rate_jump_factor)
         self._min_level = LEVELS.index(self.rule.min_level)
         self._queue: queue.Queue[pa.Table | None] = queue.Queue()

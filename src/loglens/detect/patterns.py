@@ -109,7 +109,10 @@ _INDEX_FROM = 64
 """Templates of one length from which sibling search uses the block index instead of a scan."""
 _has_digit = re.compile(r"\d").search
 STATE_FORMAT = "loglens.template-miner"
-STATE_VERSION = 2
+STATE_VERSION = 3
+"""Bumped whenever masking changes what a message's tokens are (3: host names, second renderings
+in parentheses): templates learnt under other tokens would no longer match, so an older state is
+refused and the pattern worker relearns, with its warm-up, instead of calling known events new."""
 
 
 class TemplateStateError(LoglensError, ValueError):
