@@ -64,6 +64,27 @@ def test_ndjson_and_gzip(live_server: LiveServer) -> None:
     assert r.json()["errors"][0]["reason"].startswith("malformed JSON")
 
 
+def test_text_lines_starting_with_a_bracket_sent_as_json_are_one_dead_letter_each(live_server: LiveServer) -> None:
+    """An Apache-style error log posted as application/json starts with `[` but is no JSON array:
+    each line is its own record with its own dead letter, as NDJSON labelled JSON is."""
+    good = orjson.dumps(next(iter(generate_logs(1))))
+    body = (
+        b"[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok\n"
+        + good
+        + b"\n[Sun Dec 04 04:47:45 2005] [error] x\n"
+    )
+    with live_server.client() as c:
+        r = c.post("/api/v1/logs", content=body, headers={"Content-Type": "application/json"})
+        dead = c.get("/api/v1/dead-letter").json()
+    assert r.status_code == 200
+    assert (r.json()["accepted"], r.json()["rejected"]) == (1, 2)
+    assert [e["index"] for e in r.json()["errors"]] == [0, 2]
+    assert sorted(d["raw"] for d in dead["dead_letters"]) == [
+        "[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok",
+        "[Sun Dec 04 04:47:45 2005] [error] x",
+    ]
+
+
 def test_errors_list_is_capped(settings_factory: Callable[..., Settings], live_server_factory: Any) -> None:
     srv = live_server_factory(settings_factory(ingest={"max_errors_reported": 5}))
     with srv.client() as c:

@@ -18,6 +18,7 @@ from analyze_data import logs, write_ndjson
 from loglens.analyze import AnalyzeOptions, run_analysis
 from loglens.analyze.inputs import InputError, Partition, discover, plan, read_blocks, read_text
 from loglens.config import Settings
+from loglens.ingest.decode import starts_like_json_array
 from loglens.schema import LogSchema, parse_values
 from loglens.store import Store
 
@@ -238,3 +239,45 @@ def test_corrupt_multi_member_and_array_gzip(tmp_path: Path, settings: Settings)
     cut_array = tmp_path / "cut.json.gz"
     cut_array.write_bytes(array[:-20])
     assert _reasons(analyse(settings, [cut_array])) == {"gzip stream ends early (truncated file)": 1}
+
+
+APACHE_LINES = [
+    b"[Sun Dec 04 04:47:44 2005] [notice] workerEnv.init() ok /etc/httpd/conf/workers2.properties",
+    b"[Sun Dec 04 04:47:44 2005] [error] mod_jk child workerEnv in error state 6",
+    b"[Sun Dec 04 04:51:08 2005] [notice] jk2_init() Found child 6725 in scoreboard slot 10",
+]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_text_lines_that_start_with_a_bracket_are_lines_not_a_json_array(
+    tmp_path: Path, settings: Settings, gzipped: bool
+) -> None:
+    """A plain-text log such as Apache's error log starts with `[`: every line is its own
+    (rejected) record, not one broken JSON array, so records still count the lines."""
+    body = b"\n".join(APACHE_LINES * 40) + b"\n"
+    f = tmp_path / ("error.log.gz" if gzipped else "error.log")
+    f.write_bytes(gzip.compress(body) if gzipped else body)
+    s = analyse(settings, [f])["summary"]
+    assert (s["records"], s["accepted"], s["rejected"]) == (120, 0, 120)
+    # a JSON array of logs, however it is spaced, is still read as one
+    records = logs(5, seed=3)
+    arr = tmp_path / "array.json"
+    arr.write_bytes(b"\xef\xbb\xbf[\n\n   " + orjson.dumps(records)[1:])
+    assert analyse(settings, [arr])["summary"]["accepted"] == 5
+
+
+@pytest.mark.parametrize(
+    ("head", "array"),
+    [
+        (b"[]", True),
+        (b'  [ {"a": 1}]', True),
+        (b"\xef\xbb\xbf[\r\n\t{", True),
+        (b"[", True),  # nothing after the bracket yet: an array as far as we can tell
+        (b"[Sun Dec 04 04:47:44 2005] [error] x", False),
+        (b"[1, 2]", False),
+        (b'{"a": 1}', False),
+        (b"", False),
+    ],
+)
+def test_what_starts_like_a_json_array(head: bytes, array: bool) -> None:
+    assert starts_like_json_array(head) is array

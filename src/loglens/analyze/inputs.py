@@ -39,7 +39,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.ingest.decode import decode_json, decode_ndjson, starts_like_json_array
 from loglens.ingest.gzipstream import GzipDamage, gunzip
 from loglens.models import LOG_ARROW_SCHEMA
 from loglens.schema import Parsed
@@ -116,13 +116,12 @@ def _kind_of(path: Path) -> str:
         return "archive" if is_log_parquet(path) else "parquet"
     if suffix in STORE_SUFFIXES:
         return "store"
-    return "json_array" if _starts_with_bracket(path) else "ndjson"
+    return "json_array" if _is_json_array_file(path) else "ndjson"
 
 
-def _starts_with_bracket(path: Path) -> bool:
+def _is_json_array_file(path: Path) -> bool:
     with path.open("rb") as f:
-        head = f.read(64).lstrip(b"\xef\xbb\xbf \t\r\n")
-    return head.startswith(b"[")
+        return starts_like_json_array(f.read(4096))
 
 
 def is_log_parquet(path: Path) -> bool:
@@ -364,11 +363,11 @@ def is_json_array_gzip(part: Partition) -> bool:
     try:
         for piece in gunzip(part.path, 64):
             head += piece
-            if len(head.lstrip(b"\xef\xbb\xbf \t\r\n")) >= 1:
+            if len(head) >= 4096:
                 break
     except GzipDamage:
         return False  # NDJSON reading reports the damage (with whatever lines came before it)
-    return head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")
+    return starts_like_json_array(head[:4096])
 
 
 def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:

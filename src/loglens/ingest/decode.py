@@ -100,6 +100,20 @@ def _decode_lines(body: bytes) -> Parsed:
     return Parsed(values, failures, lambda i: _text(lines[i].rstrip(b"\r")))
 
 
+_LEADING_SPACE = b"\xef\xbb\xbf \t\r\n"  # a byte-order mark and JSON whitespace
+
+
+def starts_like_json_array(head: bytes) -> bool:
+    """Whether text beginning with `head` reads as a JSON array of log objects: ``[`` and then
+    ``{`` or ``]`` (or nothing yet). Lines such as ``[Sun Dec 04 04:47:44 2005] [error] ...``
+    start with a bracket too; they are lines of text, each its own record."""
+    rest = head.lstrip(_LEADING_SPACE)
+    if not rest.startswith(b"["):
+        return False
+    after = rest[1:].lstrip(b" \t\r\n")
+    return after[:1] in (b"", b"{", b"]")
+
+
 def decode_json(body: bytes) -> Parsed:
     """A JSON object (one log) or array (many logs). A body with several lines falls back to NDJSON."""
     if body.startswith(b"\xef\xbb\xbf"):
@@ -108,7 +122,7 @@ def decode_json(body: bytes) -> Parsed:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         stripped = body.strip()
-        if b"\n" in stripped and not stripped.startswith(b"["):
+        if b"\n" in stripped and not starts_like_json_array(stripped[:4096]):
             return decode_ndjson(body)  # clients often send NDJSON labelled application/json
         return Parsed([None], {0: malformed_json(body, exc)}, lambda i: _text(body))
     if isinstance(doc, list):
