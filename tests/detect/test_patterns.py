@@ -345,6 +345,14 @@ def test_mask_rules(message: str, masked: str) -> None:
     assert tokenize(message) == masked.split()
 
 
+def test_a_host_name_is_at_most_dns_long() -> None:
+    """A DNS name has at most 253 characters: a longer dotted token is no host (and a hostile
+    60,000-character one is not searched for one)."""
+    name = "label." * 44 + "com"  # 267 characters
+    assert mask(f"via {name[-249:]} and {name}") == f"via <HOST> and {name}"
+    assert mask("a." * 30_000 + "com") == "a." * 30_000 + "com"
+
+
 def test_unit_word_without_number_stays() -> None:
     assert mask("size in KB is unknown") == "size in KB is unknown"
 

@@ -78,7 +78,10 @@ _V4 = r"\d{1,3}(?:\.\d{1,3}){3}"
 # code is not enough: `mapred.task.id` and `setup.py` are names, not hosts.
 _LABEL = r"[A-Za-z0-9-]+"  # not DNS-strict: a simple class keeps the match linear
 _GENERIC_TLDS = "com|net|org|edu|gov|mil|int|info|biz"
+# At most 253 characters (DNS's limit) plus a port: the lookahead bounds the work on a hostile
+# 60,000-character dotted token to a few hundred steps.
 _HOST = (
+    r"(?=[A-Za-z0-9.:-]{4,259}(?![A-Za-z0-9.:-]))"
     rf"(?:(?:{_LABEL}\.)+(?:{_GENERIC_TLDS}|co|ac)(?:(?<=co|ac)\.[a-z]{{2}}|(?<!co|ac)(?:\.[a-z]{{2}})?)"
     rf"|(?=[A-Za-z0-9.]*[0-9-])(?:{_LABEL}\.){{2,}}[a-z]{{2}})(?::\d{{1,5}})?"
 )
