@@ -159,6 +159,34 @@ def test_garbage_framing_and_oversize_go_to_dead_letter(syslog_server):
         assert client.get("/api/v1/logs").status_code == 200
 
 
+def test_lines_of_a_syslog_file_without_pri_over_tcp(syslog_server):
+    """`cat /var/log/syslog | nc host 5514`: BSD lines without `<PRI>` are RFC 3164 with PRI 13
+    (user.notice); a tag such as `sshd(pam_unix)` gives the service `sshd`; free text that is no
+    syslog line still goes to dead-letter."""
+    srv, server = syslog_server
+    with socket.create_connection(("127.0.0.1", server.tcp_port)) as s:
+        s.sendall(
+            b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=218.188.2.4 \n"
+            b"Jul 27 14:42:00 combo kernel: Linux agpgart interface v0.100\n"
+            b"Error: disk full\n"
+        )
+    got = logs(srv.state, "syslog", 2)
+    assert [(r["service"], r["level"], r["message"]) for r in got] == [
+        ("sshd", "INFO", "authentication failure; rhost=218.188.2.4 "),
+        ("kernel", "INFO", "Linux agpgart interface v0.100"),
+    ]
+    meta = orjson.loads(got[0]["metadata"])
+    assert meta == {
+        "facility": "user",
+        "syslog": "rfc3164",
+        "pri_assumed": True,
+        "hostname": "combo",
+        "procid": "19939",
+        "tag": "sshd(pam_unix)",
+    }
+    assert dead(srv.state, "syslog", 1)[0][1] == "Error: disk full"
+
+
 def test_parse_message_units():
     m = MappingsConfig().syslog
     rec = syslog.parse_message(
@@ -198,6 +226,8 @@ def test_parse_message_units():
         "<30>Nov 31 00:00:00 h t: x",
         "hello",
         "<14>no tag here",
+        "Error: disk full",  # no PRI, and no stamp and host either: free text, not syslog
+        "Jun 14 15:16:01 sshd: no host",
     ):
         with pytest.raises(syslog.SyslogFormatError):
             syslog.parse_message(bad, m, NOW)

@@ -5,7 +5,11 @@ TAG (3164) → service; MSG → message; TIMESTAMP → timestamp (a 3164 stamp h
 the current year and the server's local zone are assumed; a missing stamp means arrival time);
 structured data → `metadata.sd` (`{sd_id: {param: value}}`), and SD params named in
 `protocols.mapping.syslog` fill user_id / ip_address / response_time_ms / trace_id; facility,
-hostname, procid and msgid → metadata. Anything that fits neither RFC goes to dead-letter.
+hostname, procid and msgid → metadata. A 3164 message without `<PRI>` (a line of a syslog file,
+`Jun 14 15:16:01 host sshd[42]: ...`) is read as PRI 13, user.notice (RFC 3164 section 4.3.3),
+marked `metadata.pri_assumed`; it must carry its stamp and host. A tag such as `sshd(pam_unix)`
+gives the service `sshd` and is kept whole in `metadata.tag`. Anything that fits neither RFC
+goes to dead-letter.
 
 Datagrams and lines are batched (every `flush_interval_ms` or `flush_records`) into the
 ingest pipeline. Syslog has no acknowledgement, so under backpressure a batch is retried after
@@ -40,11 +44,16 @@ FACILITIES = (
     "local4", "local5", "local6", "local7",
 )  # fmt: skip
 _RFC5424 = re.compile(r"<(\d{1,3})>([1-9]\d?) (\S+) (\S+) (\S+) (\S+) (\S+) ?(.*)", re.DOTALL)
-_RFC3164 = re.compile(
-    r"<(\d{1,3})>(?:([A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d) (?:(\S+) )?)?"
-    r"([A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)",
-    re.DOTALL,
-)
+_STAMP_3164 = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
+# TAG[pid]: MSG. The tag runs to the `[pid]` or the colon: Linux daemons write `sshd(pam_unix)`.
+_TAG_3164 = r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)"
+_RFC3164 = re.compile(rf"<(\d{{1,3}})>(?:({_STAMP_3164}) (?:(\S+) )?)?{_TAG_3164}", re.DOTALL)
+# The same without a PRI, as syslog files are written (`Jun 14 15:16:01 combo sshd[42]: ...`) and
+# some senders forward them: RFC 3164 section 4.3.3 reads such a message as PRI 13 (user.notice).
+# Its stamp and host are required, so that free text (`Error: disk full`) is still no syslog.
+_RFC3164_NO_PRI = re.compile(rf"({_STAMP_3164}) (\S+) {_TAG_3164}", re.DOTALL)
+_DEFAULT_PRI = "13"
+_SERVICE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 _SD_PARAM = re.compile(r' ([^= \]"]{1,32})="((?:[^"\\]|\\.)*)"')
 _SD_UNESCAPE = re.compile(r'\\(["\\\]])')
 _MONTHS = {
@@ -146,24 +155,35 @@ def parse_message(text: str, mapping: FieldMapping, now: datetime) -> dict[str, 
         out["metadata"] = meta
         return out
     m = _RFC3164.fullmatch(text)
+    pri_sent = m is not None
     if m is not None:
-        level, facility = _pri(m.group(1))
-        stamp, host, tag, pid, msg = m.group(2), m.group(3), m.group(4), m.group(5), m.group(6)
+        pri, stamp, host, tag, pid, msg = m.groups()
+    elif (m := _RFC3164_NO_PRI.fullmatch(text)) is not None:
+        pri, (stamp, host, tag, pid, msg) = _DEFAULT_PRI, m.groups()
+    if m is not None:
+        level, facility = _pri(pri)
         meta = {"facility": facility, "syslog": "rfc3164"}
+        if not pri_sent:
+            meta["pri_assumed"] = True
         if host:
             meta["hostname"] = host
         if pid:
             meta["procid"] = pid
+        # the service is the tag's leading name (`sshd` of `sshd(pam_unix)`); the whole tag is kept
+        service = _SERVICE_PART.match(tag)
+        assert service is not None  # the tag starts with a letter or digit
+        if service.group() != tag:
+            meta["tag"] = tag
         return {
             "level": level,
-            "service": tag,
+            "service": service.group(),
             "message": msg,
             "timestamp": _rfc3164_time(stamp, now) if stamp else now.isoformat(),
             "metadata": meta,
         }
     raise SyslogFormatError(
         "not RFC 5424 (<PRI>1 TIMESTAMP HOST APP PROCID MSGID SD MSG) "
-        "nor RFC 3164 (<PRI>[Mmm dd hh:mm:ss HOST ]TAG[pid]: MSG)"
+        "nor RFC 3164 (<PRI>[Mmm dd hh:mm:ss HOST ]TAG[pid]: MSG, or without <PRI> with the stamp and host)"
     )
 
 
