@@ -168,12 +168,14 @@ def test_lines_of_a_syslog_file_without_pri_over_tcp(syslog_server):
         s.sendall(
             b"Jun 14 15:16:01 combo sshd(pam_unix)[19939]: authentication failure; rhost=218.188.2.4 \n"
             b"Jul 27 14:42:00 combo kernel: Linux agpgart interface v0.100\n"
+            b"Jul 27 14:41:57 combo syslogd 1.4.1: restart.\n"  # the tag ends where a tag cannot go on
             b"Error: disk full\n"
         )
-    got = logs(srv.state, "syslog", 2)
+    got = logs(srv.state, "syslog", 3)
     assert [(r["service"], r["level"], r["message"]) for r in got] == [
         ("sshd", "INFO", "authentication failure; rhost=218.188.2.4 "),
         ("kernel", "INFO", "Linux agpgart interface v0.100"),
+        ("syslogd", "INFO", "1.4.1: restart."),
     ]
     meta = orjson.loads(got[0]["metadata"])
     assert meta == {

@@ -7,8 +7,9 @@ structured data → `metadata.sd` (`{sd_id: {param: value}}`), and SD params nam
 `protocols.mapping.syslog` fill user_id / ip_address / response_time_ms / trace_id; facility,
 hostname, procid and msgid → metadata. A 3164 message without `<PRI>` (a line of a syslog file,
 `Jun 14 15:16:01 host sshd[42]: ...`) is read as PRI 13, user.notice (RFC 3164 section 4.3.3),
-marked `metadata.pri_assumed`; it must carry its stamp and host. A tag such as `sshd(pam_unix)`
-gives the service `sshd` and is kept whole in `metadata.tag`. Anything that fits neither RFC
+marked `metadata.pri_assumed`; it must carry its stamp and host, and then a tag may end at a
+space too (`syslogd 1.4.1: restart.`). A tag such as `sshd(pam_unix)` gives the service `sshd`
+and is kept whole in `metadata.tag`. Anything that fits neither RFC
 goes to dead-letter.
 
 Datagrams and lines are batched (every `flush_interval_ms` or `flush_records`) into the
@@ -48,10 +49,15 @@ _STAMP_3164 = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
 # TAG[pid]: MSG. The tag runs to the `[pid]` or the colon: Linux daemons write `sshd(pam_unix)`.
 _TAG_3164 = r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)"
 _RFC3164 = re.compile(rf"<(\d{{1,3}})>(?:({_STAMP_3164}) (?:(\S+) )?)?{_TAG_3164}", re.DOTALL)
-# The same without a PRI, as syslog files are written (`Jun 14 15:16:01 combo sshd[42]: ...`) and
-# some senders forward them: RFC 3164 section 4.3.3 reads such a message as PRI 13 (user.notice).
-# Its stamp and host are required, so that free text (`Error: disk full`) is still no syslog.
-_RFC3164_NO_PRI = re.compile(rf"({_STAMP_3164}) (\S+) {_TAG_3164}", re.DOTALL)
+# The form of syslog files (`Jun 14 15:16:01 combo sshd[42]: ...`), which some senders forward
+# without a PRI: RFC 3164 section 4.3.3 reads such a message as PRI 13 (user.notice). Its stamp
+# and host are required, so that free text (`Error: disk full`) is still no syslog; then, as the
+# RFC says, any character that is no part of a tag ends it (`syslogd 1.4.1: restart.`).
+_RFC3164_FILE = re.compile(
+    rf"(?:<(\d{{1,3}})>)?({_STAMP_3164}) (\S*[^\s:]) "
+    r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?(?:: ?| )(.*)",
+    re.DOTALL,
+)
 _DEFAULT_PRI = "13"
 _SERVICE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 _SD_PARAM = re.compile(r' ([^= \]"]{1,32})="((?:[^"\\]|\\.)*)"')
@@ -154,13 +160,11 @@ def parse_message(text: str, mapping: FieldMapping, now: datetime) -> dict[str, 
             meta["sd"] = sd
         out["metadata"] = meta
         return out
-    m = _RFC3164.fullmatch(text)
-    pri_sent = m is not None
+    m = _RFC3164.fullmatch(text) or _RFC3164_FILE.fullmatch(text)
     if m is not None:
         pri, stamp, host, tag, pid, msg = m.groups()
-    elif (m := _RFC3164_NO_PRI.fullmatch(text)) is not None:
-        pri, (stamp, host, tag, pid, msg) = _DEFAULT_PRI, m.groups()
-    if m is not None:
+        pri_sent = pri is not None
+        pri = pri or _DEFAULT_PRI
         level, facility = _pri(pri)
         meta = {"facility": facility, "syslog": "rfc3164"}
         if not pri_sent:
