@@ -48,8 +48,9 @@ from loglens.analyze.inputs import (
     store_source,
 )
 from loglens.analyze.predicates import CompiledChecks, compile_checks, sql_literal
-from loglens.models import Rejection, malformed_json
-from loglens.schema import LogSchema, Parsed
+from loglens.ingest.decode import decode_lines
+from loglens.models import Rejection
+from loglens.schema import LogSchema
 
 SAMPLE_RAW_CHARS = 500
 # A whole NDJSON file up to this size is checked by DuckDB's own parallel reader in one pass
@@ -366,7 +367,7 @@ def _check_chunk(
     if len(bad):
         with _step(result, "exact"):
             raws = [_line_at(body, int(starts[k])) for k in bad.tolist()]
-            batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+            batch = schema.validate(decode_lines(raws), "analyze", task.now_us)
             _count_rejections(
                 batch.rejections, lambda j: f"{path}@{chunk.base + int(starts[bad[j]])}", task, result, rejected
             )
@@ -497,7 +498,7 @@ def _aggregate_exact(
         if raws is None:
             return None
         offsets = starts[rowids]
-        batch = schema.validate(_parsed(raws), "analyze", task.now_us)
+        batch = schema.validate(decode_lines(raws), "analyze", task.now_us)
         _count_rejections(batch.rejections, lambda j: f"{task.partition.path}@{int(offsets[j])}", task, scratch, found)
     with _step(scratch, "aggregate"):
         return _aggregate_table(con, batch.table, window)
@@ -533,16 +534,3 @@ def _line_at(body: bytes, start: int) -> bytes:
     """The line of `body` starting at `start`, with its newline (not the blank lines after it)."""
     end = body.find(b"\n", start)
     return body[start : len(body) if end < 0 else end + 1]
-
-
-def _parsed(raws: list[bytes]) -> Parsed:
-    """Lines decoded one by one (orjson: strict JSON), as the server decodes NDJSON."""
-    values: list[Any] = []
-    failures: dict[int, str] = {}
-    for k, raw in enumerate(raws):
-        try:
-            values.append(orjson.loads(raw))
-        except orjson.JSONDecodeError as exc:
-            values.append(None)
-            failures[k] = malformed_json(raw, exc)
-    return Parsed(values, failures, lambda k: raws[k].rstrip(b"\r\n").decode("utf-8", errors="replace"))

@@ -87,7 +87,12 @@ def _object_lines(stripped: bytes) -> int | None:
 
 def _decode_lines(body: bytes) -> Parsed:
     """Parse each non-blank line on its own, so a malformed line rejects only itself."""
-    lines = [ln for ln in body.split(b"\n") if ln.strip()]
+    return decode_lines([ln for ln in body.split(b"\n") if ln.strip()])
+
+
+def decode_lines(lines: list[bytes]) -> Parsed:
+    """One JSON value per given line (its line break may stay), each parsed on its own with
+    orjson (strict JSON) so that a malformed line rejects only itself, with the server's reason."""
     values: list[Any] = []
     failures: dict[int, str] = {}
     loads = orjson.loads
@@ -97,7 +102,7 @@ def _decode_lines(body: bytes) -> Parsed:
         except orjson.JSONDecodeError as exc:
             values.append(None)
             failures[i] = malformed_json(line, exc)
-    return Parsed(values, failures, lambda i: _text(lines[i].rstrip(b"\r")))
+    return Parsed(values, failures, lambda i: _text(lines[i].rstrip(b"\r\n")))
 
 
 _LEADING_SPACE = b"\xef\xbb\xbf \t\r\n"  # a byte-order mark and JSON whitespace
