@@ -46,18 +46,14 @@ FACILITIES = (
 )  # fmt: skip
 _RFC5424 = re.compile(r"<(\d{1,3})>([1-9]\d?) (\S+) (\S+) (\S+) (\S+) (\S+) ?(.*)", re.DOTALL)
 _STAMP_3164 = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"
-# TAG[pid]: MSG. The tag runs to the `[pid]` or the colon: Linux daemons write `sshd(pam_unix)`.
-_TAG_3164 = r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?: ?(.*)"
-_RFC3164 = re.compile(rf"<(\d{{1,3}})>(?:({_STAMP_3164}) (?:(\S+) )?)?{_TAG_3164}", re.DOTALL)
+# TAG[pid]. The tag runs to the `[pid]` or what ends it: Linux daemons write `sshd(pam_unix)`.
+_TAG_3164 = r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?"
+_RFC3164 = re.compile(rf"<(\d{{1,3}})>(?:({_STAMP_3164}) (?:(\S+) )?)?{_TAG_3164}: ?(.*)", re.DOTALL)
 # The form of syslog files (`Jun 14 15:16:01 combo sshd[42]: ...`), which some senders forward
 # without a PRI: RFC 3164 section 4.3.3 reads such a message as PRI 13 (user.notice). Its stamp
 # and host are required, so that free text (`Error: disk full`) is still no syslog; then, as the
 # RFC says, any character that is no part of a tag ends it (`syslogd 1.4.1: restart.`).
-_RFC3164_FILE = re.compile(
-    rf"(?:<(\d{{1,3}})>)?({_STAMP_3164}) (\S*[^\s:]) "
-    r"([A-Za-z0-9][^\s\[\]:]{0,127}?)(?:\[([^\]]{0,64})\])?(?:: ?| )(.*)",
-    re.DOTALL,
-)
+_RFC3164_FILE = re.compile(rf"(?:<(\d{{1,3}})>)?({_STAMP_3164}) (\S*[^\s:]) {_TAG_3164}(?:: ?| )(.*)", re.DOTALL)
 _DEFAULT_PRI = "13"
 _SERVICE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/-]*")
 _SD_PARAM = re.compile(r' ([^= \]"]{1,32})="((?:[^"\\]|\\.)*)"')
