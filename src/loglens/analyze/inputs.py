@@ -119,9 +119,12 @@ def _kind_of(path: Path) -> str:
     return "json_array" if _is_json_array_file(path) else "ndjson"
 
 
+_SNIFF_BYTES = 4096  # enough to see past the whitespace after an array's `[`
+
+
 def _is_json_array_file(path: Path) -> bool:
     with path.open("rb") as f:
-        return starts_like_json_array(f.read(4096))
+        return starts_like_json_array(f.read(_SNIFF_BYTES))
 
 
 def is_log_parquet(path: Path) -> bool:
@@ -361,13 +364,13 @@ def is_json_array_gzip(part: Partition) -> bool:
     """True when a gzip partition holds a JSON array rather than NDJSON."""
     head = b""
     try:
-        for piece in gunzip(part.path, 64):
+        for piece in gunzip(part.path, _SNIFF_BYTES):
             head += piece
-            if len(head) >= 4096:
+            if len(head) >= _SNIFF_BYTES:
                 break
     except GzipDamage:
         return False  # NDJSON reading reports the damage (with whatever lines came before it)
-    return starts_like_json_array(head[:4096])
+    return starts_like_json_array(head[:_SNIFF_BYTES])
 
 
 def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:
