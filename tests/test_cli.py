@@ -56,6 +56,20 @@ def test_ingest_into_local_store_ndjson_gz_and_array(tmp_path: Path) -> None:
         assert store.query("SELECT count(*) FROM dead_letter")[0][0] == 1
 
 
+def test_ingest_of_text_lines_that_start_with_a_bracket(tmp_path: Path) -> None:
+    """An Apache-style error log starts with `[` but is no JSON array: `loglens ingest` reads it
+    line by line (each line a rejected record with its own dead letter), not as one failed array."""
+    cfg = write_config(tmp_path)
+    text = tmp_path / "error.log"
+    lines = [f"[Sun Dec 04 04:47:{s:02d} 2005] [error] mod_jk child workerEnv in error state {s}" for s in range(12)]
+    text.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["ingest", str(text), "--config", str(cfg), "--batch-size", "5"])
+    assert result.exit_code == 0, result.output
+    assert "accepted 0, rejected 12" in result.output
+    with Store(tmp_path / "store" / "ll.duckdb") as store:
+        assert [r[0] for r in store.query("SELECT raw FROM dead_letter ORDER BY id")] == lines
+
+
 def test_ingest_posts_to_a_server(live_server: LiveServer, tmp_path: Path) -> None:
     path = tmp_path / "c.ndjson"
     path.write_bytes(b"\n".join(orjson.dumps(x) for x in generate_logs(70)) + b"\n")

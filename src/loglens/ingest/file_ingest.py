@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import itertools
 from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import Any, BinaryIO
@@ -12,30 +14,28 @@ import orjson
 from tqdm import tqdm
 
 from loglens.config import Settings
-from loglens.ingest.decode import decode_json, decode_ndjson
+from loglens.ingest.decode import decode_ndjson, starts_like_json_array
 from loglens.ingest.gzipstream import GzipDamage
 from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
 
+_SNIFF_BYTES = 4096  # enough to see past the whitespace after an array's `[`
+
 
 def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes]:
-    """NDJSON chunks of `batch_size` lines; a file starting with '[' is read as one JSON array."""
-    head = stream.read(1)
-    while head in (b" ", b"\n", b"\r", b"\t", b"\xef", b"\xbb", b"\xbf"):
-        head = stream.read(1)
-    if head == b"[":
+    """NDJSON chunks of `batch_size` lines. A JSON array of logs (`starts_like_json_array`) is
+    read whole and re-emitted as NDJSON; text whose lines start with `[` stays lines."""
+    head = stream.read(_SNIFF_BYTES)
+    if starts_like_json_array(head):
         data = head + stream.read()
         progress.update(len(data))
-        values = orjson.loads(data) if data.strip() else []
+        values = orjson.loads(data.lstrip(b"\xef\xbb\xbf \t\r\n"))
         for i in range(0, len(values), batch_size):
             yield b"\n".join(orjson.dumps(v) for v in values[i : i + batch_size])
         return
     lines: list[bytes] = []
-    first = True
     try:
-        for line in stream:
-            if first:
-                line = head + line
-                first = False
+        # the sniffed head and the rest of its last line, then the stream's own lines
+        for line in itertools.chain(io.BytesIO(head + stream.readline()), stream):
             progress.update(len(line))
             lines.append(line)
             if len(lines) >= batch_size:
@@ -45,8 +45,6 @@ def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes
         if lines:
             yield b"".join(lines)
         raise
-    if first and head:
-        lines.append(head)
     if lines:
         yield b"".join(lines)
 
@@ -114,7 +112,7 @@ async def _ingest_local(
     """Ingest into the local store, adding to `counts` ([accepted, rejected]) as batches commit."""
     async with opened as pipeline:
         for chunk in _chunks(stream, batch_size, progress):
-            parsed = decode_ndjson(chunk) if not chunk.lstrip().startswith(b"[") else decode_json(chunk)
-            result = await pipeline.ingest(parsed, "file")
+            # every chunk is NDJSON: a JSON array was re-emitted line by line by `_chunks`
+            result = await pipeline.ingest(decode_ndjson(chunk), "file")
             counts[0] += result.accepted
             counts[1] += result.rejected
