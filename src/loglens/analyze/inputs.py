@@ -39,7 +39,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from loglens.ingest.decode import decode_json, decode_ndjson, starts_like_json_array
+from loglens.ingest.decode import SNIFF_BYTES, decode_json, decode_ndjson, starts_like_json_array
 from loglens.ingest.gzipstream import GzipDamage, gunzip
 from loglens.models import LOG_ARROW_SCHEMA
 from loglens.schema import Parsed
@@ -119,12 +119,9 @@ def _kind_of(path: Path) -> str:
     return "json_array" if _is_json_array_file(path) else "ndjson"
 
 
-_SNIFF_BYTES = 4096  # enough to see past the whitespace after an array's `[`
-
-
 def _is_json_array_file(path: Path) -> bool:
     with path.open("rb") as f:
-        return starts_like_json_array(f.read(_SNIFF_BYTES))
+        return starts_like_json_array(f.read(SNIFF_BYTES))
 
 
 def is_log_parquet(path: Path) -> bool:
@@ -364,13 +361,13 @@ def is_json_array_gzip(part: Partition) -> bool:
     """True when a gzip partition holds a JSON array rather than NDJSON."""
     head = b""
     try:
-        for piece in gunzip(part.path, _SNIFF_BYTES):
+        for piece in gunzip(part.path, SNIFF_BYTES):
             head += piece
-            if len(head) >= _SNIFF_BYTES:
+            if len(head) >= SNIFF_BYTES:
                 break
     except GzipDamage:
         return False  # NDJSON reading reports the damage (with whatever lines came before it)
-    return starts_like_json_array(head[:_SNIFF_BYTES])
+    return starts_like_json_array(head[:SNIFF_BYTES])
 
 
 def _ndjson_text(part: Partition, block_bytes: int) -> Iterator[TextChunk]:

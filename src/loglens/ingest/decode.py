@@ -108,6 +108,10 @@ def decode_lines(lines: list[bytes]) -> Parsed:
 _LEADING_SPACE = b"\xef\xbb\xbf \t\r\n"  # a byte-order mark and JSON whitespace
 
 
+SNIFF_BYTES = 4096
+"""How much of a text `starts_like_json_array` needs: enough to see past the whitespace after `[`."""
+
+
 def starts_like_json_array(head: bytes) -> bool:
     """Whether text beginning with `head` reads as a JSON array of log objects: ``[`` and then
     ``{`` or ``]`` (or nothing yet). Lines such as ``[Sun Dec 04 04:47:44 2005] [error] ...``
@@ -127,7 +131,7 @@ def decode_json(body: bytes) -> Parsed:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         stripped = body.strip()
-        if b"\n" in stripped and not starts_like_json_array(stripped[:4096]):
+        if b"\n" in stripped and not starts_like_json_array(stripped[:SNIFF_BYTES]):
             return decode_ndjson(body)  # clients often send NDJSON labelled application/json
         return Parsed([None], {0: malformed_json(body, exc)}, lambda i: _text(body))
     if isinstance(doc, list):

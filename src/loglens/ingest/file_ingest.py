@@ -14,17 +14,15 @@ import orjson
 from tqdm import tqdm
 
 from loglens.config import Settings
-from loglens.ingest.decode import decode_ndjson, starts_like_json_array
+from loglens.ingest.decode import SNIFF_BYTES, decode_ndjson, starts_like_json_array
 from loglens.ingest.gzipstream import GzipDamage
 from loglens.ingest.pipeline import IngestPipeline, LocalPipeline
-
-_SNIFF_BYTES = 4096  # enough to see past the whitespace after an array's `[`
 
 
 def _chunks(stream: BinaryIO, batch_size: int, progress: tqdm) -> Iterator[bytes]:
     """NDJSON chunks of `batch_size` lines. A JSON array of logs (`starts_like_json_array`) is
     read whole and re-emitted as NDJSON; text whose lines start with `[` stays lines."""
-    head = stream.read(_SNIFF_BYTES)
+    head = stream.read(SNIFF_BYTES)
     if starts_like_json_array(head):
         data = head + stream.read()
         progress.update(len(data))
