@@ -1,5 +1,6 @@
 """Issue 17 item 11: anomaly values in their unit (never "NaN"), a lone minute is drawn, and a tile
-never says "silent" beside "last seen 1s ago"."""
+never says "silent" beside "last seen 1s ago"; a slow answer to an earlier log search never
+replaces the newer one's."""
 
 from __future__ import annotations
 
@@ -79,3 +80,37 @@ def test_a_service_sending_again_is_not_called_silent(
     firing = httpx.get(srv.url + "/api/v1/alerts", params={"state": "firing"}).json()["alerts"]
     assert any(a["rule"] == "absence" and a["service"] == "flaky" for a in firing)
     assert "s ago" in (dash.page.text_content(f"{tile('flaky')} dd:last-of-type") or "")
+
+
+def test_a_slow_answer_to_an_earlier_log_search_does_not_replace_the_newer_one(
+    live_server: Any, open_dashboard: Callable[..., Any]
+) -> None:
+    """Change the level, then search a text before the level's answer is back: the late answer to
+    the level filter must not fill the table the text search left empty."""
+    logs = [log("api", level="ERROR" if i % 2 else "INFO", message=f"api message {i}") for i in range(10)]
+    post_logs(live_server.url, logs)
+    dash = open_dashboard(live_server.url)
+    dash.wait_live()
+    dash.wait("document.querySelectorAll('#log-rows tr.log').length === 10")
+    dash.page.uncheck("#f-live")  # no refresh of our own between the searches below
+    dash.wait("window.__loglens.logAnswers === window.__loglens.logSearches")  # none still on its way
+    answered = dash.state("window.__loglens.logAnswers")
+    held: list[Any] = []
+
+    def hold_the_level_search(route: Any) -> None:
+        if "zz-no-such-text" in route.request.url:
+            route.continue_()
+        else:
+            held.append(route)  # answered below, after the newer search
+
+    dash.page.route("**/api/v1/logs?*", hold_the_level_search)
+    dash.page.select_option("#f-level", "ERROR,FATAL")
+    dash.page.fill("#f-q", "zz-no-such-text")
+    dash.page.press("#f-q", "Enter")
+    dash.wait(f"window.__loglens.logAnswers === {answered + 1}")
+    assert dash.state("!document.getElementById('logs-empty').hidden")
+    assert len(held) == 1 and "level=ERROR" in held[0].request.url
+    held[0].continue_()
+    dash.wait(f"window.__loglens.logAnswers === {answered + 2}")  # the late answer has been handled
+    assert dash.state("document.querySelectorAll('#log-rows tr.log').length") == 0
+    assert dash.state("!document.getElementById('logs-empty').hidden")

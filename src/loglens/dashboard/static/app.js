@@ -36,15 +36,18 @@
     hidden: new Set(),       // services toggled off in chart legends
     colors: new Map(),
     charts: {},              // metric -> {u, labels, key}
-    logs: { cursor: null, paged: false },
-    dead: { cursor: null },
+    // `asked` numbers the requests of a listing: only the answer to the newest one is shown, so a
+    // slow answer to an earlier filter (or page) cannot overwrite the current one's
+    logs: { cursor: null, paged: false, asked: 0 },
+    dead: { cursor: null, asked: 0 },
     conn: "connecting",
     events: { hello: 0, metrics: 0, alert: 0, anomaly: 0, heartbeat: 0 },
     lastEventAt: 0,
     heartbeatSeconds: 10,
   };
   const pub = { charts: {}, events: S.events, get connection() { return S.conn; }, get filter() { return S.filter; },
-    get services() { return S.services.map((s) => s.service); }, refreshes: 0, isolatedPoints: {} };
+    get services() { return S.services.map((s) => s.service); }, refreshes: 0, isolatedPoints: {},
+    get logSearches() { return S.logs.asked; }, logAnswers: 0 };
   window.__loglens = pub;
 
   /* ---------- small helpers ---------- */
@@ -646,8 +649,10 @@
   async function searchLogs(append) {
     const params = logParams();
     if (append) params.cursor = S.logs.cursor;
+    const asked = ++S.logs.asked;
     const res = await getJSON("/api/v1/logs" + qs(params));
-    if (!res || res.__missing) return;
+    pub.logAnswers += 1;
+    if (asked !== S.logs.asked || !res || res.__missing) return;
     const rows = [];
     for (const log of res.logs) rows.push(...logRow(log));
     if (append) $("log-rows").append(...rows); else $("log-rows").replaceChildren(...rows);
@@ -688,8 +693,9 @@
   async function refreshDeadLetters(append) {
     const params = { reason: $("d-reason").value.trim(), limit: 50 };
     if (append) params.cursor = S.dead.cursor;
+    const asked = ++S.dead.asked;
     const res = await getJSON("/api/v1/dead-letter" + qs(params));
-    if (!res || res.__missing) return;
+    if (asked !== S.dead.asked || !res || res.__missing) return;
     const rows = res.dead_letters.map((d) => el("tr", { dataset: { id: String(d.id) } }, [
       el("td", { class: "time", text: dateTime(d.received_at), title: d.received_at }),
       el("td", { text: d.source }),
